@@ -1,0 +1,51 @@
+# fer-pipeline: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+# run-local: DATA= a Kaggle zip, folder or fer2013.csv (empty = generated sample)
+DATA ?=
+EPOCHS ?=
+SAMPLES ?=
+# compile/submit: images are tagged by commit so a compiled pipeline points at the
+# images built from the same tree.
+TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+REGISTRY ?= fer-pipeline
+IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
+GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
+
+.PHONY: help setup test test-fast run-local compile validate clean
+
+help: ## List the targets with a one-line description
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[pipeline,kaggle,detect,dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
+
+test: setup ## Run the test suite (real-data tests skip where the FER-2013 zip is absent)
+	$(PY) -m pytest
+
+test-fast: setup ## Run the tests except the slow and real-data ones
+	$(PY) -m pytest -m "not slow and not realdata"
+
+run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, EPOCHS=, SAMPLES=
+	$(PY) -m pipelines.run_local $(if $(DATA),--data "$(DATA)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES))
+
+compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP on kind)
+	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build
+
+validate: setup ## Validate a dataset: make validate DATA=path/to/fer2013.zip
+	$(VENV)/bin/fer-pipeline validate "$(DATA)"
+
+clean: ## Remove build outputs and local runs (keeps .venv)
+	rm -rf build .pytest_cache

@@ -1,0 +1,104 @@
+"""Typed, frozen configuration for every step. Built once at the edge (CLI or KFP
+component) from parameters, then passed down explicitly.
+
+Defaults are the original project's settings, each with its unit or reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from fer_pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How the Kaggle `train` split is divided into training and validation."""
+
+    val_fraction: float = 0.2  # share of train held out, stratified per class
+    seed: int = 12  # the seed project's seed
+    min_per_class: int = 2  # a stratified split needs >= 2 samples per class
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model and both training phases. Phase 1 trains the head on a frozen backbone;
+    phase 2 unfreezes the backbone and fine-tunes at a very low learning rate."""
+
+    # model
+    image_size: int = 48  # model input side in pixels; >48 upsamples inside the model
+    weights: str = "imagenet"  # "imagenet", a local .h5/.weights.h5 path or gs:// URI, or "none"
+    dense_units: tuple[int, ...] = (256, 512)  # head Dense widths, in order
+    dropouts: tuple[float, ...] = (0.4, 0.5)  # dropout after each head Dense
+    # data
+    batch_size: int = 64  # global batch
+    horizontal_flip: bool = True
+    width_shift: float = 0.1  # fraction of width, as Keras RandomTranslation
+    height_shift: float = 0.05  # fraction of height
+    class_weighting: bool = True  # balanced weights n / (k * count_k) in the loss
+    max_train_samples: int = 0  # 0 = all; >0 caps train/val (stratified) for quick runs
+    seed: int = 12
+    # phase 1: frozen backbone
+    frozen_epochs: int = 20
+    frozen_lr: float = 1e-4  # Adam
+    # phase 2: fine-tuning
+    finetune_epochs: int = 10
+    finetune_lr: float = 1e-5  # Adam, very low so ImageNet features are not wrecked
+    unfreeze_from: str = ""  # backbone layer name to unfreeze from; "" = whole backbone
+    # callbacks (both phases, on validation loss)
+    early_stopping_patience: int = 3  # epochs without val_loss improvement
+    reduce_lr_patience: int = 2  # epochs before LR is multiplied by reduce_lr_factor
+    reduce_lr_factor: float = 0.2
+    min_lr: float = 1e-7
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.image_size < 32:
+            problems.append(f"image_size must be >= 32 (DenseNet's minimum), got {self.image_size}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if len(self.dense_units) != len(self.dropouts):
+            problems.append(
+                f"dense_units {self.dense_units} and dropouts {self.dropouts} must have the same length"
+            )
+        if self.frozen_epochs < 0 or self.finetune_epochs < 0:
+            problems.append("epochs must be >= 0")
+        if problems:
+            raise ConfigError("Invalid training config: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, ignoring None values (unset parameters keep their default)."""
+        return _from_dict(cls, values)
+
+
+def _from_dict(cls, values: dict[str, Any]):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"Unknown {cls.__name__} field(s): {', '.join(unknown)}.")
+    kwargs = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(names[key].default, tuple) and not isinstance(value, tuple):
+            value = tuple(json.loads(value)) if isinstance(value, str) else tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def split_config_from_dict(values: dict[str, Any]) -> SplitConfig:
+    return _from_dict(SplitConfig, values)
+
+
+__all__ = ["SplitConfig", "TrainConfig", "split_config_from_dict", "field"]
