@@ -49,3 +49,6 @@ validate: setup ## Validate a dataset: make validate DATA=path/to/fer2013.zip
 
 clean: ## Remove build outputs and local runs (keeps .venv)
 	rm -rf build .pytest_cache
+
+# Cloud path (images, infrastructure, submission): mk/cloud.mk
+-include mk/cloud.mk
