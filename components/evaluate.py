@@ -1,0 +1,46 @@
+"""Component 5: test-split metrics, plots and the HTML report."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    dataset: dsl.Input[dsl.Dataset],
+    model: dsl.Input[dsl.Model],
+    frozen_history: dsl.Input[dsl.Artifact],
+    finetune_history: dsl.Input[dsl.Artifact],
+    metrics: dsl.Output[dsl.Metrics],
+    classification: dsl.Output[dsl.ClassificationMetrics],
+    report: dsl.Output[dsl.HTML],
+    evaluation: dsl.Output[dsl.Artifact],
+) -> NamedTuple("EvalOutputs", [("accuracy", float), ("macro_f1", float)]):
+    """Evaluate the fine-tuned model on the test split.
+
+    Args:
+        dataset: canonical dataset pointer.
+        model: fine-tuned model directory.
+        frozen_history: phase-1 history.json.
+        finetune_history: phase-2 history.json.
+        metrics: Output. Accuracy, macro-F1, ROC-AUC, PublicTest/PrivateTest accuracy.
+        classification: Output. Confusion matrix and ROC curve for the Vertex console.
+        report: Output. Self-contained HTML report with the plots.
+        evaluation: Output. Directory: metrics.json, vertex_evaluation.json, plots/.
+
+    Returns:
+        accuracy and macro_f1 on the test split, for the registration gate.
+    """
+    from collections import namedtuple
+
+    from fer_pipeline.component_io import evaluation_outputs, model_file, setup_logging
+    from fer_pipeline.steps import evaluate_step
+
+    setup_logging()
+    result = evaluate_step(
+        dataset.path, model_file(model.path), evaluation.path, history_paths=[frozen_history.path, finetune_history.path]
+    )
+    evaluation_outputs(result, evaluation.path, report.path, metrics, classification)
+    return namedtuple("EvalOutputs", ["accuracy", "macro_f1"])(result["accuracy"], result["macro_f1"])

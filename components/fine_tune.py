@@ -1,0 +1,50 @@
+"""Component 4: phase 2, the backbone unfrozen and fine-tuned on a GPU node."""
+
+from kfp import dsl
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def fine_tune(
+    dataset: dsl.Input[dsl.Dataset],
+    split: dsl.Input[dsl.Dataset],
+    frozen_model: dsl.Input[dsl.Model],
+    model: dsl.Output[dsl.Model],
+    history: dsl.Output[dsl.Artifact],
+    metrics: dsl.Output[dsl.Metrics],
+    batch_size: int = 64,
+    epochs: int = 10,
+    learning_rate: float = 1e-5,
+    unfreeze_from: str = "",
+    early_stopping_patience: int = 3,
+    max_train_samples: int = 0,
+    seed: int = 12,
+):
+    """Unfreeze the backbone (BatchNorm stays in inference mode) and fine-tune at a low rate.
+
+    Args:
+        dataset: canonical dataset pointer.
+        split: train/validation split with class weights.
+        frozen_model: phase-1 model directory.
+        model: Output. Directory with the fine-tuned model.keras.
+        history: Output. history.json of this phase.
+        metrics: Output. Best validation loss and accuracy, epochs run, seconds.
+        batch_size: global batch size.
+        epochs: maximum epochs (early stopping on validation loss).
+        learning_rate: Adam learning rate, very low so pretrained features survive.
+        unfreeze_from: backbone layer to unfreeze from ("" = the whole backbone).
+        early_stopping_patience: epochs without validation-loss improvement before stopping.
+        max_train_samples: cap on training samples for quick runs (0 = all).
+        seed: random seed.
+    """
+    from fer_pipeline.component_io import model_file, phase_outputs, setup_logging, train_config
+    from fer_pipeline.steps import fine_tune_step
+
+    setup_logging()
+    cfg = train_config(
+        batch_size=batch_size, finetune_epochs=epochs, finetune_lr=learning_rate, unfreeze_from=unfreeze_from,
+        early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+    )
+    result = fine_tune_step(dataset.path, split.path, model_file(frozen_model.path), model.path, cfg)
+    phase_outputs(result, model.path, history.path, metrics)

@@ -1,0 +1,50 @@
+"""Component 3: phase 1, the head trained on a frozen DenseNet169 backbone."""
+
+from kfp import dsl
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_frozen(
+    dataset: dsl.Input[dsl.Dataset],
+    split: dsl.Input[dsl.Dataset],
+    model: dsl.Output[dsl.Model],
+    history: dsl.Output[dsl.Artifact],
+    metrics: dsl.Output[dsl.Metrics],
+    image_size: int = 48,
+    weights: str = "imagenet",
+    batch_size: int = 64,
+    epochs: int = 20,
+    learning_rate: float = 1e-4,
+    early_stopping_patience: int = 3,
+    max_train_samples: int = 0,
+    seed: int = 12,
+):
+    """Train the classification head with the backbone frozen.
+
+    Args:
+        dataset: canonical dataset pointer.
+        split: train/validation split with class weights.
+        model: Output. Directory with model.keras.
+        history: Output. history.json: per-epoch loss/accuracy/learning rate.
+        metrics: Output. Best validation loss and accuracy, epochs run, seconds.
+        image_size: model input side in pixels (48 = native; larger upsamples in the model).
+        weights: backbone weights: "imagenet", a weights file path or gs:// URI, or "none".
+        batch_size: global batch size.
+        epochs: maximum epochs (early stopping on validation loss).
+        learning_rate: Adam learning rate.
+        early_stopping_patience: epochs without validation-loss improvement before stopping.
+        max_train_samples: cap on training samples for quick runs (0 = all).
+        seed: random seed.
+    """
+    from fer_pipeline.component_io import phase_outputs, setup_logging, train_config
+    from fer_pipeline.steps import train_frozen_step
+
+    setup_logging()
+    cfg = train_config(
+        image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
+        early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+    )
+    result = train_frozen_step(dataset.path, split.path, model.path, cfg)
+    phase_outputs(result, model.path, history.path, metrics)

@@ -1,0 +1,128 @@
+"""The training pipeline: only wiring. Each step is a component from `components/`.
+
+    ingest -> split_and_weight -> train_frozen -> fine_tune (GPU) -> evaluate -> [gate] -> register
+
+`make_pipeline(target)` returns the pipeline for one target: "vertex" asks for the GPU
+with Vertex's accelerator settings; "kfp" (KFP on kind/GKE) adds a node selector and
+toleration for the GPU node pool through kfp-kubernetes, which the Vertex file must
+not carry (it makes a second YAML document that aiplatform.PipelineJob cannot load).
+"""
+
+
+from dataclasses import dataclass
+
+from kfp import dsl
+
+from components.evaluate import evaluate
+from components.fine_tune import fine_tune
+from components.ingest import ingest
+from components.register import register
+from components.split import split_and_weight
+from components.train_frozen import train_frozen
+
+PIPELINE_NAME = "fer-emotion-training"
+TARGETS = ("vertex", "kfp")
+
+
+@dataclass(frozen=True)
+class GpuPool:
+    """Where fine-tuning runs on a Kubernetes cluster (the "kfp" target)."""
+
+    node_label_key: str = "cloud.google.com/gke-accelerator"
+    node_label_value: str = "nvidia-tesla-t4"
+    taint_key: str = "nvidia.com/gpu"
+    taint_value: str = "present"
+    taint_effect: str = "NoSchedule"
+    gpu_limit: int = 0  # nvidia.com/gpu per pod; 0 on kind (no GPUs), 1+ on GKE
+    # Vertex training resources for the GPU step
+    cpu_limit: str = "8"
+    memory_limit: str = "32G"
+
+
+def _request_gpu(task, target: str, gpu_type, gpu_count, pool: GpuPool) -> None:
+    """Put fine-tuning on a GPU: Vertex machine spec, or the cluster's GPU node pool."""
+    task.set_cpu_limit(pool.cpu_limit).set_memory_limit(pool.memory_limit)
+    if target == "vertex":
+        task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+        return
+    from kfp import kubernetes
+
+    kubernetes.add_node_selector(task, label_key=pool.node_label_key, label_value=pool.node_label_value)
+    kubernetes.add_toleration(
+        task, key=pool.taint_key, operator="Equal", value=pool.taint_value, effect=pool.taint_effect
+    )
+    if pool.gpu_limit:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(pool.gpu_limit)
+
+
+def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
+    """Build the pipeline function for ``target`` ("vertex" or "kfp")."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target {target!r}; expected one of {TARGETS}.")
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="FER-2013 facial-emotion classifier: DenseNet169, two-phase training.")
+    def fer_training(
+        data_source: str,
+        data_prefix: str,
+        registry: str = "vertex",
+        val_fraction: float = 0.2,
+        seed: int = 12,
+        image_size: int = 48,
+        batch_size: int = 64,
+        weights: str = "imagenet",
+        frozen_epochs: int = 20,
+        frozen_lr: float = 1e-4,
+        finetune_epochs: int = 10,
+        finetune_lr: float = 1e-5,
+        unfreeze_from: str = "",
+        early_stopping_patience: int = 3,
+        max_train_samples: int = 0,
+        allow_conversion: bool = False,
+        accuracy_threshold: float = 0.5,
+        model_display_name: str = "fer-emotion",
+        primary_metric: str = "macro_f1",
+        gpu_type: str = "NVIDIA_TESLA_T4",
+        gpu_count: int = 1,
+        project: str = "",
+        location: str = "us-central1",
+        serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest",
+        commit: str = "unknown",
+    ):
+        data = ingest(source=data_source, gcs_prefix=data_prefix, allow_conversion=allow_conversion)
+        data.set_display_name("1. ingest to GCS").set_retry(num_retries=3, backoff_duration="30s")
+
+        split = split_and_weight(dataset=data.outputs["dataset"], val_fraction=val_fraction, seed=seed)
+        split.set_display_name("2. split and weight").set_retry(num_retries=2)
+
+        frozen = train_frozen(
+            dataset=data.outputs["dataset"], split=split.outputs["split"], image_size=image_size, weights=weights,
+            batch_size=batch_size, epochs=frozen_epochs, learning_rate=frozen_lr,
+            early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+        )
+        frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
+        frozen.set_cpu_limit("8").set_memory_limit("32G")
+
+        tuned = fine_tune(
+            dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
+            batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from,
+            early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+        )
+        tuned.set_display_name("4. fine-tune (GPU)").set_retry(num_retries=2)
+        _request_gpu(tuned, target, gpu_type, gpu_count, pool)
+
+        scored = evaluate(
+            dataset=data.outputs["dataset"], model=tuned.outputs["model"],
+            frozen_history=frozen.outputs["history"], finetune_history=tuned.outputs["history"],
+        )
+        scored.set_display_name("5. evaluate").set_retry(num_retries=2)
+
+        with dsl.If(scored.outputs["accuracy"] >= accuracy_threshold, name="accuracy-gate"):
+            registered = register(
+                model=tuned.outputs["model"], evaluation=scored.outputs["evaluation"], dataset=data.outputs["dataset"],
+                registry=registry, display_name=model_display_name, primary_metric=primary_metric, commit=commit,
+                project=project, location=location, serving_image=serving_image, staging_uri=data_prefix,
+            )
+            # Registering twice would add two versions: never cached, never retried.
+            registered.set_display_name("6. register model").set_caching_options(False)
+
+    return fer_training

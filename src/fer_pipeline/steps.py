@@ -1,0 +1,255 @@
+"""The six pipeline steps as plain functions over local paths and URIs.
+
+The KFP components and the CLI are thin layers over these: they turn artifacts or
+arguments into paths and a config object, call one function here, and report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fer_pipeline import storage
+from fer_pipeline.config import SplitConfig, TrainConfig
+from fer_pipeline.dataset import MANIFEST_FILE, FerDataset
+from fer_pipeline.errors import FerError
+
+log = logging.getLogger(__name__)
+
+KAGGLE_PREFIX = "kaggle:"
+DATASET_POINTER = "dataset.json"
+INGEST_REPORT = "ingest_report.json"
+
+
+# --- 1. ingest --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    uri: str  # where the canonical dataset lives: gs:// prefix or local directory
+    manifest: dict[str, Any]
+    uploaded_files: int  # 0 when the same source was ingested before
+    reused: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uri": self.uri, "manifest": self.manifest, "uploaded_files": self.uploaded_files, "reused": self.reused}
+
+
+def fetch_source(source: str, workdir: Path) -> Path:
+    """Turn a local path, a ``gs://`` URI or ``kaggle:OWNER/NAME`` into a local path."""
+    if source.startswith(KAGGLE_PREFIX):
+        return _download_kaggle(source[len(KAGGLE_PREFIX) :])
+    if storage.is_gcs_uri(source):
+        if source.rstrip("/").endswith((".zip", ".csv")):
+            return storage.download_file(source, workdir / Path(source).name)
+        return storage.download_dir(source.rstrip("/"), workdir / "source")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FerError(
+            f"Data source {source!r} does not exist. Pass the Kaggle zip (fer2013.zip), its extracted "
+            "folder, the original fer2013.csv, a gs:// URI, or kaggle:msambare/fer2013."
+        )
+    return path
+
+
+def _download_kaggle(handle: str) -> Path:
+    try:
+        import kagglehub
+    except ImportError as exc:  # the CPU image ships it; a bare install may not
+        raise FerError("kaggle: sources need the kagglehub package: pip install 'fer-pipeline[kaggle]'.") from exc
+    try:
+        return Path(kagglehub.dataset_download(handle))
+    except Exception as exc:  # kagglehub raises several types for auth and network
+        raise FerError(
+            f"Could not download kaggle:{handle} ({exc}). Set KAGGLE_USERNAME/KAGGLE_KEY or "
+            "~/.kaggle/kaggle.json, or download the zip yourself and pass its path."
+        ) from exc
+
+
+def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=None) -> IngestOutcome:
+    """Read and validate a FER-2013 source into a canonical dataset.
+
+    Args:
+        source: local zip/folder/csv, ``gs://`` URI, or ``kaggle:OWNER/NAME``.
+        out_dir: local directory for the canonical dataset and its ingest report.
+        gcs_prefix: when set, the dataset is published under
+            ``{gcs_prefix}/datasets/{checksum}``; a source ingested before is not
+            read or uploaded again.
+        options: ``fer_pipeline.ingest.IngestOptions``.
+
+    Returns:
+        Where the dataset lives, its manifest, and how many files were uploaded.
+    """
+    from fer_pipeline.ingest import IngestOptions, read_source, source_checksum
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fer-source-") as workdir:
+        local = fetch_source(source, Path(workdir))
+        checksum = source_checksum(local)
+        target = storage.GcsPath.parse(gcs_prefix).child("datasets", checksum[:16]).uri if gcs_prefix else ""
+        if target and storage.exists(f"{target}/{MANIFEST_FILE}"):
+            storage.download_file(f"{target}/{MANIFEST_FILE}", out_dir / MANIFEST_FILE)
+            manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+            log.info("ingest: %s already ingested at %s (sha256 %s); uploaded nothing", source, target, checksum[:16])
+            return IngestOutcome(target, manifest, 0, True)
+        result = read_source(local, options or IngestOptions())
+    result.dataset.manifest["source"] = source
+    result.dataset.save(out_dir)
+    (out_dir / INGEST_REPORT).write_text(json.dumps(result.report.to_dict(), indent=2))
+    log.info("ingest: read %d samples from %s", len(result.dataset), source)
+    if not target:
+        return IngestOutcome(str(out_dir), result.dataset.manifest, 0, False)
+    uploaded = storage.upload_dir(out_dir, target, last=(MANIFEST_FILE,))
+    log.info("ingest: uploaded %d files to %s", uploaded, target)
+    return IngestOutcome(target, result.dataset.manifest, uploaded, False)
+
+
+def load_dataset(uri: str) -> FerDataset:
+    """Load a canonical dataset from a local directory, a ``gs://`` prefix, or a pointer file."""
+    path = Path(uri)
+    if path.is_file():  # a Dataset artifact's pointer (dataset.json)
+        return load_dataset(json.loads(path.read_text())["uri"])
+    if not storage.is_gcs_uri(uri):
+        return FerDataset.load(path)
+    cache = Path(tempfile.gettempdir()) / "fer-pipeline-cache" / storage.GcsPath.parse(uri).name.replace("/", "_")
+    if not (cache / MANIFEST_FILE).is_file():
+        staging = Path(tempfile.mkdtemp(prefix="fer-download-"))
+        storage.download_dir(uri, staging)
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, cache)  # atomic: a half-downloaded cache is never read
+    return FerDataset.load(cache)
+
+
+# --- 2. split and weight ----------------------------------------------------------------
+
+
+def split_step(dataset_uri: str, out_path: Path, cfg: SplitConfig):
+    """Stratified train/validation split and balanced class weights, saved as JSON."""
+    from fer_pipeline.split import make_split
+
+    split = make_split(load_dataset(dataset_uri), cfg)
+    split.save(out_path)
+    log.info("split: %d train, %d validation; weights %s", len(split.train_indices), len(split.val_indices), split.class_weights)
+    return split
+
+
+# --- 3./4. training -----------------------------------------------------------------------
+
+
+def train_frozen_step(dataset_uri: str, split_path: Path, out_dir: Path, cfg: TrainConfig):
+    """Phase 1: train the head on a frozen backbone; writes model.keras and history.json."""
+    from fer_pipeline.split import Split
+    from fer_pipeline.train import train_frozen
+
+    return train_frozen(load_dataset(dataset_uri), Split.load(split_path), cfg, Path(out_dir))
+
+
+def fine_tune_step(dataset_uri: str, split_path: Path, model_path: Path, out_dir: Path, cfg: TrainConfig):
+    """Phase 2: unfreeze the backbone and fine-tune; writes model.keras and history.json."""
+    from fer_pipeline.split import Split
+    from fer_pipeline.train import fine_tune
+
+    return fine_tune(Path(model_path), load_dataset(dataset_uri), Split.load(split_path), cfg, Path(out_dir))
+
+
+# --- 5. evaluation ----------------------------------------------------------------------
+
+
+def evaluate_step(dataset_uri: str, model_path: Path, out_dir: Path, *, history_paths=(), run_info=None) -> dict:
+    """Test-split metrics, plots and the HTML report; returns the metrics dict."""
+    from fer_pipeline.evaluate import evaluate
+
+    histories = [json.loads(Path(p).read_text()) for p in history_paths if Path(p).is_file()]
+    return evaluate(Path(model_path), load_dataset(dataset_uri), Path(out_dir), histories=histories, run_info=run_info)
+
+
+# --- 6. registration --------------------------------------------------------------------
+
+
+def register_step(
+    model_path: Path,
+    metrics_path: Path,
+    *,
+    registry: str,
+    display_name: str,
+    labels: dict[str, str],
+    primary_metric: str = "macro_f1",
+    vertex: dict[str, str] | None = None,
+) -> dict:
+    """Export the serving SavedModel and register it as a new version.
+
+    Args:
+        model_path: the trained ``model.keras``.
+        metrics_path: ``metrics.json`` from evaluation (``vertex_evaluation.json`` beside it
+            is imported as the model evaluation on Vertex).
+        registry: ``vertex``, or a local directory / ``gs://`` prefix for the local registry.
+        display_name: the model family; each run adds a version.
+        labels: metadata such as the dataset checksum and the commit.
+        primary_metric: the metric a new version must beat to become ``champion``.
+        vertex: ``project``, ``location``, ``serving_image``, ``staging_uri`` for Vertex.
+
+    Returns:
+        The registered version's description (name, version, aliases, location).
+    """
+    from fer_pipeline.export import export_serving_model
+
+    metrics = json.loads(Path(metrics_path).read_text())
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp:
+        export_dir = export_serving_model(Path(model_path), Path(tmp) / "model")
+        shutil.copy2(model_path, export_dir / "model.keras")  # keep the Keras file beside the SavedModel
+        if registry == "vertex":
+            return _register_vertex(export_dir, metrics, metrics_path, display_name, labels, primary_metric, vertex or {})
+        return _register_local(export_dir, metrics, registry, display_name, labels, primary_metric, started)
+
+
+def _register_local(export_dir, metrics, registry, display_name, labels, primary_metric, started) -> dict:
+    from fer_pipeline.registry import LocalRegistry
+
+    description = f"accuracy {metrics.get('accuracy', 0):.4f}, macro-F1 {metrics.get('macro_f1', 0):.4f}"
+    if storage.is_gcs_uri(registry):
+        raise FerError("A gs:// local registry is not supported yet; pass a local directory or 'vertex'.")
+    version = LocalRegistry(Path(registry)).register(
+        display_name, export_dir, metrics, labels=labels, description=description, primary_metric=primary_metric
+    )
+    log.info("register: %s in %.1f s", version, time.time() - started)
+    return _version_dict(version)
+
+
+def _version_dict(version) -> dict:
+    import dataclasses
+
+    data = dataclasses.asdict(version) if dataclasses.is_dataclass(version) else dict(vars(version))
+    return json.loads(json.dumps(data, default=str))
+
+
+def _register_vertex(export_dir, metrics, metrics_path, display_name, labels, primary_metric, vertex) -> dict:
+    from fer_pipeline.cloud.vertex_registry import register_vertex_model
+
+    missing = [k for k in ("project", "location", "serving_image", "staging_uri") if not vertex.get(k)]
+    if missing:
+        raise FerError(f"Vertex registration needs these settings: {', '.join(missing)}.")
+    artifact_uri = storage.GcsPath.parse(vertex["staging_uri"]).child("models", display_name, str(int(time.time()))).uri
+    storage.upload_dir(export_dir, artifact_uri)
+    evaluation_path = Path(metrics_path).with_name("vertex_evaluation.json")
+    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
+    return register_vertex_model(
+        project=vertex["project"],
+        location=vertex["location"],
+        display_name=display_name,
+        artifact_uri=artifact_uri,
+        serving_image=vertex["serving_image"],
+        metrics=metrics,
+        evaluation=evaluation,
+        labels=labels,
+        primary_metric=primary_metric,
+    )
