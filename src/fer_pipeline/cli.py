@@ -1,0 +1,257 @@
+"""`fer-pipeline`: every pipeline step as a subcommand, so each can be run and debugged
+without KFP, plus `validate` for a dataset and `run` for all steps in a row.
+
+    fer-pipeline validate fer2013.zip
+    fer-pipeline run fer2013.zip --out runs/first --weights none --frozen-epochs 2 --finetune-epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from fer_pipeline import __version__
+from fer_pipeline.config import SplitConfig, TrainConfig
+from fer_pipeline.errors import FerError
+
+log = logging.getLogger("fer_pipeline.cli")
+
+
+# --- config options generated from the dataclasses -------------------------------------
+
+
+def _parse_tuple(kind):
+    def parse(text: str) -> tuple:
+        return tuple(kind(v) for v in text.replace(",", " ").split())
+
+    return parse
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls, only: Sequence[str] | None = None) -> None:
+    """One ``--field-name`` option per dataclass field, typed from its default."""
+    group = parser.add_argument_group(f"{cls.__name__} (defaults in fer_pipeline/config.py)")
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        default = f.default
+        if isinstance(default, bool):
+            kind = _parse_bool
+        elif isinstance(default, tuple):
+            kind = _parse_tuple(type(default[0]) if default else str)
+        else:
+            kind = type(default)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None, help=f"default: {default!r}")
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --- subcommands ------------------------------------------------------------------------
+
+
+def cmd_validate(args) -> int:
+    from fer_pipeline.ingest import IngestOptions, read_source
+
+    started = time.time()
+    result = read_source(args.path, IngestOptions(convert=args.convert, strict=not args.quarantine))
+    print(result.report.summary_text())
+    print(f"\nread in {time.time() - started:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.report.to_dict(), indent=2))
+    if not result.report.usable:
+        print("dataset NOT usable: see the problems above", file=sys.stderr)
+        return 1
+    print("dataset usable")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from fer_pipeline.ingest import IngestOptions
+    from fer_pipeline.steps import ingest_step
+
+    outcome = ingest_step(args.source, args.out, gcs_prefix=args.gcs_prefix or "", options=IngestOptions(convert=args.convert))
+    _print_json({k: v for k, v in outcome.to_json().items() if k != "manifest"})
+    return 0
+
+
+def cmd_split(args) -> int:
+    from fer_pipeline.steps import split_step
+
+    split = split_step(args.dataset, args.out, config_from_args(SplitConfig, args))
+    _print_json({"train": split.train_counts, "validation": split.val_counts, "class_weights": split.class_weights})
+    return 0
+
+
+def cmd_train_frozen(args) -> int:
+    from fer_pipeline.steps import train_frozen_step
+
+    result = train_frozen_step(args.dataset, args.split, args.out, config_from_args(TrainConfig, args))
+    print(f"phase 1 done: {result.epochs_run} epochs, best {result.best_epoch}, model {result.model_path}")
+    return 0
+
+
+def cmd_fine_tune(args) -> int:
+    from fer_pipeline.steps import fine_tune_step
+
+    result = fine_tune_step(args.dataset, args.split, args.model, args.out, config_from_args(TrainConfig, args))
+    print(f"phase 2 done: {result.epochs_run} epochs, best {result.best_epoch}, model {result.model_path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from fer_pipeline.steps import evaluate_step
+
+    metrics = evaluate_step(args.dataset, args.model, args.out, history_paths=args.history or ())
+    _print_headline(metrics, Path(args.out))
+    return 0
+
+
+def _print_headline(metrics: dict, out_dir: Path) -> None:
+    print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+          f"macro ROC-AUC {metrics.get('macro_roc_auc') or float('nan'):.4f}")
+    print(f"report: {out_dir / 'report.html'}")
+
+
+def cmd_register(args) -> int:
+    from fer_pipeline.steps import register_step
+
+    labels = dict(item.split("=", 1) for item in args.label)
+    _print_json(register_step(args.model, args.metrics, registry=args.registry, display_name=args.name, labels=labels))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """All steps in a row into one output directory (no KFP)."""
+    from fer_pipeline.ingest import IngestOptions
+    from fer_pipeline.steps import evaluate_step, fine_tune_step, ingest_step, split_step, train_frozen_step
+
+    out = Path(args.out)
+    cfg = config_from_args(TrainConfig, args)
+    started = time.time()
+    log.info("[1/5] ingest %s", args.source)
+    outcome = ingest_step(args.source, out / "dataset", options=IngestOptions(convert=args.convert))
+    log.info("[2/5] split")
+    split_step(outcome.uri, out / "split.json", SplitConfig(val_fraction=args.val_fraction, seed=cfg.seed))
+    log.info("[3/5] phase 1: frozen backbone")
+    frozen = train_frozen_step(outcome.uri, out / "split.json", out / "frozen", cfg)
+    log.info("[4/5] phase 2: fine-tuning")
+    tuned = fine_tune_step(outcome.uri, out / "split.json", frozen.model_path, out / "finetune", cfg)
+    log.info("[5/5] evaluate")
+    metrics = evaluate_step(
+        outcome.uri, tuned.model_path, out / "evaluation",
+        history_paths=[out / "frozen" / "history.json", out / "finetune" / "history.json"],
+        run_info={"config": cfg.to_dict(), "source": args.source, "seconds": round(time.time() - started)},
+    )
+    _print_headline(metrics, out / "evaluation")
+    print(f"total {time.time() - started:.0f} s")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fer-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a dataset and print its report (exit 1 if unusable)")
+    p.add_argument("path", help="Kaggle zip or folder, or fer2013.csv")
+    p.add_argument("--convert", action="store_true", help="accept RGB/other-size images by converting them")
+    p.add_argument("--quarantine", action="store_true", help="list bad files instead of failing on them")
+    p.add_argument("--json", help="also write the full report as JSON to this file")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("ingest", help="step 1: read, validate and write the canonical dataset")
+    p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
+    p.add_argument("--out", type=Path, required=True, help="local directory for the canonical dataset")
+    p.add_argument("--gcs-prefix", help="also publish to gs://BUCKET/PREFIX/datasets/<checksum>")
+    p.add_argument("--convert", action="store_true", help="accept RGB/other-size images by converting them")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("split", help="step 2: stratified train/validation split and class weights")
+    p.add_argument("dataset", help="canonical dataset directory or gs:// prefix")
+    p.add_argument("--out", type=Path, required=True, help="split JSON to write")
+    add_config_arguments(p, SplitConfig)
+    p.set_defaults(func=cmd_split)
+
+    for name, func, help_text in (
+        ("train-frozen", cmd_train_frozen, "step 3: train the head on the frozen backbone"),
+        ("fine-tune", cmd_fine_tune, "step 4: unfreeze the backbone and fine-tune"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("dataset", help="canonical dataset directory or gs:// prefix")
+        p.add_argument("--split", type=Path, required=True, help="split JSON from `split`")
+        if name == "fine-tune":
+            p.add_argument("--model", type=Path, required=True, help="phase-1 model.keras")
+        p.add_argument("--out", type=Path, required=True, help="output directory (model.keras, history.json)")
+        add_config_arguments(p, TrainConfig)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("evaluate", help="step 5: test metrics, plots and HTML report")
+    p.add_argument("dataset")
+    p.add_argument("--model", type=Path, required=True, help="model.keras to evaluate")
+    p.add_argument("--history", type=Path, action="append", help="history.json of a phase (repeatable)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("register", help="step 6: export and register a model version")
+    p.add_argument("--model", type=Path, required=True, help="model.keras")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics.json from evaluate")
+    p.add_argument("--registry", default=os.environ.get("FER_REGISTRY", "build/registry"), help='directory, or "vertex"')
+    p.add_argument("--name", default="fer-emotion", help="model family (display name)")
+    p.add_argument("--label", action="append", default=[], help="KEY=VALUE label (repeatable)")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("run", help="all steps in a row, no KFP: ingest, split, both phases, evaluate")
+    p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
+    p.add_argument("--out", type=Path, required=True, help="output directory for everything")
+    p.add_argument("--val-fraction", type=float, default=SplitConfig.val_fraction)
+    p.add_argument("--convert", action="store_true")
+    add_config_arguments(p, TrainConfig)
+    p.set_defaults(func=cmd_run)
+
+    try:
+        from fer_pipeline import cli_models
+    except ImportError:  # pragma: no cover - only while the module is missing
+        cli_models = None
+    if cli_models is not None:
+        cli_models.add_subcommands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return int(args.func(args) or 0)
+    except FerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
