@@ -1,0 +1,27 @@
+import pytest
+
+from fer_pipeline.config import TrainConfig
+from fer_pipeline.errors import ConfigError
+
+
+def test_defaults_are_the_seed_projects_settings():
+    cfg = TrainConfig()
+    assert (cfg.image_size, cfg.batch_size, cfg.frozen_epochs, cfg.finetune_epochs) == (48, 64, 20, 10)
+    assert (cfg.frozen_lr, cfg.finetune_lr) == (1e-4, 1e-5)
+    assert (cfg.dense_units, cfg.dropouts) == ((256, 512), (0.4, 0.5))
+    assert (cfg.width_shift, cfg.height_shift, cfg.early_stopping_patience, cfg.seed) == (0.1, 0.05, 3, 12)
+
+
+def test_from_dict_keeps_defaults_for_unset_and_parses_tuples():
+    cfg = TrainConfig.from_dict({"batch_size": 32, "weights": None, "dense_units": "[128]", "dropouts": [0.3]})
+    assert cfg.batch_size == 32 and cfg.weights == "imagenet"
+    assert cfg.dense_units == (128,) and cfg.dropouts == (0.3,)
+
+
+def test_unknown_field_and_bad_values_are_named():
+    with pytest.raises(ConfigError, match="batchsize"):
+        TrainConfig.from_dict({"batchsize": 3})
+    with pytest.raises(ConfigError, match="image_size must be >= 32"):
+        TrainConfig(image_size=16)
+    with pytest.raises(ConfigError, match="same length"):
+        TrainConfig(dense_units=(1, 2), dropouts=(0.1,))
