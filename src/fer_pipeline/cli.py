@@ -71,10 +71,15 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_validate(args) -> int:
-    from fer_pipeline.ingest import IngestOptions, read_source
+    from fer_pipeline.ingest import IngestError, IngestOptions, read_source
 
     started = time.time()
-    result = read_source(args.path, IngestOptions(convert=args.convert, strict=not args.quarantine))
+    try:
+        result = read_source(args.path, IngestOptions(convert=args.convert, strict=not args.quarantine))
+    except IngestError as exc:  # rejected files: show the whole report, then the reason
+        print(exc.report.summary_text())
+        print(f"\ndataset NOT usable: {exc}", file=sys.stderr)
+        return 1
     print(result.report.summary_text())
     print(f"\nread in {time.time() - started:.1f} s")
     if args.json:
