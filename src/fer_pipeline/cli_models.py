@@ -1,0 +1,160 @@
+"""CLI subcommands for the local model registry and for prediction on photos.
+
+    fer-pipeline models list [--registry DIR] [--json]
+    fer-pipeline models show REF [--registry DIR]
+    fer-pipeline predict MODEL IMAGE... [--no-detect] [--annotate DIR] [--margin F] [--registry DIR]
+
+The main CLI calls ``add_subcommands(subparsers)`` and then ``args.func(args)``, which
+returns the exit code. Errors meant for the user (``FerError``) are printed to stderr
+as one line, with exit code 2. The registry folder defaults to ``$FER_REGISTRY`` or
+``build/registry``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from fer_pipeline.errors import FerError
+from fer_pipeline.registry import LocalRegistry, ModelVersion, default_registry_root
+
+EXIT_OK = 0
+EXIT_NO_IMAGE_READ = 1
+EXIT_USER_ERROR = 2
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``models {list,show}`` and ``predict`` to the main CLI; each sets ``func``."""
+    models = subparsers.add_parser("models", help="List and inspect models in the local registry.")
+    models_sub = models.add_subparsers(dest="models_command", metavar="{list,show}", required=True)
+
+    listing = models_sub.add_parser("list", help="List every registered version with its aliases and metric.")
+    add_registry_option(listing)
+    listing.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    listing.set_defaults(func=run_models_list)
+
+    show = models_sub.add_parser("show", help="Show one version as JSON: NAME, NAME@champion, NAME@<version>.")
+    show.add_argument("ref", metavar="REF", help="NAME (default version), NAME@champion, NAME@challenger or NAME@<version>.")
+    add_registry_option(show)
+    show.set_defaults(func=run_models_show)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="Detect faces in images and classify their emotions; prints JSON.",
+        description="Detect faces with OpenCV's Haar cascade, classify each face, print one JSON "
+        "object per image. Exit 0 when at least one image was read (images without a face get "
+        "a note), 1 when none could be read, 2 on a usage error.",
+    )
+    predict.add_argument(
+        "model",
+        metavar="MODEL",
+        help="A folder with model.keras or a .keras file, a gs:// URI, or a registry reference (NAME@champion).",
+    )
+    predict.add_argument("images", metavar="IMAGE", nargs="+", type=Path, help="Image files (JPEG, PNG, ...).")
+    predict.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="Skip face detection: each image is one face crop (FER-style 48x48).",
+    )
+    predict.add_argument("--annotate", metavar="DIR", type=Path, help="Write copies with boxes and labels here.")
+    predict.add_argument(
+        "--margin", type=float, default=0.2, help="Crop size beyond the face box, as a fraction (default 0.2)."
+    )
+    add_registry_option(predict)
+    predict.set_defaults(func=run_predict)
+
+
+def add_registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="Local registry folder (default: $FER_REGISTRY or build/registry).",
+    )
+
+
+def reports_user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print a FerError as one line on stderr and return EXIT_USER_ERROR instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except FerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+
+    return wrapper
+
+
+def registry_from(args: argparse.Namespace) -> LocalRegistry:
+    return LocalRegistry(args.registry if args.registry is not None else default_registry_root())
+
+
+@reports_user_errors
+def run_models_list(args: argparse.Namespace) -> int:
+    """``models list``: one row per version, or JSON with ``--json``."""
+    registry = registry_from(args)
+    versions = registry.list()
+    if args.json:
+        print(json.dumps([v.to_dict() for v in versions], indent=2))
+    elif not versions:
+        print(f"No models registered in {registry.root}.")
+    else:
+        print(format_versions_table(versions))
+    return EXIT_OK
+
+
+def format_versions_table(versions: list[ModelVersion]) -> str:
+    """A plain-text table: ref, aliases, primary metric and value, created, description."""
+    header = ("MODEL", "ALIASES", "METRIC", "VALUE", "CREATED", "DESCRIPTION")
+    rows = [header]
+    for v in versions:
+        aliases = ",".join(v.aliases + (("default",) if v.is_default else ()))
+        value = v.metrics.get(v.primary_metric)
+        rows.append(
+            (
+                v.ref,
+                aliases or "-",
+                v.primary_metric,
+                f"{value:.4f}" if isinstance(value, (int, float)) else str(value),
+                v.created or "-",
+                v.description,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows
+    )
+
+
+@reports_user_errors
+def run_models_show(args: argparse.Namespace) -> int:
+    """``models show REF``: the resolved version as JSON."""
+    print(json.dumps(registry_from(args).resolve(args.ref).to_dict(), indent=2))
+    return EXIT_OK
+
+
+@reports_user_errors
+def run_predict(args: argparse.Namespace) -> int:
+    """``predict MODEL IMAGE...``: JSON results; exit 1 only when no image could be read."""
+    from fer_pipeline.predict import load_model_ref, predict_images
+
+    model = load_model_ref(args.model, args.registry)
+    results = predict_images(
+        model,
+        args.images,
+        skip_detection=args.no_detect,
+        annotate_dir=args.annotate,
+        margin=args.margin,
+    )
+    print(json.dumps(results, indent=2))
+    if all("error" in entry for entry in results):
+        print("error: none of the images could be read (see the \"error\" fields).", file=sys.stderr)
+        return EXIT_NO_IMAGE_READ
+    return EXIT_OK

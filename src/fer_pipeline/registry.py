@@ -1,0 +1,418 @@
+"""A local model registry in a directory, and the champion gate both registries use.
+
+Layout::
+
+    <root>/index.json             every model, version, alias and metric (the only index)
+    <root>/<name>/<version>/      a copy of the registered model folder (versions 1, 2, 3...)
+
+A new version becomes ``champion`` (and the default version) only when it beats the
+current champion on the primary metric; otherwise it becomes ``challenger``. Aliases
+move: each points at one version of a model at a time. References are ``NAME`` (the
+default version), ``NAME@champion``, ``NAME@challenger``, ``NAME@<alias>`` or
+``NAME@<version>``.
+
+``index.json`` is rewritten atomically (temp file + ``os.replace``) and model folders
+are copied under a temp name and renamed into place, so a crash never leaves a
+half-registered version visible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from fer_pipeline.errors import ConfigError, FerError
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.json"
+INDEX_FORMAT_VERSION = 1
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_PRIMARY_METRIC = "macro_f1"
+REGISTRY_ENV = "FER_REGISTRY"
+DEFAULT_REGISTRY_DIR = Path("build") / "registry"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def default_registry_root() -> Path:
+    """The registry folder when none is given: ``$FER_REGISTRY``, else ``build/registry``."""
+    return Path(os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY_DIR)
+
+
+class RegistryError(FerError):
+    """A registry reference or registration cannot be resolved or carried out."""
+
+
+def champion_gate(
+    new_metrics: Mapping[str, Any],
+    champion_metrics: Mapping[str, Any] | None,
+    metric: str = DEFAULT_PRIMARY_METRIC,
+) -> bool:
+    """Decide whether a new model replaces the champion.
+
+    Args:
+        new_metrics: the candidate's metrics, e.g. the evaluate step's ``metrics.json``.
+        champion_metrics: the current champion's metrics, or None when there is none.
+        metric: the metric compared; higher is better.
+
+    Returns:
+        True when there is no champion or the candidate is strictly better; a tie keeps
+        the incumbent, so re-registering the same model never churns the alias. A NaN
+        candidate never wins. A champion whose ``metric`` is missing or not a number
+        cannot be compared: the candidate does not win (a warning says so), because
+        replacing a champion blindly is worse than a manual promotion.
+
+    Raises:
+        ConfigError: the candidate lacks ``metric``, or it is not a number.
+    """
+    new_value = metric_value(new_metrics, metric, "new model")
+    if math.isnan(new_value):
+        log.warning("New model's %s is NaN; it cannot become champion.", metric)
+        return False
+    if champion_metrics is None:
+        return True
+    try:
+        champion_value = metric_value(champion_metrics, metric, "champion")
+    except ConfigError as exc:
+        log.warning("%s The new model stays challenger; promote it by hand if it should win.", exc)
+        return False
+    return math.isnan(champion_value) or new_value > champion_value
+
+
+def metric_value(metrics: Mapping[str, Any], metric: str, whose: str) -> float:
+    """``metrics[metric]`` as a float, with an error naming what is there when it is not."""
+    if metric not in metrics:
+        scalars = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ConfigError(
+            f"The {whose}'s metrics have no {metric!r}; scalar metrics present: "
+            f"{', '.join(scalars) or 'none'}. Pass a primary metric that both models report."
+        )
+    value = metrics[metric]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"The {whose}'s metric {metric!r} is {value!r}, not a number.")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version, as resolved from the index."""
+
+    name: str
+    version: int
+    path: Path
+    metrics: dict[str, Any]
+    labels: dict[str, str]
+    description: str
+    primary_metric: str
+    aliases: tuple[str, ...] = ()
+    is_default: bool = False
+    created: str = ""
+
+    @property
+    def ref(self) -> str:
+        """The exact reference, ``NAME@<version>``."""
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (path as a string)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "path": str(self.path),
+            "aliases": list(self.aliases),
+            "is_default": self.is_default,
+            "primary_metric": self.primary_metric,
+            "metrics": self.metrics,
+            "labels": self.labels,
+            "description": self.description,
+            "created": self.created,
+        }
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split ``NAME[@ALIAS_OR_VERSION]`` into its parts (the second is None without ``@``)."""
+    name, sep, selector = ref.partition("@")
+    if not name or (sep and not selector):
+        raise RegistryError(
+            f"Model reference {ref!r} is malformed; use NAME, NAME@champion, NAME@challenger or NAME@<version>."
+        )
+    return name, (selector if sep else None)
+
+
+@dataclass
+class LocalRegistry:
+    """A model registry living in one directory (see the module docstring for the layout)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    # ---- reading -----------------------------------------------------------------
+
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        """All versions, ordered by model name then version; only ``name``'s when given.
+
+        Raises:
+            RegistryError: ``name`` is not registered.
+        """
+        index = self._read_index()
+        if name is not None:
+            self._model_entry(index, name)  # raises, listing what exists
+            names = [name]
+        else:
+            names = sorted(index["models"])
+        return [
+            self._to_version(model, entry, index["models"][model])
+            for model in names
+            for entry in index["models"][model]["versions"]
+        ]
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """Resolve ``NAME``, ``NAME@<alias>`` or ``NAME@<version>`` to a registered version.
+
+        Raises:
+            RegistryError: unknown name, alias or version; the message lists what exists.
+        """
+        name, selector = parse_ref(ref)
+        index = self._read_index()
+        model = self._model_entry(index, name)
+        if selector is None:
+            version = model["default_version"]
+        elif selector.isdigit():
+            version = int(selector)
+        elif selector in model["aliases"]:
+            version = model["aliases"][selector]
+        else:
+            known = ", ".join(f"{a} (v{v})" for a, v in sorted(model["aliases"].items())) or "none"
+            raise RegistryError(f"Model {name!r} has no alias {selector!r}; its aliases: {known}.")
+        for entry in model["versions"]:
+            if entry["version"] == version:
+                return self._to_version(name, entry, model)
+        versions = ", ".join(str(e["version"]) for e in model["versions"])
+        raise RegistryError(f"Model {name!r} has no version {version}; its versions: {versions}.")
+
+    def champion(self, name: str) -> ModelVersion | None:
+        """The version holding the ``champion`` alias, or None (also for an unknown name)."""
+        model = self._read_index()["models"].get(name)
+        if not model or CHAMPION not in model["aliases"]:
+            return None
+        return self.resolve(f"{name}@{CHAMPION}")
+
+    # ---- writing -----------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        model_dir: Path,
+        metrics: Mapping[str, Any],
+        *,
+        labels: Mapping[str, str],
+        description: str,
+        primary_metric: str = DEFAULT_PRIMARY_METRIC,
+    ) -> ModelVersion:
+        """Copy a model folder in as the next version and move the champion or challenger alias.
+
+        Args:
+            name: the model family, e.g. ``fer-densenet169``.
+            model_dir: the folder to copy (e.g. training output holding ``model.keras``),
+                or a single model file, copied into the version folder.
+            metrics: the evaluation metrics; must hold ``primary_metric``.
+            labels: free-form string labels (dataset checksum, commit, ...).
+            description: one line for humans.
+            primary_metric: the metric the champion gate compares; higher is better.
+
+        Returns:
+            The new version, with its aliases after the gate.
+
+        Raises:
+            RegistryError: bad name or missing ``model_dir``.
+            ConfigError: ``primary_metric`` missing from the metrics.
+        """
+        check_model_name(name)
+        model_dir = Path(model_dir)
+        if not model_dir.exists():
+            raise RegistryError(f"Cannot register {name!r}: {model_dir} does not exist; pass the trained model folder.")
+        metric_value(metrics, primary_metric, "new model")  # fail before copying anything
+
+        with self._locked():
+            index = self._read_index()
+            model = index["models"].setdefault(name, {"versions": [], "aliases": {}, "default_version": None})
+            champion_entry = self._entry_for_alias(model, CHAMPION)
+            wins = champion_gate(metrics, champion_entry["metrics"] if champion_entry else None, primary_metric)
+            version = max((e["version"] for e in model["versions"]), default=0) + 1
+
+            self._copy_model(model_dir, self.root / name / str(version))
+            model["versions"].append(
+                {
+                    "version": version,
+                    "path": f"{name}/{version}",
+                    "metrics": json_ready(dict(metrics)),
+                    "labels": {str(k): str(v) for k, v in labels.items()},
+                    "description": description,
+                    "primary_metric": primary_metric,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+            model["aliases"][CHAMPION if wins else CHALLENGER] = version
+            if wins or model["default_version"] is None:
+                model["default_version"] = version
+            self._write_index(index)
+
+        registered = self.resolve(f"{name}@{version}")
+        log.info(
+            "Registered %s as %s (%s=%s, champion before: %s)",
+            registered.ref,
+            CHAMPION if wins else CHALLENGER,
+            primary_metric,
+            metrics[primary_metric],
+            f"v{champion_entry['version']}={champion_entry['metrics'].get(primary_metric)}" if champion_entry else "none",
+        )
+        return registered
+
+    def set_alias(self, ref: str, alias: str) -> ModelVersion:
+        """Point ``alias`` at the version ``ref`` resolves to (moving it from any other).
+
+        Promoting with ``champion`` also makes the version the default.
+        """
+        if not _ALIAS_PATTERN.match(alias):
+            raise RegistryError(f"Alias {alias!r} is invalid; use lowercase letters, digits, '-' or '_'.")
+        if alias.isdigit():
+            raise RegistryError(f"Alias {alias!r} would read as a version number; pick a name.")
+        with self._locked():
+            target = self.resolve(ref)
+            index = self._read_index()
+            model = index["models"][target.name]
+            model["aliases"][alias] = target.version
+            if alias == CHAMPION:
+                model["default_version"] = target.version
+            self._write_index(index)
+        return self.resolve(target.ref)
+
+    # ---- internals ---------------------------------------------------------------
+
+    def _read_index(self) -> dict[str, Any]:
+        path = self.root / INDEX_FILE
+        if not path.is_file():
+            return {"format_version": INDEX_FORMAT_VERSION, "models": {}}
+        try:
+            index = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{path} is not valid JSON ({exc}); restore it from a backup or start a new registry.") from exc
+        if index.get("format_version") != INDEX_FORMAT_VERSION:
+            raise RegistryError(
+                f"{path} has format_version {index.get('format_version')!r}; this version reads {INDEX_FORMAT_VERSION}."
+            )
+        return index
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.root / INDEX_FILE, index)
+
+    def _model_entry(self, index: dict[str, Any], name: str) -> dict[str, Any]:
+        try:
+            return index["models"][name]
+        except KeyError:
+            known = ", ".join(sorted(index["models"])) or "none yet"
+            raise RegistryError(f"No model named {name!r} in the registry at {self.root}; registered: {known}.") from None
+
+    @staticmethod
+    def _entry_for_alias(model: dict[str, Any], alias: str) -> dict[str, Any] | None:
+        version = model["aliases"].get(alias)
+        return next((e for e in model["versions"] if e["version"] == version), None)
+
+    def _to_version(self, name: str, entry: dict[str, Any], model: dict[str, Any]) -> ModelVersion:
+        version = entry["version"]
+        return ModelVersion(
+            name=name,
+            version=version,
+            path=self.root / entry["path"],
+            metrics=entry["metrics"],
+            labels=entry["labels"],
+            description=entry["description"],
+            primary_metric=entry["primary_metric"],
+            aliases=tuple(sorted(a for a, v in model["aliases"].items() if v == version)),
+            is_default=model["default_version"] == version,
+            created=entry.get("created", ""),
+        )
+
+    @staticmethod
+    def _copy_model(source: Path, target: Path) -> None:
+        if target.exists():
+            # Left by a registration that crashed after copying; the index never named it.
+            log.warning("Replacing unindexed leftover %s", target)
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            if source.is_dir():
+                shutil.copytree(source, staging, dirs_exist_ok=True)
+            else:
+                shutil.copy2(source, staging / source.name)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise writers (two local pipeline runs registering at once) with flock."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; single-writer use only
+            yield
+            return
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_model_name(name: str) -> None:
+    """Model names become folder names and precede ``@`` in references."""
+    if not _NAME_PATTERN.match(name or ""):
+        raise RegistryError(
+            f"Model name {name!r} is invalid; use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit, at most 128 characters)."
+        )
+
+
+def json_ready(value: Any) -> Any:
+    """Convert numpy scalars/arrays (as metrics often hold) to plain JSON types."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return value.tolist()
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file in the same folder, then ``os.replace`` it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
