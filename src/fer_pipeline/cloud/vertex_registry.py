@@ -121,7 +121,8 @@ def find_family_and_champion(display_name: str):
     ``Model.list`` returns each model's default version, which is the champion in the
     normal flow; when someone moved the default by hand, the alias is looked up.
     """
-    models = aiplatform.Model.list(filter=f'display_name="{display_name}"')
+    quoted = display_name.replace("\\", "\\\\").replace('"', '\\"')  # AIP-160 string literal
+    models = aiplatform.Model.list(filter=f'display_name="{quoted}"')
     if not models:
         return None, None
     with_champion = [m for m in models if CHAMPION in (m.version_aliases or [])]
