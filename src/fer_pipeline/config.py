@@ -57,6 +57,10 @@ class TrainConfig:
     reduce_lr_patience: int = 2  # epochs before LR is multiplied by reduce_lr_factor
     reduce_lr_factor: float = 0.2
     min_lr: float = 1e-7
+    # devices and execution
+    jit_compile: bool = False  # XLA-compile the train/eval steps; pays off on GPU, slow to compile on CPU
+    mixed_precision: bool = True  # mixed_float16 when a GPU is visible (ignored on CPU); output stays float32
+    run_eagerly: bool = False  # no tf.function; for debugging and tiny CPU runs (saves ~30 s tracing per phase)
 
     def __post_init__(self) -> None:
         problems = []

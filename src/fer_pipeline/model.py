@@ -1,0 +1,205 @@
+"""The classifier: DenseNet169 transfer learning on 48x48 grayscale faces.
+
+The saved model takes raw pixels (0..255, shape (48, 48, 1)) and does everything
+else itself with standard Keras layers: optional resizing, augmentation (active only
+in training), grayscale to RGB, DenseNet's 'torch' preprocessing, the backbone and
+the head. So serving and evaluation feed the same pixels as training, and the file
+loads with ``keras.saving.load_model`` and no custom objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from fer_pipeline.classes import IMAGE_SIZE, NUM_CLASSES
+from fer_pipeline.config import TrainConfig
+from fer_pipeline.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+BACKBONE_NAME = "backbone"
+OUTPUT_NAME = "predictions"
+PREPROCESS_OUTPUT_NAME = "preprocess_normalize"  # last preprocessing layer, before the backbone
+
+# keras.applications.densenet.preprocess_input ('torch' mode): x / 255, then ImageNet mean/std per channel.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# First layer of each dense block and transition: the natural places to unfreeze from.
+_BLOCK_START = re.compile(r"^(conv\d_block1_0_bn|pool\d_bn)$")
+
+
+def build_model(cfg: TrainConfig) -> keras.Model:
+    """Build the classifier with a frozen DenseNet169 backbone.
+
+    Args:
+        cfg: Training config. Uses ``image_size`` (pixels, side of the backbone's
+            input; images are resized inside the model when it is not 48),
+            ``weights``, ``horizontal_flip``, ``width_shift``/``height_shift``
+            (fractions of the side), ``dense_units``, ``dropouts`` and ``seed``.
+
+    Returns:
+        An uncompiled model: input "image" (48, 48, 1) float32 raw pixel values
+        0..255, output "predictions" (7,) float32 softmax probabilities.
+
+    Raises:
+        ConfigError: ``cfg.weights`` cannot be loaded (download failed, file missing
+            or not DenseNet169 weights).
+    """
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), dtype="float32", name=INPUT_NAME)
+    x = inputs
+    if cfg.image_size != IMAGE_SIZE:
+        x = layers.Resizing(cfg.image_size, cfg.image_size, interpolation="bilinear", name="resize")(x)
+    x = _augment(x, cfg)
+    # Concatenate rather than a Lambda: Lambdas do not load without safe_mode=False.
+    x = layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
+    x = layers.Rescaling(1.0 / 255.0, name="preprocess_scale")(x)
+    x = layers.Normalization(
+        axis=-1,
+        mean=list(IMAGENET_MEAN),
+        variance=[s * s for s in IMAGENET_STD],
+        name=PREPROCESS_OUTPUT_NAME,
+    )(x)
+    backbone = _densenet169(cfg.weights, cfg.image_size)
+    backbone.trainable = False
+    # training=False as in the Keras transfer-learning recipe. Keras 3 lets an outer
+    # training=True override it, so what keeps BatchNorm in inference mode in both
+    # phases is that BatchNorm stays frozen (frozen BN always runs in inference mode).
+    x = backbone(x, training=False)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    for i, (units, rate) in enumerate(zip(cfg.dense_units, cfg.dropouts), start=1):
+        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+        x = layers.Dropout(rate, seed=cfg.seed + i, name=f"head_dropout_{i}")(x)
+    # float32 output even under mixed_float16, so softmax and the loss stay stable.
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
+    return keras.Model(inputs, outputs, name="fer_densenet169")
+
+
+def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "") -> int:
+    """Make the backbone trainable from one layer on, keeping BatchNorm frozen.
+
+    Frozen BatchNorm layers run in inference mode, so their moving statistics
+    (learned on ImageNet) are neither used per batch nor updated by the small
+    FER batches. Recompile the model afterwards for the change to take effect.
+
+    Args:
+        model: A model from ``build_model`` (or loaded from one).
+        unfreeze_from: Name of a backbone layer (e.g. "conv5_block1_0_bn"); it and
+            every later layer become trainable, earlier ones stay frozen. "" unfreezes
+            the whole backbone.
+
+    Returns:
+        The number of trainable weight tensors of the whole model.
+
+    Raises:
+        ConfigError: ``unfreeze_from`` is not a layer of the backbone.
+    """
+    backbone = model.get_layer(BACKBONE_NAME)
+    start = _layer_position(backbone, unfreeze_from)
+    backbone.trainable = True
+    for position, layer in enumerate(backbone.layers):
+        layer.trainable = position >= start and not isinstance(layer, layers.BatchNormalization)
+    count = len(model.trainable_weights)
+    logger.info(
+        "Unfroze the backbone from %s (%d of %d layers); %d trainable weight tensors, BatchNorm frozen.",
+        unfreeze_from or "its first layer",
+        len(backbone.layers) - start,
+        len(backbone.layers),
+        count,
+    )
+    return count
+
+
+def block_names(model: keras.Model) -> list[str]:
+    """Names of the backbone layers that start a dense block or a transition."""
+    return _block_starts(model.get_layer(BACKBONE_NAME))
+
+
+def _block_starts(backbone: keras.Model) -> list[str]:
+    """Backbone layer names that start a dense block or a transition, in order."""
+    return [layer.name for layer in backbone.layers if _BLOCK_START.match(layer.name)]
+
+
+def _augment(x, cfg: TrainConfig):
+    """Random flip and shift; Keras skips these layers at inference."""
+    if cfg.horizontal_flip:
+        x = layers.RandomFlip("horizontal", seed=cfg.seed, name="augment_flip")(x)
+    if cfg.width_shift > 0 or cfg.height_shift > 0:
+        x = layers.RandomTranslation(
+            height_factor=cfg.height_shift,
+            width_factor=cfg.width_shift,
+            fill_mode="nearest",
+            seed=cfg.seed,
+            name="augment_translate",
+        )(x)
+    return x
+
+
+def _densenet169(weights: str, image_size: int) -> keras.Model:
+    """DenseNet169 without its top, named "backbone", with the weights ``weights`` names."""
+    source = _weights_source(weights)
+    try:
+        return keras.applications.DenseNet169(
+            include_top=False,
+            weights=source,
+            input_shape=(image_size, image_size, 3),
+            name=BACKBONE_NAME,
+        )
+    except Exception as error:  # download and h5 errors come in many types
+        raise ConfigError(
+            f"Could not load DenseNet169 weights for parameter `weights`={weights!r}: {error}. "
+            "Pass a local DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
+            "or weights=\"none\" to start from random weights."
+        ) from error
+
+
+def _weights_source(weights: str) -> str | None:
+    """What keras.applications takes: "imagenet", None, or an existing local file path."""
+    if weights == "imagenet":
+        return "imagenet"
+    if weights.strip().lower() == "none":
+        return None
+    path = _local_copy(weights) if weights.startswith("gs://") else Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"Parameter `weights`={weights!r} is neither \"imagenet\" nor \"none\", and no such file exists. "
+            "Pass the path of a DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
+            "\"imagenet\" (needs internet access) or \"none\"."
+        )
+    return str(path)
+
+
+def _local_copy(uri: str) -> Path:
+    """Copy a gs:// weights file to a temporary local file (tf.io.gfile reads GCS natively)."""
+    import tensorflow as tf
+
+    target = Path(tempfile.mkdtemp(prefix="fer-weights-")) / Path(uri).name
+    try:
+        tf.io.gfile.copy(uri, str(target), overwrite=True)
+    except Exception as error:  # NotFoundError, permission and network errors
+        raise ConfigError(
+            f"Could not read parameter `weights`={uri!r}: {error}. Check the URI and the service "
+            "account's read access, or pass a local weights file or \"none\"."
+        ) from error
+    return target
+
+
+def _layer_position(backbone: keras.Model, name: str) -> int:
+    """Index of layer ``name`` in the backbone; "" is the first layer."""
+    if not name:
+        return 0
+    for position, layer in enumerate(backbone.layers):
+        if layer.name == name:
+            return position
+    examples = _block_starts(backbone)
+    raise ConfigError(
+        f"unfreeze_from={name!r} is not a layer of the DenseNet169 backbone. Use \"\" for the whole "
+        f"backbone or a layer name such as {', '.join(examples)} (any convN_blockM_... name works)."
+    )

@@ -1,0 +1,318 @@
+"""The two training phases: the head on a frozen backbone, then fine-tuning.
+
+Each phase reads the canonical dataset and the split, writes ``model.keras`` and
+``history.json`` to its own directory, and returns a ``PhaseResult``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fer_pipeline.classes import NUM_CLASSES
+from fer_pipeline.config import TrainConfig
+from fer_pipeline.data import make_dataset
+from fer_pipeline.dataset import FerDataset
+from fer_pipeline.model import build_model, unfreeze_backbone
+from fer_pipeline.split import Split
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+
+
+@dataclass
+class PhaseResult:
+    """What one training phase produced."""
+
+    model: keras.Model
+    history: dict[str, list[float]]  # Keras history per epoch, plus "learning_rate"
+    epochs_run: int
+    best_epoch: int  # 1-based epoch with the lowest val_loss (its weights are kept); 0 if none ran
+    seconds: float  # wall-clock seconds spent in fit
+    model_path: Path
+
+
+@dataclass(frozen=True)
+class PhaseData:
+    """Which samples a phase trains and validates on, and the training loss weights."""
+
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    train_sample_weights: np.ndarray | None  # per training sample; None without class weighting
+
+
+def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path) -> PhaseResult:
+    """Phase 1 ("frozen"): train the new head on a frozen, pretrained backbone.
+
+    Args:
+        dataset: The canonical dataset; its rows ``split`` points at are used.
+        split: Training and validation indices and class weights.
+        cfg: Training config (``frozen_epochs``, ``frozen_lr`` and the shared settings).
+        out_dir: Directory for ``model.keras`` and ``history.json``; created if missing.
+
+    Returns:
+        The phase's result; the model holds the weights of the best validation epoch.
+    """
+    return _run_phase(
+        "frozen", lambda: build_model(cfg), dataset, split, cfg, Path(out_dir), cfg.frozen_epochs, cfg.frozen_lr
+    )
+
+
+def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path) -> PhaseResult:
+    """Phase 2 ("finetune"): unfreeze the backbone (BatchNorm stays frozen) and train at a low rate.
+
+    Args:
+        model_path: The phase 1 ``model.keras``.
+        dataset: The canonical dataset.
+        split: Training and validation indices and class weights.
+        cfg: Training config (``finetune_epochs``, ``finetune_lr``, ``unfreeze_from``
+            and the shared settings).
+        out_dir: Directory for ``model.keras`` and ``history.json``; created if missing.
+
+    Returns:
+        The phase's result. With ``finetune_epochs`` 0 the model is saved unchanged.
+    """
+
+    def load_and_unfreeze() -> keras.Model:
+        model = keras.saving.load_model(model_path, compile=False)
+        if cfg.finetune_epochs > 0:
+            unfreeze_backbone(model, cfg.unfreeze_from)
+        return model
+
+    return _run_phase(
+        "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr
+    )
+
+
+def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData:
+    """Training/validation indices (capped by ``cfg.max_train_samples``) and loss weights.
+
+    Args:
+        dataset: The canonical dataset.
+        split: Training and validation indices and class weights.
+        cfg: Uses ``max_train_samples`` (images; 0 = all), ``class_weighting`` and ``seed``.
+
+    Returns:
+        The indices to use and, with class weighting, each training image's weight
+        ``class_weights[label]``. Validation loss stays unweighted.
+    """
+    train_idx, val_idx = split.train_indices, split.val_indices
+    if cfg.max_train_samples > 0:
+        # Validation shrinks by the same ratio; at least 1 (raised to one per class below).
+        val_cap = max(1, round(cfg.max_train_samples * len(val_idx) / max(len(train_idx), 1)))
+        train_idx = stratified_cap(train_idx, dataset.labels[train_idx], cfg.max_train_samples, cfg.seed)
+        val_idx = stratified_cap(val_idx, dataset.labels[val_idx], val_cap, cfg.seed + 1)
+    weights = None
+    if cfg.class_weighting:
+        by_index = split.class_weight_by_index()
+        table = np.array([by_index[i] for i in range(NUM_CLASSES)], dtype=np.float32)
+        weights = table[dataset.labels[train_idx].astype(np.int64)]
+    return PhaseData(train_idx, val_idx, weights)
+
+
+def stratified_cap(indices: np.ndarray, labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """A seeded random subset of at most ``cap`` indices, class shares kept, every class kept.
+
+    Args:
+        indices: Sample indices.
+        labels: Class of each entry of ``indices``.
+        cap: Most indices to keep; raised to the number of classes present so that
+            each keeps at least one. ``cap`` <= 0 or >= ``len(indices)`` keeps all.
+        seed: Random seed.
+
+    Returns:
+        The kept indices, sorted.
+    """
+    if cap <= 0 or cap >= len(indices):
+        return indices
+    classes, counts = np.unique(labels, return_counts=True)
+    if cap < len(classes):
+        logger.warning("A cap of %d samples is below the %d classes present; keeping one per class.", cap, len(classes))
+        cap = len(classes)
+    quota = _class_quota(counts, cap)
+    rng = np.random.default_rng(seed)
+    kept = [rng.choice(indices[labels == c], size=n, replace=False) for c, n in zip(classes, quota)]
+    return np.sort(np.concatenate(kept))
+
+
+def _class_quota(counts: np.ndarray, cap: int) -> np.ndarray:
+    """Per-class sample numbers summing to ``cap``: proportional, at least 1, at most the count."""
+    exact = counts * cap / counts.sum()
+    quota = np.clip(np.floor(exact).astype(np.int64), 1, counts)
+    by_remainder = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    while quota.sum() < cap:  # hand out the rest by largest remainder
+        for i in by_remainder:
+            if quota.sum() < cap and quota[i] < counts[i]:
+                quota[i] += 1
+    while quota.sum() > cap:  # the minimum of one overshot: take back from the largest
+        quota[np.argmax(np.where(quota > 1, quota, -1))] -= 1
+    return quota
+
+
+def configure_devices(cfg: TrainConfig) -> tf.distribute.Strategy:
+    """Set the Keras dtype policy and pick a distribution strategy for the visible GPUs.
+
+    Args:
+        cfg: Uses ``mixed_precision``.
+
+    Returns:
+        MirroredStrategy over all GPUs when there are several, else the default
+        strategy. Sets the global policy to mixed_float16 when a GPU is visible (and
+        ``cfg.mixed_precision``), float32 otherwise.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    policy = "mixed_float16" if gpus and cfg.mixed_precision else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    logger.info("Devices: %d GPU(s), dtype policy %s, %s.", len(gpus), policy, type(strategy).__name__)
+    return strategy
+
+
+class LearningRateHistory(keras.callbacks.Callback):
+    """Adds the learning rate each epoch ran at to its logs, hence to the history."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self._rate
+
+
+def _callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
+    """Early stopping (best weights kept), LR reduction on plateau, LR logging.
+
+    Both are quiet: the epoch line shows the learning rate, and the phase's end is
+    logged with the epochs run and the best epoch.
+    """
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True, verbose=0
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss",
+            factor=cfg.reduce_lr_factor,
+            patience=cfg.reduce_lr_patience,
+            min_lr=cfg.min_lr,
+            verbose=0,
+        ),
+        LearningRateHistory(),  # after ReduceLROnPlateau: logs the rate the epoch used, not the reduced one
+    ]
+
+
+def _run_phase(
+    phase: str,
+    make_model: Callable[[], keras.Model],
+    dataset: FerDataset,
+    split: Split,
+    cfg: TrainConfig,
+    out_dir: Path,
+    epochs: int,
+    learning_rate: float,
+) -> PhaseResult:
+    """Build or load the model, fit it, save model and history; shared by both phases."""
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = configure_devices(cfg)
+    data = phase_data(dataset, split, cfg)
+    with strategy.scope():
+        model = make_model()
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+            jit_compile=cfg.jit_compile,
+            run_eagerly=cfg.run_eagerly,
+        )
+    logger.info(
+        "Phase %s: start, %d training / %d validation images, %d epoch(s) at learning rate %g, "
+        "batch %d, class weighting %s.",
+        phase,
+        len(data.train_indices),
+        len(data.val_indices),
+        epochs,
+        learning_rate,
+        cfg.batch_size,
+        "on" if data.train_sample_weights is not None else "off",
+    )
+    start = time.monotonic()
+    history = _fit(model, dataset, data, cfg, epochs) if epochs > 0 else {}
+    seconds = time.monotonic() - start
+    epochs_run = len(history.get("loss", []))
+    best_epoch = _best_epoch(history)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    model.save(model_path)
+    _write_history(out_dir / HISTORY_FILE, phase, history, epochs_run, best_epoch, seconds, data, cfg)
+    logger.info(
+        "Phase %s: end, %d epoch(s) run, best epoch %d (val_loss %s), %.1f s; saved %s.",
+        phase,
+        epochs_run,
+        best_epoch,
+        f"{history['val_loss'][best_epoch - 1]:.4f}" if best_epoch else "n/a",
+        seconds,
+        model_path,
+    )
+    return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path)
+
+
+def _fit(model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, epochs: int) -> dict:
+    """Run ``model.fit`` with one progress line per epoch; returns the history as floats."""
+    train = make_dataset(
+        dataset.images[data.train_indices],
+        dataset.labels[data.train_indices],
+        cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        sample_weights=data.train_sample_weights,
+    )
+    val = make_dataset(
+        dataset.images[data.val_indices], dataset.labels[data.val_indices], cfg.batch_size, shuffle=False, seed=cfg.seed
+    )
+    # shuffle=False: the dataset reshuffles itself each epoch (fit cannot shuffle a tf.data.Dataset).
+    fitted = model.fit(
+        train, validation_data=val, epochs=epochs, callbacks=_callbacks(cfg), shuffle=False, verbose=2
+    )
+    return {key: [float(v) for v in values] for key, values in fitted.history.items()}
+
+
+def _best_epoch(history: dict[str, list[float]]) -> int:
+    """1-based epoch with the lowest val_loss (what EarlyStopping restores); 0 if none ran."""
+    losses = history.get("val_loss") or []
+    if not losses or np.all(np.isnan(losses)):
+        return len(history.get("loss", []))
+    return int(np.nanargmin(losses)) + 1
+
+
+def _write_history(
+    path: Path,
+    phase: str,
+    history: dict[str, list[float]],
+    epochs_run: int,
+    best_epoch: int,
+    seconds: float,
+    data: PhaseData,
+    cfg: TrainConfig,
+) -> None:
+    """Write the phase's history.json."""
+    record = {
+        "phase": phase,
+        "history": history,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "seconds": round(seconds, 3),
+        "train_samples": int(len(data.train_indices)),
+        "val_samples": int(len(data.val_indices)),
+        "config": cfg.to_dict(),
+    }
+    path.write_text(json.dumps(record, indent=2))

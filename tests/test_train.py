@@ -1,0 +1,170 @@
+"""Both training phases end to end on generated data, and the data they train on.
+
+Fits run eagerly (``run_eagerly=True``): tracing DenseNet169 into a graph costs about
+30 s per phase on these CPUs, more than the one small epoch itself.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_pipeline import synthetic, train
+from fer_pipeline.classes import NUM_CLASSES
+from fer_pipeline.config import SplitConfig, TrainConfig
+from fer_pipeline.data import make_dataset
+from fer_pipeline.dataset import FerDataset
+from fer_pipeline.model import BACKBONE_NAME
+from fer_pipeline.split import make_split
+
+HISTORY_KEYS = {"phase", "history", "epochs_run", "best_epoch", "seconds", "config", "train_samples", "val_samples"}
+EPOCH_KEYS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
+LAST_BLOCK = "conv5_block32_0_bn"  # fine-tune only the last dense layer: a small backward graph
+
+
+def _dataset(train_per_class: list[int], n_test: int = 4, seed: int = 0) -> FerDataset:
+    """Generated train images (``train_per_class[k]`` of class k) and ``n_test`` test images per class."""
+    images, labels = synthetic.make_images(max(train_per_class), seed=seed)
+    keep = np.concatenate([np.flatnonzero(labels == k)[:n] for k, n in enumerate(train_per_class)])
+    test_images, test_labels = synthetic.make_images(n_test, seed=seed + 1)
+    n_train, n_test_total = len(keep), len(test_labels)
+    return FerDataset(
+        images=np.concatenate([images[keep], test_images]),
+        labels=np.concatenate([labels[keep], test_labels]),
+        splits=np.array(["train"] * n_train + ["test"] * n_test_total),
+        source_splits=np.array(["Training"] * n_train + ["PublicTest", "PrivateTest"] * (n_test_total // 2)),
+        keys=np.array([f"sample_{i}" for i in range(n_train + n_test_total)]),
+        manifest={"format_version": 1},
+    )
+
+
+def _cfg(**overrides) -> TrainConfig:
+    values = dict(
+        weights="none",
+        image_size=48,
+        dense_units=(16,),
+        dropouts=(0.2,),
+        batch_size=16,
+        frozen_epochs=1,
+        finetune_epochs=1,
+        unfreeze_from=LAST_BLOCK,
+        run_eagerly=True,
+        seed=7,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+IMBALANCED = [40, 4, 20, 60, 30, 25, 10]
+
+
+def test_max_train_samples_caps_train_and_val_keeping_every_class():
+    dataset = _dataset(IMBALANCED)
+    split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=1))
+    cfg = _cfg(max_train_samples=30)
+
+    data = train.phase_data(dataset, split, cfg)
+
+    assert len(data.train_indices) == 30
+    assert len(data.val_indices) <= round(30 * len(split.val_indices) / len(split.train_indices))
+    for indices, pool in ((data.train_indices, split.train_indices), (data.val_indices, split.val_indices)):
+        assert set(indices) <= set(pool)
+        assert len(set(indices)) == len(indices)
+        assert set(dataset.labels[indices]) == set(range(NUM_CLASSES))
+    counts = np.bincount(dataset.labels[data.train_indices], minlength=NUM_CLASSES)
+    assert counts.argmax() == int(np.argmax(IMBALANCED))  # shares kept: the largest class stays largest
+
+    again = train.phase_data(dataset, split, cfg)
+    np.testing.assert_array_equal(again.train_indices, data.train_indices)
+    other_seed = train.phase_data(dataset, split, _cfg(max_train_samples=30, seed=8))
+    assert not np.array_equal(other_seed.train_indices, data.train_indices)
+
+    uncapped = train.phase_data(dataset, split, _cfg(max_train_samples=0))
+    np.testing.assert_array_equal(uncapped.train_indices, split.train_indices)
+
+
+def test_a_cap_below_the_class_count_keeps_one_per_class():
+    labels = np.repeat(np.arange(NUM_CLASSES), [50, 2, 9, 80, 30, 20, 10])
+    kept = train.stratified_cap(np.arange(len(labels)) + 1000, labels, cap=3, seed=0)
+    assert len(kept) == NUM_CLASSES
+    assert set(labels[kept - 1000]) == set(range(NUM_CLASSES))
+
+
+def test_class_weighting_gives_each_training_image_its_class_weight():
+    dataset = _dataset(IMBALANCED)
+    split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=1))
+
+    data = train.phase_data(dataset, split, _cfg(class_weighting=True))
+    by_index = split.class_weight_by_index()
+    expected = np.array([by_index[int(k)] for k in dataset.labels[data.train_indices]], dtype=np.float32)
+    np.testing.assert_allclose(data.train_sample_weights, expected)
+    assert by_index[1] > by_index[3]  # the rare class weighs more than the common one
+
+    batch = next(iter(make_dataset(dataset.images[data.train_indices], dataset.labels[data.train_indices], 8,
+                                   shuffle=False, seed=0, sample_weights=data.train_sample_weights)))
+    images, labels, weights = batch
+    assert images.dtype.name == "float32" and tuple(images.shape) == (8, 48, 48, 1)
+    np.testing.assert_allclose(weights.numpy(), expected[:8])
+
+    assert train.phase_data(dataset, split, _cfg(class_weighting=False)).train_sample_weights is None
+
+
+def test_zero_epochs_skips_training_but_saves_the_model(tmp_path):
+    dataset = _dataset([6] * NUM_CLASSES)
+    split = make_split(dataset, SplitConfig(val_fraction=0.3, seed=1))
+
+    result = train.train_frozen(dataset, split, _cfg(frozen_epochs=0), tmp_path / "frozen")
+
+    assert result.epochs_run == 0 and result.best_epoch == 0 and result.history == {}
+    assert result.model_path == tmp_path / "frozen" / "model.keras" and result.model_path.is_file()
+    record = json.loads((tmp_path / "frozen" / "history.json").read_text())
+    assert HISTORY_KEYS <= set(record) and record["history"] == {} and record["phase"] == "frozen"
+
+
+def test_both_phases_train_save_and_record_history(tmp_path, monkeypatch, caplog):
+    dataset = _dataset([10] * NUM_CLASSES)
+    split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=1))
+    cfg = _cfg(batch_size=32)  # 56 training images: two steps per epoch
+    calls = []
+
+    def recording_make_dataset(images, labels, batch_size, **kwargs):
+        calls.append(kwargs)
+        return make_dataset(images, labels, batch_size, **kwargs)
+
+    monkeypatch.setattr(train, "make_dataset", recording_make_dataset)
+    caplog.set_level("INFO", logger="fer_pipeline.train")
+
+    frozen = train.train_frozen(dataset, split, cfg, tmp_path / "frozen")
+    tuned = train.fine_tune(frozen.model_path, dataset, split, cfg, tmp_path / "finetune")
+
+    for result, phase, rate in ((frozen, "frozen", cfg.frozen_lr), (tuned, "finetune", cfg.finetune_lr)):
+        assert result.epochs_run == 1 and result.best_epoch == 1 and result.seconds > 0
+        assert result.model_path == tmp_path / phase / "model.keras" and result.model_path.is_file()
+        assert EPOCH_KEYS <= set(result.history)
+        assert result.history["learning_rate"] == [pytest.approx(rate)]
+        record = json.loads((tmp_path / phase / "history.json").read_text())
+        assert HISTORY_KEYS <= set(record)
+        assert record["phase"] == phase and record["history"] == result.history
+        assert record["train_samples"] == len(split.train_indices)
+        assert record["val_samples"] == len(split.val_indices)
+        assert TrainConfig.from_dict(record["config"]) == cfg
+    assert "Phase frozen: start" in caplog.text and "Phase finetune: end" in caplog.text
+
+    # Class weights reached fit as sample weights (training only, never validation).
+    train_calls = [c for c in calls if c["shuffle"]]
+    assert len(train_calls) == 2 and all(c["sample_weights"] is not None for c in train_calls)
+    assert all(c.get("sample_weights") is None for c in calls if not c["shuffle"])
+
+    # Fine-tuning changed the unfrozen last block only, and left BatchNorm statistics alone.
+    before, after = frozen.model.get_layer(BACKBONE_NAME), tuned.model.get_layer(BACKBONE_NAME)
+    changed = lambda name: not np.array_equal(before.get_layer(name).get_weights()[0],  # noqa: E731
+                                              after.get_layer(name).get_weights()[0])
+    assert changed("conv5_block32_1_conv")
+    assert not changed("conv5_block31_1_conv")
+    assert not changed("conv1_conv")
+    for name in ("conv5_block32_0_bn", "bn"):
+        for a, b in zip(before.get_layer(name).get_weights(), after.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+
