@@ -1,7 +1,5 @@
 """Component 5: test-split metrics, plots and the HTML report."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 
 from components.images import CPU_IMAGE
@@ -17,7 +15,7 @@ def evaluate(
     classification: dsl.Output[dsl.ClassificationMetrics],
     report: dsl.Output[dsl.HTML],
     evaluation: dsl.Output[dsl.Artifact],
-) -> NamedTuple("EvalOutputs", [("accuracy", float), ("macro_f1", float)]):
+) -> float:
     """Evaluate the fine-tuned model on the test split.
 
     Args:
@@ -31,10 +29,9 @@ def evaluate(
         evaluation: Output. Directory: metrics.json, vertex_evaluation.json, plots/.
 
     Returns:
-        accuracy and macro_f1 on the test split, for the registration gate.
+        Test accuracy, for the registration gate. (One plain output: kfp.local cannot
+        resolve NamedTuple outputs inside a dsl.If condition.)
     """
-    from collections import namedtuple
-
     from fer_pipeline.component_io import evaluation_outputs, model_file, setup_logging
     from fer_pipeline.steps import evaluate_step
 
@@ -43,4 +40,4 @@ def evaluate(
         dataset.path, model_file(model.path), evaluation.path, history_paths=[frozen_history.path, finetune_history.path]
     )
     evaluation_outputs(result, evaluation.path, report.path, metrics, classification)
-    return namedtuple("EvalOutputs", ["accuracy", "macro_f1"])(result["accuracy"], result["macro_f1"])
+    return float(result["accuracy"])

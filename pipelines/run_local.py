@@ -10,10 +10,13 @@ Everything lands under build/local/: the emulator's bucket (gcs/), the KFP artif
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +102,48 @@ def pipeline_arguments(run: LocalRun, source: str) -> dict:
     }
 
 
+# What reaches the console; everything else (kfp.local's full executor dumps) goes to the log file.
+PROGRESS = re.compile(r"Executing task|finished with status|Skipping conditional|fer_pipeline\.\w+: |^Epoch \d+/\d+|- loss: ")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def progress_only(log_path: Path):
+    """Send this process's (and its children's) stdout/stderr to ``log_path`` and echo
+    only progress lines to the console."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console = os.fdopen(os.dup(1), "w", buffering=1)
+    saved = os.dup(1), os.dup(2)
+    sys.stdout.flush(), sys.stderr.flush()
+    with open(log_path, "wb") as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    done = threading.Event()
+    follower = threading.Thread(target=_echo_progress, args=(log_path, console, done), daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        done.set()
+        follower.join()
+        console.close()
+
+
+def _echo_progress(log_path: Path, console, done: threading.Event) -> None:
+    with open(log_path, errors="replace") as log:
+        while True:
+            line = log.readline()
+            if not line:
+                if done.is_set():
+                    return
+                time.sleep(0.2)
+                continue
+            line = ANSI.sub("", line).strip()
+            if PROGRESS.search(line):
+                console.write(f"  {line[:160]}\n")
+
+
 def run_pipeline(run: LocalRun, source: str) -> Path:
     """Run the DAG with kfp.local against the emulator; returns this run's artifact root."""
     from kfp import local
@@ -145,7 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.time()
     source = data_source(run)
-    run_dir = run_pipeline(run, source)
+    log_path = run.local_dir / "run.log"
+    print(f"Running the pipeline with kfp.local; full log: {log_path}")
+    try:
+        with progress_only(log_path):
+            run_dir = run_pipeline(run, source)
+    except Exception as exc:  # the log has the component's traceback
+        print(f"\nPipeline failed: {exc}\nSee the full log: {log_path}", file=sys.stderr)
+        return 1
     print(summarize(run_dir, run.local_dir / "registry", time.time() - started))
     return 0
 

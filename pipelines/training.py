@@ -116,7 +116,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         )
         scored.set_display_name("5. evaluate").set_retry(num_retries=2)
 
-        with dsl.If(scored.outputs["accuracy"] >= accuracy_threshold, name="accuracy-gate"):
+        with dsl.If(scored.outputs["Output"] >= accuracy_threshold, name="accuracy-gate"):
             registered = register(
                 model=tuned.outputs["model"], evaluation=scored.outputs["evaluation"], dataset=data.outputs["dataset"],
                 registry=registry, display_name=model_display_name, primary_metric=primary_metric, commit=commit,

@@ -66,7 +66,8 @@ def test_kind_target_carries_node_selector_and_toleration_for_fine_tuning_only(c
 def test_registration_is_gated_on_accuracy_and_never_cached(compiled):
     doc = compiled[0][0]
     gate = doc["root"]["dag"]["tasks"]["condition-1"]
-    assert "accuracy" in gate["triggerPolicy"]["condition"] and "accuracy_threshold" in gate["triggerPolicy"]["condition"]
+    condition = gate["triggerPolicy"]["condition"]
+    assert "evaluate-Output" in condition and ">=" in condition and "accuracy_threshold" in condition
     register = doc["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
     assert register["cachingOptions"] == {}  # enableCache absent = false in the IR
     assert doc["root"]["dag"]["tasks"]["train-frozen"]["cachingOptions"] == {"enableCache": True}

@@ -93,7 +93,7 @@ def test_training_components_write_model_history_and_metrics(chain):
 
 
 def test_evaluate_fills_metrics_classification_and_report(chain):
-    accuracy, macro_f1 = chain["gate"]
+    accuracy = chain["gate"]
     assert 0.0 <= accuracy <= 1.0 and chain["metrics"].metadata["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     matrix = chain["classification"].metadata["confusionMatrix"]
     assert [c["displayName"] for c in matrix["annotationSpecs"]] == list(CLASSES)

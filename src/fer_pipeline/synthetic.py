@@ -1,7 +1,8 @@
 """Small generated FER-style data for tests and `make run-local` without a download.
 
 The images are not faces: each class draws a bright bar at its own angle on a noisy
-background, so that a model can learn them in an epoch or two and a pipeline run
+background of its own brightness, so that even a randomly initialised backbone
+separates them in an epoch or two and a pipeline run
 shows real (if easy) metrics. The layouts match FER-2013 exactly: the Kaggle zip
 and folder tree, and the original ``fer2013.csv``.
 """
@@ -32,7 +33,7 @@ def make_images(n_per_class: int, seed: int = 0, size: int = IMAGE_SIZE) -> tupl
             jitter = rng.normal(0.0, 0.05)
             dist = np.abs(xx * np.sin(angle + jitter) - yy * np.cos(angle + jitter))
             bar = np.clip(1.0 - dist / 4.0, 0.0, 1.0) * 150.0
-            noise = rng.normal(70.0, 25.0, size=(size, size))
+            noise = rng.normal(40.0 + 15.0 * label, 20.0, size=(size, size))
             images.append(np.clip(noise + bar, 0, 255).astype(np.uint8))
             labels.append(label)
     return np.stack(images), np.asarray(labels, dtype=np.uint8)
