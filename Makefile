@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 DATA ?=
 EPOCHS ?=
 SAMPLES ?=
+CACHE ?=
 # compile/submit: images are tagged by commit so a compiled pipeline points at the
 # images built from the same tree.
 TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
@@ -38,8 +39,8 @@ test: setup ## Run the test suite (real-data tests skip where the FER-2013 zip i
 test-fast: setup ## Run the tests except the slow and real-data ones
 	$(PY) -m pytest -m "not slow and not realdata"
 
-run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, EPOCHS=, SAMPLES=
-	$(PY) -m pipelines.run_local $(if $(DATA),--data "$(DATA)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES))
+run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, EPOCHS=, SAMPLES=, CACHE=1
+	$(PY) -m pipelines.run_local $(if $(DATA),--data "$(DATA)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(if $(CACHE),--cache)
 
 compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP on kind)
 	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build

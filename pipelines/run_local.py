@@ -40,6 +40,7 @@ class LocalRun:
     frozen_lr: float
     finetune_lr: float
     local_dir: Path
+    cache: bool = False
 
 
 def parse_args(argv: list[str] | None) -> LocalRun:
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     parser.add_argument("--frozen-lr", type=float, default=None, help="phase-1 learning rate")
     parser.add_argument("--finetune-lr", type=float, default=None, help="phase-2 learning rate")
     parser.add_argument("--local-dir", type=Path, default=LOCAL_DIR)
+    parser.add_argument("--cache", action="store_true", help="reuse outputs of unchanged steps from earlier runs")
     args = parser.parse_args(argv)
     sample = not args.data
     epochs = args.epochs
@@ -68,6 +70,7 @@ def parse_args(argv: list[str] | None) -> LocalRun:
         frozen_lr=args.frozen_lr or (1e-3 if sample else 1e-4),
         finetune_lr=args.finetune_lr or (1e-4 if sample else 1e-5),
         local_dir=args.local_dir.resolve(),
+        cache=args.cache,
     )
 
 
@@ -156,7 +159,10 @@ def run_pipeline(run: LocalRun, source: str) -> Path:
     pipeline_root = run.local_dir / "pipeline-root"
     with GcsEmulator(run.local_dir / "gcs"):
         storage.ensure_bucket(BUCKET)
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True,
+            enable_caching=run.cache, cache_root=str(run.local_dir / "cache"),
+        )
         before = set(pipeline_root.glob("*")) if pipeline_root.exists() else set()
         arguments = pipeline_arguments(run, source) | {"commit": current_commit()}
         make_pipeline("vertex")(**arguments)

@@ -89,7 +89,9 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         commit: str = "unknown",
     ):
         data = ingest(source=data_source, gcs_prefix=data_prefix, allow_conversion=allow_conversion)
+        # Never cached: the step itself skips a source it has published before, and says so.
         data.set_display_name("1. ingest to GCS").set_retry(num_retries=3, backoff_duration="30s")
+        data.set_caching_options(False)
 
         split = split_and_weight(dataset=data.outputs["dataset"], val_fraction=val_fraction, seed=seed)
         split.set_display_name("2. split and weight").set_retry(num_retries=2)
