@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from fer_pipeline import __version__
+from fer_pipeline import __version__, cli_models
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
 
@@ -238,12 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, TrainConfig)
     p.set_defaults(func=cmd_run)
 
-    try:
-        from fer_pipeline import cli_models
-    except ImportError:  # pragma: no cover - only while the module is missing
-        cli_models = None
-    if cli_models is not None:
-        cli_models.add_subcommands(sub)
+    cli_models.add_subcommands(sub)  # models list/show, predict
     return parser
 
 

@@ -1,0 +1,36 @@
+"""The `fer-pipeline` console script: exit codes and what it prints."""
+
+import json
+import shutil
+
+from fer_pipeline.cli import main
+
+
+def test_validate_prints_the_report_and_exits_0_for_a_usable_dataset(kaggle_zip, capsys):
+    assert main(["validate", str(kaggle_zip)]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "140" in out  # 7 classes x 20 train images
+    assert "dataset usable" in out
+
+
+def test_validate_exits_1_and_names_the_missing_class(kaggle_tree, capsys):
+    shutil.rmtree(kaggle_tree / "train" / "disgust")
+    assert main(["validate", str(kaggle_tree)]) != 0
+    captured = capsys.readouterr()
+    assert "disgust" in captured.out + captured.err
+
+
+def test_missing_source_is_one_error_line_with_exit_2(tmp_path, capsys):
+    assert main(["ingest", str(tmp_path / "nope.zip"), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nope.zip" in err and "Traceback" not in err
+
+
+def test_ingest_then_split_through_the_cli(kaggle_zip, tmp_path, capsys):
+    assert main(["ingest", str(kaggle_zip), "--out", str(tmp_path / "ds")]) == 0
+    assert (tmp_path / "ds" / "manifest.json").is_file()
+    capsys.readouterr()
+    assert main(["split", str(tmp_path / "ds"), "--out", str(tmp_path / "split.json"), "--val-fraction", "0.25", "--seed", "5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert sum(printed["validation"].values()) == 35 and sum(printed["train"].values()) == 105
+    assert json.loads((tmp_path / "split.json").read_text())["seed"] == 5
