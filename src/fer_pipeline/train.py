@@ -23,6 +23,7 @@ from fer_pipeline.data import make_dataset
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.model import build_model, unfreeze_backbone
 from fer_pipeline.split import Split
+from fer_pipeline.tensorboard import EpochSummaries, epochs_before, log_dir
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         return model
 
     return _run_phase(
-        "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr
+        "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr,
+        first_step=epochs_before(model_path),  # TensorBoard: fine-tuning continues phase 1's epoch axis
     )
 
 
@@ -219,6 +221,7 @@ def _run_phase(
     out_dir: Path,
     epochs: int,
     learning_rate: float,
+    first_step: int = 0,
 ) -> PhaseResult:
     """Build or load the model, fit it, save model and history; shared by both phases."""
     keras.utils.set_random_seed(cfg.seed)
@@ -245,7 +248,8 @@ def _run_phase(
         "on" if data.train_sample_weights is not None else "off",
     )
     start = time.monotonic()
-    history = _fit(model, dataset, data, cfg, epochs) if epochs > 0 else {}
+    summaries = EpochSummaries(log_dir(out_dir), phase=phase, first_step=first_step)
+    history = _fit(model, dataset, data, cfg, epochs, summaries) if epochs > 0 else {}
     seconds = time.monotonic() - start
     epochs_run = len(history.get("loss", []))
     best_epoch = _best_epoch(history)
@@ -266,7 +270,9 @@ def _run_phase(
     return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path)
 
 
-def _fit(model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, epochs: int) -> dict:
+def _fit(
+    model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, epochs: int, summaries=None
+) -> dict:
     """Run ``model.fit`` with one progress line per epoch; returns the history as floats."""
     train = make_dataset(
         dataset.images[data.train_indices],
@@ -279,9 +285,13 @@ def _fit(model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainCon
     val = make_dataset(
         dataset.images[data.val_indices], dataset.labels[data.val_indices], cfg.batch_size, shuffle=False, seed=cfg.seed
     )
+    callbacks = _callbacks(cfg)
+    if summaries is not None:  # TensorBoard, after LearningRateHistory so it sees the rate
+        summaries.validation = val
+        callbacks.append(summaries)
     # shuffle=False: the dataset reshuffles itself each epoch (fit cannot shuffle a tf.data.Dataset).
     fitted = model.fit(
-        train, validation_data=val, epochs=epochs, callbacks=_callbacks(cfg), shuffle=False, verbose=2
+        train, validation_data=val, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=2
     )
     return {key: [float(v) for v in values] for key, values in fitted.history.items()}
 

@@ -1,0 +1,256 @@
+"""TensorBoard logs of both training phases, and their live upload to a Vertex AI TensorBoard.
+
+Each phase writes event files under its output directory (the Model artifact in a
+pipeline run, ``OUT/frozen`` and ``OUT/finetune`` for ``fer-pipeline run``)::
+
+    <phase dir>/tensorboard/train/        epoch_loss, epoch_accuracy, learning_rate
+    <phase dir>/tensorboard/validation/   epoch_loss, epoch_accuracy,
+                                          confusion_matrix (image, at the phase's end)
+
+Steps are epochs counted across both phases: fine-tuning continues at the step after
+the last frozen-phase epoch, so TensorBoard draws both phases on one axis. The values
+are the ones Keras puts in the history (``history.json``), written at each epoch's end,
+so the curves grow while a phase runs. ``make tensorboard`` serves them locally.
+
+On Vertex AI, :func:`vertex_upload` streams a phase's logs to a Vertex AI TensorBoard
+instance while it trains (pipeline parameter ``tensorboard``; ``TENSORBOARD`` in
+config/submit.env, created by Terraform with ``create_tensorboard = true``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+LOG_DIR = "tensorboard"  # inside a phase's output directory
+TRAIN_RUN = "train"
+VALIDATION_RUN = "validation"
+LEARNING_RATE_TAG = "learning_rate"
+CONFUSION_TAG = "confusion_matrix"
+UPLOAD_FLUSH_SECONDS = 5  # the Vertex uploader polls every second; wait for its last poll
+_TB_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def log_dir(phase_dir: str | Path) -> Path:
+    """The TensorBoard directory of one phase's output directory."""
+    return Path(phase_dir) / LOG_DIR
+
+
+def scalar_destination(key: str) -> tuple[str, str]:
+    """(run, tag) for one Keras history key: ``val_loss`` -> (validation, epoch_loss)."""
+    if key == LEARNING_RATE_TAG:
+        return TRAIN_RUN, LEARNING_RATE_TAG
+    if key.startswith("val_"):
+        return VALIDATION_RUN, f"epoch_{key[len('val_'):]}"
+    return TRAIN_RUN, f"epoch_{key}"
+
+
+def epochs_before(model_path: str | Path) -> int:
+    """Epochs the phase that wrote ``model_path`` ran (its ``history.json`` beside it); 0 if unknown.
+
+    Fine-tuning starts its TensorBoard steps after these, so both phases share one axis.
+    """
+    history = Path(model_path).parent / "history.json"
+    try:
+        record = json.loads(history.read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(record.get("epochs_run", 0) or 0)
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """Writes every history value at each epoch's end, and a validation confusion matrix at the end.
+
+    Put it after the callback that adds ``learning_rate`` to the epoch logs.
+
+    Args:
+        directory: The phase's TensorBoard directory (``log_dir(phase_dir)``).
+        phase: Phase name, shown in the confusion matrix's description.
+        first_step: Epochs run before this phase; this phase's first epoch is step
+            ``first_step + 1``.
+        validation: The validation dataset (``(images, labels[, weights])`` batches,
+            unshuffled) for the confusion matrix; None skips it.
+    """
+
+    def __init__(self, directory: str | Path, *, phase: str, first_step: int = 0, validation=None):
+        super().__init__()
+        self.directory = Path(directory)
+        self.phase = phase
+        self.first_step = int(first_step)
+        self.validation = validation
+        self.last_step = self.first_step
+        self._writers: dict[str, tf.summary.SummaryWriter] = {}
+
+    def _writer(self, run: str) -> tf.summary.SummaryWriter:
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(str(self.directory / run))
+        return self._writers[run]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_step = self.first_step + epoch + 1
+        for key, value in (logs or {}).items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            run, tag = scalar_destination(key)
+            with self._writer(run).as_default():
+                tf.summary.scalar(tag, number, step=self.last_step)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        try:
+            if self.validation is not None and self.last_step > self.first_step:
+                self._write_confusion_matrix()
+        except Exception:  # a missing picture must never fail a training run
+            log.warning("Could not write the %s confusion matrix to TensorBoard.", self.phase, exc_info=True)
+        finally:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
+
+    def _write_confusion_matrix(self) -> None:
+        from fer_pipeline.classes import CLASSES
+
+        labels, predicted = [], []
+        for batch in self.validation:
+            images, batch_labels = batch[0], batch[1]
+            scores = keras.ops.convert_to_numpy(self.model(images, training=False))
+            predicted.append(scores.argmax(axis=1))
+            labels.append(np.asarray(batch_labels))
+        matrix = confusion_matrix(np.concatenate(labels), np.concatenate(predicted), len(CLASSES))
+        png = confusion_png(matrix, CLASSES)
+        with self._writer(VALIDATION_RUN).as_default():
+            tf.summary.image(
+                CONFUSION_TAG,
+                tf.expand_dims(tf.io.decode_png(png, channels=3), 0),
+                step=self.last_step,
+                description=f"Validation confusion matrix at the end of phase {self.phase} (counts, row-normalised)",
+            )
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, rows true class, columns predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
+    return matrix
+
+
+def confusion_png(matrix: np.ndarray, class_names) -> bytes:
+    """The report's confusion-matrix figure (counts and row-normalised) as PNG bytes."""
+    from fer_pipeline.plots import plot_confusion_matrix
+
+    with tempfile.TemporaryDirectory(prefix="fer-tb-") as tmp:
+        return plot_confusion_matrix(matrix.tolist(), list(class_names), Path(tmp) / "cm.png").read_bytes()
+
+
+def read_scalars(directory: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{run: {tag: [(step, value), ...]}}`` of the event files under ``directory``.
+
+    Uses TensorBoard's own event reader (``EventAccumulator``) where the tensorboard
+    package is installed, else TensorFlow's ``summary_iterator``.
+    """
+    directory = Path(directory)
+    runs: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+        runs[run_dir.name] = _read_run(run_dir)
+    return runs
+
+
+def _read_run(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return _read_run_with_tf(run_dir)
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "images": 0, "scalars": 0})
+    accumulator.Reload()
+    return {
+        tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
+        for tag in accumulator.Tags().get("tensors", [])
+        if _is_scalar(accumulator, tag)
+    }
+
+
+def _is_scalar(accumulator, tag: str) -> bool:
+    metadata = accumulator.SummaryMetadata(tag)
+    return metadata.plugin_data.plugin_name == "scalars"
+
+
+def _read_run_with_tf(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorflow.python.summary.summary_iterator import summary_iterator
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return scalars
+
+
+# ------------------------------------------------------------------ Vertex AI TensorBoard
+def parse_tensorboard(resource: str) -> tuple[str, str, str]:
+    """(project, location, id) of ``projects/P/locations/L/tensorboards/ID``."""
+    match = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/tensorboards/([^/]+)", resource.strip())
+    if not match:
+        from fer_pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"TensorBoard {resource!r} is not a resource name projects/PROJECT/locations/REGION/tensorboards/ID "
+            "(terraform -chdir=infra/gcp output -raw tensorboard)."
+        )
+    return match.group(1), match.group(2), match.group(3)
+
+
+def tensorboard_name(text: str, fallback: str = "fer-pipeline") -> str:
+    """A Vertex TensorBoard experiment/run name: lowercase letters, digits and '-'."""
+    name = _TB_NAME.sub("-", text.lower()).strip("-")[:100].strip("-")
+    return name or fallback
+
+
+@contextlib.contextmanager
+def vertex_upload(tensorboard: str, logdir: str | Path, *, experiment: str, run_prefix: str) -> Iterator[None]:
+    """Stream ``logdir`` to a Vertex AI TensorBoard while the block runs (no-op for an empty name).
+
+    Args:
+        tensorboard: ``projects/P/locations/L/tensorboards/ID``, or "" to do nothing.
+        logdir: The phase's TensorBoard directory.
+        experiment: TensorBoard experiment (the Vertex experiment, or the pipeline name).
+        run_prefix: Prefix of the TensorBoard runs (the pipeline run and the phase), so
+            that runs of several pipeline runs sit side by side in one experiment.
+    """
+    if not tensorboard:
+        yield
+        return
+    from google.cloud import aiplatform
+
+    project, location, tensorboard_id = parse_tensorboard(tensorboard)
+    Path(logdir).mkdir(parents=True, exist_ok=True)
+    aiplatform.init(project=project, location=location)
+    aiplatform.start_upload_tb_log(
+        tensorboard_id=tensorboard_id,
+        tensorboard_experiment_name=tensorboard_name(experiment),
+        logdir=str(logdir),
+        run_name_prefix=tensorboard_name(run_prefix) + "-",
+        project=project,
+        location=location,
+    )
+    log.info("TensorBoard: streaming %s to %s (experiment %s).", logdir, tensorboard, tensorboard_name(experiment))
+    try:
+        yield
+    finally:
+        time.sleep(UPLOAD_FLUSH_SECONDS)  # let the uploader pick up the last epoch and the image
+        aiplatform.end_upload_tb_log()
