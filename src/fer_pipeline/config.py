@@ -61,6 +61,13 @@ class TrainConfig:
     jit_compile: bool = False  # XLA-compile the train/eval steps; pays off on GPU, slow to compile on CPU
     mixed_precision: bool = True  # mixed_float16 when a GPU is visible (ignored on CPU); output stays float32
     run_eagerly: bool = False  # no tf.function; for debugging and tiny CPU runs (saves ~30 s tracing per phase)
+    # tf.config.experimental.enable_op_determinism() for the whole process: repeatable GPU runs, at some speed
+    # cost (CPU runs repeat without it); docs/reliability.md
+    deterministic: bool = False
+    # fault tolerance: each phase backs up its whole state every epoch under {backup_dir}/{phase}/ and, started
+    # again with the same arguments, resumes from it ("" = no backup). fer_pipeline.checkpoint; the KFP training
+    # components put it beside their output model, so a retried task resumes.
+    backup_dir: str = ""
 
     def __post_init__(self) -> None:
         problems = []

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fer_pipeline.checkpoint import PhaseBackup
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.data import make_dataset
@@ -225,6 +226,8 @@ def _run_phase(
 ) -> PhaseResult:
     """Build or load the model, fit it, save model and history; shared by both phases."""
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:  # process-wide and irreversible; docs/reliability.md
+        tf.config.experimental.enable_op_determinism()
     strategy = configure_devices(cfg)
     data = phase_data(dataset, split, cfg)
     with strategy.scope():
@@ -249,7 +252,8 @@ def _run_phase(
     )
     start = time.monotonic()
     summaries = EpochSummaries(log_dir(out_dir), phase=phase, first_step=first_step)
-    history = _fit(model, dataset, data, cfg, epochs, summaries) if epochs > 0 else {}
+    backup = PhaseBackup.for_phase(cfg, phase, data, epochs, learning_rate)  # None without cfg.backup_dir
+    history = _fit(model, dataset, data, cfg, epochs, summaries, backup=backup) if epochs > 0 else {}
     seconds = time.monotonic() - start
     epochs_run = len(history.get("loss", []))
     best_epoch = _best_epoch(history)
@@ -258,6 +262,8 @@ def _run_phase(
     model_path = out_dir / MODEL_FILE
     model.save(model_path)
     _write_history(out_dir / HISTORY_FILE, phase, history, epochs_run, best_epoch, seconds, data, cfg)
+    if backup is not None:  # outputs written: the backup is no longer needed
+        backup.clear()
     logger.info(
         "Phase %s: end, %d epoch(s) run, best epoch %d (val_loss %s), %.1f s; saved %s.",
         phase,
@@ -271,7 +277,8 @@ def _run_phase(
 
 
 def _fit(
-    model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, epochs: int, summaries=None
+    model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, epochs: int, summaries=None,
+    backup: PhaseBackup | None = None,
 ) -> dict:
     """Run ``model.fit`` with one progress line per epoch; returns the history as floats."""
     train = make_dataset(
@@ -289,11 +296,14 @@ def _fit(
     if summaries is not None:  # TensorBoard, after LearningRateHistory so it sees the rate
         summaries.validation = val
         callbacks.append(summaries)
+    if backup is not None:  # last: it saves the other callbacks' state after their epoch-end decisions
+        callbacks.append(backup.callback(callbacks))
     # shuffle=False: the dataset reshuffles itself each epoch (fit cannot shuffle a tf.data.Dataset).
     fitted = model.fit(
         train, validation_data=val, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=2
     )
-    return {key: [float(v) for v in values] for key, values in fitted.history.items()}
+    history = backup.history if backup is not None else fitted.history  # with the epochs before a resume
+    return {key: [float(v) for v in values] for key, values in history.items()}
 
 
 def _best_epoch(history: dict[str, list[float]]) -> int:
