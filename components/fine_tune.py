@@ -17,6 +17,7 @@ def fine_tune(
     epochs: int = 10,
     learning_rate: float = 1e-5,
     unfreeze_from: str = "",
+    weights: str = "imagenet",
     early_stopping_patience: int = 3,
     max_train_samples: int = 0,
     seed: int = 12,
@@ -34,6 +35,7 @@ def fine_tune(
         epochs: maximum epochs (early stopping on validation loss).
         learning_rate: Adam learning rate, very low so pretrained features survive.
         unfreeze_from: backbone layer to unfreeze from ("" = the whole backbone).
+        weights: the backbone's initial weights; with "none" BatchNorm trains too.
         early_stopping_patience: epochs without validation-loss improvement before stopping.
         max_train_samples: cap on training samples for quick runs (0 = all).
         seed: random seed.
@@ -44,7 +46,7 @@ def fine_tune(
     setup_logging()
     cfg = train_config(
         batch_size=batch_size, finetune_epochs=epochs, finetune_lr=learning_rate, unfreeze_from=unfreeze_from,
-        early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+        weights=weights, early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
     )
     result = fine_tune_step(dataset.path, split.path, model_file(frozen_model.path), model.path, cfg)
     phase_outputs(result, model.path, history.path, metrics)

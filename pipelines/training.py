@@ -106,7 +106,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
 
         tuned = fine_tune(
             dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
-            batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from,
+            batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from, weights=weights,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         )
         tuned.set_display_name("4. fine-tune (GPU)").set_retry(num_retries=2)

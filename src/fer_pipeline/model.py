@@ -82,7 +82,7 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     return keras.Model(inputs, outputs, name="fer_densenet169")
 
 
-def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "") -> int:
+def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "", *, freeze_batchnorm: bool = True) -> int:
     """Make the backbone trainable from one layer on, keeping BatchNorm frozen.
 
     Frozen BatchNorm layers run in inference mode, so their moving statistics
@@ -94,6 +94,10 @@ def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "") -> int:
         unfreeze_from: Name of a backbone layer (e.g. "conv5_block1_0_bn"); it and
             every later layer become trainable, earlier ones stay frozen. "" unfreezes
             the whole backbone.
+        freeze_batchnorm: keep BatchNorm in inference mode (True, for pretrained
+            weights). A backbone built with ``weights="none"`` has no statistics worth
+            keeping: its BatchNorm must train, or 169 layers of unnormalised random
+            convolutions leave the head nothing to learn from.
 
     Returns:
         The number of trainable weight tensors of the whole model.
@@ -105,14 +109,16 @@ def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "") -> int:
     start = _layer_position(backbone, unfreeze_from)
     backbone.trainable = True
     for position, layer in enumerate(backbone.layers):
-        layer.trainable = position >= start and not isinstance(layer, layers.BatchNormalization)
+        is_batchnorm = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = position >= start and not (freeze_batchnorm and is_batchnorm)
     count = len(model.trainable_weights)
     logger.info(
-        "Unfroze the backbone from %s (%d of %d layers); %d trainable weight tensors, BatchNorm frozen.",
+        "Unfroze the backbone from %s (%d of %d layers); %d trainable weight tensors, BatchNorm %s.",
         unfreeze_from or "its first layer",
         len(backbone.layers) - start,
         len(backbone.layers),
         count,
+        "frozen" if freeze_batchnorm else "trained",
     )
     return count
 

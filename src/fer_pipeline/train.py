@@ -88,7 +88,7 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
     def load_and_unfreeze() -> keras.Model:
         model = keras.saving.load_model(model_path, compile=False)
         if cfg.finetune_epochs > 0:
-            unfreeze_backbone(model, cfg.unfreeze_from)
+            unfreeze_backbone(model, cfg.unfreeze_from, freeze_batchnorm=cfg.weights != "none")
         return model
 
     return _run_phase(
