@@ -18,7 +18,6 @@ import pytest
 from fer_pipeline import synthetic, tensorboard, train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import FerDataset
-from fer_pipeline.errors import ConfigError
 from fer_pipeline.split import make_split
 
 
@@ -132,40 +131,3 @@ def test_epochs_before_reads_the_previous_phase(tmp_path, phases):
 def test_confusion_matrix_counts():
     matrix = tensorboard.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]), 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
-
-
-# ------------------------------------------------------------------ Vertex AI TensorBoard
-TB = "projects/my-project/locations/europe-west4/tensorboards/123"
-
-
-def test_vertex_upload_streams_the_logdir_and_stops(tmp_path):
-    from google.cloud import aiplatform
-
-    with mock.patch.object(aiplatform, "init") as init, \
-         mock.patch.object(aiplatform, "start_upload_tb_log") as start, \
-         mock.patch.object(aiplatform, "end_upload_tb_log") as end, \
-         mock.patch.object(tensorboard.time, "sleep") as sleep:
-        with tensorboard.vertex_upload(TB, tmp_path / "tb", experiment="FER exp", run_prefix="fer-run-1 frozen"):
-            start.assert_called_once()
-            end.assert_not_called()
-    init.assert_called_once_with(project="my-project", location="europe-west4")
-    assert start.call_args.kwargs == {
-        "tensorboard_id": "123", "tensorboard_experiment_name": "fer-exp", "logdir": str(tmp_path / "tb"),
-        "run_name_prefix": "fer-run-1-frozen-", "project": "my-project", "location": "europe-west4",
-    }
-    sleep.assert_called_once_with(tensorboard.UPLOAD_FLUSH_SECONDS)
-    end.assert_called_once_with()
-
-
-def test_vertex_upload_without_a_tensorboard_does_nothing(tmp_path):
-    from google.cloud import aiplatform
-
-    with mock.patch.object(aiplatform, "start_upload_tb_log", side_effect=AssertionError("no upload")):
-        with tensorboard.vertex_upload("", tmp_path, experiment="x", run_prefix="y"):
-            pass
-
-
-def test_a_bad_tensorboard_name_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="tensorboards/ID"):
-        with tensorboard.vertex_upload("tb-123", tmp_path, experiment="x", run_prefix="y"):
-            pass

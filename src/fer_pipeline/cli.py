@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from fer_pipeline import __version__, cli_models
+from fer_pipeline import __version__, cli_models, runs
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
 
@@ -163,13 +163,19 @@ def cmd_run(args) -> int:
     log.info("[4/5] phase 2: fine-tuning")
     tuned = fine_tune_step(outcome.uri, out / "split.json", frozen.model_path, out / "finetune", cfg)
     log.info("[5/5] evaluate")
-    metrics = evaluate_step(
-        outcome.uri, tuned.model_path, out / "evaluation",
-        history_paths=[out / "frozen" / "history.json", out / "finetune" / "history.json"],
-        run_info={"config": cfg.to_dict(), "source": args.source, "seconds": round(time.time() - started)},
-    )
+    histories = [out / "frozen" / "history.json", out / "finetune" / "history.json"]
+    params = {**cfg.to_dict(), "val_fraction": args.val_fraction, "source": args.source,
+              "dataset_sha256": str(outcome.manifest.get("source_sha256", ""))[:16]}
+    metrics = evaluate_step(outcome.uri, tuned.model_path, out / "evaluation", history_paths=histories, run_info=params)
     _print_headline(metrics, out / "evaluation")
-    print(f"total {time.time() - started:.0f} s")
+    index = args.runs_index or runs.default_index()
+    record = runs.record_finished_run(
+        out / "evaluation", histories, params, run_id=runs.run_id_for(out.name, started), kind="cli",
+        started=started, finished=time.time(), index=index,
+        artifacts={"tensorboard": [str(out / phase / "tensorboard") for phase in ("frozen", "finetune")]},
+    )
+    print(f"total {time.time() - started:.0f} s; run {record['run_id']} recorded in {index} "
+          "(fer-pipeline runs compare)")
     return 0
 
 
@@ -235,10 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory for everything")
     p.add_argument("--val-fraction", type=float, default=SplitConfig.val_fraction)
     p.add_argument("--convert", action="store_true")
+    p.add_argument("--runs-index", type=Path, default=None,
+                   help="run index to append this run to (default: $FER_RUNS or build/runs.json)")
     add_config_arguments(p, TrainConfig)
     p.set_defaults(func=cmd_run)
 
     cli_models.add_subcommands(sub)  # models list/show, predict
+    runs.add_subcommands(sub)  # runs list/compare
     return parser
 
 

@@ -252,6 +252,10 @@ def dataset_summary(dataset: FerDataset) -> dict[str, Any]:
         summary[f"{split} per class"] = class_counts(dataset.labels[index])
     sources, counts = np.unique(dataset.source_splits.astype(str), return_counts=True)
     summary["source splits"] = {str(s) or "unknown": int(c) for s, c in zip(sources, counts)}
+    # Identical images (and with conflicting labels), and test images also in train.
+    for key in ("duplicates", "leakage"):
+        if isinstance(dataset.manifest.get(key), dict):
+            summary[key] = dict(dataset.manifest[key])
     # The manifest's scalar entries (source, checksum, format version, ...) as they are.
     for key, value in dataset.manifest.items():
         if isinstance(value, (str, int, float, bool)):

@@ -37,7 +37,7 @@ td.text{text-align:left;white-space:normal;word-break:break-word}
 """
 
 _PLOT_TITLES = {
-    "history": "Training history (both phases)",
+    "history": "Training curves of both phases on one epoch axis (the dotted line: fine-tuning starts)",
     "confusion_matrix": "Confusion matrix on the test split",
     "roc": "ROC curves, one class vs rest",
 }
@@ -79,6 +79,7 @@ def render_report(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         "<title>FER evaluation report</title>\n"
+        "<link rel=\"icon\" href=\"data:,\">\n"  # no favicon request from a file:// page
         f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         + "\n".join(sections)
         + "\n</main>\n</body>\n</html>\n"
@@ -164,7 +165,9 @@ def _key_value_section(title: str, values: dict) -> str:
 
 
 def _display(value: Any) -> str:
-    """Text for one value: dicts and lists as JSON, the rest as str."""
+    """Text for one value: a flat dict as "key: value" pairs, other dicts and lists as JSON, the rest as str."""
+    if isinstance(value, dict) and value and all(not isinstance(v, (dict, list, tuple)) for v in value.values()):
+        return ", ".join(f"{key}: {item}" for key, item in value.items())
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, default=str)
     return str(value)

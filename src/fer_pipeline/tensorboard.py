@@ -12,21 +12,17 @@ the last frozen-phase epoch, so TensorBoard draws both phases on one axis. The v
 are the ones Keras puts in the history (``history.json``), written at each epoch's end,
 so the curves grow while a phase runs. ``make tensorboard`` serves them locally.
 
-On Vertex AI, :func:`vertex_upload` streams a phase's logs to a Vertex AI TensorBoard
-instance while it trains (pipeline parameter ``tensorboard``; ``TENSORBOARD`` in
-config/submit.env, created by Terraform with ``create_tensorboard = true``).
+On Vertex AI, ``fer_pipeline.cloud.experiments.vertex_upload`` streams a phase's logs
+to a Vertex AI TensorBoard instance while it trains (pipeline parameter ``tensorboard``;
+``TENSORBOARD`` in config/submit.env, created by Terraform with ``create_tensorboard = true``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import re
 import tempfile
-import time
 from pathlib import Path
-from typing import Iterator
 
 import keras
 import numpy as np
@@ -39,8 +35,6 @@ TRAIN_RUN = "train"
 VALIDATION_RUN = "validation"
 LEARNING_RATE_TAG = "learning_rate"
 CONFUSION_TAG = "confusion_matrix"
-UPLOAD_FLUSH_SECONDS = 5  # the Vertex uploader polls every second; wait for its last poll
-_TB_NAME = re.compile(r"[^a-z0-9-]+")
 
 
 def log_dir(phase_dir: str | Path) -> Path:
@@ -199,58 +193,3 @@ def _read_run_with_tf(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
                 if value.metadata.plugin_data.plugin_name == "scalars":
                     scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
     return scalars
-
-
-# ------------------------------------------------------------------ Vertex AI TensorBoard
-def parse_tensorboard(resource: str) -> tuple[str, str, str]:
-    """(project, location, id) of ``projects/P/locations/L/tensorboards/ID``."""
-    match = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/tensorboards/([^/]+)", resource.strip())
-    if not match:
-        from fer_pipeline.errors import ConfigError
-
-        raise ConfigError(
-            f"TensorBoard {resource!r} is not a resource name projects/PROJECT/locations/REGION/tensorboards/ID "
-            "(terraform -chdir=infra/gcp output -raw tensorboard)."
-        )
-    return match.group(1), match.group(2), match.group(3)
-
-
-def tensorboard_name(text: str, fallback: str = "fer-pipeline") -> str:
-    """A Vertex TensorBoard experiment/run name: lowercase letters, digits and '-'."""
-    name = _TB_NAME.sub("-", text.lower()).strip("-")[:100].strip("-")
-    return name or fallback
-
-
-@contextlib.contextmanager
-def vertex_upload(tensorboard: str, logdir: str | Path, *, experiment: str, run_prefix: str) -> Iterator[None]:
-    """Stream ``logdir`` to a Vertex AI TensorBoard while the block runs (no-op for an empty name).
-
-    Args:
-        tensorboard: ``projects/P/locations/L/tensorboards/ID``, or "" to do nothing.
-        logdir: The phase's TensorBoard directory.
-        experiment: TensorBoard experiment (the Vertex experiment, or the pipeline name).
-        run_prefix: Prefix of the TensorBoard runs (the pipeline run and the phase), so
-            that runs of several pipeline runs sit side by side in one experiment.
-    """
-    if not tensorboard:
-        yield
-        return
-    from google.cloud import aiplatform
-
-    project, location, tensorboard_id = parse_tensorboard(tensorboard)
-    Path(logdir).mkdir(parents=True, exist_ok=True)
-    aiplatform.init(project=project, location=location)
-    aiplatform.start_upload_tb_log(
-        tensorboard_id=tensorboard_id,
-        tensorboard_experiment_name=tensorboard_name(experiment),
-        logdir=str(logdir),
-        run_name_prefix=tensorboard_name(run_prefix) + "-",
-        project=project,
-        location=location,
-    )
-    log.info("TensorBoard: streaming %s to %s (experiment %s).", logdir, tensorboard, tensorboard_name(experiment))
-    try:
-        yield
-    finally:
-        time.sleep(UPLOAD_FLUSH_SECONDS)  # let the uploader pick up the last epoch and the image
-        aiplatform.end_upload_tb_log()
