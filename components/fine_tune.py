@@ -47,6 +47,7 @@ def fine_tune(
     cfg = train_config(
         batch_size=batch_size, finetune_epochs=epochs, finetune_lr=learning_rate, unfreeze_from=unfreeze_from,
         weights=weights, early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+        backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
     )
     result = fine_tune_step(dataset.path, split.path, model_file(frozen_model.path), model.path, cfg)
     phase_outputs(result, model.path, history.path, metrics)

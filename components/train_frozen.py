@@ -45,6 +45,7 @@ def train_frozen(
     cfg = train_config(
         image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
         early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+        backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
     )
     result = train_frozen_step(dataset.path, split.path, model.path, cfg)
     phase_outputs(result, model.path, history.path, metrics)

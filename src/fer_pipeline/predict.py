@@ -267,6 +267,7 @@ def download_gcs_model(uri: str, dest: Path) -> Path:
     Returns:
         The local ``.keras`` file.
     """
+    from fer_pipeline import storage
     from fer_pipeline.export import KERAS_MODEL_FILE
 
     bucket_name, _, blob_name = uri[len("gs://") :].partition("/")
@@ -274,17 +275,5 @@ def download_gcs_model(uri: str, dest: Path) -> Path:
         raise FerError(f"{uri!r} has no bucket; use gs://BUCKET/path/model.keras or gs://BUCKET/folder.")
     if not blob_name.endswith(".keras"):
         blob_name = f"{blob_name.rstrip('/')}/{KERAS_MODEL_FILE}".lstrip("/")
-    try:
-        from google.cloud import storage
-
-        blob = storage.Client().bucket(bucket_name).blob(blob_name)
-        target = dest / Path(blob_name).name
-        blob.download_to_filename(str(target))
-    except ImportError as exc:
-        raise FerError("Reading gs:// models needs google-cloud-storage: pip install google-cloud-storage.") from exc
-    except Exception as exc:  # auth, not-found and network errors all end the same way
-        raise FerError(
-            f"Could not download gs://{bucket_name}/{blob_name}: {exc}. Check the URI and that "
-            "`gcloud auth application-default login` (or a service account) can read it."
-        ) from exc
-    return target
+    # storage.py is the one module that talks to Cloud Storage (retries, error messages).
+    return storage.download_object(f"gs://{bucket_name}/{blob_name}", dest / Path(blob_name).name)

@@ -6,6 +6,8 @@ arguments into paths and a config object, call one function here, and report.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -80,8 +82,10 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
         source: local zip/folder/csv, ``gs://`` URI, or ``kaggle:OWNER/NAME``.
         out_dir: local directory for the canonical dataset and its ingest report.
         gcs_prefix: when set, the dataset is published under
-            ``{gcs_prefix}/datasets/{checksum}``; a source ingested before is not
-            read or uploaded again.
+            ``{gcs_prefix}/datasets/{dataset_key}``; a source ingested before (with the
+            same options) is not read or uploaded again. Publication is atomic
+            (``storage.publish_dir``, manifest last), so an interrupted ingest leaves no
+            dataset that a later step could read, and its rerun publishes it whole.
         options: ``fer_pipeline.ingest.IngestOptions``.
 
     Returns:
@@ -91,25 +95,72 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    options = options or IngestOptions()
     with tempfile.TemporaryDirectory(prefix="fer-source-") as workdir:
         local = fetch_source(source, Path(workdir))
         checksum = source_checksum(local)
-        target = storage.GcsPath.parse(gcs_prefix).child("datasets", checksum[:16]).uri if gcs_prefix else ""
-        if target and storage.exists(f"{target}/{MANIFEST_FILE}"):
-            storage.download_file(f"{target}/{MANIFEST_FILE}", out_dir / MANIFEST_FILE)
-            manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+        target = storage.GcsPath.parse(gcs_prefix).child("datasets", dataset_key(checksum, options)).uri if gcs_prefix else ""
+        manifest = _published_manifest(target, out_dir, options) if target else None
+        if manifest is not None:
             log.info("ingest: %s already ingested at %s (sha256 %s); uploaded nothing", source, target, checksum[:16])
             return IngestOutcome(target, manifest, 0, True)
-        result = read_source(local, options or IngestOptions())
+        result = read_source(local, options)
     result.dataset.manifest["source"] = source
     result.dataset.save(out_dir)
     (out_dir / INGEST_REPORT).write_text(json.dumps(result.report.to_dict(), indent=2))
+    # The manifest lists every other file with its MD5, so readers can tell a whole dataset from a mix.
+    result.dataset.manifest["files"] = {
+        p.name: {"md5": storage.md5_base64(p), "bytes": p.stat().st_size}
+        for p in sorted(out_dir.iterdir()) if p.is_file() and p.name != MANIFEST_FILE
+    }
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(result.dataset.manifest, indent=2, sort_keys=True))
     log.info("ingest: read %d samples from %s", len(result.dataset), source)
     if not target:
         return IngestOutcome(str(out_dir), result.dataset.manifest, 0, False)
-    uploaded = storage.upload_dir(out_dir, target, last=(MANIFEST_FILE,))
-    log.info("ingest: uploaded %d files to %s", uploaded, target)
+    uploaded = storage.publish_dir(out_dir, target, commit_file=MANIFEST_FILE)
+    log.info("ingest: published %d files to %s", uploaded, target)
     return IngestOutcome(target, result.dataset.manifest, uploaded, False)
+
+
+def dataset_key(checksum: str, options) -> str:
+    """The dataset's folder under ``datasets/``: the source's sha256[:16], plus a digest of
+    the ingest options when they are not the defaults (other options, another dataset)."""
+    from fer_pipeline.ingest import IngestOptions
+
+    if options == IngestOptions():
+        return checksum[:16]
+    settings = json.dumps(dataclasses.asdict(options), sort_keys=True)
+    return f"{checksum[:16]}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+
+
+def _published_manifest(target: str, out_dir: Path, options) -> dict[str, Any] | None:
+    """The manifest of the complete dataset at ``target``; None when there is none, or when
+    what is there does not match it (then the ingest publishes the dataset again)."""
+    if not storage.exists(f"{target}/{MANIFEST_FILE}"):
+        return None
+    storage.download_file(f"{target}/{MANIFEST_FILE}", out_dir / MANIFEST_FILE)
+    manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+    problems = file_problems(manifest, storage.list_objects(target))
+    if manifest.get("options") not in (None, dataclasses.asdict(options)):
+        problems.append(f"ingested with options {manifest['options']}")
+    if problems:
+        log.warning("ingest: %s is not a complete dataset (%s); publishing it again", target, "; ".join(problems))
+        return None
+    return manifest
+
+
+def file_problems(manifest: dict[str, Any], present: dict[str, str]) -> list[str]:
+    """What differs between the files a manifest lists and ``present`` ({name: base64 MD5}).
+
+    Manifests written before they listed their files are taken as they are.
+    """
+    problems = []
+    for name, info in (manifest.get("files") or {}).items():
+        if name not in present:
+            problems.append(f"{name} is missing")
+        elif present[name] and present[name] != info["md5"]:
+            problems.append(f"{name} is not the file the manifest lists (MD5 differs)")
+    return problems
 
 
 def load_dataset(uri: str) -> FerDataset:
@@ -123,10 +174,26 @@ def load_dataset(uri: str) -> FerDataset:
     if not (cache / MANIFEST_FILE).is_file():
         staging = Path(tempfile.mkdtemp(prefix="fer-download-"))
         storage.download_dir(uri, staging)
+        _check_download(uri, staging)
         shutil.rmtree(cache, ignore_errors=True)
         cache.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, cache)  # atomic: a half-downloaded cache is never read
     return FerDataset.load(cache)
+
+
+def _check_download(uri: str, directory: Path) -> None:
+    """Refuse a downloaded dataset without its manifest, or with files other than it lists."""
+    manifest_path = directory / MANIFEST_FILE
+    problems = ["no manifest.json"] if not manifest_path.is_file() else file_problems(
+        json.loads(manifest_path.read_text()),
+        {p.relative_to(directory).as_posix(): storage.md5_base64(p) for p in directory.rglob("*") if p.is_file()},
+    )
+    if problems:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise FerError(
+            f"{uri} is not a complete canonical dataset ({'; '.join(problems)}): an ingest was interrupted or "
+            "is still publishing it. Run the ingest step again; it publishes the dataset whole."
+        )
 
 
 # --- 2. split and weight ----------------------------------------------------------------
