@@ -26,6 +26,7 @@ import io
 import logging
 import os
 import re
+import stat
 import time
 import warnings
 import zipfile
@@ -98,7 +99,8 @@ class IngestReport:
     """What an ingest read, accepted, changed and found; ``to_dict`` is JSON-able.
 
     ``issues`` lists every converted, rejected and ignored input (path relative to the
-    source, or ``<csv>:<row>``); ``dropped`` lists accepted samples removed afterwards by
+    source, or ``<csv>:<row>``) and ``accepted_files`` every input used as is, so
+    ``inputs()`` names each input once; ``dropped`` lists accepted samples removed afterwards by
     ``duplicate_policy="drop"`` or ``drop_leakage``. ``counts`` and
     ``source_split_counts`` describe the resulting dataset; ``duplicates`` and
     ``leakage`` describe the samples as read, before any drop.
@@ -117,6 +119,7 @@ class IngestReport:
     duplicates: dict[str, int] = field(default_factory=dict)
     leakage: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    accepted_files: list[str] = field(default_factory=list)  # every input used as is, sorted
 
     def _count(self, status: str) -> int:
         """Number of issues with one status."""
@@ -143,6 +146,11 @@ class IngestReport:
         """
         return self.rejected == 0
 
+    def inputs(self) -> list[FileIssue]:
+        """Every input file (or CSV row) once, with its status and, unless accepted, the reason."""
+        accepted = [FileIssue(path, ACCEPTED, "") for path in self.accepted_files]
+        return sorted(accepted + self.issues, key=lambda i: i.path)
+
     def status_counts(self) -> dict[str, int]:
         """Inputs per status; they add up to ``given``."""
         return {
@@ -166,6 +174,7 @@ class IngestReport:
             "duplicates": self.duplicates,
             "leakage": self.leakage,
             "issues": [dataclasses.asdict(issue) for issue in self.issues],
+            "accepted_files": list(self.accepted_files),
             "dropped": [dataclasses.asdict(issue) for issue in self.dropped],
             "warnings": list(self.warnings),
         }
@@ -330,6 +339,7 @@ class _Collected:
     issues: list[FileIssue] = field(default_factory=list)
     given: int = 0
     accepted: int = 0
+    accepted_names: list[str] = field(default_factory=list)  # input names (not keys) of the accepted
     warnings: list[str] = field(default_factory=list)
 
     def add(self, key: str, image: np.ndarray, label: int, split: str, source_split: str) -> None:
@@ -365,6 +375,7 @@ class _ZipTree:
         for info in self._archive.infolist():
             name = info.filename.replace("\\", "/")
             _refuse_unsafe_entry(name, path)
+            _refuse_link_entry(info, name, self._archive, path)
             if name in self._infos:
                 raise DatasetError(f"{path} holds two entries named {name!r}; re-create the archive.")
             self._infos[name] = info
@@ -399,6 +410,16 @@ def _refuse_unsafe_entry(name: str, archive: Path) -> None:
         raise DatasetError(
             f"{archive} holds the entry {name!r}, which points outside the archive (absolute path or '..'); "
             "refusing to read it. Re-create the archive with relative paths only."
+        )
+
+
+def _refuse_link_entry(info: zipfile.ZipInfo, name: str, archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse symbolic links stored in a zip (Unix mode S_IFLNK): an extracting tool would follow them."""
+    if info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16):
+        target = archive.read(info)[:200].decode(errors="replace")
+        raise DatasetError(
+            f"{path} holds the entry {name!r}, a symbolic link to {target!r}; refusing to read an archive with "
+            "links (they can point outside the dataset). Re-create the archive with the files themselves."
         )
 
 
@@ -514,6 +535,7 @@ def _read_one(
         return
     if note is None:
         collected.accepted += 1
+        collected.accepted_names.append(name)
     else:
         collected.issue(name, CONVERTED, note)
     collected.add(key, image, CLASS_INDEX[class_name], split, _usage_from_name(key))
@@ -715,6 +737,7 @@ def _read_csv_row(fields: list[str], row: int, columns: dict[str, int], name: st
         collected.issue(key, REJECTED, str(exc))
         return
     collected.accepted += 1
+    collected.accepted_names.append(key)
     collected.add(key, image, CLASS_INDEX[class_name], USAGE_TO_SPLIT[usage], usage)
 
 
@@ -772,6 +795,7 @@ def _finish(
         duplicates=analysis.duplicates_summary(),
         leakage=analysis.leakage_summary(),
         warnings=list(collected.warnings),
+        accepted_files=sorted(collected.accepted_names),
     )
     _fill_counts(report, dataset)  # so that the report attached to an IngestError is complete
     _check_strict(report, options)
