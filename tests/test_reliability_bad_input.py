@@ -260,3 +260,16 @@ def test_the_report_json_lists_every_input(messy_tree, tmp_path):
     ingest_step(str(clean), tmp_path / "out")
     written = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
     assert set(written["accepted_files"]) == on_disk(clean) and written["files"]["accepted"] == len(CLASSES) * 5
+
+
+@pytest.mark.realdata
+def test_real_fer2013_every_entry_accounted_and_policies_drop_what_they_report(real_zip):
+    names = {info.filename for info in zipfile.ZipFile(real_zip).infolist()}
+    result = read_source(real_zip, IngestOptions(duplicate_policy="drop", drop_leakage=True))
+    report = result.report
+
+    assert_ledger(report, names)
+    assert report.status_counts() == {"accepted": 35_887, "converted": 0, "rejected": 0, "ignored": 0}
+    assert report.duplicates["conflicting_files"] == report.duplicates["dropped"] == 160
+    assert report.leakage["test_images"] == 568 and report.leakage["dropped"] == 649  # left after the 160
+    assert len(result.dataset) + len(report.dropped) == report.accepted == 35_887 - 0
