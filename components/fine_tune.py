@@ -21,6 +21,8 @@ def fine_tune(
     early_stopping_patience: int = 3,
     max_train_samples: int = 0,
     seed: int = 12,
+    tensorboard: str = "",
+    experiment: str = "",
 ):
     """Unfreeze the backbone (BatchNorm stays in inference mode) and fine-tune at a low rate.
 
@@ -39,8 +41,14 @@ def fine_tune(
         early_stopping_patience: epochs without validation-loss improvement before stopping.
         max_train_samples: cap on training samples for quick runs (0 = all).
         seed: random seed.
+        tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
+            TensorBoard logs (written to model/tensorboard) to while training; "" = none.
+        experiment: TensorBoard experiment to upload into (the Vertex experiment); "" = fer-pipeline.
     """
+    from fer_pipeline.cloud.experiments import vertex_upload
     from fer_pipeline.component_io import model_file, phase_outputs, setup_logging, train_config
+    from fer_pipeline.runs import pipeline_run_name
+    from fer_pipeline.tensorboard import log_dir
     from fer_pipeline.steps import fine_tune_step
 
     setup_logging()
@@ -49,5 +57,7 @@ def fine_tune(
         weights=weights, early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
     )
-    result = fine_tune_step(dataset.path, split.path, model_file(frozen_model.path), model.path, cfg)
+    prefix = f"{pipeline_run_name(model.path)}-finetune"
+    with vertex_upload(tensorboard, log_dir(model.path), experiment=experiment or "fer-pipeline", run_prefix=prefix):
+        result = fine_tune_step(dataset.path, split.path, model_file(frozen_model.path), model.path, cfg)
     phase_outputs(result, model.path, history.path, metrics)

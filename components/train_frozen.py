@@ -20,6 +20,8 @@ def train_frozen(
     early_stopping_patience: int = 3,
     max_train_samples: int = 0,
     seed: int = 12,
+    tensorboard: str = "",
+    experiment: str = "",
 ):
     """Train the classification head with the backbone frozen.
 
@@ -37,8 +39,14 @@ def train_frozen(
         early_stopping_patience: epochs without validation-loss improvement before stopping.
         max_train_samples: cap on training samples for quick runs (0 = all).
         seed: random seed.
+        tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
+            TensorBoard logs (written to model/tensorboard) to while training; "" = none.
+        experiment: TensorBoard experiment to upload into (the Vertex experiment); "" = fer-pipeline.
     """
+    from fer_pipeline.cloud.experiments import vertex_upload
     from fer_pipeline.component_io import phase_outputs, setup_logging, train_config
+    from fer_pipeline.runs import pipeline_run_name
+    from fer_pipeline.tensorboard import log_dir
     from fer_pipeline.steps import train_frozen_step
 
     setup_logging()
@@ -47,5 +55,7 @@ def train_frozen(
         early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
     )
-    result = train_frozen_step(dataset.path, split.path, model.path, cfg)
+    prefix = f"{pipeline_run_name(model.path)}-frozen"
+    with vertex_upload(tensorboard, log_dir(model.path), experiment=experiment or "fer-pipeline", run_prefix=prefix):
+        result = train_frozen_step(dataset.path, split.path, model.path, cfg)
     phase_outputs(result, model.path, history.path, metrics)

@@ -156,6 +156,7 @@ def run_pipeline(run: LocalRun, source: str) -> Path:
     from pipelines.gcs_emulator import GcsEmulator
     from pipelines.training import make_pipeline
 
+    started = time.time()
     pipeline_root = run.local_dir / "pipeline-root"
     with GcsEmulator(run.local_dir / "gcs"):
         storage.ensure_bucket(BUCKET)
@@ -167,7 +168,38 @@ def run_pipeline(run: LocalRun, source: str) -> Path:
         arguments = pipeline_arguments(run, source) | {"commit": current_commit()}
         make_pipeline("vertex")(**arguments)
     created = sorted(set(pipeline_root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
-    return created[-1] if created else pipeline_root
+    run_dir = created[-1] if created else pipeline_root
+    record_run(run, run_dir, arguments, started)
+    return run_dir
+
+
+def record_run(run: LocalRun, run_dir: Path, arguments: dict, started: float) -> dict | None:
+    """Append the run to ``local_dir/runs.json``: the evaluation's record (run.json) plus
+    the pipeline arguments, the wall-clock duration and what was registered."""
+    from fer_pipeline import runs
+
+    found = sorted(run_dir.glob("evaluate/evaluation/run.json"))
+    if not found:
+        return None
+    finished = time.time()
+    record = json.loads(found[0].read_text())
+    local_only = ("registry", "data_prefix")  # paths of this machine's set-up, not of the run
+    record["params"] = {**record.get("params", {}), **{k: v for k, v in arguments.items() if k not in local_only}}
+    record.update(
+        run_id=run_dir.name, kind="kfp-local", duration_s=round(finished - started, 1),
+        started=runs.iso(started), finished=runs.iso(finished),
+    )
+    record["artifacts"] = {
+        "report": str(run_dir / "evaluate" / "report"),
+        "metrics": str(run_dir / "evaluate" / "evaluation" / "metrics.json"),
+        "tensorboard": [str(run_dir / task / "model" / "tensorboard") for task in ("train-frozen", "fine-tune")],
+    }
+    registered = sorted(run_dir.glob("**/register/registered"))
+    if registered:
+        version = json.loads(registered[0].read_text())
+        record["registered"] = f"{version.get('name')}@{version.get('version')}"
+    runs.RunIndex(run.local_dir / runs.INDEX_FILE).append(record)
+    return record
 
 
 def summarize(run_dir: Path, registry_dir: Path, seconds: float) -> str:
@@ -187,6 +219,8 @@ def summarize(run_dir: Path, registry_dir: Path, seconds: float) -> str:
     else:
         lines.append("  registered model (none: test accuracy below the threshold)")
     lines.append(f"  list models:     .venv/bin/fer-pipeline models list --registry {registry_dir}")
+    lines.append(f"  compare runs:    .venv/bin/fer-pipeline runs compare --index {registry_dir.parent / 'runs.json'}")
+    lines.append(f"  training curves: make tensorboard LOGDIR={run_dir}")
     return "\n".join(lines)
 
 

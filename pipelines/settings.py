@@ -5,7 +5,8 @@ Keys (config file lines ``KEY=VALUE``, environment variables of the same name, o
 ``--set KEY=VALUE``); config/submit.example.env documents each one:
 
     PROJECT REGION PIPELINE_ROOT SERVICE_ACCOUNT NETWORK ENCRYPTION_KEY
-    LABELS ENABLE_CACHING EXPERIMENT DISPLAY_NAME JOB_ID TEMPLATE
+    LABELS ENABLE_CACHING EXPERIMENT TENSORBOARD DISPLAY_NAME JOB_ID TEMPLATE
+    TEMPLATE_REPOSITORY TEMPLATE_TAGS  (make publish)
     KFP_HOST KFP_NAMESPACE KFP_EXPERIMENT KFP_SERVICE_ACCOUNT KFP_PIPELINE_ROOT KFP_TEMPLATE
     REGISTRY REPO  (read by make only: image names for build/push/compile)
     PARAM_<name>   one pipeline parameter (e.g. PARAM_data_source=gs://bucket/fer2013.zip)
@@ -52,10 +53,15 @@ KEYS: dict[str, str] = {
     "ENCRYPTION_KEY": "optional Cloud KMS key for the run (projects/.../cryptoKeys/KEY)",
     "LABELS": "optional run labels: key=value,key=value",
     "ENABLE_CACHING": "optional true/false: override the compiled caching settings",
-    "EXPERIMENT": "optional Vertex AI experiment name",
+    "EXPERIMENT": "optional Vertex AI experiment: each run's parameters and metrics are logged to it",
+    "TENSORBOARD": "optional Vertex AI TensorBoard for the training curves: projects/P/locations/L/tensorboards/ID "
+    "(terraform output -raw tensorboard)",
     "DISPLAY_NAME": "optional run display name (default: the pipeline name)",
     "JOB_ID": "optional run id (default: pipeline name + timestamp)",
     "TEMPLATE": "compiled Vertex pipeline: a path or Artifact Registry URL (default build/pipeline.yaml)",
+    "TEMPLATE_REPOSITORY": "Artifact Registry KFP repository for make publish: https://REGION-kfp.pkg.dev/PROJECT/REPO "
+    "(terraform output -raw kfp_repository_url)",
+    "TEMPLATE_TAGS": "optional tags for make publish: tag,tag (default: the compiled commit, latest)",
     "KFP_HOST": f"KFP API endpoint (default {DEFAULT_KFP_HOST}, see make kfp-forward)",
     "KFP_NAMESPACE": "optional Kubernetes namespace (multi-user KFP only)",
     "KFP_EXPERIMENT": "optional KFP experiment name (default: Default)",
@@ -188,8 +194,9 @@ def parse_labels(value: Any) -> dict[str, str]:
 
 # ------------------------------------------------------------------ the compiled pipeline
 # Pipeline parameters filled from the settings when the pipeline declares them and
-# they are not set explicitly (Vertex only: where model registration runs).
-AUTO_PARAMETERS = {"project": "PROJECT", "location": "REGION"}
+# they are not set explicitly (Vertex only): where model registration runs, and where
+# the evaluation logs the run (EXPERIMENT) and training streams its curves (TENSORBOARD).
+AUTO_PARAMETERS = {"project": "PROJECT", "location": "REGION", "experiment": "EXPERIMENT", "tensorboard": "TENSORBOARD"}
 
 
 def is_remote(template: str) -> bool:
@@ -314,6 +321,10 @@ def load_settings(
             enable_caching = parse_bool(merged["ENABLE_CACHING"])
         except ValueError as exc:
             problems.append(("ENABLE_CACHING", str(exc)))
+    if text("EXPERIMENT") and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", text("EXPERIMENT")):
+        problems.append(("EXPERIMENT", "lowercase letters, digits and '-', starting with a letter or digit"))
+    if text("TENSORBOARD") and not re.fullmatch(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+", text("TENSORBOARD")):
+        problems.append(("TENSORBOARD", "expected projects/PROJECT/locations/REGION/tensorboards/ID"))
     pipeline_root = text("PIPELINE_ROOT")
     if pipeline_root and target == "vertex" and not pipeline_root.startswith("gs://"):
         problems.append(("PIPELINE_ROOT", f"must be a gs:// URI, got {pipeline_root!r}"))
@@ -382,6 +393,8 @@ TERRAFORM_OUTPUTS = {
     "pipeline_root": "PIPELINE_ROOT",
     "service_account_email": "SERVICE_ACCOUNT",
     "docker_registry": "REGISTRY",
+    "kfp_repository_url": "TEMPLATE_REPOSITORY",
+    "tensorboard": "TENSORBOARD",
     "network": "NETWORK",
     "kms_key": "ENCRYPTION_KEY",
 }

@@ -9,8 +9,11 @@ keys). ``--dry-run`` prints the exact request as JSON and sends nothing; it need
 credentials.
 
 vertex: ``aiplatform.PipelineJob`` from build/pipeline.yaml (or TEMPLATE), submitted
-        with the pipeline service account, optional network and experiment; prints the
-        console URL.
+        with the pipeline service account and optional network; prints the console URL.
+        EXPERIMENT and TENSORBOARD reach the run as the pipeline parameters
+        ``experiment`` and ``tensorboard``: the evaluation step logs the run's
+        parameters and metrics to that Vertex AI experiment (one row per run in its
+        comparison table), the training steps stream their TensorBoard logs.
 kind:   ``kfp.Client(host=KFP_HOST).create_run_from_pipeline_package`` with
         build/pipeline-kfp.yaml (the pipeline plus its kfp-kubernetes platform spec).
 """
@@ -85,11 +88,9 @@ def submit_vertex(settings: SubmitSettings, *, dry_run: bool = False, credential
     if dry_run:
         print(json.dumps(request, indent=2, sort_keys=True), file=out)
         return request
-    job.submit(
-        service_account=settings.service_account or None,
-        network=settings.network or None,
-        experiment=settings.experiment or None,
-    )
+    # No experiment= here: the evaluation step logs the run to EXPERIMENT itself (the
+    # pipeline parameter), and an association as well would make two rows per run.
+    job.submit(service_account=settings.service_account or None, network=settings.network or None)
     print(f"submitted {job.resource_name}", file=out)
     print(f"console: {job._dashboard_uri()}", file=out)
     return request

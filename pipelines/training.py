@@ -87,6 +87,8 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         location: str = "us-central1",
         serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest",
         commit: str = "unknown",
+        experiment: str = "",
+        tensorboard: str = "",
     ):
         data = ingest(source=data_source, gcs_prefix=data_prefix, allow_conversion=allow_conversion)
         # Never cached: the step itself skips a source it has published before, and says so.
@@ -100,6 +102,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], image_size=image_size, weights=weights,
             batch_size=batch_size, epochs=frozen_epochs, learning_rate=frozen_lr,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+            tensorboard=tensorboard, experiment=experiment,
         )
         frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
         frozen.set_cpu_limit("8").set_memory_limit("32G")
@@ -108,6 +111,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
             batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from, weights=weights,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
+            tensorboard=tensorboard, experiment=experiment,
         )
         tuned.set_display_name("4. fine-tune (GPU)").set_retry(num_retries=2)
         _request_gpu(tuned, target, gpu_type, gpu_count, pool)
@@ -115,6 +119,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         scored = evaluate(
             dataset=data.outputs["dataset"], model=tuned.outputs["model"],
             frozen_history=frozen.outputs["history"], finetune_history=tuned.outputs["history"],
+            experiment=experiment, project=project, location=location,
         )
         scored.set_display_name("5. evaluate").set_retry(num_retries=2)
 

@@ -191,8 +191,13 @@ class Browser:
         self.call(
             "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile
         )
+        path = Path(path).resolve()
+        if path.suffix.lower() not in (".html", ".htm"):  # kfp's HTML artifact is a bare "report": Chromium
+            copy = Path(self._profile) / "page.html"  # would show a file without .html as text
+            shutil.copyfile(path, copy)
+            path = copy
         self.events.clear()
-        self.call("Page.navigate", url=Path(path).resolve().as_uri())
+        self.call("Page.navigate", url=path.as_uri())
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:

@@ -26,7 +26,7 @@ h2{font-size:1.15rem;margin:1.6rem 0 .6rem;border-bottom:1px solid #d9dee4;paddi
 .card .label{font-size:.8rem;color:#52606d}
 .card .value{font-size:1.5rem;font-weight:600}
 figure{margin:0 0 1rem;background:#fff;border:1px solid #d9dee4;border-radius:8px;padding:.5rem}
-figure img{width:100%;height:auto;display:block}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
 figcaption{font-size:.85rem;color:#52606d;margin-top:.3rem}
 .table-wrap{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}

@@ -69,6 +69,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def iso(timestamp: float) -> str:
+    """A ``time.time()`` value as an ISO 8601 UTC timestamp, to the second."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
 # ------------------------------------------------------------------ the record
 def params_from_histories(histories: Iterable[dict]) -> dict[str, Any]:
     """The training parameters of a run from its phases' ``history.json`` records.
@@ -139,6 +144,16 @@ def load_histories(paths: Iterable[str | Path]) -> list[dict]:
     return [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file()]
 
 
+def pipeline_run_name(artifact_path: str | Path) -> str:
+    """The pipeline run an output artifact belongs to, from its path.
+
+    Vertex AI and kfp.local both lay outputs out as ``<root>/.../<run name>/<task>/<output>``
+    (the run name is the pipeline job's); this keeps a task's inputs, hence its cache
+    key, free of the run name.
+    """
+    return Path(artifact_path).parent.parent.name or "pipeline-run"
+
+
 def run_id_for(name: str, started: float) -> str:
     """``NAME-YYYYmmdd-HHMMSS`` (UTC) for a run without a pipeline job name."""
     stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -179,8 +194,8 @@ def record_finished_run(
         params=params,
         metrics=metrics,
         histories=load_histories(history_paths),
-        started=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        finished=datetime.fromtimestamp(finished, timezone.utc).isoformat(timespec="seconds"),
+        started=iso(started),
+        finished=iso(finished),
         duration_s=finished - started,
         artifacts={
             "report": str(evaluation_dir / "report.html"),
@@ -305,6 +320,7 @@ def compare_table(records: Sequence[dict], *, all_params: bool = False) -> str:
     rows.append(["training time", *[_duration(r.get("train_seconds")) for r in records]])
     rows.append(["epochs (frozen+finetune)", *[_epochs(r) for r in records]])
 
+    all_params = all_params or len(records) == 1  # one run: nothing to differ from
     names = sorted({k for r in records for k in (r.get("params") or {})}) if all_params else differing_params(records)
     total = len({k for r in records for k in (r.get("params") or {})})
     if all_params:
