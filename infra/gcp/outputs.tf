@@ -37,7 +37,7 @@ output "docker_registry" {
 }
 
 output "kfp_repository_url" {
-  description = "Artifact Registry KFP repository for templates (kfp.registry.RegistryClient host)"
+  description = "TEMPLATE_REPOSITORY: Artifact Registry KFP repository for make publish (kfp.registry.RegistryClient host)"
   value       = "https://${var.region}-kfp.pkg.dev/${var.project_id}/${google_artifact_registry_repository.kfp.repository_id}"
 }
 
@@ -52,6 +52,6 @@ output "kms_key" {
 }
 
 output "tensorboard" {
-  description = "Vertex AI TensorBoard resource name (empty when not created)"
+  description = "TENSORBOARD: Vertex AI TensorBoard for the training curves (empty when not created)"
   value       = var.create_tensorboard ? google_vertex_ai_tensorboard.this[0].name : ""
 }
