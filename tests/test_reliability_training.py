@@ -71,6 +71,7 @@ def _epochs_done(state_path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_killed_training_process_resumes_and_ends_with_the_same_epoch_count(prepared: Path):
     root = prepared
     state_path = root / "backup" / "frozen" / STATE_FILE
