@@ -85,7 +85,16 @@ def client():
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "fer-local"), credentials=AnonymousCredentials())
-    return storage.Client()
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return storage.Client()
+    except DefaultCredentialsError as exc:  # no credentials, or a broken key file: not retriable
+        raise FerError(
+            f"No usable Google Cloud credentials for Cloud Storage ({exc}). Run `gcloud auth application-default "
+            "login`, point GOOGLE_APPLICATION_CREDENTIALS at a valid key file, or set STORAGE_EMULATOR_HOST "
+            "for the local emulator."
+        ) from None
 
 
 def get_retry_deadline() -> float:
