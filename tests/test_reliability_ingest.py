@@ -275,3 +275,19 @@ def test_only_storage_talks_to_cloud_storage():
         or "google.cloud.storage" in path.read_text()
     )
     assert users == ["src/fer_pipeline/storage.py"], users
+
+
+def test_bucket_expires_what_interrupted_ingests_staged():
+    hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 not installed (dev dependency)")
+    root = Path(__file__).resolve().parents[1] / "infra" / "gcp"
+    options = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+    with (root / "storage.tf").open() as handle:
+        bucket = hcl2.load(handle, serialization_options=options)["resource"][0]["google_storage_bucket"]["pipeline_root"]
+    with (root / "outputs.tf").open() as handle:
+        outputs = {k: v for block in hcl2.load(handle, serialization_options=options)["output"] for k, v in block.items()}
+    data_prefix = outputs["data_prefix"]["value"].split("}/", 1)[1]  # gs://${bucket}/data -> data
+    staged = storage.staging_prefix(f"gs://b/{data_prefix}/datasets/KEY")
+    expected_prefix = staged.name.rsplit("/", 1)[0] + "/"
+    rules = [r for r in bucket["lifecycle_rule"] if r["condition"][0].get("matches_prefix") == [expected_prefix]]
+    assert expected_prefix == f"{data_prefix}/datasets/{storage.STAGING}/"
+    assert len(rules) == 1 and rules[0]["action"][0]["type"] == "Delete" and rules[0]["condition"][0]["age"] == 1

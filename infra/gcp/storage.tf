@@ -39,6 +39,18 @@ resource "google_storage_bucket" "pipeline_root" {
     }
   }
 
+  # What an interrupted ingest staged (fer_pipeline.storage.publish_dir) and no rerun
+  # removed: never read, deleted after a day. Matches the default data_prefix output.
+  lifecycle_rule {
+    condition {
+      age            = 1
+      matches_prefix = ["data/datasets/_staging/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   # Unfinished multipart uploads are cleaned up.
   lifecycle_rule {
     condition {
