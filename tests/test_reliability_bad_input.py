@@ -272,4 +272,18 @@ def test_real_fer2013_every_entry_accounted_and_policies_drop_what_they_report(r
     assert report.status_counts() == {"accepted": 35_887, "converted": 0, "rejected": 0, "ignored": 0}
     assert report.duplicates["conflicting_files"] == report.duplicates["dropped"] == 160
     assert report.leakage["test_images"] == 568 and report.leakage["dropped"] == 649  # left after the 160
-    assert len(result.dataset) + len(report.dropped) == report.accepted == 35_887 - 0
+    assert len(result.dataset) + len(report.dropped) == report.accepted == 35_887
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the 48x48 images, over the lowered limit
+def test_a_decompression_bomb_is_rejected_not_decoded(tmp_path, monkeypatch):
+    root = synthetic.write_kaggle_tree(tmp_path / "data", n_train=3, n_test=2)
+    (root / "train" / "happy" / "bomb.png").write_bytes(encode(np.zeros((64, 64), np.uint8), "PNG"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 64x64 = 4096 pixels, over twice the limit (48x48 is not)
+
+    report = read_source(root, IngestOptions(strict=False, convert=True)).report
+
+    assert {i.path: i.reason.split(":")[0] for i in report.inputs() if i.status == "rejected"} == {
+        "train/happy/bomb.png": "image too large to decode safely"
+    }
+    assert_ledger(report, on_disk(root))
