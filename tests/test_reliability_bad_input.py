@@ -287,3 +287,13 @@ def test_a_decompression_bomb_is_rejected_not_decoded(tmp_path, monkeypatch):
         "train/happy/bomb.png": "image too large to decode safely"
     }
     assert_ledger(report, on_disk(root))
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_a_zip_with_two_entries_of_one_name_is_refused(tmp_path):
+    source = synthetic.write_kaggle_zip(tmp_path / "fer.zip", n_train=3, n_test=2)
+    with zipfile.ZipFile(source, "a") as archive:
+        archive.writestr("train/angry/Training_0.jpg", encode(np.zeros((48, 48), np.uint8), "JPEG"))
+
+    with pytest.raises(DatasetError, match=r"holds two entries named 'train/angry/Training_0\.jpg'"):
+        read_source(source)
