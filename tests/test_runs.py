@@ -46,9 +46,14 @@ def _record(run_id, lr=1e-4, accuracy=0.5, f1=0.4, **extra):
 
 
 def test_params_take_each_phases_own_settings():
-    params = runs.params_from_histories(_histories(frozen_lr=3e-4, finetune_lr=2e-6))
+    histories = _histories(frozen_lr=3e-4, finetune_lr=2e-6)
+    histories[0]["config"]["backup_dir"] = "/tmp/run-1/model-backup"  # where, not how: no parameter
+    params = runs.params_from_histories(histories)
     assert params["frozen_lr"] == 3e-4 and params["finetune_lr"] == 2e-6
     assert params["unfreeze_from"] == "conv5" and params["weights"] == "none"
+    assert "backup_dir" not in params
+    record = runs.run_record(run_id="x", kind="cli", params={"backup_dir": "b", "seed": 1}, metrics=_metrics())
+    assert record["params"] == {"seed": 1}
 
 
 def test_record_fields_and_flat_views():

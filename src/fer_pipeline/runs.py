@@ -54,6 +54,8 @@ SUMMARY_METRICS = (
 LOWER_IS_BETTER = {"log_loss"}
 # Phase-specific TrainConfig fields: taken from that phase's own history record.
 _PHASE_FIELDS = {"frozen": ("frozen_",), "finetune": ("finetune_", "unfreeze_from")}
+# TrainConfig fields that say where a run keeps things, not how it trains.
+NOT_PARAMETERS = frozenset({"backup_dir"})
 
 
 class RunIndexError(FerError):
@@ -87,6 +89,8 @@ def params_from_histories(histories: Iterable[dict]) -> dict[str, Any]:
         config = record.get("config") or {}
         owned = _PHASE_FIELDS.get(str(record.get("phase")), ())
         for key, value in config.items():
+            if key in NOT_PARAMETERS:
+                continue
             if key not in params or key.startswith(owned):
                 params[key] = value
     return params
@@ -130,7 +134,7 @@ def run_record(
             "started": started,
             "finished": finished or now_iso(),
             "duration_s": round(duration_s, 1) if duration_s is not None else None,
-            "params": dict(params),
+            "params": {k: v for k, v in params.items() if k not in NOT_PARAMETERS},
             "metrics": summary_metrics(metrics),
             "phases": phases,
             "train_seconds": round(sum(seconds), 1) if seconds else None,
