@@ -297,3 +297,15 @@ def test_a_zip_with_two_entries_of_one_name_is_refused(tmp_path):
 
     with pytest.raises(DatasetError, match=r"holds two entries named 'train/angry/Training_0\.jpg'"):
         read_source(source)
+
+
+def test_two_datasets_in_one_archive_are_refused(tmp_path):
+    root = synthetic.write_kaggle_tree(tmp_path / "data", n_train=3, n_test=2)
+    source = tmp_path / "two.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        for top in ("first", "second"):
+            for name in sorted(on_disk(root)):
+                archive.write(root / name, f"{top}/{name}")
+
+    with pytest.raises(DatasetError, match=r"holds the train/test layout in more than one folder \(first, second\)"):
+        read_source(source)
