@@ -23,6 +23,14 @@ def fine_tune(
     seed: int = 12,
     tensorboard: str = "",
     experiment: str = "",
+    jit_compile: bool = False,
+    replicas: int = 1,
+    replica_image: str = "",
+    project: str = "",
+    location: str = "",
+    staging_uri: str = "",
+    gpu_type: str = "NVIDIA_TESLA_T4",
+    gpu_count: int = 1,
 ):
     """Unfreeze the backbone (BatchNorm stays in inference mode) and fine-tune at a low rate.
 
@@ -44,6 +52,15 @@ def fine_tune(
         tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
             TensorBoard logs (written to model/tensorboard) to while training; "" = none.
         experiment: TensorBoard experiment to upload into (the Vertex experiment); "" = fer-pipeline.
+        jit_compile: XLA-compile the train step (docs/benchmarks.md).
+        replicas: machines to fine-tune on; above 1 this step runs a Vertex AI custom job with
+            MultiWorkerMirroredStrategy (batch_size per replica, learning rate x replicas) and waits.
+        replica_image: the GPU training image the custom job's replicas run (replicas > 1).
+        project: Google Cloud project of the custom job (replicas > 1).
+        location: its Vertex region (replicas > 1).
+        staging_uri: gs:// prefix for its staging files (replicas > 1).
+        gpu_type: accelerator of each replica (replicas > 1).
+        gpu_count: accelerators per replica (replicas > 1).
     """
     from fer_pipeline.cloud.experiments import vertex_upload
     from fer_pipeline.component_io import model_file, phase_outputs, setup_logging, train_config
@@ -56,7 +73,21 @@ def fine_tune(
         batch_size=batch_size, finetune_epochs=epochs, finetune_lr=learning_rate, unfreeze_from=unfreeze_from,
         weights=weights, early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
+        jit_compile=jit_compile,
     )
+    if replicas > 1:
+        from fer_pipeline.cloud.vertex_training import MultiWorkerJob, run_fine_tune_job, phase_result
+
+        job = MultiWorkerJob(
+            project=project, location=location, image=replica_image, staging_bucket=staging_uri, replicas=replicas,
+            accelerator_type=gpu_type, accelerator_count=gpu_count,
+        )
+        outcome = run_fine_tune_job(
+            job, dataset=dataset.path, split=split.path, model=str(model_file(frozen_model.path)), out_dir=model.path,
+            cfg=cfg,
+        )
+        phase_outputs(phase_result(outcome), model.path, history.path, metrics)
+        return
     prefix = f"{pipeline_run_name(model.path)}-finetune"
     with vertex_upload(tensorboard, log_dir(model.path), experiment=experiment or "fer-pipeline", run_prefix=prefix):
         result = fine_tune_step(dataset.path, split.path, model_file(frozen_model.path), model.path, cfg)

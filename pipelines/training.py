@@ -89,6 +89,9 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         commit: str = "unknown",
         experiment: str = "",
         tensorboard: str = "",
+        jit_compile: bool = False,
+        finetune_replicas: int = 1,
+        finetune_image: str = "",
     ):
         data = ingest(source=data_source, gcs_prefix=data_prefix, allow_conversion=allow_conversion)
         # Never cached: the step itself skips a source it has published before, and says so.
@@ -111,7 +114,10 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
             batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from, weights=weights,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            tensorboard=tensorboard, experiment=experiment,
+            tensorboard=tensorboard, experiment=experiment, jit_compile=jit_compile,
+            # finetune_replicas > 1: a Vertex custom job of that many GPU machines (MultiWorkerMirroredStrategy)
+            replicas=finetune_replicas, replica_image=finetune_image, project=project, location=location,
+            staging_uri=data_prefix, gpu_type=gpu_type, gpu_count=gpu_count,
         )
         tuned.set_display_name("4. fine-tune (GPU)").set_retry(num_retries=2)
         _request_gpu(tuned, target, gpu_type, gpu_count, pool)

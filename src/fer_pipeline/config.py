@@ -58,8 +58,11 @@ class TrainConfig:
     reduce_lr_factor: float = 0.2
     min_lr: float = 1e-7
     # devices and execution
-    jit_compile: bool = False  # XLA-compile the train/eval steps; pays off on GPU, slow to compile on CPU
+    jit_compile: bool = False  # XLA-compile the train step (augmentation then runs in tf.data); docs/benchmarks.md
     mixed_precision: bool = True  # mixed_float16 when a GPU is visible (ignored on CPU); output stays float32
+    # several replicas (GPUs, or Vertex workers): True = batch_size per replica and learning rates x replicas
+    # (linear scaling rule); False = batch_size is the global batch, split, rates unchanged. train.scale_for_replicas
+    scale_with_replicas: bool = True
     run_eagerly: bool = False  # no tf.function; for debugging and tiny CPU runs (saves ~30 s tracing per phase)
     # tf.config.experimental.enable_op_determinism() for the whole process: repeatable GPU runs, at some speed
     # cost (CPU runs repeat without it); docs/reliability.md

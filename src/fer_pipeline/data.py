@@ -1,11 +1,26 @@
 """tf.data input pipeline over in-memory FER images.
 
-FER-2013 is small (about 80 MB as uint8), so the images stay in memory as uint8 and
-are cast to float32 one batch at a time, inside the graph: no per-image Python and
-no files. Augmentation and preprocessing live in the model, not here.
+FER-2013 is small (35,887 x 48 x 48 uint8 is about 83 MB), so the images are loaded
+once and stay in memory as uint8; batches are gathered, cast to float32 and
+prefetched inside the tf.data graph, in parallel with training: no per-image Python,
+no files, and the accelerator (or, on CPU, the cores) never waits for input
+(``bench/throughput.py`` compares the step time against a synthetic in-memory batch).
+
+Augmentation and preprocessing are layers of the model, so by default they run on
+batches inside the training step, on the accelerator when there is one. The one
+exception is XLA (``TrainConfig.jit_compile``): Keras' RandomTranslation has no XLA
+kernel, so ``train.compile_model`` then hands the model's layers up to its
+augmentation to this pipeline as ``augment`` (still vectorized over whole batches)
+and compiles the rest of the model with XLA.
+
+Determinism: the shuffle order depends on ``seed`` only, elements keep their order
+through every stage, and ``augment`` runs sequentially, so seeded augmentation draws
+the same numbers in the same order on every run.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +34,8 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     sample_weights: np.ndarray | None = None,
+    augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batched ``(image, label[, sample_weight])`` dataset for ``fit``/``predict``.
 
@@ -29,10 +46,15 @@ def make_dataset(
         shuffle: Reshuffle the whole set every epoch (training); False keeps the order.
         seed: Shuffle seed, so runs repeat.
         sample_weights: Optional (N,) per-image loss weights (e.g. class weights).
+        augment: Optional function applied to each float32 image batch (B, 48, 48, 1)
+            inside the pipeline, e.g. the model's augmentation layers in training mode;
+            it may change the image shape (a resize). None leaves images as they are.
+        repeat: Repeat forever (reshuffling each pass), for ``steps_per_epoch`` loops.
 
     Returns:
-        A dataset of float32 images (B, 48, 48, 1) with raw 0..255 values, int32
-        labels (B,) and, when given, float32 weights (B,); prefetched.
+        A dataset of float32 images (B, 48, 48, 1) with raw 0..255 values (or what
+        ``augment`` returns), int32 labels (B,) and, when given, float32 weights (B,);
+        prefetched.
     """
     if images.ndim == 3:
         images = images[..., np.newaxis]
@@ -46,8 +68,13 @@ def make_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
     dataset = dataset.batch(batch_size)
-    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment is not None:
+        # Sequential on purpose: one batch at a time keeps seeded random draws in order.
+        dataset = dataset.map(lambda batch, *rest: (augment(batch), *rest))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,9 +177,80 @@ def configure_devices(cfg: TrainConfig) -> tf.distribute.Strategy:
     gpus = tf.config.list_physical_devices("GPU")
     policy = "mixed_float16" if gpus and cfg.mixed_precision else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    logger.info("Devices: %d GPU(s), dtype policy %s, %s.", len(gpus), policy, type(strategy).__name__)
+    if is_multi_worker():  # a Vertex custom job with several replicas sets TF_CONFIG
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    logger.info(
+        "Devices: %d GPU(s), dtype policy %s, %s with %d replica(s).",
+        len(gpus), policy, type(strategy).__name__, strategy.num_replicas_in_sync,
+    )
     return strategy
+
+
+def is_multi_worker() -> bool:
+    """True when TF_CONFIG (set by Vertex AI on each replica of a multi-replica custom
+    job) describes a cluster of more than one training task."""
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return sum(len(tasks) for role, tasks in cluster.items() if role != "evaluator") > 1
+
+
+def scale_for_replicas(cfg: TrainConfig, replicas: int, learning_rate: float) -> tuple[int, float]:
+    """The global batch and learning rate for ``replicas`` synchronous replicas.
+
+    With ``cfg.scale_with_replicas`` (the default) each replica keeps ``batch_size``
+    images, so the global batch is ``batch_size * replicas``, and the learning rate is
+    multiplied by ``replicas`` (the linear scaling rule of Goyal et al., 2017, "Accurate,
+    Large Minibatch SGD"). Without it, ``batch_size`` is the global batch, split across
+    the replicas, and the rate is unchanged. One replica changes nothing either way.
+
+    Returns:
+        ``(global_batch, learning_rate)``.
+    """
+    if cfg.scale_with_replicas:
+        return cfg.batch_size * replicas, learning_rate * replicas
+    return cfg.batch_size, learning_rate
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """What ``fit`` trains, and what the input pipeline must do to batches first."""
+
+    trainable: keras.Model  # the model itself, or (XLA) its layers after augmentation, sharing weights
+    augment: keras.Model | None = None  # (XLA only) the layers up to augmentation, run by tf.data
+
+
+def compile_model(
+    model: keras.Model, cfg: TrainConfig, learning_rate: float, optimizer: keras.optimizers.Optimizer | None = None
+) -> CompiledModel:
+    """Compile ``model`` for a training phase: Adam (or ``optimizer``), sparse cross-entropy, accuracy.
+
+    With ``cfg.jit_compile`` the train step is XLA-compiled. Keras' RandomTranslation
+    has no XLA kernel (and Keras then silently drops XLA for the whole model), so the
+    model is cut after its last augmentation layer: the part after it (all the compute,
+    sharing the model's weights) is compiled with XLA, and the part up to it is returned
+    as ``augment`` for ``data.make_dataset``, which runs it on whole batches in the
+    input pipeline. Saving ``model`` afterwards saves the trained weights either way.
+
+    Call inside the distribution strategy's scope.
+    """
+    trainable, augment = model, None
+    if cfg.jit_compile and not cfg.run_eagerly:
+        unsupported = [layer for layer in model.layers if not layer.supports_jit]
+        if unsupported:
+            cut = unsupported[-1].output
+            augment = keras.Model(model.inputs, cut, name=f"{model.name}_input_stage")
+            trainable = keras.Model(cut, model.outputs, name=f"{model.name}_xla")
+    trainable.compile(
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+        jit_compile=cfg.jit_compile,
+        run_eagerly=cfg.run_eagerly,
+    )
+    return CompiledModel(trainable, augment)
 
 
 class LearningRateHistory(keras.callbacks.Callback):
@@ -229,16 +301,11 @@ def _run_phase(
     if cfg.deterministic:  # process-wide and irreversible; docs/reliability.md
         tf.config.experimental.enable_op_determinism()
     strategy = configure_devices(cfg)
+    batch_size, learning_rate = scale_for_replicas(cfg, strategy.num_replicas_in_sync, learning_rate)
     data = phase_data(dataset, split, cfg)
     with strategy.scope():
         model = make_model()
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"],
-            jit_compile=cfg.jit_compile,
-            run_eagerly=cfg.run_eagerly,
-        )
+        compiled = compile_model(model, cfg, learning_rate)
     logger.info(
         "Phase %s: start, %d training / %d validation images, %d epoch(s) at learning rate %g, "
         "batch %d, class weighting %s.",
@@ -247,13 +314,18 @@ def _run_phase(
         len(data.val_indices),
         epochs,
         learning_rate,
-        cfg.batch_size,
+        batch_size,
         "on" if data.train_sample_weights is not None else "off",
     )
     start = time.monotonic()
     summaries = EpochSummaries(log_dir(out_dir), phase=phase, first_step=first_step)
     backup = PhaseBackup.for_phase(cfg, phase, data, epochs, learning_rate)  # None without cfg.backup_dir
-    history = _fit(model, dataset, data, cfg, epochs, summaries, backup=backup) if epochs > 0 else {}
+    history = (
+        _fit(compiled.trainable, dataset, data, cfg, epochs, summaries, backup=backup, batch_size=batch_size,
+             augment=compiled.augment)
+        if epochs > 0
+        else {}
+    )
     seconds = time.monotonic() - start
     epochs_run = len(history.get("loss", []))
     best_epoch = _best_epoch(history)
@@ -279,18 +351,28 @@ def _run_phase(
 def _fit(
     model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, epochs: int, summaries=None,
     backup: PhaseBackup | None = None,
+    batch_size: int | None = None,
+    augment: keras.Model | None = None,
 ) -> dict:
-    """Run ``model.fit`` with one progress line per epoch; returns the history as floats."""
+    """Run ``model.fit`` with one progress line per epoch; returns the history as floats.
+
+    ``batch_size`` is the global batch (default ``cfg.batch_size``); ``augment`` is
+    ``CompiledModel.augment``, run by the input pipeline in training mode for training
+    batches and in inference mode for validation batches.
+    """
+    batch_size = batch_size or cfg.batch_size
     train = make_dataset(
         dataset.images[data.train_indices],
         dataset.labels[data.train_indices],
-        cfg.batch_size,
+        batch_size,
         shuffle=True,
         seed=cfg.seed,
         sample_weights=data.train_sample_weights,
+        augment=_input_stage(augment, training=True),
     )
     val = make_dataset(
-        dataset.images[data.val_indices], dataset.labels[data.val_indices], cfg.batch_size, shuffle=False, seed=cfg.seed
+        dataset.images[data.val_indices], dataset.labels[data.val_indices], batch_size, shuffle=False, seed=cfg.seed,
+        augment=_input_stage(augment, training=False),
     )
     callbacks = _callbacks(cfg)
     if summaries is not None:  # TensorBoard, after LearningRateHistory so it sees the rate
@@ -304,6 +386,13 @@ def _fit(
     )
     history = backup.history if backup is not None else fitted.history  # with the epochs before a resume
     return {key: [float(v) for v in values] for key, values in history.items()}
+
+
+def _input_stage(augment: keras.Model | None, training: bool):
+    """``augment`` as a batch function for ``make_dataset`` (None stays None)."""
+    if augment is None:
+        return None
+    return lambda images: augment(images, training=training)
 
 
 def _best_epoch(history: dict[str, list[float]]) -> int:
