@@ -53,3 +53,5 @@ clean: ## Remove build outputs and local runs (keeps .venv)
 
 # Cloud path (images, infrastructure, submission): mk/cloud.mk
 -include mk/cloud.mk
+# Watching runs (TensorBoard, run comparison, report checks, templates, schedules): mk/watch.mk
+-include mk/watch.mk
