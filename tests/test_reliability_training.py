@@ -200,3 +200,13 @@ def test_backup_dir_is_per_phase_and_off_by_default():
     assert frozen.fingerprint != tuned.fingerprint
     moved = PhaseBackup.for_phase(TrainConfig(backup_dir="/elsewhere"), "frozen", Data, 3, 1e-4)
     assert moved.fingerprint == frozen.fingerprint  # the backup's location is not part of what it must match
+
+
+def test_a_backup_needs_a_file_system_path():
+    from fer_pipeline.errors import ConfigError
+
+    class Data:
+        train_indices = val_indices = np.arange(3)
+
+    with pytest.raises(ConfigError, match=r"local path \(or a Cloud Storage FUSE path"):
+        PhaseBackup.for_phase(TrainConfig(backup_dir="gs://bucket/backup"), "frozen", Data, 3, 1e-4)

@@ -44,6 +44,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from fer_pipeline.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
@@ -74,6 +76,11 @@ class PhaseBackup:
         """The phase's backup under ``cfg.backup_dir``; None when backups are off ("")."""
         if not cfg.backup_dir:
             return None
+        if "://" in cfg.backup_dir:
+            raise ConfigError(
+                f"backup_dir must be a local path (or a Cloud Storage FUSE path such as /gcs/BUCKET/...), "
+                f"got {cfg.backup_dir!r}."
+            )
         settings = {k: v for k, v in cfg.to_dict().items() if k != "backup_dir"}
         fingerprint = {
             "phase": phase,
