@@ -136,6 +136,19 @@ def test_unfreeze_from_a_block_keeps_earlier_layers_frozen(unfreezable):
         unfreeze_backbone(model, "conv9_block1")
 
 
+def test_unfreeze_without_pretrained_statistics_trains_batchnorm(unfreezable, pixels):
+    model = unfreezable
+    unfreeze_backbone(model, "", freeze_batchnorm=False)
+    layers = model.get_layer(BACKBONE_NAME).layers
+    assert all(layer.trainable for layer in layers if _is_bn(layer))
+    # Trainable BatchNorm normalises with the batch's statistics in training mode.
+    preprocess = keras.Model(model.input, model.get_layer(PREPROCESS_OUTPUT_NAME).output)
+    features = preprocess(pixels, training=False)
+    backbone = model.get_layer(BACKBONE_NAME)
+    trained, inferred = (keras.ops.convert_to_numpy(backbone(features, training=t)) for t in (True, False))
+    assert not np.allclose(trained, inferred, atol=1e-5)
+
+
 def test_larger_image_size_resizes_inside_and_loads_local_weights_file(model, pixels, tmp_path):
     weights_file = tmp_path / "densenet169_notop.weights.h5"
     model.get_layer(BACKBONE_NAME).save_weights(weights_file)
