@@ -223,7 +223,7 @@ def parse_args(argv):
     parser.add_argument("--frozen-steps", type=int, default=8, help="timed steps per fit call, frozen phase")
     parser.add_argument("--finetune-steps", type=int, default=4, help="timed steps per fit call, fine-tuning")
     parser.add_argument("--warmup", type=int, default=2, help="steps of each fit call not timed")
-    parser.add_argument("--jit", choices=("on", "off"), default="on", help="the project's jit_compile (XLA)")
+    parser.add_argument("--jit", choices=("on", "off"), default="off", help="the project's jit_compile (XLA); off is its default")
     parser.add_argument("--no-baseline", action="store_true", help="time the project only (for lever sweeps)")
     parser.add_argument("--intra", type=int, default=0, help="intra-op threads (0 = TensorFlow's default)")
     parser.add_argument("--inter", type=int, default=0, help="inter-op threads (0 = TensorFlow's default)")
