@@ -19,7 +19,7 @@ REGISTRY ?= fer-pipeline
 IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
-.PHONY: help setup test test-fast run-local compile validate clean
+.PHONY: help setup test test-fast run-local compile validate clean bench bench-setup
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -28,7 +28,7 @@ help: ## List the targets with a one-line description
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[pipeline,kaggle,detect,bench,dev]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[pipeline,kaggle,detect,dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
@@ -44,6 +44,14 @@ run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); D
 
 compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP on kind)
 	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build
+
+bench-setup: setup ## Install tf-keras for the seed-style baseline of bench/throughput.py (no deps: keeps tensorflow-cpu)
+	$(PY) -m pip install --quiet --no-deps "tf-keras==$$(grep -i '^tf_keras==' requirements.lock | cut -d= -f3)"
+
+bench: bench-setup ## Run the benchmarks (throughput, ingest, run-local); each appends its table to docs/benchmarks.md
+	$(PY) -m bench.throughput
+	$(PY) -m bench.ingest
+	$(PY) -m bench.run_local
 
 validate: setup ## Validate a dataset: make validate DATA=path/to/fer2013.zip
 	$(VENV)/bin/fer-pipeline validate "$(DATA)"
