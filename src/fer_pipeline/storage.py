@@ -6,7 +6,7 @@ on retriable errors only. ``tf.io.gfile`` is not used because it ignores the emu
 
 Retries: the library's ``DEFAULT_RETRY`` predicate (429, 5xx, connection resets and
 timeouts; never 4xx such as 403 or 404), exponential backoff from 1 s, for at most
-``retry_deadline()`` seconds (120 by default; the ``retry_deadline`` module setting or
+``get_retry_deadline()`` seconds (120 by default; the ``retry_deadline`` module setting or
 ``FER_GCS_RETRY_DEADLINE`` change it). When retriable errors last past the deadline the
 call raises ``TransientStorageError``: nothing is wrong with the request, run the step
 again (a pipeline task's ``set_retry`` does).
@@ -32,6 +32,7 @@ from fer_pipeline.errors import FerError
 log = logging.getLogger(__name__)
 
 GCS_SCHEME = "gs://"
+FUSE_ROOT = "/gcs/"  # Vertex mounts gs://bucket/x at /gcs/bucket/x (Cloud Storage FUSE)
 STAGING = "_staging"  # publish_dir's staging folder, beside the published prefix
 DEFAULT_RETRY_DEADLINE = 120.0  # seconds; google-cloud-storage's own default
 RETRY_DEADLINE_ENV = "FER_GCS_RETRY_DEADLINE"
@@ -42,7 +43,6 @@ retry_deadline: float | None = None
 class TransientStorageError(FerError):
     """Cloud Storage kept failing with retriable errors (unreachable, 429, 5xx) until the
     retry deadline. Retriable: the same call can succeed later; run the step again."""
-FUSE_ROOT = "/gcs/"  # Vertex mounts gs://bucket/x at /gcs/bucket/x (Cloud Storage FUSE)
 
 
 def is_gcs_uri(value: str) -> bool:
