@@ -102,7 +102,7 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
         target = storage.GcsPath.parse(gcs_prefix).child("datasets", dataset_key(checksum, options)).uri if gcs_prefix else ""
         manifest = _published_manifest(target, out_dir, options) if target else None
         if manifest is not None:
-            log.info("ingest: %s already ingested at %s (sha256 %s); uploaded nothing", source, target, checksum[:16])
+            log.info("ingest: uploaded nothing: %s was already published at %s (sha256 %s)", source, target, checksum[:16])
             return IngestOutcome(target, manifest, 0, True)
         result = read_source(local, options)
     result.dataset.manifest["source"] = source
