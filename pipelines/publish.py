@@ -29,6 +29,7 @@ from pipelines.settings import (
     DEFAULT_TEMPLATES,
     SettingsError,
     _known,
+    parse_pairs,
     is_remote,
     load_pipeline_spec,
     parameter_specs,
@@ -144,16 +145,6 @@ def publish(settings: PublishSettings, *, dry_run: bool = False, auth=None, out=
     return request
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
-        pairs[key.strip()] = value
-    return pairs
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.publish", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -164,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the request as JSON, send nothing")
     args = parser.parse_args(argv)
     try:
-        settings = load_publish_settings(args.config, overrides=_pairs(args.set), tags=args.tag)
+        settings = load_publish_settings(args.config, overrides=parse_pairs(args.set, "--set"), tags=args.tag)
         publish(settings, dry_run=args.dry_run)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

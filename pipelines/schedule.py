@@ -22,8 +22,8 @@ import sys
 from typing import Any
 
 from fer_pipeline.errors import ConfigError
-from pipelines.settings import DEFAULT_CONFIG, PARAM_PREFIX, SettingsError, SubmitSettings, load_settings
-from pipelines.submit import _pairs, build_vertex_job
+from pipelines.settings import DEFAULT_CONFIG, SettingsError, SubmitSettings, cli_overrides, load_settings
+from pipelines.submit import build_vertex_job
 
 CRON_RE = re.compile(r"^((CRON_)?TZ=[A-Za-z0-9_+/-]+ )?(\S+ ){4}\S+$")
 
@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the request as JSON, send nothing")
     args = parser.parse_args(argv)
     try:
-        overrides = _pairs(args.set, "--set")
-        overrides.update({PARAM_PREFIX + k: v for k, v in _pairs(args.param, "--param").items()})
+        overrides = cli_overrides(args.set, args.param)
         settings = load_settings("vertex", args.config, overrides=overrides)
         create_schedule(
             settings, cron=args.cron, name=args.name, dry_run=args.dry_run, max_concurrent=args.max_concurrent,

@@ -462,3 +462,21 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main())
+
+
+def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
+    """``["K=V", ...]`` from a repeatable command-line flag, as a dict."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}.")
+        pairs[key.strip()] = value
+    return pairs
+
+
+def cli_overrides(set_items: list[str], param_items: list[str]) -> dict[str, str]:
+    """Settings from ``--set KEY=VALUE`` and pipeline parameters from ``--param NAME=VALUE``."""
+    overrides = parse_pairs(set_items, "--set")
+    overrides.update({PARAM_PREFIX + k: v for k, v in parse_pairs(param_items, "--param").items()})
+    return overrides

@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from fer_pipeline.errors import ConfigError
-from pipelines.settings import DEFAULT_CONFIG, PARAM_PREFIX, TARGETS, SubmitSettings, load_settings
+from pipelines.settings import DEFAULT_CONFIG, TARGETS, SubmitSettings, cli_overrides, load_settings
 
 def default_labels(settings: SubmitSettings) -> dict[str, str]:
     """``app`` and, where the template records it, ``commit`` (labels given win)."""
@@ -136,16 +136,6 @@ def submit(settings: SubmitSettings, *, dry_run: bool = False, credentials=None,
 
 
 # ------------------------------------------------------------------ CLI
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}.")
-        pairs[key.strip()] = value
-    return pairs
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the request as JSON, send nothing")
     args = parser.parse_args(argv)
     try:
-        overrides = _pairs(args.set, "--set")
-        overrides.update({PARAM_PREFIX + k: v for k, v in _pairs(args.param, "--param").items()})
+        overrides = cli_overrides(args.set, args.param)
         settings = load_settings(args.target, args.config, overrides=overrides)
         submit(settings, dry_run=args.dry_run)
     except ConfigError as exc:
