@@ -24,6 +24,7 @@ import re
 from typing import Any, Mapping
 
 from google.api_core import exceptions as api_exceptions
+from google.api_core import retry as api_retry
 from google.cloud import aiplatform, aiplatform_v1
 from google.protobuf import json_format
 
@@ -114,6 +115,12 @@ def register_vertex_model(
     }
 
 
+# Read-only lookups are retried on transient errors (429, 5xx, connection resets) with
+# backoff. Upload and evaluation import are not: a retry after a lost response could
+# add a second version or evaluation.
+_READ_RETRY = api_retry.Retry(predicate=api_retry.if_transient_error, initial=1.0, multiplier=2.0, maximum=30.0, timeout=120.0)
+
+
 def find_family_and_champion(display_name: str):
     """Return ``(family, champion)``: the Vertex model named ``display_name`` and its
     ``champion`` version, each None when absent.
@@ -122,7 +129,7 @@ def find_family_and_champion(display_name: str):
     normal flow; when someone moved the default by hand, the alias is looked up.
     """
     quoted = display_name.replace("\\", "\\\\").replace('"', '\\"')  # AIP-160 string literal
-    models = aiplatform.Model.list(filter=f'display_name="{quoted}"')
+    models = _READ_RETRY(aiplatform.Model.list)(filter=f'display_name="{quoted}"')
     if not models:
         return None, None
     with_champion = [m for m in models if CHAMPION in (m.version_aliases or [])]
