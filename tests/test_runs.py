@@ -16,6 +16,7 @@ import pytest
 
 from fer_pipeline import cli, runs, synthetic, train
 from fer_pipeline.classes import CLASSES
+from tests.tiny_models import tiny_model
 
 
 def _histories(frozen_lr=1e-4, finetune_lr=1e-5):
@@ -132,22 +133,12 @@ def test_cli_compare_errors_and_json(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ two local runs
-def _tiny_model(cfg):
-    import keras
-
-    inputs = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
-
-
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runs")
     source = synthetic.write_kaggle_zip(tmp / "fer2013.zip", n_train=8, n_test=3)
     index = tmp / "runs.json"
-    with mock.patch.object(train, "build_model", _tiny_model), mock.patch.object(train, "unfreeze_backbone"):
+    with mock.patch.object(train, "build_model", tiny_model), mock.patch.object(train, "unfreeze_backbone"):
         for name, lr in (("lr-high", "0.01"), ("lr-low", "0.001")):
             code = cli.main([
                 "-q", "run", str(source), "--out", str(tmp / name), "--runs-index", str(index), "--weights", "none",

@@ -19,6 +19,7 @@ from fer_pipeline import synthetic, tensorboard, train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.split import make_split
+from tests.tiny_models import tiny_model
 
 
 def _dataset() -> FerDataset:
@@ -35,21 +36,11 @@ def _dataset() -> FerDataset:
     )
 
 
-def _tiny_model(cfg: TrainConfig):
-    import keras
-
-    inputs = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
-
-
 @pytest.fixture(scope="module")
 def phases(tmp_path_factory):
     """Two frozen epochs, then one fine-tuning epoch, into tmp directories."""
     out = tmp_path_factory.mktemp("run")
-    patches = (mock.patch.object(train, "build_model", _tiny_model), mock.patch.object(train, "unfreeze_backbone"))
+    patches = (mock.patch.object(train, "build_model", tiny_model), mock.patch.object(train, "unfreeze_backbone"))
     for patch in patches:
         patch.start()
     dataset = _dataset()

@@ -1,0 +1,15 @@
+"""A stand-in for DenseNet169 where a test needs a trained model fast, not the backbone.
+
+Same contract as `fer_pipeline.model.build_model`: (48, 48, 1) raw pixels in, 7 softmax
+probabilities out. Not named test_*, so pytest does not collect it.
+"""
+
+import keras
+
+
+def tiny_model(cfg=None) -> keras.Model:
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
