@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.installed-stamp
 DATA ?=
 EPOCHS ?=
 SAMPLES ?=
+# run-local: PRESET=cpu trains the compact CNN to full quality (< 2 h on 2 cores; docs/model-quality.md)
+PRESET ?=
 CACHE ?=
 # compile/submit: images are tagged by commit so a compiled pipeline points at the
 # images built from the same tree.
@@ -39,8 +41,8 @@ test: setup ## Run the test suite (real-data tests skip where the FER-2013 zip i
 test-fast: setup ## Run the tests except the slow and real-data ones
 	$(PY) -m pytest -m "not slow and not realdata"
 
-run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, EPOCHS=, SAMPLES=, CACHE=1
-	$(PY) -m pipelines.run_local $(if $(DATA),--data "$(DATA)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(if $(CACHE),--cache)
+run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, PRESET=cpu, EPOCHS=, SAMPLES=, CACHE=1
+	$(PY) -m pipelines.run_local $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(if $(CACHE),--cache)
 
 compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP on kind)
 	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build

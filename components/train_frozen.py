@@ -20,6 +20,13 @@ def train_frozen(
     early_stopping_patience: int = 3,
     max_train_samples: int = 0,
     seed: int = 12,
+    backbone: str = "densenet169",
+    rotation: float = 0.0,
+    zoom: float = 0.0,
+    erasing: float = 0.0,
+    label_smoothing: float = 0.0,
+    class_weighting: bool = True,
+    schedule: str = "plateau",
     tensorboard: str = "",
     experiment: str = "",
 ):
@@ -39,6 +46,13 @@ def train_frozen(
         early_stopping_patience: epochs without validation-loss improvement before stopping.
         max_train_samples: cap on training samples for quick runs (0 = all).
         seed: random seed.
+        backbone: "densenet169" (transfer learning) or "compact" (a VGG-style CNN trained from scratch).
+        rotation: max random rotation, fraction of a full turn (augmentation; 0 = off).
+        zoom: max random zoom, fraction of the side (augmentation; 0 = off).
+        erasing: probability of random erasing (augmentation; 0 = off).
+        label_smoothing: label smoothing of the cross-entropy (0 = off).
+        class_weighting: balanced class weights in the loss.
+        schedule: "plateau" (reduce on validation-loss plateau) or "cosine" (cosine decay over the epochs).
         tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
             TensorBoard logs (written to model/tensorboard) to while training; "" = none.
         experiment: TensorBoard experiment to upload into (the Vertex experiment); "" = fer-pipeline.
@@ -51,7 +65,8 @@ def train_frozen(
 
     setup_logging()
     cfg = train_config(
-        image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
+        backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
+        class_weighting=class_weighting, schedule=schedule, image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
         early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
     )

@@ -2,6 +2,7 @@
 
     python -m pipelines.run_local                       # generated sample (not faces), ~2-3 min
     python -m pipelines.run_local --data fer2013.zip --epochs 1 --max-samples 2000
+    python -m pipelines.run_local --data fer2013.zip --preset cpu   # compact CNN, full quality, < 2 h on 2 cores
 
 Everything lands under build/local/: the emulator's bucket (gcs/), the KFP artifacts
 (pipeline-root/), and the model registry (registry/).
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fer_pipeline import synthetic
+from fer_pipeline.presets import PRESETS, preset
 
 LOCAL_DIR = Path("build/local")
 BUCKET = "fer-local"
@@ -41,6 +43,7 @@ class LocalRun:
     finetune_lr: float
     local_dir: Path
     cache: bool = False
+    preset: str = ""  # fer_pipeline.presets; its parameters, then the explicit flags above, win over defaults
 
 
 def parse_args(argv: list[str] | None) -> LocalRun:
@@ -48,9 +51,10 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     parser.add_argument("--data", default="", help="Kaggle zip, folder or fer2013.csv (default: generated sample)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of each phase (default: 2 sample / 20+10 data)")
     parser.add_argument("--max-samples", type=int, default=0, help="cap on training samples (0 = all)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--preset", default="", choices=["", *PRESETS], help="named parameter set (fer_pipeline.presets)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 64, or the preset's)")
     parser.add_argument("--threshold", type=float, default=0.0, help="test accuracy needed to register")
-    parser.add_argument("--weights", default="none", help='backbone weights: "none" (default here), "imagenet", or a file')
+    parser.add_argument("--weights", default=None, help='backbone weights: "none" (default here), "imagenet", or a file')
     parser.add_argument("--frozen-lr", type=float, default=None, help="phase-1 learning rate")
     parser.add_argument("--finetune-lr", type=float, default=None, help="phase-2 learning rate")
     parser.add_argument("--local-dir", type=Path, default=LOCAL_DIR)
@@ -58,19 +62,21 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     args = parser.parse_args(argv)
     sample = not args.data
     epochs = args.epochs
+    chosen = preset(args.preset)
     return LocalRun(
         data=args.data,
-        frozen_epochs=epochs if epochs is not None else (2 if sample else 20),
-        finetune_epochs=epochs if epochs is not None else (1 if sample else 10),
+        frozen_epochs=epochs if epochs is not None else chosen.get("frozen_epochs", 2 if sample else 20),
+        finetune_epochs=epochs if epochs is not None else chosen.get("finetune_epochs", 1 if sample else 10),
         max_train_samples=args.max_samples,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or chosen.get("batch_size", 64),
         threshold=args.threshold,
-        weights=args.weights,
+        weights=args.weights or chosen.get("weights", "none"),
         # A randomly initialised backbone needs a larger rate than fine-tuning ImageNet features.
-        frozen_lr=args.frozen_lr or (1e-3 if sample else 1e-4),
-        finetune_lr=args.finetune_lr or (1e-4 if sample else 1e-5),
+        frozen_lr=args.frozen_lr or chosen.get("frozen_lr", 1e-3 if sample else 1e-4),
+        finetune_lr=args.finetune_lr or chosen.get("finetune_lr", 1e-4 if sample else 1e-5),
         local_dir=args.local_dir.resolve(),
         cache=args.cache,
+        preset=args.preset,
     )
 
 
@@ -89,7 +95,7 @@ def data_source(run: LocalRun) -> str:
 
 
 def pipeline_arguments(run: LocalRun, source: str) -> dict:
-    return {
+    return preset(run.preset) | {
         "data_source": source,
         "data_prefix": f"gs://{BUCKET}/fer",
         "registry": str(run.local_dir / "registry"),

@@ -60,7 +60,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
     if target not in TARGETS:
         raise ValueError(f"Unknown target {target!r}; expected one of {TARGETS}.")
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="FER-2013 facial-emotion classifier: DenseNet169, two-phase training.")
+    @dsl.pipeline(name=PIPELINE_NAME, description="FER-2013 facial-emotion classifier: DenseNet169 (or a compact CNN), two-phase training.")
     def fer_training(
         data_source: str,
         data_prefix: str,
@@ -70,12 +70,20 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         image_size: int = 48,
         batch_size: int = 64,
         weights: str = "imagenet",
+        backbone: str = "densenet169",
         frozen_epochs: int = 20,
         frozen_lr: float = 1e-4,
         finetune_epochs: int = 10,
         finetune_lr: float = 1e-5,
         unfreeze_from: str = "",
         early_stopping_patience: int = 3,
+        rotation: float = 0.0,
+        zoom: float = 0.0,
+        erasing: float = 0.0,
+        label_smoothing: float = 0.0,
+        class_weighting: bool = True,
+        schedule: str = "plateau",
+        tta: bool = False,
         max_train_samples: int = 0,
         allow_conversion: bool = False,
         accuracy_threshold: float = 0.5,
@@ -98,6 +106,11 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         data.set_display_name("1. ingest to GCS").set_retry(num_retries=3, backoff_duration="30s")
         data.set_caching_options(False)
 
+        # The training recipe, the same for both phases (docs/model-quality.md measures each choice).
+        recipe = dict(
+            backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
+            class_weighting=class_weighting, schedule=schedule,
+        )
         split = split_and_weight(dataset=data.outputs["dataset"], val_fraction=val_fraction, seed=seed)
         split.set_display_name("2. split and weight").set_retry(num_retries=2)
 
@@ -105,7 +118,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], image_size=image_size, weights=weights,
             batch_size=batch_size, epochs=frozen_epochs, learning_rate=frozen_lr,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            tensorboard=tensorboard, experiment=experiment,
+            tensorboard=tensorboard, experiment=experiment, **recipe,
         )
         frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
         frozen.set_cpu_limit("8").set_memory_limit("32G")
@@ -114,7 +127,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
             batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from, weights=weights,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            tensorboard=tensorboard, experiment=experiment, jit_compile=jit_compile,
+            tensorboard=tensorboard, experiment=experiment, jit_compile=jit_compile, tta=tta, **recipe,
             # finetune_replicas > 1: a Vertex custom job of that many GPU machines (MultiWorkerMirroredStrategy)
             replicas=finetune_replicas, replica_image=finetune_image, project=project, location=location,
             staging_uri=data_prefix, gpu_type=gpu_type, gpu_count=gpu_count,

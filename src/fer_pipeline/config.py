@@ -14,6 +14,10 @@ from typing import Any
 from fer_pipeline.errors import ConfigError
 
 
+BACKBONES = ("densenet169", "compact")
+SCHEDULES = ("plateau", "cosine")
+
+
 @dataclass(frozen=True)
 class SplitConfig:
     """How the Kaggle `train` split is divided into training and validation."""
@@ -33,8 +37,12 @@ class TrainConfig:
     phase 2 unfreezes the backbone and fine-tunes at a very low learning rate."""
 
     # model
+    # "densenet169" (the seed's transfer learning) or "compact": a VGG-style CNN trained from scratch, for CPUs and
+    # machines without ImageNet weights (docs/model-quality.md). Both train in the same two phases.
+    backbone: str = "densenet169"
     image_size: int = 48  # model input side in pixels; >48 upsamples inside the model
-    weights: str = "imagenet"  # "imagenet", a local .h5/.weights.h5 path or gs:// URI, or "none"
+    weights: str = "imagenet"  # DenseNet169: "imagenet", a local .h5/.weights.h5 path or gs:// URI, or "none"
+    compact_widths: tuple[int, ...] = (32, 64, 128, 256)  # compact: filters of each conv block (2 convs + pool)
     dense_units: tuple[int, ...] = (256, 512)  # head Dense widths, in order
     dropouts: tuple[float, ...] = (0.4, 0.5)  # dropout after each head Dense
     # data
@@ -42,6 +50,10 @@ class TrainConfig:
     horizontal_flip: bool = True
     width_shift: float = 0.1  # fraction of width, as Keras RandomTranslation
     height_shift: float = 0.05  # fraction of height
+    rotation: float = 0.0  # max random rotation, fraction of a full turn (0.03 = 11 degrees), as RandomRotation
+    zoom: float = 0.0  # max random zoom in/out, fraction of the side, as RandomZoom
+    erasing: float = 0.0  # probability of erasing a random rectangle (RandomErasing); 0 = off
+    label_smoothing: float = 0.0  # targets (1 - s) + s / 7; 0 = plain cross-entropy
     class_weighting: bool = True  # balanced weights n / (k * count_k) in the loss
     max_train_samples: int = 0  # 0 = all; >0 caps train/val (stratified) for quick runs
     seed: int = 12
@@ -52,6 +64,12 @@ class TrainConfig:
     finetune_epochs: int = 10
     finetune_lr: float = 1e-5  # Adam, very low so ImageNet features are not wrecked
     unfreeze_from: str = ""  # backbone layer name to unfreeze from; "" = whole backbone
+    # learning-rate schedule of both phases: "plateau" = ReduceLROnPlateau (the seed's), "cosine" = cosine decay
+    # to 0 over the phase's epochs (planned budgets; early stopping still applies)
+    schedule: str = "plateau"
+    # test-time augmentation: the final model averages its predictions on the image and its mirror image
+    # (in evaluation and in the exported model; twice the inference cost)
+    tta: bool = False
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = 3  # epochs without val_loss improvement
     reduce_lr_patience: int = 2  # epochs before LR is multiplied by reduce_lr_factor
@@ -74,8 +92,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.image_size < 32:
             problems.append(f"image_size must be >= 32 (DenseNet's minimum), got {self.image_size}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name in ("rotation", "zoom", "erasing", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.compact_widths or min(self.compact_widths) < 1:
+            problems.append(f"compact_widths must be positive filter counts, got {self.compact_widths}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.dense_units) != len(self.dropouts):
@@ -86,6 +113,11 @@ class TrainConfig:
             problems.append("epochs must be >= 0")
         if problems:
             raise ConfigError("Invalid training config: " + "; ".join(problems) + ".")
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the backbone starts from learned weights whose BatchNorm statistics are worth keeping."""
+        return self.backbone == "densenet169" and self.weights.strip().lower() != "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

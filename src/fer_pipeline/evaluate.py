@@ -26,6 +26,7 @@ from fer_pipeline.classes import CLASSES, NUM_CLASSES
 from fer_pipeline.data import make_dataset
 from fer_pipeline.dataset import FerDataset, class_counts
 from fer_pipeline.errors import DatasetError
+from fer_pipeline.model import load_model
 from fer_pipeline.report import render_report
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def evaluate(
         raise DatasetError(
             "The dataset has no \"test\" split rows to evaluate on; re-run ingest with a source that has a test split."
         )
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_model(model_path)
     probabilities = predict_probabilities(model, test.images)
     metrics = compute_metrics(test.labels, probabilities, test.source_splits)
     logger.info(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError
+from fer_pipeline.model import load_model
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def load_keras_model(path: Path):
     """Load a saved Keras model (no custom objects, no optimizer state) for inference."""
     import keras
 
-    return keras.models.load_model(resolve_keras_file(path), compile=False)
+    return load_model(resolve_keras_file(path))
 
 
 def model_input_side(model) -> int:

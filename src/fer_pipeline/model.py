@@ -1,10 +1,15 @@
-"""The classifier: DenseNet169 transfer learning on 48x48 grayscale faces.
+"""The classifier: DenseNet169 transfer learning (or a compact CNN from scratch) on 48x48 faces.
 
 The saved model takes raw pixels (0..255, shape (48, 48, 1)) and does everything
 else itself with standard Keras layers: optional resizing, augmentation (active only
-in training), grayscale to RGB, DenseNet's 'torch' preprocessing, the backbone and
-the head. So serving and evaluation feed the same pixels as training, and the file
-loads with ``keras.saving.load_model`` and no custom objects.
+in training), grayscale to RGB and DenseNet's 'torch' preprocessing (or a plain
+rescale for the compact backbone), the backbone and the head. So serving and
+evaluation feed the same pixels as training, and the file loads with
+``keras.saving.load_model`` and no custom objects beyond this module's
+``HorizontalFlip`` (test-time augmentation), registered on import.
+
+The code uses Keras layers and ``keras.ops`` only, so the model also builds under
+the JAX backend (bench/gpu.py runs it on a GPU machine that has no TensorFlow).
 """
 
 from __future__ import annotations
@@ -32,18 +37,19 @@ PREPROCESS_OUTPUT_NAME = "preprocess_normalize"  # last preprocessing layer, bef
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# First layer of each dense block and transition: the natural places to unfreeze from.
-_BLOCK_START = re.compile(r"^(conv\d_block1_0_bn|pool\d_bn)$")
+# First layer of each dense block and transition (compact: of each conv block): the places to unfreeze from.
+_BLOCK_START = re.compile(r"^(conv\d_block1_0_bn|pool\d_bn|block\d+_conv1)$")
 
 
 def build_model(cfg: TrainConfig) -> keras.Model:
-    """Build the classifier with a frozen DenseNet169 backbone.
+    """Build the classifier: a frozen DenseNet169 backbone, or a trainable compact CNN.
 
     Args:
-        cfg: Training config. Uses ``image_size`` (pixels, side of the backbone's
-            input; images are resized inside the model when it is not 48),
-            ``weights``, ``horizontal_flip``, ``width_shift``/``height_shift``
-            (fractions of the side), ``dense_units``, ``dropouts`` and ``seed``.
+        cfg: Training config. Uses ``backbone``, ``image_size`` (pixels, side of the
+            backbone's input; images are resized inside the model when it is not 48),
+            ``weights`` (DenseNet169), ``compact_widths`` (compact), the augmentation
+            settings (``horizontal_flip``, ``width_shift``/``height_shift``, ``rotation``,
+            ``zoom``, ``erasing``), ``dense_units``, ``dropouts`` and ``seed``.
 
     Returns:
         An uncompiled model: input "image" (48, 48, 1) float32 raw pixel values
@@ -58,6 +64,23 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     if cfg.image_size != IMAGE_SIZE:
         x = layers.Resizing(cfg.image_size, cfg.image_size, interpolation="bilinear", name="resize")(x)
     x = _augment(x, cfg)
+    if cfg.backbone == "compact":
+        x = _compact_backbone(cfg)(layers.Rescaling(1.0 / 255.0, name=PREPROCESS_OUTPUT_NAME)(x))
+    else:
+        x = _densenet169_features(x, cfg)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    for i, (units, rate) in enumerate(zip(cfg.dense_units, cfg.dropouts), start=1):
+        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+        x = layers.Dropout(rate, seed=cfg.seed + i, name=f"head_dropout_{i}")(x)
+    # float32 output even under mixed_float16, so softmax and the loss stay stable.
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
+    return keras.Model(inputs, outputs, name=f"fer_{cfg.backbone}")
+
+
+def _densenet169_features(x, cfg: TrainConfig):
+    """Grayscale to RGB, DenseNet's preprocessing and the frozen DenseNet169 backbone."""
+    if cfg.backbone == "densenet169" and not cfg.pretrained:
+        logger.info("DenseNet169 starts from random weights (weights=%r): expect a long training.", cfg.weights)
     # Concatenate rather than a Lambda: Lambdas do not load without safe_mode=False.
     x = layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
     x = layers.Rescaling(1.0 / 255.0, name="preprocess_scale")(x)
@@ -72,14 +95,63 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     # training=False as in the Keras transfer-learning recipe. Keras 3 lets an outer
     # training=True override it, so what keeps BatchNorm in inference mode in both
     # phases is that BatchNorm stays frozen (frozen BN always runs in inference mode).
-    x = backbone(x, training=False)
-    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    for i, (units, rate) in enumerate(zip(cfg.dense_units, cfg.dropouts), start=1):
-        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
-        x = layers.Dropout(rate, seed=cfg.seed + i, name=f"head_dropout_{i}")(x)
-    # float32 output even under mixed_float16, so softmax and the loss stay stable.
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
-    return keras.Model(inputs, outputs, name="fer_densenet169")
+    return backbone(x, training=False)
+
+
+def _compact_backbone(cfg: TrainConfig) -> keras.Model:
+    """A VGG-style CNN for 48x48 grayscale, trained from scratch (and so trainable from phase 1).
+
+    Each block: two 3x3 conv + BatchNorm + ReLU, 2x2 max-pool. BatchNorm momentum 0.9
+    rather than Keras' 0.99: from scratch, the moving statistics must follow weights
+    that change fast, or validation lags training for epochs (docs/model-quality.md).
+    """
+    if cfg.weights.strip().lower() not in ("none", "imagenet"):
+        raise ConfigError(
+            f"backbone=\"compact\" trains from scratch and takes no weights file, got weights={cfg.weights!r}. "
+            "Pass weights=\"none\", or backbone=\"densenet169\" for a DenseNet169 weights file."
+        )
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 1), name="compact_input")
+    x = inputs
+    for block, width in enumerate(cfg.compact_widths, start=1):
+        for conv in (1, 2):
+            name = f"block{block}_conv{conv}"
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=name)(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+            x = layers.ReLU(name=f"{name}_relu")(x)
+        x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
+    return keras.Model(inputs, x, name=BACKBONE_NAME)
+
+
+@keras.saving.register_keras_serializable(package="fer_pipeline")
+class HorizontalFlip(layers.Layer):
+    """Mirror images left-right, always (unlike RandomFlip): the second view of test-time augmentation."""
+
+    def call(self, inputs):
+        return keras.ops.flip(inputs, axis=2)
+
+
+def with_flip_tta(model: keras.Model) -> keras.Model:
+    """``model`` wrapped to average its predictions on each image and its mirror image.
+
+    Same input and output contract (raw pixels in, 7 probabilities out), so evaluation,
+    export and serving need no change; it costs two forward passes. Faces are close to
+    symmetric and training flips them, so both views are in-distribution.
+    """
+    inputs = keras.Input(model.input_shape[1:], dtype="float32", name=INPUT_NAME)
+    mirrored = HorizontalFlip(name="tta_flip")(inputs)
+    outputs = layers.Average(name=OUTPUT_NAME, dtype="float32")([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_tta")
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved classifier, uncompiled.
+
+    This module registers ``HorizontalFlip``; ``optim`` registers the loss, which a
+    TTA model's inner model still names in its saved compile config.
+    """
+    from fer_pipeline import optim  # noqa: F401
+
+    return keras.saving.load_model(path, compile=False)
 
 
 def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "", *, freeze_batchnorm: bool = True) -> int:
@@ -134,7 +206,7 @@ def _block_starts(backbone: keras.Model) -> list[str]:
 
 
 def _augment(x, cfg: TrainConfig):
-    """Random flip and shift; Keras skips these layers at inference."""
+    """Random flip, shift, rotation, zoom and erasing; Keras skips these layers at inference."""
     if cfg.horizontal_flip:
         x = layers.RandomFlip("horizontal", seed=cfg.seed, name="augment_flip")(x)
     if cfg.width_shift > 0 or cfg.height_shift > 0:
@@ -145,6 +217,12 @@ def _augment(x, cfg: TrainConfig):
             seed=cfg.seed,
             name="augment_translate",
         )(x)
+    if cfg.rotation > 0:
+        x = layers.RandomRotation(cfg.rotation, fill_mode="nearest", seed=cfg.seed + 101, name="augment_rotate")(x)
+    if cfg.zoom > 0:
+        x = layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 102, name="augment_zoom")(x)
+    if cfg.erasing > 0:
+        x = layers.RandomErasing(cfg.erasing, value_range=(0, 255), seed=cfg.seed + 103, name="augment_erase")(x)
     return x
 
 
@@ -206,6 +284,6 @@ def _layer_position(backbone: keras.Model, name: str) -> int:
             return position
     examples = _block_starts(backbone)
     raise ConfigError(
-        f"unfreeze_from={name!r} is not a layer of the DenseNet169 backbone. Use \"\" for the whole "
-        f"backbone or a layer name such as {', '.join(examples)} (any convN_blockM_... name works)."
+        f"unfreeze_from={name!r} is not a layer of the backbone. Use \"\" for the whole "
+        f"backbone or a layer name such as {', '.join(examples)}."
     )

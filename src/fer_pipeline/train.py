@@ -23,7 +23,8 @@ from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.data import make_dataset
 from fer_pipeline.dataset import FerDataset
-from fer_pipeline.model import build_model, unfreeze_backbone
+from fer_pipeline.model import build_model, load_model, unfreeze_backbone, with_flip_tta
+from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
 from fer_pipeline.split import Split
 from fer_pipeline.tensorboard import EpochSummaries, epochs_before, log_dir
 
@@ -83,19 +84,25 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         out_dir: Directory for ``model.keras`` and ``history.json``; created if missing.
 
     Returns:
-        The phase's result. With ``finetune_epochs`` 0 the model is saved unchanged.
+        The phase's result. With ``finetune_epochs`` 0 the model is saved unchanged. With
+        ``cfg.tta`` the saved model averages predictions on each image and its mirror image.
     """
 
     def load_and_unfreeze() -> keras.Model:
-        model = keras.saving.load_model(model_path, compile=False)
+        model = load_model(model_path)
         if cfg.finetune_epochs > 0:
-            unfreeze_backbone(model, cfg.unfreeze_from, freeze_batchnorm=cfg.weights != "none")
+            unfreeze_backbone(model, cfg.unfreeze_from, freeze_batchnorm=cfg.pretrained)
         return model
 
-    return _run_phase(
+    result = _run_phase(
         "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr,
         first_step=epochs_before(model_path),  # TensorBoard: fine-tuning continues phase 1's epoch axis
     )
+    if cfg.tta:  # the final model: evaluation and export then use both views with no change of their own
+        result.model = with_flip_tta(result.model)
+        result.model.save(result.model_path)
+        logger.info("Saved %s with test-time augmentation (mean of the image and its mirror).", result.model_path)
+    return result
 
 
 def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData:
@@ -223,9 +230,13 @@ class CompiledModel:
 
 
 def compile_model(
-    model: keras.Model, cfg: TrainConfig, learning_rate: float, optimizer: keras.optimizers.Optimizer | None = None
+    model: keras.Model,
+    cfg: TrainConfig,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    optimizer: keras.optimizers.Optimizer | None = None,
 ) -> CompiledModel:
-    """Compile ``model`` for a training phase: Adam (or ``optimizer``), sparse cross-entropy, accuracy.
+    """Compile ``model`` for a training phase: Adam (or ``optimizer``), cross-entropy
+    (with ``cfg.label_smoothing``) on integer labels, accuracy.
 
     With ``cfg.jit_compile`` the train step is XLA-compiled. Keras' RandomTranslation
     has no XLA kernel (and Keras then silently drops XLA for the whole model), so the
@@ -245,7 +256,7 @@ def compile_model(
             trainable = keras.Model(cut, model.outputs, name=f"{model.name}_xla")
     trainable.compile(
         optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=SparseCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
         jit_compile=cfg.jit_compile,
         run_eagerly=cfg.run_eagerly,
@@ -270,19 +281,23 @@ def _callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
     Both are quiet: the epoch line shows the learning rate, and the phase's end is
     logged with the epochs run and the best epoch.
     """
-    return [
+    callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True, verbose=0
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss",
-            factor=cfg.reduce_lr_factor,
-            patience=cfg.reduce_lr_patience,
-            min_lr=cfg.min_lr,
-            verbose=0,
-        ),
-        LearningRateHistory(),  # after ReduceLROnPlateau: logs the rate the epoch used, not the reduced one
     ]
+    if cfg.schedule == "plateau":  # a cosine schedule owns the rate
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=cfg.reduce_lr_factor,
+                patience=cfg.reduce_lr_patience,
+                min_lr=cfg.min_lr,
+                verbose=0,
+            )
+        )
+    callbacks.append(LearningRateHistory())  # after ReduceLROnPlateau: logs the rate the epoch used
+    return callbacks
 
 
 def _run_phase(
@@ -303,9 +318,10 @@ def _run_phase(
     strategy = configure_devices(cfg)
     batch_size, learning_rate = scale_for_replicas(cfg, strategy.num_replicas_in_sync, learning_rate)
     data = phase_data(dataset, split, cfg)
+    steps_per_epoch = -(-len(data.train_indices) // batch_size)
     with strategy.scope():
         model = make_model()
-        compiled = compile_model(model, cfg, learning_rate)
+        compiled = compile_model(model, cfg, learning_rate_for(cfg, learning_rate, epochs, steps_per_epoch))
     logger.info(
         "Phase %s: start, %d training / %d validation images, %d epoch(s) at learning rate %g, "
         "batch %d, class weighting %s.",

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One device call: GPU throughput, the compact recipe sweep and a full DenseNet169 training,
+# on a machine with JAX and no TensorFlow. Keras travels as wheels in .whl/ (see docs/benchmarks.md):
+#   run(command="bash bench/gpu.sh", carry=[".whl", ".gpu"], timeout_s=560)
+# Results: $OUT/results.jsonl (one JSON line per result), $OUT/card.txt, $OUT/logs.tgz.
+set -u
+OUT=${OUT:-build/gpu}; mkdir -p "$OUT" build/gpu-logs
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+export FER_GPU_RESULTS=$OUT/results.jsonl FER_GPU_DEADLINE=$(( $(date +%s) + ${BUDGET_S:-420} ))
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/card.txt"
+nproc >> "$OUT/card.txt"
+start=$(date +%s)
+python3 bench/gpu.py throughput > build/gpu-logs/throughput.log 2>&1
+echo "throughput done in $(( $(date +%s) - start )) s"
+for name in base class_weights seed_augmentation erasing no_smoothing plateau deeper narrow_longer; do
+  python3 bench/gpu.py sweep "$name" > "build/gpu-logs/sweep-$name.log" 2>&1 &
+done
+python3 bench/gpu.py densenet > build/gpu-logs/densenet.log 2>&1 &
+wait
+echo "all done in $(( $(date +%s) - start )) s"
+tail -n 3 build/gpu-logs/*.log
+tar czf "$OUT/logs.tgz" build/gpu-logs
+cat "$OUT/results.jsonl"

@@ -1,0 +1,41 @@
+"""Named parameter sets for whole runs, keyed by pipeline parameter name.
+
+``cpu``: the compact CNN trained from scratch, sized to train to full quality on a
+2-core CPU in under two hours (docs/model-quality.md has the measured run). Used by
+``make run-local PRESET=cpu`` and ``fer-pipeline run --preset cpu``; on Vertex pass
+the same values as pipeline parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "backbone": "compact",
+        "weights": "none",
+        "batch_size": 128,
+        "val_fraction": 0.1,  # 10% of train is enough to select on (2,871 images) and leaves more to learn from
+        "frozen_epochs": 32,  # from scratch the whole network trains in phase 1; cosine decay over the phase
+        "frozen_lr": 1e-3,
+        "finetune_epochs": 4,  # a short low-rate pass; with cosine it anneals again from finetune_lr
+        "finetune_lr": 1e-4,
+        "early_stopping_patience": 10,
+        "rotation": 0.03,
+        "zoom": 0.1,
+        "label_smoothing": 0.1,
+        "class_weighting": False,
+        "schedule": "cosine",
+        "tta": True,
+    },
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The parameters of preset ``name``; "" is no preset (empty)."""
+    if not name:
+        return {}
+    try:
+        return dict(PRESETS[name])
+    except KeyError:
+        raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.") from None
