@@ -1,0 +1,135 @@
+"""The recipe options: compact backbone, augmentation, label smoothing, schedule, TTA, presets."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from fer_pipeline import train
+from fer_pipeline.config import SplitConfig, TrainConfig
+from fer_pipeline.errors import ConfigError
+from fer_pipeline.model import BACKBONE_NAME, block_names, build_model, load_model, unfreeze_backbone, with_flip_tta
+from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
+from fer_pipeline.presets import PRESETS, preset
+from fer_pipeline.split import make_split
+from pipelines.run_local import parse_args, pipeline_arguments
+from tests.test_train import _dataset
+
+COMPACT = TrainConfig(backbone="compact", weights="none", compact_widths=(8, 16), dense_units=(16,), dropouts=(0.2,))
+
+
+def _pixels(n: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (n, 48, 48, 1)).astype("float32")
+
+
+def test_compact_backbone_trains_from_phase_one_and_its_batchnorm_trains_when_unfrozen():
+    model = build_model(COMPACT)
+    backbone = model.get_layer(BACKBONE_NAME)
+    assert model.name == "fer_compact" and model.output_shape == (None, 7)
+    assert backbone.trainable  # nothing pretrained to protect: phase 1 trains the whole network
+    assert block_names(model) == ["block1_conv1", "block2_conv1"]
+    assert unfreeze_backbone(model, "block2_conv1", freeze_batchnorm=COMPACT.pretrained) > 0
+    assert not backbone.get_layer("block1_conv1").trainable
+    assert backbone.get_layer("block2_conv1_bn").trainable
+    assert not COMPACT.pretrained and TrainConfig(weights="imagenet").pretrained
+
+
+def test_the_default_compact_network_stays_compact():
+    params = build_model(TrainConfig(backbone="compact", weights="none")).count_params()
+    assert 0.5e6 < params < 3e6  # "a few million parameters at most"
+
+
+def test_compact_refuses_a_weights_file_and_names_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match=r"backbone=\"compact\".*weights=\"none\""):
+        build_model(TrainConfig(backbone="compact", weights=str(tmp_path / "w.h5")))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("backbone", "resnet"), ("schedule", "linear"), ("rotation", 1.5), ("label_smoothing", -0.1), ("compact_widths", ())],
+)
+def test_bad_recipe_values_are_refused_by_name(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_augmentation_options_add_their_layers_and_are_identity_at_inference():
+    cfg = TrainConfig(**{**COMPACT.to_dict(), "rotation": 0.05, "zoom": 0.1, "erasing": 0.5})
+    model = build_model(cfg)
+    names = {layer.name for layer in model.layers}
+    assert {"augment_flip", "augment_translate", "augment_rotate", "augment_zoom", "augment_erase"} <= names
+    stage = keras.Model(model.input, model.get_layer("augment_erase").output)
+    x = _pixels()
+    np.testing.assert_array_equal(stage(x, training=False), x)
+    assert not np.allclose(stage(x, training=True), x)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror_and_survives_save_and_load(tmp_path):
+    model = build_model(COMPACT)
+    tta = with_flip_tta(model)
+    x = _pixels()
+    expected = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(tta.predict(x, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(tta.predict(x[:, :, ::-1], verbose=0), expected, atol=1e-6)  # mirror-invariant
+    tta.save(tmp_path / "model.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "model.keras").predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_label_smoothing_loss_matches_the_formula():
+    labels = np.array([0, 3, 6])
+    probs = np.random.default_rng(1).dirichlet(np.ones(7), size=3).astype("float32")
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, probs)
+    np.testing.assert_allclose(SparseCrossentropy()(labels, probs), plain, rtol=1e-5)
+    s = 0.1
+    targets = np.eye(7)[labels] * (1 - s) + s / 7
+    expected = -(targets * np.log(probs)).sum(axis=1).mean()
+    np.testing.assert_allclose(SparseCrossentropy(label_smoothing=s)(labels, probs), expected, rtol=1e-5)
+
+
+def test_cosine_schedule_decays_to_zero_over_the_phase_and_plateau_keeps_a_constant():
+    assert learning_rate_for(TrainConfig(), 1e-3, epochs=5, steps_per_epoch=10) == 1e-3
+    schedule = learning_rate_for(TrainConfig(schedule="cosine"), 1e-3, epochs=5, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 25, 50)]
+    assert rates[0] == pytest.approx(1e-3) and rates[1] == pytest.approx(5e-4, rel=1e-3) and rates[2] == pytest.approx(0)
+    assert not any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train._callbacks(TrainConfig(schedule="cosine")))
+    assert any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train._callbacks(TrainConfig()))
+
+
+def test_compact_two_phases_with_cosine_smoothing_and_tta_end_in_a_tta_model(tmp_path):
+    dataset = _dataset([6] * 7)
+    split = make_split(dataset, SplitConfig(val_fraction=0.3, seed=1))
+    cfg = TrainConfig(**{**COMPACT.to_dict(), "batch_size": 16, "frozen_epochs": 2, "finetune_epochs": 1,
+                         "schedule": "cosine", "label_smoothing": 0.1, "tta": True, "class_weighting": False,
+                         "run_eagerly": True, "frozen_lr": 1e-2})
+    frozen = train.train_frozen(dataset, split, cfg, tmp_path / "frozen")
+    rates = frozen.history["learning_rate"]
+    assert rates[0] == pytest.approx(1e-2) and rates[1] < rates[0]  # the cosine schedule moved between epochs
+    tuned = train.fine_tune(frozen.model_path, dataset, split, cfg, tmp_path / "finetune")
+    loaded = load_model(tuned.model_path)
+    assert loaded.get_layer("tta_flip") is not None
+    x = dataset.images[:3, ..., None].astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), loaded.predict(x[:, :, ::-1], verbose=0), atol=1e-6)
+
+
+def test_cpu_preset_reaches_the_pipeline_and_explicit_flags_win():
+    run = parse_args(["--data", "fer.zip", "--preset", "cpu", "--epochs", "3"])
+    arguments = pipeline_arguments(run, "/data/fer.zip")
+    assert arguments["backbone"] == "compact" and arguments["tta"] is True and arguments["val_fraction"] == 0.1
+    assert arguments["frozen_epochs"] == arguments["finetune_epochs"] == 3  # the flag, not the preset's 32/4
+    assert arguments["batch_size"] == PRESETS["cpu"]["batch_size"]
+    assert "backbone" not in pipeline_arguments(parse_args([]), "sample.zip")
+
+
+def test_every_preset_key_is_a_pipeline_parameter_and_builds_a_valid_config():
+    import inspect
+
+    from pipelines.training import make_pipeline
+
+    parameters = set(inspect.signature(make_pipeline("vertex").pipeline_func).parameters)
+    for name, values in PRESETS.items():
+        assert set(values) <= parameters, name
+        train_fields = {k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__}
+        TrainConfig(**train_fields)
+    with pytest.raises(ValueError, match="cpu"):
+        preset("gpu-fast")
