@@ -34,3 +34,17 @@ def test_ingest_then_split_through_the_cli(kaggle_zip, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert sum(printed["validation"].values()) == 35 and sum(printed["train"].values()) == 105
     assert json.loads((tmp_path / "split.json").read_text())["seed"] == 5
+
+
+def test_run_with_the_cpu_preset_trains_the_compact_network_and_flags_override_it(kaggle_zip, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", str(kaggle_zip), "--out", str(out), "--preset", "cpu", "--frozen-epochs", "1",
+                 "--finetune-epochs", "1", "--compact-widths", "8,16", "--run-eagerly", "true",
+                 "--runs-index", str(tmp_path / "runs.json")])
+    assert code == 0
+    record = json.loads((out / "finetune" / "history.json").read_text())["config"]
+    assert record["backbone"] == "compact" and record["tta"] is True and record["schedule"] == "cosine"
+    assert record["compact_widths"] == [8, 16] and record["frozen_epochs"] == 1  # the flags won
+    split = json.loads((out / "split.json").read_text())
+    assert split["val_fraction"] == 0.1  # the preset's
+    assert (out / "evaluation" / "metrics.json").is_file()

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from fer_pipeline import __version__, cli_models, runs
 from fer_pipeline.config import SplitConfig, TrainConfig
+from fer_pipeline.presets import PRESETS, preset
 from fer_pipeline.errors import FerError
 
 log = logging.getLogger("fer_pipeline.cli")
@@ -152,19 +153,23 @@ def cmd_run(args) -> int:
     from fer_pipeline.steps import evaluate_step, fine_tune_step, ingest_step, split_step, train_frozen_step
 
     out = Path(args.out)
-    cfg = config_from_args(TrainConfig, args)
+    chosen = preset(args.preset)  # the preset fills what the flags leave unset
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    explicit = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    cfg = TrainConfig(**{k: v for k, v in chosen.items() if k in fields} | explicit)
+    val_fraction = args.val_fraction or chosen.get("val_fraction", SplitConfig.val_fraction)
     started = time.time()
     log.info("[1/5] ingest %s", args.source)
     outcome = ingest_step(args.source, out / "dataset", options=IngestOptions(convert=args.convert))
     log.info("[2/5] split")
-    split_step(outcome.uri, out / "split.json", SplitConfig(val_fraction=args.val_fraction, seed=cfg.seed))
+    split_step(outcome.uri, out / "split.json", SplitConfig(val_fraction=val_fraction, seed=cfg.seed))
     log.info("[3/5] phase 1: frozen backbone")
     frozen = train_frozen_step(outcome.uri, out / "split.json", out / "frozen", cfg)
     log.info("[4/5] phase 2: fine-tuning")
     tuned = fine_tune_step(outcome.uri, out / "split.json", frozen.model_path, out / "finetune", cfg)
     log.info("[5/5] evaluate")
     histories = [out / "frozen" / "history.json", out / "finetune" / "history.json"]
-    params = {**cfg.to_dict(), "val_fraction": args.val_fraction, "source": args.source,
+    params = {**cfg.to_dict(), "val_fraction": val_fraction, "preset": args.preset, "source": args.source,
               "dataset_sha256": str(outcome.manifest.get("source_sha256", ""))[:16]}
     metrics = evaluate_step(outcome.uri, tuned.model_path, out / "evaluation", history_paths=histories, run_info=params)
     _print_headline(metrics, out / "evaluation")
@@ -239,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="all steps in a row, no KFP: ingest, split, both phases, evaluate")
     p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
     p.add_argument("--out", type=Path, required=True, help="output directory for everything")
-    p.add_argument("--val-fraction", type=float, default=SplitConfig.val_fraction)
+    p.add_argument("--val-fraction", type=float, default=None, help=f"default: {SplitConfig.val_fraction} or the preset's")
+    p.add_argument("--preset", default="", choices=["", *PRESETS],
+                   help="named parameter set (fer_pipeline/presets.py); the flags below override it")
     p.add_argument("--convert", action="store_true")
     p.add_argument("--runs-index", type=Path, default=None,
                    help="run index to append this run to (default: $FER_RUNS or build/runs.json)")
