@@ -4,9 +4,10 @@ The saved model takes raw pixels (0..255, shape (48, 48, 1)) and does everything
 else itself with standard Keras layers: optional resizing, augmentation (active only
 in training), grayscale to RGB and DenseNet's 'torch' preprocessing (or a plain
 rescale for the compact backbone), the backbone and the head. So serving and
-evaluation feed the same pixels as training, and the file loads with
-``keras.saving.load_model`` and no custom objects beyond this module's
-``HorizontalFlip`` (test-time augmentation), registered on import.
+evaluation feed the same pixels as training. Load saved files with ``load_model``
+below: it registers the two custom objects a file can name (``HorizontalFlip`` for
+test-time augmentation, and the label-smoothing loss in a TTA model's inner compile
+config).
 
 The code uses Keras layers and ``keras.ops`` only, so the model also builds under
 the JAX backend (bench/gpu.py runs it on a GPU machine that has no TensorFlow).
