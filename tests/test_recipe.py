@@ -133,3 +133,9 @@ def test_every_preset_key_is_a_pipeline_parameter_and_builds_a_valid_config():
         TrainConfig(**train_fields)
     with pytest.raises(ValueError, match="cpu"):
         preset("gpu-fast")
+
+
+def test_compact_with_the_default_imagenet_weights_says_they_are_not_used(caplog):
+    caplog.set_level("WARNING", logger="fer_pipeline.model")
+    build_model(TrainConfig(**{**COMPACT.to_dict(), "weights": "imagenet"}))
+    assert "no ImageNet weights" in caplog.text

@@ -80,7 +80,7 @@ def build_model(cfg: TrainConfig) -> keras.Model:
 
 def _densenet169_features(x, cfg: TrainConfig):
     """Grayscale to RGB, DenseNet's preprocessing and the frozen DenseNet169 backbone."""
-    if cfg.backbone == "densenet169" and not cfg.pretrained:
+    if not cfg.pretrained:
         logger.info("DenseNet169 starts from random weights (weights=%r): expect a long training.", cfg.weights)
     # Concatenate rather than a Lambda: Lambdas do not load without safe_mode=False.
     x = layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
@@ -104,13 +104,16 @@ def _compact_backbone(cfg: TrainConfig) -> keras.Model:
 
     Each block: two 3x3 conv + BatchNorm + ReLU, 2x2 max-pool. BatchNorm momentum 0.9
     rather than Keras' 0.99: from scratch, the moving statistics must follow weights
-    that change fast, or validation lags training for epochs (docs/model-quality.md).
+    that change fast, or validation lags training for epochs (docs/benchmarks.md, issue 4).
     """
     if cfg.weights.strip().lower() not in ("none", "imagenet"):
         raise ConfigError(
             f"backbone=\"compact\" trains from scratch and takes no weights file, got weights={cfg.weights!r}. "
             "Pass weights=\"none\", or backbone=\"densenet169\" for a DenseNet169 weights file."
         )
+    if cfg.weights.strip().lower() == "imagenet":  # the pipeline's default: say it is not used
+        logger.warning("backbone=\"compact\" has no ImageNet weights; weights=\"imagenet\" is ignored, "
+                       "training starts from random weights (pass weights=\"none\" to silence this).")
     inputs = keras.Input((cfg.image_size, cfg.image_size, 1), name="compact_input")
     x = inputs
     for block, width in enumerate(cfg.compact_widths, start=1):
