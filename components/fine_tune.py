@@ -27,6 +27,7 @@ def fine_tune(
     erasing: float = 0.0,
     label_smoothing: float = 0.0,
     class_weighting: bool = True,
+    class_weight_power: float = 1.0,
     schedule: str = "plateau",
     tta: bool = False,
     tensorboard: str = "",
@@ -63,6 +64,7 @@ def fine_tune(
         erasing: probability of random erasing (augmentation; 0 = off).
         label_smoothing: label smoothing of the cross-entropy (0 = off).
         class_weighting: balanced class weights in the loss.
+        class_weight_power: exponent on the class weights (1 = balanced, 0.5 = square root, milder).
         tta: save the model with test-time augmentation (mean over the image and its mirror).
         schedule: "plateau" (reduce on validation-loss plateau) or "cosine" (cosine decay over the epochs).
         tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
@@ -87,7 +89,7 @@ def fine_tune(
     setup_logging()
     cfg = train_config(
         backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
-        class_weighting=class_weighting, schedule=schedule, tta=tta,
+        class_weighting=class_weighting, class_weight_power=class_weight_power, schedule=schedule, tta=tta,
         batch_size=batch_size, finetune_epochs=epochs, finetune_lr=learning_rate, unfreeze_from=unfreeze_from,
         weights=weights, early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it

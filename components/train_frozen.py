@@ -26,6 +26,8 @@ def train_frozen(
     erasing: float = 0.0,
     label_smoothing: float = 0.0,
     class_weighting: bool = True,
+    class_weight_power: float = 1.0,
+    head_pooling: str = "avg",
     schedule: str = "plateau",
     tensorboard: str = "",
     experiment: str = "",
@@ -52,6 +54,8 @@ def train_frozen(
         erasing: probability of random erasing (augmentation; 0 = off).
         label_smoothing: label smoothing of the cross-entropy (0 = off).
         class_weighting: balanced class weights in the loss.
+        class_weight_power: exponent on the class weights (1 = balanced, 0.5 = square root, milder).
+        head_pooling: "avg" (global average pooling) or "flatten" (keep each position of the last feature map).
         schedule: "plateau" (reduce on validation-loss plateau) or "cosine" (cosine decay over the epochs).
         tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
             TensorBoard logs (written to model/tensorboard) to while training; "" = none.
@@ -66,7 +70,8 @@ def train_frozen(
     setup_logging()
     cfg = train_config(
         backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
-        class_weighting=class_weighting, schedule=schedule, image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
+        class_weighting=class_weighting, class_weight_power=class_weight_power, head_pooling=head_pooling,
+        schedule=schedule, image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
         early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
     )

@@ -82,6 +82,8 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         erasing: float = 0.0,
         label_smoothing: float = 0.0,
         class_weighting: bool = True,
+        class_weight_power: float = 1.0,
+        head_pooling: str = "avg",
         schedule: str = "plateau",
         tta: bool = False,
         max_train_samples: int = 0,
@@ -109,7 +111,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         # The training recipe, the same for both phases (docs/model-quality.md measures each choice).
         recipe = dict(
             backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
-            class_weighting=class_weighting, schedule=schedule,
+            class_weighting=class_weighting, class_weight_power=class_weight_power, schedule=schedule,
         )
         split = split_and_weight(dataset=data.outputs["dataset"], val_fraction=val_fraction, seed=seed)
         split.set_display_name("2. split and weight").set_retry(num_retries=2)
@@ -118,7 +120,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], image_size=image_size, weights=weights,
             batch_size=batch_size, epochs=frozen_epochs, learning_rate=frozen_lr,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            tensorboard=tensorboard, experiment=experiment, **recipe,
+            head_pooling=head_pooling, tensorboard=tensorboard, experiment=experiment, **recipe,
         )
         frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
         frozen.set_cpu_limit("8").set_memory_limit("32G")

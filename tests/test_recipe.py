@@ -47,7 +47,8 @@ def test_compact_refuses_a_weights_file_and_names_the_fix(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("backbone", "resnet"), ("schedule", "linear"), ("rotation", 1.5), ("label_smoothing", -0.1), ("compact_widths", ())],
+    [("backbone", "resnet"), ("schedule", "linear"), ("rotation", 1.5), ("label_smoothing", -0.1), ("compact_widths", ()),
+     ("head_pooling", "max"), ("class_weight_power", 2.0)],
 )
 def test_bad_recipe_values_are_refused_by_name(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -139,3 +140,13 @@ def test_compact_with_the_default_imagenet_weights_says_they_are_not_used(caplog
     caplog.set_level("WARNING", logger="fer_pipeline.model")
     build_model(TrainConfig(**{**COMPACT.to_dict(), "weights": "imagenet"}))
     assert "no ImageNet weights" in caplog.text
+
+
+def test_flatten_head_keeps_every_position_of_the_last_feature_map():
+    cfg = TrainConfig(backbone="compact", weights="none", compact_widths=(4, 8), head_pooling="flatten")
+    model = build_model(cfg)
+    # 48 -> 24 -> 12 after two pooled blocks: 12 * 12 * 8 features reach the first Dense.
+    assert model.get_layer("flatten").output.shape[-1] == 12 * 12 * 8
+    assert model.get_layer("head_dense_1").kernel.shape[0] == 12 * 12 * 8
+    avg = build_model(TrainConfig(backbone="compact", weights="none", compact_widths=(4, 8)))
+    assert avg.get_layer("head_dense_1").kernel.shape[0] == 8

@@ -110,6 +110,9 @@ def test_class_weighting_gives_each_training_image_its_class_weight():
 
     assert train.phase_data(dataset, split, _cfg(class_weighting=False)).train_sample_weights is None
 
+    milder = train.phase_data(dataset, split, _cfg(class_weighting=True, class_weight_power=0.5))
+    np.testing.assert_allclose(milder.train_sample_weights, np.sqrt(expected), rtol=1e-6)
+
 
 def test_zero_epochs_skips_training_but_saves_the_model(tmp_path):
     dataset = _dataset([6] * NUM_CLASSES)

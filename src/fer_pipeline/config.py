@@ -16,6 +16,7 @@ from fer_pipeline.errors import ConfigError
 
 BACKBONES = ("densenet169", "compact")
 SCHEDULES = ("plateau", "cosine")
+HEAD_POOLINGS = ("avg", "flatten")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class TrainConfig:
     compact_widths: tuple[int, ...] = (32, 64, 128, 256)  # compact: filters of each conv block (2 convs + pool)
     dense_units: tuple[int, ...] = (256, 512)  # head Dense widths, in order
     dropouts: tuple[float, ...] = (0.4, 0.5)  # dropout after each head Dense
+    # how the head reads the backbone's last feature map: "avg" = global average pooling (the seed's), "flatten" =
+    # keep each position (compact: 3x3x256), so the head knows where on the aligned face a feature fired
+    head_pooling: str = "avg"
     # data
     batch_size: int = 64  # global batch
     horizontal_flip: bool = True
@@ -55,6 +59,7 @@ class TrainConfig:
     erasing: float = 0.0  # probability of erasing a random rectangle (RandomErasing); 0 = off
     label_smoothing: float = 0.0  # targets (1 - s) + s / 7; 0 = plain cross-entropy
     class_weighting: bool = True  # balanced weights n / (k * count_k) in the loss
+    class_weight_power: float = 1.0  # weights raised to this power: 1 = balanced, 0.5 = square root (milder)
     max_train_samples: int = 0  # 0 = all; >0 caps train/val (stratified) for quick runs
     seed: int = 12
     # phase 1: frozen backbone
@@ -96,6 +101,10 @@ class TrainConfig:
             problems.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.image_size < 32:
             problems.append(f"image_size must be >= 32 (DenseNet's minimum), got {self.image_size}")
+        if self.head_pooling not in HEAD_POOLINGS:
+            problems.append(f"head_pooling must be one of {', '.join(HEAD_POOLINGS)}, got {self.head_pooling!r}")
+        if not 0.0 <= self.class_weight_power <= 1.0:
+            problems.append(f"class_weight_power must be in [0, 1], got {self.class_weight_power!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name in ("rotation", "zoom", "erasing", "label_smoothing"):

@@ -48,7 +48,7 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     Args:
         cfg: Training config. Uses ``backbone``, ``image_size`` (pixels, side of the
             backbone's input; images are resized inside the model when it is not 48),
-            ``weights`` (DenseNet169), ``compact_widths`` (compact), the augmentation
+            ``weights`` (DenseNet169), ``compact_widths`` (compact), ``head_pooling``, the augmentation
             settings (``horizontal_flip``, ``width_shift``/``height_shift``, ``rotation``,
             ``zoom``, ``erasing``), ``dense_units``, ``dropouts`` and ``seed``.
 
@@ -69,7 +69,10 @@ def build_model(cfg: TrainConfig) -> keras.Model:
         x = _compact_backbone(cfg)(layers.Rescaling(1.0 / 255.0, name=PREPROCESS_OUTPUT_NAME)(x))
     else:
         x = _densenet169_features(x, cfg)
-    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    if cfg.head_pooling == "flatten":
+        x = layers.Flatten(name="flatten")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     for i, (units, rate) in enumerate(zip(cfg.dense_units, cfg.dropouts), start=1):
         x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
         x = layers.Dropout(rate, seed=cfg.seed + i, name=f"head_dropout_{i}")(x)

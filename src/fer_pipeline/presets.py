@@ -16,15 +16,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weights": "none",
         "batch_size": 128,
         "val_fraction": 0.1,  # 10% of train is enough to select on (2,871 images) and leaves more to learn from
-        "frozen_epochs": 32,  # from scratch the whole network trains in phase 1; cosine decay over the phase
+        "head_pooling": "flatten",  # faces are aligned: where a feature fires is information, so keep the 3x3 map
+        "frozen_epochs": 36,  # from scratch the whole network trains in phase 1; cosine decay over the phase
         "frozen_lr": 1e-3,
-        "finetune_epochs": 4,  # a short low-rate pass; with cosine it anneals again from finetune_lr
+        "finetune_epochs": 2,  # a short low-rate pass; with cosine it anneals again from finetune_lr
         "finetune_lr": 1e-4,
         "early_stopping_patience": 10,
         "rotation": 0.03,
         "zoom": 0.1,
         "label_smoothing": 0.1,
-        "class_weighting": False,
+        "class_weighting": True,
+        "class_weight_power": 0.5,  # square-root weights: disgust (1.5% of images) gets found, accuracy kept
         "schedule": "cosine",
         "tta": True,
     },

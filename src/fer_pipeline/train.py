@@ -111,11 +111,12 @@ def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData
     Args:
         dataset: The canonical dataset.
         split: Training and validation indices and class weights.
-        cfg: Uses ``max_train_samples`` (images; 0 = all), ``class_weighting`` and ``seed``.
+        cfg: Uses ``max_train_samples`` (images; 0 = all), ``class_weighting``,
+            ``class_weight_power`` and ``seed``.
 
     Returns:
         The indices to use and, with class weighting, each training image's weight
-        ``class_weights[label]``. Validation loss stays unweighted.
+        ``class_weights[label] ** class_weight_power``. Validation loss stays unweighted.
     """
     train_idx, val_idx = split.train_indices, split.val_indices
     if cfg.max_train_samples > 0:
@@ -126,7 +127,7 @@ def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData
     weights = None
     if cfg.class_weighting:
         by_index = split.class_weight_by_index()
-        table = np.array([by_index[i] for i in range(NUM_CLASSES)], dtype=np.float32)
+        table = np.array([by_index[i] for i in range(NUM_CLASSES)], dtype=np.float32) ** cfg.class_weight_power
         weights = table[dataset.labels[train_idx].astype(np.int64)]
     return PhaseData(train_idx, val_idx, weights)
 
