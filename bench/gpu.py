@@ -49,7 +49,9 @@ EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter 
 COMPACT_BASE = TrainConfig(**{k: v for k, v in PRESETS["cpu"].items() if k in TrainConfig.__dataclass_fields__})
 CANDIDATES = {
     "base": {},
-    "class_weights": {"class_weighting": True},
+    "no_class_weights": {"class_weighting": False},
+    "balanced_class_weights": {"class_weight_power": 1.0},
+    "avg_pooling": {"head_pooling": "avg"},
     "seed_augmentation": {"rotation": 0.0, "zoom": 0.0},
     "erasing": {"erasing": 0.25},
     "no_smoothing": {"label_smoothing": 0.0},
@@ -105,16 +107,17 @@ def callbacks_for(cfg: TrainConfig) -> list:
     return callbacks
 
 
-def class_sample_weights(labels: np.ndarray) -> np.ndarray:
+def class_sample_weights(labels: np.ndarray, power: float) -> np.ndarray:
+    """Each image's loss weight: the balanced weight of its class, to ``power`` (as train.phase_data)."""
     counts = np.bincount(labels, minlength=len(CLASSES))
-    return (len(labels) / (len(CLASSES) * counts))[labels].astype("float32")
+    return ((len(labels) / (len(CLASSES) * counts)) ** power)[labels].astype("float32")
 
 
 def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
     """Both phases as the library runs them; returns the validation scores and times."""
     keras.utils.set_random_seed(cfg.seed)
     x, y, xv, yv = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
-    weights = class_sample_weights(y) if cfg.class_weighting else None
+    weights = class_sample_weights(y, cfg.class_weight_power) if cfg.class_weighting else None
     model = build_model(cfg)
     phases = {}
     for phase, epochs, rate in (("frozen", cfg.frozen_epochs, cfg.frozen_lr), ("finetune", cfg.finetune_epochs, cfg.finetune_lr)):
