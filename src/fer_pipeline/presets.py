@@ -16,7 +16,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weights": "none",
         "batch_size": 128,
         "val_fraction": 0.1,  # 10% of train is enough to select on (2,871 images) and leaves more to learn from
-        "head_pooling": "flatten",  # faces are aligned: where a feature fires is information, so keep the 3x3 map
         "frozen_epochs": 36,  # from scratch the whole network trains in phase 1; cosine decay over the phase
         "frozen_lr": 1e-3,
         "finetune_epochs": 2,  # a short low-rate pass; with cosine it anneals again from finetune_lr
