@@ -51,7 +51,7 @@ CANDIDATES = {
     "base": {},
     "no_class_weights": {"class_weighting": False},
     "balanced_class_weights": {"class_weight_power": 1.0},
-    "avg_pooling": {"head_pooling": "avg"},
+    "flatten_head": {"head_pooling": "flatten", "frozen_lr": 3e-4},
     "seed_augmentation": {"rotation": 0.0, "zoom": 0.0},
     "erasing": {"erasing": 0.25},
     "no_smoothing": {"label_smoothing": 0.0},

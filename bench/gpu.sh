@@ -13,7 +13,7 @@ nproc >> "$OUT/card.txt"
 start=$(date +%s)
 python3 bench/gpu.py throughput > build/gpu-logs/throughput.log 2>&1
 echo "throughput done in $(( $(date +%s) - start )) s"
-for name in base no_class_weights balanced_class_weights avg_pooling seed_augmentation erasing no_smoothing plateau deeper narrow_longer; do
+for name in base no_class_weights balanced_class_weights flatten_head seed_augmentation erasing no_smoothing plateau deeper narrow_longer; do
   python3 bench/gpu.py sweep "$name" > "build/gpu-logs/sweep-$name.log" 2>&1 &
 done
 python3 bench/gpu.py densenet > build/gpu-logs/densenet.log 2>&1 &
