@@ -10,13 +10,23 @@ export PYTHONPATH=/tmp/site KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=fals
 export FER_GPU_RESULTS=$OUT/results.jsonl FER_GPU_DEADLINE=$(( $(date +%s) + ${BUDGET_S:-420} ))
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/card.txt"
 nproc >> "$OUT/card.txt"
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax-cache}
 start=$(date +%s)
-python3 bench/gpu.py throughput > build/gpu-logs/throughput.log 2>&1
-echo "throughput done in $(( $(date +%s) - start )) s"
-for name in base no_class_weights balanced_class_weights flatten_head seed_augmentation erasing no_smoothing plateau deeper narrow_longer; do
-  python3 bench/gpu.py sweep "$name" > "build/gpu-logs/sweep-$name.log" 2>&1 &
-done
-python3 bench/gpu.py densenet > build/gpu-logs/densenet.log 2>&1 &
+# STEPS picks what runs (default: all); SWEEP the candidates, one process each, side by side.
+STEPS=${STEPS:-"throughput sweep densenet"}
+SWEEP=${SWEEP:-"base no_class_weights balanced_class_weights flatten_head seed_augmentation erasing no_smoothing plateau deeper narrow_longer"}
+if [[ " $STEPS " == *" throughput "* ]]; then
+  python3 bench/gpu.py throughput > build/gpu-logs/throughput.log 2>&1
+  echo "throughput done in $(( $(date +%s) - start )) s"
+fi
+if [[ " $STEPS " == *" sweep "* ]]; then
+  for name in $SWEEP; do
+    python3 bench/gpu.py sweep "$name" > "build/gpu-logs/sweep-$name.log" 2>&1 &
+  done
+fi
+if [[ " $STEPS " == *" densenet "* ]]; then
+  python3 bench/gpu.py densenet > build/gpu-logs/densenet.log 2>&1 &
+fi
 wait
 echo "all done in $(( $(date +%s) - start )) s"
 tail -n 3 build/gpu-logs/*.log

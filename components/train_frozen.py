@@ -28,6 +28,7 @@ def train_frozen(
     class_weighting: bool = True,
     class_weight_power: float = 1.0,
     head_pooling: str = "avg",
+    compact_widths: list = [32, 64, 128, 256],
     schedule: str = "plateau",
     tensorboard: str = "",
     experiment: str = "",
@@ -56,6 +57,7 @@ def train_frozen(
         class_weighting: balanced class weights in the loss.
         class_weight_power: exponent on the class weights (1 = balanced, 0.5 = square root, milder).
         head_pooling: "avg" (global average pooling) or "flatten" (keep each position of the last feature map).
+        compact_widths: filters of each conv block of the compact backbone (ignored by densenet169).
         schedule: "plateau" (reduce on validation-loss plateau) or "cosine" (cosine decay over the epochs).
         tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
             TensorBoard logs (written to model/tensorboard) to while training; "" = none.
@@ -71,7 +73,7 @@ def train_frozen(
     cfg = train_config(
         backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
         class_weighting=class_weighting, class_weight_power=class_weight_power, head_pooling=head_pooling,
-        schedule=schedule, image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
+        compact_widths=compact_widths, schedule=schedule, image_size=image_size, weights=weights, batch_size=batch_size, frozen_epochs=epochs, frozen_lr=learning_rate,
         early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
     )

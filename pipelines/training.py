@@ -84,6 +84,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         class_weighting: bool = True,
         class_weight_power: float = 1.0,
         head_pooling: str = "avg",
+        compact_widths: list = [32, 64, 128, 256],
         schedule: str = "plateau",
         tta: bool = False,
         max_train_samples: int = 0,
@@ -120,7 +121,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], image_size=image_size, weights=weights,
             batch_size=batch_size, epochs=frozen_epochs, learning_rate=frozen_lr,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            head_pooling=head_pooling, tensorboard=tensorboard, experiment=experiment, **recipe,
+            head_pooling=head_pooling, compact_widths=compact_widths, tensorboard=tensorboard, experiment=experiment, **recipe,
         )
         frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
         frozen.set_cpu_limit("8").set_memory_limit("32G")

@@ -146,10 +146,19 @@ def _from_dict(cls, values: dict[str, Any]):
     for key, value in values.items():
         if value is None:
             continue
-        if isinstance(names[key].default, tuple) and not isinstance(value, tuple):
+        default = names[key].default
+        if isinstance(default, tuple) and not isinstance(value, tuple):
             value = tuple(json.loads(value)) if isinstance(value, str) else tuple(value)
+        if isinstance(default, tuple) and default and isinstance(default[0], int):
+            value = tuple(_whole_number(key, v) for v in value)  # KFP hands list items over as floats
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _whole_number(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ConfigError(f"{key} takes whole numbers, got {value!r}.")
+    return int(value)
 
 
 def split_config_from_dict(values: dict[str, Any]) -> SplitConfig:

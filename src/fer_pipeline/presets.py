@@ -15,9 +15,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "backbone": "compact",
         "weights": "none",
+        "compact_widths": [16, 64, 128, 256],  # a 16-filter first block: 18% fewer FLOPs, spent on epochs
         "batch_size": 128,
         "val_fraction": 0.1,  # 10% of train is enough to select on (2,871 images) and leaves more to learn from
-        "frozen_epochs": 36,  # from scratch the whole network trains in phase 1; cosine decay over the phase
+        "frozen_epochs": 44,  # from scratch the whole network trains in phase 1; cosine decay over the phase
         "frozen_lr": 1e-3,
         "finetune_epochs": 2,  # a short low-rate pass; with cosine it anneals again from finetune_lr
         "finetune_lr": 1e-4,
