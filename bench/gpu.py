@@ -4,7 +4,7 @@ The model, its augmentation, the loss and the schedule are the library's own
 (``fer_pipeline.model`` and ``fer_pipeline.optim`` use Keras and ``keras.ops``
 only); the input is in-memory NumPy instead of tf.data.
 
-    python bench/gpu.py throughput               # DenseNet169 and compact images/s, both phases
+    python bench/gpu.py throughput [compact]     # DenseNet169 and/or compact images/s, both phases
     python bench/gpu.py sweep NAME [NAME ...]    # compact-backbone recipe candidates (validation only)
     python bench/gpu.py densenet                 # full two-phase DenseNet169 training, weights none
     bash bench/gpu.sh                            # all of it, as one call on the device machine
@@ -164,8 +164,14 @@ def images_per_second(model, cfg: TrainConfig, rate: float, steps: int = 30) -> 
     return len(y) / (time.perf_counter() - start)
 
 
-def throughput() -> None:
-    for name, cfg in (("densenet169", TrainConfig(weights="none")), ("compact", COMPACT_BASE)):
+def throughput(backbones: list[str]) -> None:
+    """Training images/s of each backbone in ``backbones`` (default both), frozen then unfrozen."""
+    import jax
+
+    record(kind="devices", backend=keras.backend.backend(), devices=[str(d) for d in jax.devices()])
+    configs = {"densenet169": TrainConfig(weights="none"), "compact": COMPACT_BASE}
+    for name in backbones or list(configs):
+        cfg = configs[name]
         model = build_model(cfg)
         frozen = images_per_second(model, cfg, cfg.frozen_lr)
         unfreeze_backbone(model, "", freeze_batchnorm=cfg.pretrained)
@@ -198,4 +204,4 @@ def densenet() -> None:
 
 if __name__ == "__main__":
     command, *rest = sys.argv[1:] or ["throughput"]
-    {"throughput": lambda: throughput(), "sweep": lambda: sweep(rest or list(CANDIDATES)), "densenet": densenet}[command]()
+    {"throughput": lambda: throughput(rest), "sweep": lambda: sweep(rest or list(CANDIDATES)), "densenet": densenet}[command]()
