@@ -117,7 +117,7 @@ def test_cpu_preset_reaches_the_pipeline_and_explicit_flags_win():
     run = parse_args(["--data", "fer.zip", "--preset", "cpu", "--epochs", "3"])
     arguments = pipeline_arguments(run, "/data/fer.zip")
     assert arguments["backbone"] == "compact" and arguments["tta"] is True and arguments["val_fraction"] == 0.1
-    assert arguments["frozen_epochs"] == arguments["finetune_epochs"] == 3  # the flag, not the preset's 32/4
+    assert arguments["frozen_epochs"] == arguments["finetune_epochs"] == 3  # the flag, not the preset's 44/2
     assert arguments["batch_size"] == PRESETS["cpu"]["batch_size"]
     assert "backbone" not in pipeline_arguments(parse_args([]), "sample.zip")
 
