@@ -30,6 +30,7 @@ def fine_tune(
     class_weight_power: float = 1.0,
     schedule: str = "plateau",
     tta: bool = False,
+    tta_shift: int = 0,
     tensorboard: str = "",
     experiment: str = "",
     jit_compile: bool = False,
@@ -66,6 +67,7 @@ def fine_tune(
         class_weighting: balanced class weights in the loss.
         class_weight_power: exponent on the class weights (1 = balanced, 0.5 = square root, milder).
         tta: save the model with test-time augmentation (mean over the image and its mirror).
+        tta_shift: with tta, also each view shifted this many pixels four ways (10 views; 0 = flip only).
         schedule: "plateau" (reduce on validation-loss plateau) or "cosine" (cosine decay over the epochs).
         tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
             TensorBoard logs (written to model/tensorboard) to while training; "" = none.
@@ -89,7 +91,7 @@ def fine_tune(
     setup_logging()
     cfg = train_config(
         backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
-        class_weighting=class_weighting, class_weight_power=class_weight_power, schedule=schedule, tta=tta,
+        class_weighting=class_weighting, class_weight_power=class_weight_power, schedule=schedule, tta=tta, tta_shift=tta_shift,
         batch_size=batch_size, finetune_epochs=epochs, finetune_lr=learning_rate, unfreeze_from=unfreeze_from,
         weights=weights, early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
         backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it

@@ -87,6 +87,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
         compact_widths: list = [32, 64, 128, 256],
         schedule: str = "plateau",
         tta: bool = False,
+        tta_shift: int = 0,
         max_train_samples: int = 0,
         allow_conversion: bool = False,
         accuracy_threshold: float = 0.5,
@@ -130,7 +131,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
             batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from, weights=weights,
             early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            tensorboard=tensorboard, experiment=experiment, jit_compile=jit_compile, tta=tta, **recipe,
+            tensorboard=tensorboard, experiment=experiment, jit_compile=jit_compile, tta=tta, tta_shift=tta_shift, **recipe,
             # finetune_replicas > 1: a Vertex custom job of that many GPU machines (MultiWorkerMirroredStrategy)
             replicas=finetune_replicas, replica_image=finetune_image, project=project, location=location,
             staging_uri=data_prefix, gpu_type=gpu_type, gpu_count=gpu_count,

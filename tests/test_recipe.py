@@ -9,7 +9,8 @@ import pytest
 from fer_pipeline import train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.model import BACKBONE_NAME, block_names, build_model, load_model, unfreeze_backbone, with_flip_tta
+from fer_pipeline.model import (BACKBONE_NAME, Shift, block_names, build_model, load_model, tta_offsets, unfreeze_backbone,
+                                with_flip_tta)
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
 from fer_pipeline.presets import PRESETS, preset
 from fer_pipeline.split import make_split
@@ -75,6 +76,43 @@ def test_flip_tta_averages_the_image_and_its_mirror_and_survives_save_and_load(t
     np.testing.assert_allclose(tta.predict(x[:, :, ::-1], verbose=0), expected, atol=1e-6)  # mirror-invariant
     tta.save(tmp_path / "model.keras")
     np.testing.assert_allclose(load_model(tmp_path / "model.keras").predict(x, verbose=0), expected, atol=1e-6)
+
+
+def _numpy_shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Edge-repeating shift, written independently of the layer (as bench/tta_views.py does it)."""
+    h, w = x.shape[1:3]
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return x[:, rows][:, :, cols]
+
+
+@pytest.mark.parametrize("dy, dx", [(2, 0), (-3, 0), (0, 1), (0, -2), (1, -1)])
+def test_shift_moves_the_image_and_repeats_its_edges(dy, dx):
+    x = _pixels(2)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(Shift(dy, dx)(x)), _numpy_shift(x, dy, dx))
+    if dy > 0:  # the top rows are copies of the first row; the content moved down
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(Shift(dy, dx)(x))[:, :dy], np.repeat(
+            _numpy_shift(x, 0, dx)[:, :1], dy, axis=1))
+
+
+def test_shifted_tta_averages_ten_views_and_survives_save_and_load(tmp_path):
+    model = build_model(COMPACT)
+    tta = with_flip_tta(model, shift=2)
+    x = _pixels()
+    views = [_numpy_shift(base, dy, dx) for base in (x, x[:, :, ::-1]) for dy, dx in tta_offsets(2)]
+    assert len(views) == 10
+    expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(tta.predict(x, verbose=0), expected, atol=1e-5)
+    assert not np.allclose(expected, with_flip_tta(model).predict(x, verbose=0), atol=1e-5)  # the shifts count
+    tta.save(tmp_path / "model.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "model.keras").predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_tta_shift_needs_tta_and_a_sensible_size():
+    with pytest.raises(ConfigError, match="tta_shift=2 needs tta=true"):
+        TrainConfig(tta_shift=2)
+    with pytest.raises(ConfigError, match="tta_shift must be in"):
+        TrainConfig(tta=True, tta_shift=30)
 
 
 def test_label_smoothing_loss_matches_the_formula():

@@ -75,6 +75,9 @@ class TrainConfig:
     # test-time augmentation: the final model averages its predictions on the image and its mirror image
     # (in evaluation and in the exported model; twice the inference cost)
     tta: bool = False
+    # with tta: also each of those two views shifted this many pixels up, down, left and right (10 views,
+    # five times the flip's cost); 0 = the flip only. Measured on validation: bench/tta_views.py
+    tta_shift: int = 0
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = 3  # epochs without val_loss improvement
     reduce_lr_patience: int = 2  # epochs before LR is multiplied by reduce_lr_factor
@@ -112,6 +115,10 @@ class TrainConfig:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not self.compact_widths or min(self.compact_widths) < 1:
             problems.append(f"compact_widths must be positive filter counts, got {self.compact_widths}")
+        if not 0 <= self.tta_shift <= self.image_size // 4:
+            problems.append(f"tta_shift must be in [0, {self.image_size // 4}] pixels, got {self.tta_shift!r}")
+        if self.tta_shift and not self.tta:
+            problems.append(f"tta_shift={self.tta_shift} needs tta=true (the shifted views extend the flip)")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.dense_units) != len(self.dropouts):

@@ -137,16 +137,53 @@ class HorizontalFlip(layers.Layer):
         return keras.ops.flip(inputs, axis=2)
 
 
-def with_flip_tta(model: keras.Model) -> keras.Model:
+@keras.saving.register_keras_serializable(package="fer_pipeline")
+class Shift(layers.Layer):
+    """Move images ``dy`` pixels down and ``dx`` right, repeating the edge rows and columns."""
+
+    def __init__(self, dy: int = 0, dx: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.dy, self.dx = int(dy), int(dx)
+
+    def call(self, inputs):
+        return _shift_axis(_shift_axis(inputs, self.dy, axis=1), self.dx, axis=2)
+
+    def get_config(self):
+        return {**super().get_config(), "dy": self.dy, "dx": self.dx}
+
+
+def _shift_axis(x, by: int, axis: int):
+    if by == 0:
+        return x
+    size = x.shape[axis]
+    take = keras.ops.take
+    if by > 0:  # the first row/column repeated ``by`` times, then all but the last ``by``
+        return keras.ops.concatenate([keras.ops.repeat(take(x, [0], axis=axis), by, axis=axis),
+                                      take(x, list(range(size - by)), axis=axis)], axis=axis)
+    return keras.ops.concatenate([take(x, list(range(-by, size)), axis=axis),
+                                  keras.ops.repeat(take(x, [size - 1], axis=axis), -by, axis=axis)], axis=axis)
+
+
+def tta_offsets(shift: int) -> list[tuple[int, int]]:
+    """The (dy, dx) of each view of one image: itself, then ``shift`` px up, down, left, right."""
+    return [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
+
+
+def with_flip_tta(model: keras.Model, shift: int = 0) -> keras.Model:
     """``model`` wrapped to average its predictions on each image and its mirror image.
 
+    With ``shift``, also on each of the two shifted ``shift`` pixels four ways (10 views).
     Same input and output contract (raw pixels in, 7 probabilities out), so evaluation,
-    export and serving need no change; it costs two forward passes. Faces are close to
-    symmetric and training flips them, so both views are in-distribution.
+    export and serving need no change; it costs one forward pass per view. Faces are
+    close to symmetric and training flips and shifts them, so the views are in-distribution.
     """
     inputs = keras.Input(model.input_shape[1:], dtype="float32", name=INPUT_NAME)
     mirrored = HorizontalFlip(name="tta_flip")(inputs)
-    outputs = layers.Average(name=OUTPUT_NAME, dtype="float32")([model(inputs), model(mirrored)])
+    views = []
+    for base, tag in ((inputs, "image"), (mirrored, "mirror")):
+        for dy, dx in tta_offsets(shift):
+            views.append(base if (dy, dx) == (0, 0) else Shift(dy, dx, name=f"tta_{tag}_shift_{dy}_{dx}")(base))
+    outputs = layers.Average(name=OUTPUT_NAME, dtype="float32")([model(view) for view in views])
     return keras.Model(inputs, outputs, name=f"{model.name}_tta")
 
 

@@ -99,7 +99,7 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         first_step=epochs_before(model_path),  # TensorBoard: fine-tuning continues phase 1's epoch axis
     )
     if cfg.tta:  # the final model: evaluation and export then use both views with no change of their own
-        result.model = with_flip_tta(result.model)
+        result.model = with_flip_tta(result.model, shift=cfg.tta_shift)
         result.model.save(result.model_path)
         logger.info("Saved %s with test-time augmentation (mean of the image and its mirror).", result.model_path)
     return result
