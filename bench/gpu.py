@@ -58,10 +58,9 @@ CANDIDATES = {
     "plateau": {"schedule": "plateau", "early_stopping_patience": 3},
     "deeper": {"compact_widths": (32, 64, 128, 256, 256)},
     "narrow_longer": {"compact_widths": (16, 32, 64, 128), "frozen_epochs": 60, "finetune_epochs": 8},
-    # Same CPU time, spent differently (FLOPs per image relative to base in brackets):
-    "longer": {"frozen_epochs": 44},  # (1.0) 22% more epochs: what the 2-hour limit leaves room for
-    "narrow_stem": {"compact_widths": (16, 64, 128, 256), "frozen_epochs": 44},  # (0.82) cheaper 48x48 block
-    "wide_top": {"compact_widths": (32, 64, 128, 384), "frozen_epochs": 28},  # (1.27) more late capacity
+    # About the same CPU time, spent differently (FLOPs per image relative to base in brackets):
+    "run2_widths": {"compact_widths": (32, 64, 128, 256), "frozen_epochs": 36},  # (1.22) run 2's network
+    "wide_top": {"compact_widths": (16, 64, 128, 384), "frozen_epochs": 32},  # (1.33) more late capacity
     "faster_lr": {"frozen_lr": 2e-3},  # (1.0)
 }
 

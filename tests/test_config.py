@@ -24,6 +24,8 @@ def test_whole_number_lists_arrive_as_floats_from_kfp_and_become_ints():
     assert cfg.dense_units == (128,)
     with pytest.raises(ConfigError, match=r"compact_widths takes whole numbers, got 16.5"):
         TrainConfig.from_dict({"compact_widths": [16.5, 32]})
+    with pytest.raises(ConfigError, match=r"compact_widths takes whole numbers, got 'wide'"):
+        TrainConfig.from_dict({"compact_widths": ["wide"]})
 
 
 def test_unknown_field_and_bad_values_are_named():

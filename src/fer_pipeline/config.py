@@ -163,7 +163,11 @@ def _from_dict(cls, values: dict[str, Any]):
 
 
 def _whole_number(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not float(value).is_integer():
+    try:
+        whole = not isinstance(value, bool) and float(value).is_integer()
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
         raise ConfigError(f"{key} takes whole numbers, got {value!r}.")
     return int(value)
 
