@@ -7,6 +7,7 @@ only); the input is in-memory NumPy instead of tf.data.
     python bench/gpu.py throughput [compact]     # DenseNet169 and/or compact images/s, both phases
     python bench/gpu.py sweep NAME [NAME ...]    # compact-backbone recipe candidates (validation only)
     python bench/gpu.py densenet                 # full two-phase DenseNet169 training, weights none
+    python bench/gpu.py probe                    # compact images/s with less augmentation, more steps per call
     bash bench/gpu.sh                            # all of it, as one call on the device machine
 
 Data: ``FER_GPU_DATA`` (default .gpu/fer-trainval.npz.xz), an lzma-compressed npz
@@ -93,12 +94,13 @@ def record(**values) -> None:
         out.write(line + "\n")
 
 
-def compile_for(model, cfg: TrainConfig, rate: float, epochs: int, n_train: int) -> None:
+def compile_for(model, cfg: TrainConfig, rate: float, epochs: int, n_train: int, steps_per_execution: int = 1) -> None:
     steps = -(-n_train // cfg.batch_size)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate_for(cfg, rate, epochs, steps)),
         loss=SparseCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -152,11 +154,11 @@ def validation_scores(model, xv, yv) -> dict:
     }
 
 
-def images_per_second(model, cfg: TrainConfig, rate: float, steps: int = 30) -> float:
+def images_per_second(model, cfg: TrainConfig, rate: float, steps: int = 30, steps_per_execution: int = 1) -> float:
     batch = cfg.batch_size
     x = np.random.default_rng(0).uniform(0, 255, (batch * steps, 48, 48, 1)).astype("float32")
     y = np.random.default_rng(1).integers(0, 7, batch * steps)
-    compile_for(model, cfg, rate, 1, len(y))
+    compile_for(model, cfg, rate, 1, len(y), steps_per_execution)
     model.fit(x[: batch * 3], y[: batch * 3], batch_size=batch, epochs=1, verbose=0)  # compile
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
@@ -177,6 +179,24 @@ def throughput(backbones: list[str]) -> None:
         tuned = images_per_second(model, cfg, cfg.finetune_lr)
         record(kind="throughput", backbone=name, batch=cfg.batch_size, frozen_img_s=round(frozen),
                finetune_img_s=round(tuned))
+
+
+def probe() -> None:
+    """Where the compact step's time goes: the same network with less augmentation, and more steps per call."""
+    import jax
+
+    record(kind="devices", backend=keras.backend.backend(), devices=[str(d) for d in jax.devices()])
+    plain = replace(COMPACT_BASE, rotation=0.0, zoom=0.0)
+    variants = {
+        "preset": (COMPACT_BASE, 1),
+        "no rotation/zoom": (plain, 1),
+        "no augmentation": (replace(plain, horizontal_flip=False, width_shift=0.0, height_shift=0.0), 1),
+        "preset, 32 steps per execution": (COMPACT_BASE, 32),
+    }
+    for name, (cfg, steps_per_execution) in variants.items():
+        model = build_model(cfg)
+        rate = images_per_second(model, cfg, cfg.frozen_lr, steps_per_execution=steps_per_execution)
+        record(kind="probe", variant=name, batch=cfg.batch_size, img_s=round(rate))
 
 
 def sweep(names: list[str]) -> None:
@@ -203,4 +223,5 @@ def densenet() -> None:
 
 if __name__ == "__main__":
     command, *rest = sys.argv[1:] or ["throughput"]
-    {"throughput": lambda: throughput(rest), "sweep": lambda: sweep(rest or list(CANDIDATES)), "densenet": densenet}[command]()
+    {"throughput": lambda: throughput(rest), "sweep": lambda: sweep(rest or list(CANDIDATES)), "densenet": densenet,
+     "probe": probe}[command]()
