@@ -153,15 +153,11 @@ class Shift(layers.Layer):
 
 
 def _shift_axis(x, by: int, axis: int):
+    """Row/column i of the result is i - by of ``x``, clamped to the edges (so edges repeat)."""
     if by == 0:
         return x
     size = x.shape[axis]
-    take = keras.ops.take
-    if by > 0:  # the first row/column repeated ``by`` times, then all but the last ``by``
-        return keras.ops.concatenate([keras.ops.repeat(take(x, [0], axis=axis), by, axis=axis),
-                                      take(x, list(range(size - by)), axis=axis)], axis=axis)
-    return keras.ops.concatenate([take(x, list(range(-by, size)), axis=axis),
-                                  keras.ops.repeat(take(x, [size - 1], axis=axis), -by, axis=axis)], axis=axis)
+    return keras.ops.take(x, [min(max(i - by, 0), size - 1) for i in range(size)], axis=axis)
 
 
 def tta_offsets(shift: int) -> list[tuple[int, int]]:
