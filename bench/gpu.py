@@ -1,11 +1,14 @@
 """GPU measurements with Keras 3 on JAX, for a GPU machine that has no TensorFlow.
 
-The model, its augmentation, the loss and the schedule are the library's own
-(``fer_pipeline.model`` and ``fer_pipeline.optim`` use Keras and ``keras.ops``
-only); the input is in-memory NumPy instead of tf.data.
+The model, the loss and the schedule are the library's own (``fer_pipeline.model`` and
+``fer_pipeline.optim`` use Keras and ``keras.ops`` only); the input is in-memory NumPy
+instead of tf.data. Training augmentation is not: Keras' random augmentation layers hold
+a JAX step to 1% of the card (``probe``), so ``sweep`` builds the model without them and
+augments each epoch's images on the device instead (``jax_augmenter``: the same flip,
+shift, rotation and zoom ranges, bilinear sampling, edge pixels repeated).
 
     python bench/gpu.py throughput [compact]     # DenseNet169 and/or compact images/s, both phases
-    python bench/gpu.py sweep NAME [NAME ...]    # compact-backbone recipe candidates (validation only)
+    python bench/gpu.py sweep NAME[@SEED] ...    # compact-backbone recipe candidates (validation only)
     python bench/gpu.py densenet                 # full two-phase DenseNet169 training, weights none
     python bench/gpu.py probe                    # compact images/s with less augmentation, more steps per call
     bash bench/gpu.sh                            # all of it, as one call on the device machine
@@ -45,24 +48,24 @@ RESULTS = Path(os.environ.get("FER_GPU_RESULTS", "gpu-results.jsonl"))
 DEADLINE = float(os.environ.get("FER_GPU_DEADLINE", "inf"))
 EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter budgets, same shape
 
-# The compact recipe candidates: overrides of the cpu preset (its validation split is 10% too).
-# Epoch budgets are what each can run in about 90 minutes on the 2-core CPU (docs/model-quality.md).
+# The compact recipe candidates: one change each to the cpu preset (its validation split is 10% too).
 COMPACT_BASE = TrainConfig(**{k: v for k, v in PRESETS["cpu"].items() if k in TrainConfig.__dataclass_fields__})
 CANDIDATES = {
     "base": {},
     "no_class_weights": {"class_weighting": False},
     "balanced_class_weights": {"class_weight_power": 1.0},
     "flatten_head": {"head_pooling": "flatten", "frozen_lr": 3e-4},
-    "seed_augmentation": {"rotation": 0.0, "zoom": 0.0},
-    "erasing": {"erasing": 0.25},
+    "seed_augmentation": {"rotation": 0.0, "zoom": 0.0},  # flip and shift only, as the seed
+    "no_augmentation": {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0,
+                        "zoom": 0.0},
     "no_smoothing": {"label_smoothing": 0.0},
     "plateau": {"schedule": "plateau", "early_stopping_patience": 3},
-    "deeper": {"compact_widths": (32, 64, 128, 256, 256)},
-    "narrow_longer": {"compact_widths": (16, 32, 64, 128), "frozen_epochs": 60, "finetune_epochs": 8},
+    "finetune_2": {"frozen_epochs": 46, "finetune_epochs": 2},  # run 3's split of the budget
     # About the same CPU time, spent differently (FLOPs per image relative to base in brackets):
-    "run2_widths": {"compact_widths": (32, 64, 128, 256), "frozen_epochs": 36},  # (1.22) run 2's network
-    "wide_top": {"compact_widths": (16, 64, 128, 384), "frozen_epochs": 32},  # (1.33) more late capacity
+    "run2_widths": {"compact_widths": (32, 64, 128, 256), "frozen_epochs": 39},  # (1.22) run 2's network
+    "wide_top": {"compact_widths": (16, 64, 128, 384), "frozen_epochs": 36},  # (1.33) more late capacity
     "faster_lr": {"frozen_lr": 2e-3},  # (1.0)
+    "double_epochs": {"frozen_epochs": 96},  # (2.0) what a 4-hour CPU budget would buy
 }
 
 
@@ -119,12 +122,87 @@ def class_sample_weights(labels: np.ndarray, power: float) -> np.ndarray:
     return ((len(labels) / (len(CLASSES) * counts)) ** power)[labels].astype("float32")
 
 
+AUGMENTATION_OFF = {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0}
+
+
+def jax_augmenter(cfg: TrainConfig):
+    """``augment(images, seed)``: ``cfg``'s flip, shift, rotation and zoom on the device.
+
+    The ranges are those of the model's Keras layers (``fer_pipeline.model._augment``):
+    mirror with probability 1/2, shifts up to ``width_shift`` / ``height_shift`` of the
+    side, rotation up to ``rotation`` of a full turn, scale 1 +- ``zoom``; one affine map
+    per image, sampled bilinearly with the edge pixels repeated (Keras' "nearest" fill).
+    """
+    if cfg.erasing > 0:
+        raise ValueError("bench/gpu.py has no device-side random erasing; leave erasing at 0 here.")
+    import jax
+    import jax.numpy as jnp
+    from jax.scipy.ndimage import map_coordinates
+
+    def one(key, image):  # image (H, W, 1)
+        h, w = image.shape[:2]
+        k_flip, k_shift, k_turn, k_zoom = jax.random.split(key, 4)
+        flip = cfg.horizontal_flip & (jax.random.uniform(k_flip) < 0.5)
+        ty, tx = jax.random.uniform(k_shift, (2,), minval=-1.0, maxval=1.0) * jnp.array(
+            [cfg.height_shift * h, cfg.width_shift * w])
+        angle = jax.random.uniform(k_turn, minval=-1.0, maxval=1.0) * cfg.rotation * 2 * jnp.pi
+        scale = 1.0 + jax.random.uniform(k_zoom, minval=-1.0, maxval=1.0) * cfg.zoom
+        # Each output pixel reads the input where the inverse map sends it: centre, rotate, scale, shift, mirror.
+        yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+        y0, x0 = yy - cy, xx - cx
+        cos, sin = jnp.cos(angle), jnp.sin(angle)
+        sy = (cos * y0 - sin * x0) * scale + cy - ty
+        sx = (sin * y0 + cos * x0) * scale + cx - tx
+        sx = jnp.where(flip, (w - 1) - sx, sx)
+        return map_coordinates(image[..., 0], [sy, sx], order=1, mode="nearest")[..., None]
+
+    batched = jax.jit(jax.vmap(one))
+
+    def augment(images: np.ndarray, seed: int, chunk: int = 8192) -> np.ndarray:
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(images))
+        return np.concatenate([np.asarray(batched(keys[i:i + chunk], images[i:i + chunk]))
+                               for i in range(0, len(images), chunk)])
+
+    return augment
+
+
+class AugmentedEpochs(keras.utils.PyDataset):
+    """Training batches of a freshly shuffled, device-augmented copy of the images each epoch."""
+
+    def __init__(self, x, y, weights, batch_size: int, augment, seed: int):
+        super().__init__()
+        self.x, self.y, self.weights, self.batch_size, self.augment, self.seed = x, y, weights, batch_size, augment, seed
+        self.epoch = 0
+        self._prepare()
+
+    def _prepare(self) -> None:
+        order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.y))
+        self.x_epoch = self.augment(self.x[order], self.seed + self.epoch)
+        self.y_epoch = self.y[order]
+        self.w_epoch = None if self.weights is None else self.weights[order]
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        if self.w_epoch is None:
+            return self.x_epoch[batch], self.y_epoch[batch]
+        return self.x_epoch[batch], self.y_epoch[batch], self.w_epoch[batch]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._prepare()
+
+
 def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
-    """Both phases as the library runs them; returns the validation scores and times."""
+    """Both phases as the library runs them, augmenting on the device; returns validation scores and times."""
     keras.utils.set_random_seed(cfg.seed)
     x, y, xv, yv = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
     weights = class_sample_weights(y, cfg.class_weight_power) if cfg.class_weighting else None
-    model = build_model(cfg)
+    batches = AugmentedEpochs(x, y, weights, cfg.batch_size, jax_augmenter(cfg), cfg.seed)
+    model = build_model(replace(cfg, **AUGMENTATION_OFF))  # same weights; augmentation is the input's
     phases = {}
     for phase, epochs, rate in (("frozen", cfg.frozen_epochs, cfg.frozen_lr), ("finetune", cfg.finetune_epochs, cfg.finetune_lr)):
         if phase == "finetune":
@@ -133,25 +211,25 @@ def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
             continue
         compile_for(model, cfg, rate, epochs, len(y))
         start = time.time()
-        history = model.fit(x, y, sample_weight=weights, batch_size=cfg.batch_size, epochs=epochs,
-                            validation_data=(xv, yv), callbacks=callbacks_for(cfg), verbose=2)
+        history = model.fit(batches, epochs=epochs, validation_data=(xv, yv), callbacks=callbacks_for(cfg),
+                            verbose=2)
+        val_loss = history.history["val_loss"]
         phases[phase] = {"seconds": round(time.time() - start, 1), "epochs": len(history.history["loss"]),
+                         "best_epoch": int(np.argmin(val_loss)) + 1,
                          "val_accuracy": [round(v, 4) for v in history.history["val_accuracy"]]}
     return {"phases": phases, **validation_scores(model, xv, yv)}
 
 
 def validation_scores(model, xv, yv) -> dict:
+    """Accuracy and macro-F1 on validation with 1, 2 (mirror) and 10 (mirror, 1-pixel shifts) views."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    plain = model.predict(xv, batch_size=512, verbose=0).argmax(1)
-    tta = with_flip_tta(model).predict(xv, batch_size=512, verbose=0).argmax(1)
-    return {
-        "val_accuracy": round(accuracy_score(yv, plain), 4),
-        "val_macro_f1": round(f1_score(yv, plain, average="macro"), 4),
-        "val_accuracy_tta": round(accuracy_score(yv, tta), 4),
-        "val_macro_f1_tta": round(f1_score(yv, tta, average="macro"), 4),
-        "deadline_hit": Deadline.hit,
-    }
+    scores = {}
+    for suffix, scored in (("", model), ("_tta", with_flip_tta(model)), ("_tta10", with_flip_tta(model, shift=1))):
+        predicted = scored.predict(xv, batch_size=512, verbose=0).argmax(1)
+        scores[f"val_accuracy{suffix}"] = round(accuracy_score(yv, predicted), 4)
+        scores[f"val_macro_f1{suffix}"] = round(f1_score(yv, predicted, average="macro"), 4)
+    return {**scores, "deadline_hit": Deadline.hit}
 
 
 def images_per_second(model, cfg: TrainConfig, rate: float, steps: int = 30, steps_per_execution: int = 1) -> float:
@@ -200,15 +278,17 @@ def probe() -> None:
 
 
 def sweep(names: list[str]) -> None:
+    """Train each candidate ``NAME`` or ``NAME@SEED`` (default seed: the preset's) and record its scores."""
     data = load_data()
-    for name in names:
-        cfg = replace(COMPACT_BASE, **CANDIDATES[name])
+    for entry in names:
+        name, _, seed = entry.partition("@")
+        cfg = replace(COMPACT_BASE, **CANDIDATES[name], **({"seed": int(seed)} if seed else {}))
         cfg = replace(cfg, frozen_epochs=max(1, round(cfg.frozen_epochs * EPOCH_SCALE)),
-                      finetune_epochs=max(1, round(cfg.finetune_epochs * EPOCH_SCALE)))
+                      finetune_epochs=round(cfg.finetune_epochs * EPOCH_SCALE))
         start = time.time()
         result = train_two_phases(cfg, data)
-        record(kind="sweep", name=name, seconds=round(time.time() - start, 1), overrides=CANDIDATES[name],
-               epochs=[cfg.frozen_epochs, cfg.finetune_epochs], **result)
+        record(kind="sweep", name=name, seed=cfg.seed, seconds=round(time.time() - start, 1),
+               overrides=CANDIDATES[name], epochs=[cfg.frozen_epochs, cfg.finetune_epochs], **result)
 
 
 def densenet() -> None:

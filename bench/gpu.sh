@@ -12,16 +12,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 nproc >> "$OUT/card.txt"
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax-cache}
 start=$(date +%s)
-# STEPS picks what runs (default: all); SWEEP the candidates, one process each, side by side.
+# STEPS picks what runs (default: all). SWEEP: lanes separated by spaces, each a comma-separated list of
+# candidates (NAME or NAME@SEED) that one process trains in turn; the lanes run side by side.
 STEPS=${STEPS:-"throughput sweep densenet"}
-SWEEP=${SWEEP:-"base no_class_weights balanced_class_weights flatten_head seed_augmentation erasing no_smoothing plateau deeper narrow_longer"}
+SWEEP=${SWEEP:-"base,base@13,no_class_weights seed_augmentation,no_smoothing no_augmentation,finetune_2"}
 if [[ " $STEPS " == *" throughput "* ]]; then
   python3 bench/gpu.py throughput > build/gpu-logs/throughput.log 2>&1
   echo "throughput done in $(( $(date +%s) - start )) s"
 fi
 if [[ " $STEPS " == *" sweep "* ]]; then
-  for name in $SWEEP; do
-    python3 bench/gpu.py sweep "$name" > "build/gpu-logs/sweep-$name.log" 2>&1 &
+  for lane in $SWEEP; do
+    python3 bench/gpu.py sweep ${lane//,/ } > "build/gpu-logs/sweep-${lane%%,*}.log" 2>&1 &
   done
 fi
 if [[ " $STEPS " == *" densenet "* ]]; then
