@@ -25,8 +25,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_epochs": 0,
         "finetune_lr": 1e-4,
         "early_stopping_patience": 10,
-        "rotation": 0.03,
-        "zoom": 0.1,
+        # Flip and shift only: in the GPU sweep rotation and zoom added nothing, and here each is one
+        # more bilinear resampling of every training image (sharpness 0.69 of the original after the
+        # shift, 0.44 after rotation and zoom), which the unaugmented test images never see.
+        "rotation": 0.0,
+        "zoom": 0.0,
         "label_smoothing": 0.1,
         "class_weighting": True,
         "class_weight_power": 0.5,  # square-root weights: disgust (1.5% of images) gets found, accuracy kept
