@@ -55,7 +55,7 @@ CANDIDATES = {
     "no_class_weights": {"class_weighting": False},
     "balanced_class_weights": {"class_weight_power": 1.0},
     "flatten_head": {"head_pooling": "flatten", "frozen_lr": 3e-4},
-    "seed_augmentation": {"rotation": 0.0, "zoom": 0.0},  # flip and shift only, as the seed
+    "rotation_zoom": {"rotation": 0.03, "zoom": 0.1},  # run 3's augmentation (the sweep's base before ebea084)
     "no_augmentation": {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0,
                         "zoom": 0.0},
     "no_smoothing": {"label_smoothing": 0.0},

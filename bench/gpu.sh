@@ -15,7 +15,7 @@ start=$(date +%s)
 # STEPS picks what runs (default: all). SWEEP: lanes separated by spaces, each a comma-separated list of
 # candidates (NAME or NAME@SEED) that one process trains in turn; the lanes run side by side.
 STEPS=${STEPS:-"throughput sweep densenet"}
-SWEEP=${SWEEP:-"base,base@13,no_class_weights seed_augmentation,no_smoothing no_augmentation,finetune_2"}
+SWEEP=${SWEEP:-"base,base@13,no_class_weights rotation_zoom,no_smoothing no_augmentation,finetune_2"}
 if [[ " $STEPS " == *" throughput "* ]]; then
   python3 bench/gpu.py throughput > build/gpu-logs/throughput.log 2>&1
   echo "throughput done in $(( $(date +%s) - start )) s"

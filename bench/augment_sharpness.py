@@ -1,0 +1,67 @@
+"""How sharp training images stay through each of the model's augmentation layers.
+
+    python -m bench.augment_sharpness [--images 256] [--rotation 0.03] [--zoom 0.1]
+
+Every bilinear resampling at a fractional offset blurs, and the model's Keras layers
+(``fer_pipeline.model._augment``: flip, shift, rotation, zoom) resample once each, so a
+network trained on their output sees softer faces than the unaugmented test images.
+Prints, as JSON lines, the mean absolute Laplacian of the images after each layer
+relative to the originals (1.0 = as sharp), for the cpu preset's flip and shift plus
+the given rotation and zoom (default: runs 1-3's 0.03 and 0.1). With
+``KERAS_BACKEND=jax`` it also scores ``bench/gpu.py``'s single affine resampling.
+
+Images: the first ``--images`` validation images of .gpu/fer-trainval.npz.xz
+(``python -m bench.gpu_data``); the test split is not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before bench.gpu, which defaults to JAX
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.gpu import COMPACT_BASE, load_data  # noqa: E402
+from fer_pipeline.model import build_model  # noqa: E402
+
+
+def sharpness(images: np.ndarray) -> float:
+    """Mean absolute 4-neighbour Laplacian over the interior pixels of (N, H, W, 1) images."""
+    centre = images[:, 1:-1, 1:-1]
+    laplacian = 4 * centre - images[:, :-2, 1:-1] - images[:, 2:, 1:-1] - images[:, 1:-1, :-2] - images[:, 1:-1, 2:]
+    return float(np.abs(laplacian).mean())
+
+
+def after_each_layer(images: np.ndarray, cfg) -> dict[str, float]:
+    """Sharpness relative to ``images`` after each augmentation layer, in the model's order, in training mode."""
+    model = build_model(cfg)
+    original = sharpness(images)
+    stages = [layer.name for layer in model.layers if layer.name.startswith("augment_")]
+    return {name: round(sharpness(np.asarray(keras.Model(model.inputs, model.get_layer(name).output)(
+        images, training=True))) / original, 3) for name in stages}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--rotation", type=float, default=0.03)
+    parser.add_argument("--zoom", type=float, default=0.1)
+    args = parser.parse_args()
+    images = load_data()["x_val"][: args.images]
+    cfg = replace(COMPACT_BASE, rotation=args.rotation, zoom=args.zoom)
+    print(json.dumps({"backend": keras.backend.backend(), "images": len(images), "rotation": cfg.rotation,
+                      "zoom": cfg.zoom, "keras_layers": after_each_layer(images, cfg)}))
+    if keras.backend.backend() == "jax":
+        from bench.gpu import jax_augmenter
+
+        single = sharpness(jax_augmenter(cfg)(images, cfg.seed)) / sharpness(images)
+        print(json.dumps({"single_affine_resampling": round(single, 3)}))
+
+
+if __name__ == "__main__":
+    main()
