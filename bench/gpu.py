@@ -43,6 +43,7 @@ from fer_pipeline.config import TrainConfig  # noqa: E402
 from fer_pipeline.model import build_model, unfreeze_backbone, with_flip_tta  # noqa: E402
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for  # noqa: E402
 from fer_pipeline.presets import PRESETS  # noqa: E402
+from fer_pipeline.split import balanced_class_weights  # noqa: E402
 
 RESULTS = Path(os.environ.get("FER_GPU_RESULTS", "gpu-results.jsonl"))
 DEADLINE = float(os.environ.get("FER_GPU_DEADLINE", "inf"))
@@ -117,9 +118,10 @@ def callbacks_for(cfg: TrainConfig) -> list:
 
 
 def class_sample_weights(labels: np.ndarray, power: float) -> np.ndarray:
-    """Each image's loss weight: the balanced weight of its class, to ``power`` (as train.phase_data)."""
+    """Each image's loss weight: the split's balanced weight of its class, to ``power`` (as train.phase_data)."""
     counts = np.bincount(labels, minlength=len(CLASSES))
-    return ((len(labels) / (len(CLASSES) * counts)) ** power)[labels].astype("float32")
+    weights = balanced_class_weights({name: int(count) for name, count in zip(CLASSES, counts)})
+    return (np.array([weights[name] for name in CLASSES], dtype=np.float32) ** power)[labels]
 
 
 AUGMENTATION_OFF = {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0}
