@@ -1,8 +1,8 @@
 """Named parameter sets for whole runs, keyed by pipeline parameter name.
 
 ``cpu``: the compact CNN trained from scratch, sized to train on a 2-core CPU in under
-two hours (measured: test accuracy 0.652, macro-F1 0.632 in 99 minutes of training;
-docs/model-quality.md, run 3). Used by
+two hours (measured: test accuracy 0.686, macro-F1 0.670 in 100 minutes of training;
+docs/model-quality.md, run 4). Used by
 ``make run-local PRESET=cpu`` and ``fer-pipeline run --preset cpu``; on Vertex pass
 the same values as pipeline parameters.
 """
