@@ -49,6 +49,8 @@ RESULTS = Path(os.environ.get("FER_GPU_RESULTS", "gpu-results.jsonl"))
 DEADLINE = float(os.environ.get("FER_GPU_DEADLINE", "inf"))
 EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter budgets, same shape
 
+AUGMENTATION_OFF = {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0}
+
 # The compact recipe candidates: one change each to the cpu preset (its validation split is 10% too).
 COMPACT_BASE = TrainConfig(**{k: v for k, v in PRESETS["cpu"].items() if k in TrainConfig.__dataclass_fields__})
 CANDIDATES = {
@@ -57,8 +59,7 @@ CANDIDATES = {
     "balanced_class_weights": {"class_weight_power": 1.0},
     "flatten_head": {"head_pooling": "flatten", "frozen_lr": 3e-4},
     "rotation_zoom": {"rotation": 0.03, "zoom": 0.1},  # run 3's augmentation (the sweep's base before ebea084)
-    "no_augmentation": {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0,
-                        "zoom": 0.0},
+    "no_augmentation": AUGMENTATION_OFF,
     "no_smoothing": {"label_smoothing": 0.0},
     "plateau": {"schedule": "plateau", "early_stopping_patience": 3},
     "finetune_2": {"frozen_epochs": 46, "finetune_epochs": 2},  # run 3's split of the budget
@@ -66,7 +67,8 @@ CANDIDATES = {
     "run2_widths": {"compact_widths": (32, 64, 128, 256), "frozen_epochs": 39},  # (1.22) run 2's network
     "wide_top": {"compact_widths": (16, 64, 128, 384), "frozen_epochs": 36},  # (1.33) more late capacity
     "faster_lr": {"frozen_lr": 2e-3},  # (1.0)
-    "double_epochs": {"frozen_epochs": 96},  # (2.0) what a 4-hour CPU budget would buy
+    # (2.0) what a 4-hour CPU budget would buy; patience 10 stopped it at epoch 40 of 96 (docs/model-quality.md)
+    "double_epochs": {"frozen_epochs": 96, "early_stopping_patience": 20},
 }
 
 
@@ -122,9 +124,6 @@ def class_sample_weights(labels: np.ndarray, power: float) -> np.ndarray:
     counts = np.bincount(labels, minlength=len(CLASSES))
     weights = balanced_class_weights({name: int(count) for name, count in zip(CLASSES, counts)})
     return (np.array([weights[name] for name in CLASSES], dtype=np.float32) ** power)[labels]
-
-
-AUGMENTATION_OFF = {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0}
 
 
 def jax_augmenter(cfg: TrainConfig):
