@@ -79,7 +79,7 @@ def test_flip_tta_averages_the_image_and_its_mirror_and_survives_save_and_load(t
 
 
 def _numpy_shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Edge-repeating shift, written independently of the layer (as bench/tta_views.py does it)."""
+    """Edge-repeating shift, written independently of the layer (NumPy index clipping)."""
     h, w = x.shape[1:3]
     rows = np.clip(np.arange(h) - dy, 0, h - 1)
     cols = np.clip(np.arange(w) - dx, 0, w - 1)
@@ -155,7 +155,7 @@ def test_cpu_preset_reaches_the_pipeline_and_explicit_flags_win():
     run = parse_args(["--data", "fer.zip", "--preset", "cpu", "--epochs", "3"])
     arguments = pipeline_arguments(run, "/data/fer.zip")
     assert arguments["backbone"] == "compact" and arguments["tta"] is True and arguments["val_fraction"] == 0.1
-    assert arguments["frozen_epochs"] == arguments["finetune_epochs"] == 3  # the flag, not the preset's 44/2
+    assert arguments["frozen_epochs"] == arguments["finetune_epochs"] == 3  # the flag, not the preset's 48/0
     assert arguments["batch_size"] == PRESETS["cpu"]["batch_size"]
     assert "backbone" not in pipeline_arguments(parse_args([]), "sample.zip")
 

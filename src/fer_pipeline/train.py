@@ -23,7 +23,7 @@ from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.data import make_dataset
 from fer_pipeline.dataset import FerDataset
-from fer_pipeline.model import build_model, load_model, unfreeze_backbone, with_flip_tta
+from fer_pipeline.model import build_model, load_model, tta_offsets, unfreeze_backbone, with_flip_tta
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
 from fer_pipeline.split import Split
 from fer_pipeline.tensorboard import EpochSummaries, epochs_before, log_dir
@@ -98,10 +98,12 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr,
         first_step=epochs_before(model_path),  # TensorBoard: fine-tuning continues phase 1's epoch axis
     )
-    if cfg.tta:  # the final model: evaluation and export then use both views with no change of their own
+    if cfg.tta:  # the final model: evaluation and export then use all views with no change of their own
         result.model = with_flip_tta(result.model, shift=cfg.tta_shift)
         result.model.save(result.model_path)
-        logger.info("Saved %s with test-time augmentation (mean of the image and its mirror).", result.model_path)
+        views = 2 * len(tta_offsets(cfg.tta_shift))
+        logger.info("Saved %s with test-time augmentation (mean over %d views: the image and its mirror%s).",
+                    result.model_path, views, f", each shifted {cfg.tta_shift} px four ways" if cfg.tta_shift else "")
     return result
 
 
