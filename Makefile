@@ -21,7 +21,7 @@ REGISTRY ?= fer-pipeline
 IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
-.PHONY: help setup test test-fast run-local compile validate clean bench bench-setup
+.PHONY: help setup test test-fast run-local run-containers container-engine compile validate clean bench bench-setup
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -30,7 +30,7 @@ help: ## List the targets with a one-line description
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[pipeline,kaggle,detect,dev]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[pipeline,kaggle,detect,containers,dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
@@ -41,8 +41,19 @@ test: setup ## Run the test suite (real-data tests skip where the FER-2013 zip i
 test-fast: setup ## Run the tests except the slow and real-data ones
 	$(PY) -m pytest -m "not slow and not realdata"
 
+RUN_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(if $(CACHE),--cache)
+
 run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, PRESET=cpu, EPOCHS=, SAMPLES=, CACHE=1
-	$(PY) -m pipelines.run_local $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(if $(CACHE),--cache)
+	$(PY) -m pipelines.run_local $(RUN_FLAGS)
+
+# run-containers: TRAIN_IMAGE=auto|cpu|gpu (auto: the GPU image only where a GPU is visible)
+TRAIN_IMAGE ?= auto
+
+run-containers: setup container-engine ## Run the compiled pipeline with each task in its image (Docker or Podman); same options as run-local, TRAIN_IMAGE=
+	$(PY) -m pipelines.run_containers $(RUN_FLAGS) --train-image $(TRAIN_IMAGE)
+
+container-engine: ## Install podman, runc and debootstrap from Debian's packages unless a Docker daemon answers
+	containers/install-engine.sh
 
 compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP on kind)
 	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, ContextManager, Protocol
 
 from fer_pipeline import synthetic
 from fer_pipeline.presets import PRESETS, preset
@@ -112,7 +113,7 @@ def pipeline_arguments(run: LocalRun, source: str) -> dict:
 
 
 # What reaches the console; everything else (kfp.local's full executor dumps) goes to the log file.
-PROGRESS = re.compile(r"Executing task|finished with status|Skipping conditional|fer_pipeline\.\w+: |^Epoch \d+/\d+|- loss: ")
+PROGRESS = re.compile(r"Executing task|Task image: |did not write|finished with status|Skipping conditional|fer_pipeline\.\w+: |^Epoch \d+/\d+|- loss: ")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -153,33 +154,60 @@ def _echo_progress(log_path: Path, console, done: threading.Event) -> None:
                 console.write(f"  {line[:160]}\n")
 
 
-def run_pipeline(run: LocalRun, source: str) -> Path:
-    """Run the DAG with kfp.local against the emulator; returns this run's artifact root."""
+def run_pipeline(run: LocalRun, source: str, executor: Executor | None = None) -> Path:
+    """Run the DAG with kfp.local against the emulator; returns this run's artifact root.
+
+    ``executor`` chooses how tasks run; the default runs the pipeline function's
+    components as subprocesses in this virtualenv (pipelines.run_containers runs the
+    compiled file's components in their images)."""
     from kfp import local
 
     from fer_pipeline import storage
     from pipelines.compile import current_commit
     from pipelines.gcs_emulator import GcsEmulator
-    from pipelines.training import make_pipeline
 
+    executor = executor or SubprocessExecutor()
     started = time.time()
     pipeline_root = run.local_dir / "pipeline-root"
-    with GcsEmulator(run.local_dir / "gcs"):
+    with GcsEmulator(run.local_dir / "gcs") as emulator, executor.session(run, source, emulator.url) as (runner, pipeline):
         storage.ensure_bucket(BUCKET)
         local.init(
-            runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True,
+            runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True,
             enable_caching=run.cache, cache_root=str(run.local_dir / "cache"),
         )
         before = set(pipeline_root.glob("*")) if pipeline_root.exists() else set()
         arguments = pipeline_arguments(run, source) | {"commit": current_commit()}
-        make_pipeline("vertex")(**arguments)
+        pipeline(**arguments)
     created = sorted(set(pipeline_root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
     run_dir = created[-1] if created else pipeline_root
-    record_run(run, run_dir, arguments, started)
+    record_run(run, run_dir, arguments, started, kind=executor.kind)
     return run_dir
 
 
-def record_run(run: LocalRun, run_dir: Path, arguments: dict, started: float) -> dict | None:
+class SubprocessExecutor:
+    """Every task as a subprocess of this Python (kfp.local.SubprocessRunner)."""
+
+    kind = "kfp-local"
+
+    @contextlib.contextmanager
+    def session(self, run: LocalRun, source: str, emulator_url: str):
+        from kfp import local
+
+        from pipelines.training import make_pipeline
+
+        yield local.SubprocessRunner(use_venv=False), make_pipeline("vertex")
+
+
+class Executor(Protocol):
+    """How tasks run: ``kind`` labels the run in runs.json; ``session`` yields the
+    kfp.local runner and the pipeline to call while the emulator is up."""
+
+    kind: str
+
+    def session(self, run: LocalRun, source: str, emulator_url: str) -> ContextManager[tuple[Any, Callable[..., Any]]]: ...
+
+
+def record_run(run: LocalRun, run_dir: Path, arguments: dict, started: float, kind: str = "kfp-local") -> dict | None:
     """Append the run to ``local_dir/runs.json``: the evaluation's record (run.json) plus
     the pipeline arguments, the wall-clock duration and what was registered."""
     from fer_pipeline import runs
@@ -192,7 +220,7 @@ def record_run(run: LocalRun, run_dir: Path, arguments: dict, started: float) ->
     local_only = ("registry", "data_prefix")  # paths of this machine's set-up, not of the run
     record["params"] = {**record.get("params", {}), **{k: v for k, v in arguments.items() if k not in local_only}}
     record.update(
-        run_id=run_dir.name, kind="kfp-local", duration_s=round(finished - started, 1),
+        run_id=run_dir.name, kind=kind, duration_s=round(finished - started, 1),
         started=runs.iso(started), finished=runs.iso(finished),
     )
     record["artifacts"] = {
@@ -230,22 +258,27 @@ def summarize(run_dir: Path, registry_dir: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    run = parse_args(argv)
+def execute(run: LocalRun, executor: Executor | None = None, how: str = "kfp.local") -> tuple[int, Path | None]:
+    """Run the pipeline with progress on the console and the rest in run.log; print the
+    summary. Returns the exit code and the run's artifact root."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.time()
     source = data_source(run)
     log_path = run.local_dir / "run.log"
-    print(f"Running the pipeline with kfp.local; full log: {log_path}")
+    print(f"Running the pipeline with {how}; full log: {log_path}")
     try:
         with progress_only(log_path):
-            run_dir = run_pipeline(run, source)
+            run_dir = run_pipeline(run, source, executor)
     except Exception as exc:  # the log has the component's traceback
         print(f"\nPipeline failed: {exc}\nSee the full log: {log_path}", file=sys.stderr)
-        return 1
+        return 1, None
     print(summarize(run_dir, run.local_dir / "registry", time.time() - started))
-    return 0
+    return 0, run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    return execute(parse_args(argv))[0]
 
 
 if __name__ == "__main__":

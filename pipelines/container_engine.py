@@ -1,0 +1,126 @@
+"""The container engine that `make run-containers` drives: Docker when its daemon answers,
+otherwise Podman through its Docker-compatible API socket (`podman system service`).
+
+kfp.local's DockerRunner speaks docker-py, which reads DOCKER_HOST
+(kubeflow/pipelines#11865), so Podman is started on a private socket for the run and
+stopped after it. The engine options are containers/engine.sh's: Podman on hosts without
+systemd or cgroup delegation needs runc with cgroupfs and bounded ulimits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+PODMAN_DEFAULT_OPTS = "--runtime runc --cgroup-manager cgroupfs"
+# runc refuses to start a container that inherits this host's very large nofile limit.
+PODMAN_ULIMITS = {"nofile": 1024, "nproc": 1024}
+
+
+class EngineError(RuntimeError):
+    """No usable container engine; the message says how to get one."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One engine: the CLI (for builds) and what docker-py needs to run containers."""
+
+    name: str  # "docker" or "podman"
+    cli: tuple[str, ...]  # the command with its global options
+    ulimits: dict[str, int] = field(default_factory=dict)
+
+    def run_args(self) -> dict:
+        """docker-py `containers.run` arguments every task container gets on this engine."""
+        from docker.types import Ulimit
+
+        return {"ulimits": [Ulimit(name=n, soft=v, hard=v) for n, v in self.ulimits.items()]} if self.ulimits else {}
+
+
+def _answers(command: list[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=20, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def detect_engine(wanted: str = "") -> Engine:
+    """ENGINE=docker|podman forces one; otherwise Docker if its daemon answers, else Podman."""
+    wanted = wanted or os.environ.get("ENGINE", "")
+    if wanted not in ("", "docker", "podman"):
+        raise EngineError(f"ENGINE must be docker or podman, got {wanted!r}.")
+    if wanted in ("", "docker") and shutil.which("docker") and _answers(["docker", "info"]):
+        return Engine("docker", ("docker",))
+    if wanted == "docker":
+        raise EngineError("ENGINE=docker but no Docker daemon answers `docker info`; start it, or leave ENGINE empty to use Podman.")
+    if shutil.which("podman"):
+        opts = shlex.split(os.environ.get("PODMAN_OPTS", PODMAN_DEFAULT_OPTS))
+        return Engine("podman", ("podman", *opts), dict(PODMAN_ULIMITS))
+    raise EngineError(
+        "no container engine: neither a Docker daemon nor podman was found. "
+        "Install one (Debian: apt-get install podman runc; `make container-engine` does it as root), then rerun."
+    )
+
+
+@contextlib.contextmanager
+def docker_api(engine: Engine) -> Iterator[str]:
+    """Point DOCKER_HOST at the engine for the duration: Docker's own socket, or a Podman
+    API service on a private socket (started here, stopped on exit). Yields DOCKER_HOST."""
+    if engine.name == "docker":
+        yield os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        return
+    with tempfile.TemporaryDirectory(prefix="fer-podman-") as tmp:
+        socket = Path(tmp) / "podman.sock"
+        url = f"unix://{socket}"
+        log = open(Path(tmp) / "service.log", "w+b")
+        # --time=0: the service never exits on its own while the run is idle between tasks
+        service = subprocess.Popen([*engine.cli, "system", "service", "--time=0", url], stdout=log, stderr=log)
+        previous = os.environ.get("DOCKER_HOST")
+        try:
+            _wait_for_socket(service, socket, log)
+            os.environ["DOCKER_HOST"] = url
+            yield url
+        finally:
+            if previous is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = previous
+            service.terminate()
+            try:
+                service.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait()
+            log.close()
+
+
+def _wait_for_socket(service: subprocess.Popen, socket: Path, log, timeout: float = 30.0) -> None:
+    import docker
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.poll() is not None:
+            log.seek(0)
+            raise EngineError(f"`podman system service` exited with {service.returncode}: {log.read().decode(errors='replace').strip()}")
+        if socket.exists():
+            try:
+                client = docker.DockerClient(base_url=f"unix://{socket}", timeout=10)
+                client.ping()
+                client.close()
+                return
+            except Exception:  # not listening yet: docker-py raises several kinds here
+                pass
+        time.sleep(0.2)
+    raise EngineError(f"Podman's API socket {socket} did not answer within {timeout:.0f} s.")
+
+
+def gpu_visible() -> bool:
+    """Whether this host has an NVIDIA GPU and driver that containers could be given."""
+    return bool(shutil.which("nvidia-smi")) and _answers(["nvidia-smi", "-L"])

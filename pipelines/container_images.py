@@ -1,0 +1,119 @@
+"""The images a container run uses: tagged by what they are built from, built when missing.
+
+A tag is the digest of the build context (the files .dockerignore lets in, the
+Dockerfile, the target and the base image), so an image is stale exactly when one of
+those changed; a rebuild goes through containers/build.sh and reuses the engine's layer
+cache. Where no registry serves the Dockerfile's base image (machines without internet
+access), a local Debian base is used or made with containers/base-image-local.sh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.container_engine import Engine, EngineError
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "containers" / "Dockerfile"
+LOCAL_BASE_IMAGE = "localhost/fer-base:bookworm"
+TARGETS = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Image:
+    target: str  # "cpu" or "gpu"
+    ref: str  # REGISTRY/fer-pipeline-TARGET:ctx-DIGEST
+    built: bool  # built by this call (False: it was there already)
+
+
+def build_context_files(root: Path = ROOT) -> list[Path]:
+    """The files the image build can see: .dockerignore starts from deny-all and lets
+    in the paths listed with ``!`` (their exclusions below are honoured too)."""
+    lines = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#") and line != "*"]
+    files: set[Path] = set()
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            target = root / pattern[1:]
+            files |= {p for p in target.rglob("*") if p.is_file()} if target.is_dir() else ({target} if target.is_file() else set())
+        else:
+            files -= {p for p in files if p.relative_to(root).match(pattern) or _under(p, root, pattern)}
+    return sorted(files | {root / "containers" / "Dockerfile"})
+
+
+def _under(path: Path, root: Path, pattern: str) -> bool:
+    """``src/**/__pycache__`` also excludes everything inside such a folder."""
+    return any(Path(*path.relative_to(root).parts[: i + 1]).match(pattern) for i in range(len(path.relative_to(root).parts)))
+
+
+def context_digest(target: str, base_image: str, root: Path = ROOT) -> str:
+    """12 hex digits that change whenever anything the image is built from changes."""
+    digest = hashlib.sha256(f"{target}\0{base_image}\0".encode())
+    for path in build_context_files(root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def default_base_image(dockerfile: Path = DOCKERFILE) -> str:
+    match = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile.read_text(), re.M)
+    if not match:
+        raise EngineError(f"{dockerfile} has no default for ARG BASE_IMAGE")
+    return match.group(1)
+
+
+def _engine(engine: Engine, *args: str, quiet: bool = True) -> bool:
+    kwargs = {"capture_output": True} if quiet else {}
+    return subprocess.run([*engine.cli, *args], check=False, **kwargs).returncode == 0
+
+
+def image_exists(engine: Engine, ref: str) -> bool:
+    return _engine(engine, "image", "inspect", ref)
+
+
+def image_id(engine: Engine, ref: str) -> str:
+    out = subprocess.run([*engine.cli, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, check=False)
+    return out.stdout.strip().removeprefix("sha256:")[:12]
+
+
+def resolve_base_image(engine: Engine, requested: str = "") -> str:
+    """BASE_IMAGE if given; else the Dockerfile's default when present or pullable; else
+    the local Debian base (made with debootstrap when absent)."""
+    if requested:
+        return requested
+    default = default_base_image()
+    if image_exists(engine, default) or _engine(engine, "pull", "--quiet", default):
+        return default
+    print(f"No registry serves {default}: building on the local Debian base {LOCAL_BASE_IMAGE}.")
+    if not image_exists(engine, LOCAL_BASE_IMAGE):
+        print(f"Making {LOCAL_BASE_IMAGE} with debootstrap (about a minute; make base-image-local).")
+        env = {**os.environ, "ENGINE": engine.name}
+        if subprocess.run([str(ROOT / "containers" / "base-image-local.sh"), LOCAL_BASE_IMAGE], env=env, check=False).returncode:
+            raise EngineError(f"could not make {LOCAL_BASE_IMAGE}; see the output above, or set BASE_IMAGE= to an image the engine has.")
+    return LOCAL_BASE_IMAGE
+
+
+def ensure_image(engine: Engine, target: str, registry: str, base_image: str, log: Path) -> Image:
+    """The image for ``target`` built from the current tree, built now if missing (the
+    build's output goes to ``log``)."""
+    if target not in TARGETS:
+        raise EngineError(f"image target must be one of {TARGETS}, got {target!r}")
+    ref = f"{registry}/fer-pipeline-{target}:ctx-{context_digest(target, base_image)}"
+    if image_exists(engine, ref):
+        return Image(target, ref, built=False)
+    print(f"Building {ref}: no image of the current build context yet (a few minutes; log: {log})", flush=True)
+    env = {**os.environ, "ENGINE": engine.name, "BASE_IMAGE": base_image}
+    if target == "gpu":
+        env.setdefault("GPU_BASE_IMAGE", base_image)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        result = subprocess.run([str(ROOT / "containers" / "build.sh"), target, ref], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if result.returncode:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise EngineError(f"building the {target} image failed (exit {result.returncode}); the end of {log}:\n" + "\n".join(tail))
+    print("  " + next((line for line in reversed(log.read_text(errors="replace").splitlines()) if line.startswith("built ")), "built"))
+    return Image(target, ref, built=True)
