@@ -46,11 +46,13 @@ RUN_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(
 run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, PRESET=cpu, EPOCHS=, SAMPLES=, CACHE=1
 	$(PY) -m pipelines.run_local $(RUN_FLAGS)
 
-# run-containers: TRAIN_IMAGE=auto|cpu|gpu (auto: the GPU image only where a GPU is visible)
+# run-containers: TRAIN_IMAGE=auto|cpu|gpu (auto: the GPU image only where a GPU is visible);
+# COMPARE=1 then runs the same pipeline with run-local's runner and compares the answers
 TRAIN_IMAGE ?= auto
+COMPARE ?=
 
-run-containers: setup container-engine ## Run the compiled pipeline with each task in its image (Docker or Podman); same options as run-local, TRAIN_IMAGE=
-	$(PY) -m pipelines.run_containers $(RUN_FLAGS) --train-image $(TRAIN_IMAGE)
+run-containers: setup container-engine ## Run the compiled pipeline with each task in its image (Docker or Podman); same options as run-local, TRAIN_IMAGE=, COMPARE=1
+	$(PY) -m pipelines.run_containers $(RUN_FLAGS) --train-image $(TRAIN_IMAGE) $(if $(COMPARE),--compare)
 
 container-engine: ## Install podman, runc and debootstrap from Debian's packages unless a Docker daemon answers
 	containers/install-engine.sh

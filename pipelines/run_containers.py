@@ -51,10 +51,9 @@ class ContainerExecutor:
 
         registry = run.local_dir / "registry"
         writable_by_any_user(run.local_dir / "pipeline-root", registry)
-        self.tasks.extra_volumes = {
-            source: {"bind": source, "mode": "ro"},
-            str(registry): {"bind": str(registry), "mode": "rw"},
-        }
+        self.tasks.extra_volumes = {str(registry): {"bind": str(registry), "mode": "rw"}}
+        if Path(source).exists():  # not a gs:// or kaggle: source
+            self.tasks.extra_volumes[source] = {"bind": source, "mode": "ro"}
         self.tasks.gpu_images = frozenset({self.train.ref} if self.use_gpu else ())
         runner = local.DockerRunner(
             # host network: the containers reach the GCS emulator on this machine's loopback
@@ -156,38 +155,40 @@ def differences(a: dict, b: dict, tolerance: float = METRIC_TOLERANCE) -> list[s
     return found
 
 
-def compare_with_subprocess_run(local_dir: Path, run_dir: Path) -> tuple[bool, str]:
-    """Compare a container run with the latest `make run-local` run of the same parameters
-    (runs.json). Returns (agree, one line to print); agree is True when there is none."""
+def latest_subprocess_run(local_dir: Path, run_dir: Path) -> Path | None:
+    """The latest `make run-local` run in runs.json with the same parameters as ``run_dir``."""
     from fer_pipeline import runs
 
     records = runs.RunIndex(local_dir / runs.INDEX_FILE).records()
-    mine = next((r for r in records if r.get("run_id") == run_dir.name), None)
-    if mine is None:
-        return False, "  compared:        this run left no evaluation record in runs.json"
+    mine = next((r for r in records if r.get("run_id") == run_dir.name), {})
     params = mine.get("params", {})
-    peers = [r for r in records if r.get("kind") == "kfp-local"
+    peers = [r for r in records if r.get("kind") == "kfp-local" and r.get("run_id") != run_dir.name
              and all(r.get("params", {}).get(k) == params.get(k) for k in COMPARED_PARAMS)]
-    if not peers:
-        return True, "  compared:        no `make run-local` run with the same parameters yet (run one to compare)"
-    peer_dir = run_dir.parent / peers[-1]["run_id"]
-    found = differences(fingerprint(peer_dir), fingerprint(run_dir))
+    return run_dir.parent / peers[-1]["run_id"] if mine and peers else None
+
+
+def compare_runs(subprocess_dir: Path, container_dir: Path) -> tuple[bool, str]:
+    """(agree, what to print) for a subprocess and a container run of the same parameters."""
+    found = differences(fingerprint(subprocess_dir), fingerprint(container_dir))
     if found:
-        return False, f"  compared:        DIFFERS from run-local run {peer_dir.name}:\n    " + "\n    ".join(found[:20])
+        return False, f"  compared:        DIFFERS from run-local run {subprocess_dir.name}:\n    " + "\n    ".join(found[:20])
     return True, (f"  compared:        same dataset checksum, split and metrics (to {METRIC_TOLERANCE:g}) as "
-                  f"run-local run {peer_dir.name}")
+                  f"run-local run {subprocess_dir.name}")
 
 
 def parse_args(argv: list[str] | None) -> tuple[run_local.LocalRun, argparse.Namespace]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--train-image", default=os.environ.get("TRAIN_IMAGE") or "auto", help="auto|cpu|gpu")
     parser.add_argument("--engine", default="", help="docker|podman (default: docker if its daemon answers)")
+    parser.add_argument("--compare", action="store_true",
+                        help="then run the same pipeline with kfp.local's subprocess runner and compare the two")
     own, rest = parser.parse_known_args(argv)
     return run_local.parse_args(rest), own
 
 
 def main(argv: list[str] | None = None) -> int:
     run, own = parse_args(argv)
+    run_local.check_data(run)
     try:
         executor = prepare(run, own.train_image, own.engine)
     except EngineError as exc:
@@ -197,7 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     print(task_table(executor))
     if code or run_dir is None:
         return code or 1
-    agree, message = compare_with_subprocess_run(run.local_dir, run_dir)
+    if own.compare:
+        print("\nThe same pipeline with kfp.local's subprocess runner, to compare:")
+        code, subprocess_dir = run_local.execute(run)
+        if code or subprocess_dir is None:
+            return code or 1
+    else:
+        subprocess_dir = latest_subprocess_run(run.local_dir, run_dir)
+    if subprocess_dir is None:
+        print("  compared:        no `make run-local` run with the same parameters yet (COMPARE=1 runs one)")
+        return 0
+    agree, message = compare_runs(subprocess_dir, run_dir)
     print(message)
     return 0 if agree else 1
 

@@ -28,7 +28,8 @@ from fer_pipeline.presets import PRESETS, preset
 
 LOCAL_DIR = Path("build/local")
 BUCKET = "fer-local"
-SAMPLE_PER_CLASS = (40, 12)  # train, test images per class in the generated sample
+SAMPLE_PER_CLASS = (40, 12)
+REMOTE_SOURCES = ("gs://", "kaggle:")  # passed to ingest as they are  # train, test images per class in the generated sample
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,20 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     )
 
 
+def check_data(run: LocalRun) -> None:
+    """Refuse a DATA= that does not exist before anything is built or written."""
+    if run.data and not run.data.startswith(REMOTE_SOURCES) and not Path(run.data).expanduser().exists():
+        raise SystemExit(f"error: DATA={run.data} does not exist; pass the Kaggle zip, its folder, fer2013.csv, a gs:// URI or kaggle:msambare/fer2013.")
+
+
 def data_source(run: LocalRun) -> str:
-    """The user's data as an absolute path, or the generated sample (written once)."""
+    """The user's data as an absolute path (a gs:// or kaggle: source as given), or the
+    generated sample (written once)."""
+    check_data(run)
+    if run.data.startswith(REMOTE_SOURCES):
+        return run.data
     if run.data:
-        path = Path(run.data).expanduser().resolve()
-        if not path.exists():
-            raise SystemExit(f"error: DATA={run.data} does not exist; pass the Kaggle zip, folder or fer2013.csv.")
-        return str(path)
+        return str(Path(run.data).expanduser().resolve())
     sample = run.local_dir / "sample" / "fer2013-sample.zip"
     if not sample.exists():
         synthetic.write_kaggle_zip(sample, n_train=SAMPLE_PER_CLASS[0], n_test=SAMPLE_PER_CLASS[1])
@@ -271,10 +279,25 @@ def execute(run: LocalRun, executor: Executor | None = None, how: str = "kfp.loc
         with progress_only(log_path):
             run_dir = run_pipeline(run, source, executor)
     except Exception as exc:  # the log has the component's traceback
-        print(f"\nPipeline failed: {exc}\nSee the full log: {log_path}", file=sys.stderr)
+        cause = last_error(log_path)
+        print(f"\nPipeline failed: {exc}", file=sys.stderr)
+        if cause:
+            print(f"  {cause}", file=sys.stderr)
+        print(f"See the full log: {log_path}", file=sys.stderr)
         return 1, None
     print(summarize(run_dir, run.local_dir / "registry", time.time() - started))
     return 0, run_dir
+
+
+ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception): .+")
+
+
+def last_error(log_path: Path) -> str:
+    """The last exception line a task wrote to the log (what went wrong, in one line)."""
+    if not log_path.is_file():
+        return ""
+    found = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if ERROR_LINE.match(line)]
+    return ANSI.sub("", found[-1]) if found else ""
 
 
 def main(argv: list[str] | None = None) -> int:
