@@ -4,7 +4,8 @@
 #   containers/build.sh cpu|gpu IMAGE:TAG
 #
 # Env: BASE_IMAGE, GPU_BASE_IMAGE (empty = the Dockerfile's pinned defaults),
-#      GIT_COMMIT (image label), ENGINE, HOST_CA, NETWORK_HOST (containers/engine.sh).
+#      GIT_COMMIT (image label), ENGINE, HOST_CA, NETWORK_HOST (containers/engine.sh),
+#      EXTRA_BUILD_OPTS (more options for `build`, e.g. --no-cache for a cold build).
 set -euo pipefail
 target="${1:?usage: build.sh cpu|gpu IMAGE:TAG}"
 image="${2:?usage: build.sh cpu|gpu IMAGE:TAG}"
@@ -23,6 +24,9 @@ args=(--file "$root/containers/Dockerfile" --target "$target" --tag "$image"
       --build-arg "GIT_COMMIT=${GIT_COMMIT:-$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)}")
 [ -n "${BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 [ -n "${GPU_BASE_IMAGE:-}" ] && args+=(--build-arg "GPU_BASE_IMAGE=$GPU_BASE_IMAGE")
+
+read -r -a extra <<< "${EXTRA_BUILD_OPTS:-}"
+args+=("${extra[@]}")
 
 echo "+ ${ENGINE[*]} build ${BUILD_OPTS[*]} ${args[*]} $root"
 start=$SECONDS

@@ -280,7 +280,7 @@ def execute(run: LocalRun, executor: Executor | None = None, how: str = "kfp.loc
             run_dir = run_pipeline(run, source, executor)
     except Exception as exc:  # the log has the component's traceback
         cause = last_error(log_path)
-        print(f"\nPipeline failed: {exc}", file=sys.stderr)
+        print(f"\nPipeline failed: {ANSI.sub('', str(exc))}", file=sys.stderr)
         if cause:
             print(f"  {cause}", file=sys.stderr)
         print(f"See the full log: {log_path}", file=sys.stderr)

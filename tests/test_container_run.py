@@ -267,3 +267,25 @@ def test_images_precreate_kfps_launcher_paths_for_the_non_root_user():
     for stage in ("cpu", "gpu"):
         body = dockerfile.split(f"AS {stage}", 1)[1].split("\nFROM ", 1)[0]
         assert f"install.sh setup {stage}" in body and "USER 10001:10001" in body
+
+
+# ------------------------------------------------------------------ what run-local shares with it
+def test_remote_sources_pass_through_and_missing_files_are_refused(tmp_path):
+    from pipelines import run_local
+
+    for source in ("kaggle:msambare/fer2013", "gs://bucket/fer2013.zip"):
+        run = run_local.parse_args(["--data", source, "--local-dir", str(tmp_path)])
+        assert run_local.data_source(run) == source
+    with pytest.raises(SystemExit, match=r"DATA=missing.csv does not exist; .*kaggle:msambare/fer2013"):
+        run_local.check_data(run_local.parse_args(["--data", "missing.csv", "--local-dir", str(tmp_path)]))
+
+
+def test_a_failed_run_names_the_tasks_last_error(tmp_path):
+    from pipelines import run_local
+
+    log = tmp_path / "run.log"
+    log.write_text("Traceback (most recent call last):\n  File x\nValueError: first\n  more\n"
+                   "    fer_pipeline.errors.FerError: Could not download kaggle:x/y (offline). Set KAGGLE_USERNAME\n"
+                   "\x1b[91mFAILURE\x1b[0m\n")
+    assert run_local.last_error(log) == "fer_pipeline.errors.FerError: Could not download kaggle:x/y (offline). Set KAGGLE_USERNAME"
+    assert run_local.last_error(tmp_path / "absent.log") == ""
