@@ -37,6 +37,10 @@ class Engine:
     cli: tuple[str, ...]  # the command with its global options
     ulimits: dict[str, int] = field(default_factory=dict)
 
+    def run_flags(self) -> list[str]:
+        """The same limits as `run_args`, as command-line flags of `ENGINE run`."""
+        return [f"--ulimit={name}={value}:{value}" for name, value in self.ulimits.items()]
+
     def run_args(self) -> dict:
         """docker-py `containers.run` arguments every task container gets on this engine."""
         from docker.types import Ulimit

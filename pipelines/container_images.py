@@ -117,3 +117,27 @@ def ensure_image(engine: Engine, target: str, registry: str, base_image: str, lo
         raise EngineError(f"building the {target} image failed (exit {result.returncode}); the end of {log}:\n" + "\n".join(tail))
     print("  " + next((line for line in reversed(log.read_text(errors="replace").splitlines()) if line.startswith("built ")), "built"))
     return Image(target, ref, built=True)
+
+
+# KFP's launchers write under these (gs://, minio://, s3:// URIs); containers/install.sh
+# makes them the image user's.
+LAUNCHER_PATHS = ("/gcs", "/minio", "/s3")
+PREFLIGHT = 'echo "$(id -u)"; for d in "$@"; do [ -d "$d" ] && [ -w "$d" ] || echo "not writable: $d"; done'
+
+
+def check_user_and_paths(engine: Engine, ref: str) -> str:
+    """Start ``ref`` once, offline, as the cloud would: it must run as a non-root user
+    who can write KFP's launcher paths. Returns what to print; raises otherwise."""
+    out = subprocess.run(
+        [*engine.cli, "run", "--rm", "--network", "none", *engine.run_flags(), ref, "sh", "-c", PREFLIGHT, "sh", *LAUNCHER_PATHS],
+        capture_output=True, text=True, check=False,
+    )
+    lines = out.stdout.split()
+    if out.returncode or not lines:
+        raise EngineError(f"{ref} did not start (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+    uid, problems = lines[0], out.stdout.splitlines()[1:]
+    if uid == "0":
+        raise EngineError(f"{ref} runs as root; the images must run as their non-root user (USER 10001).")
+    if problems:
+        raise EngineError(f"{ref}: uid {uid} cannot write KFP's launcher paths ({'; '.join(problems)}); see containers/install.sh setup.")
+    return f"runs as uid {uid}, can write {', '.join(LAUNCHER_PATHS)}"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipelines import run_local
 from pipelines.container_engine import Engine, EngineError, detect_engine, docker_api, gpu_visible
-from pipelines.container_images import Image, ensure_image, image_id, resolve_base_image
+from pipelines.container_images import Image, check_user_and_paths, ensure_image, image_id, resolve_base_image
 from pipelines.container_tasks import TaskContainers
 
 REGISTRY = "fer-pipeline"
@@ -44,6 +44,11 @@ class ContainerExecutor:
     use_gpu: bool
     tasks: TaskContainers = field(default_factory=TaskContainers)
     kind: str = "kfp-containers"
+
+    def training_note(self) -> str:
+        if self.train.target == "cpu":
+            return f"Training steps: in the CPU image {self.train.ref} (no GPU here, or TRAIN_IMAGE=cpu)"
+        return f"Training steps: in the GPU image {self.train.ref}, {'with every GPU' if self.use_gpu else 'without a GPU (none visible)'}"
 
     @contextlib.contextmanager
     def session(self, run: run_local.LocalRun, source: str, emulator_url: str):
@@ -66,13 +71,17 @@ class ContainerExecutor:
 
 
 def writable_by_any_user(*folders: Path) -> None:
-    """The images run as uid 10001, not as the user who owns build/local: let them write
-    the pipeline root and the registry (folders only this project's runs use)."""
+    """The images run as uid 10001, not as the user who owns build/local: let them create
+    files in the pipeline root and the registry. Folders become writable by all; files
+    stay as they are (writers replace them atomically) except the lock files, which
+    writers open for writing."""
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         for path in (folder, *folder.rglob("*")):
+            extra = 0o777 if path.is_dir() else 0o666 if path.name.endswith(".lock") else 0
             with contextlib.suppress(PermissionError):
-                path.chmod(path.stat().st_mode | (0o777 if path.is_dir() else 0o666))
+                if extra and (path.stat().st_mode & extra) != extra:
+                    path.chmod(path.stat().st_mode | extra)
 
 
 def choose_training_image(wanted: str, has_gpu: bool) -> str:
@@ -99,13 +108,15 @@ def prepare(run: run_local.LocalRun, train_image: str, engine_name: str = "") ->
     compiled = compile_target(
         "vertex", run.local_dir / "containers" / "pipeline.yaml", image=cpu.ref, gpu_image=train.ref, commit=current_commit()
     )
-    print(f"Images: {cpu.ref} ({image_id(engine, cpu.ref)}); training steps: {train.ref}"
-          f"{'' if target == 'gpu' else ' (the CPU image: no GPU here, or --train-image cpu)'}")
-    return ContainerExecutor(engine, cpu, train, compiled, use_gpu=target == "gpu" and has_gpu)
+    for image in dict.fromkeys((cpu.ref, train.ref)):
+        print(f"Image {image} ({image_id(engine, image)}): {check_user_and_paths(engine, image)}")
+    executor = ContainerExecutor(engine, cpu, train, compiled, use_gpu=target == "gpu" and has_gpu)
+    print(executor.training_note())
+    return executor
 
 
 def task_table(executor: ContainerExecutor) -> str:
-    lines = ["  task images:"]
+    lines = [f"  {executor.training_note()}", "  task images:"]
     for task in executor.tasks.runs:
         status = "ok" if task.exit_code == 0 and not task.missing_outputs else f"FAILED (exit {task.exit_code})"
         lines.append(f"    {task.task:18s} {task.image} ({task.image_id})  {task.seconds:7.1f} s  {status}")

@@ -176,7 +176,9 @@ def test_default_base_image_is_the_dockerfiles():
 def test_engine_choice_is_checked(monkeypatch):
     with pytest.raises(EngineError, match="ENGINE must be docker or podman"):
         detect_engine("lxc")
-    monkeypatch.setattr(container_images.subprocess, "run", None)  # nothing may be run for a refusal
+    from pipelines import container_engine
+
+    monkeypatch.setattr(container_engine.subprocess, "run", lambda *a, **k: pytest.fail("no engine to ask"))
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(EngineError, match="apt-get install podman runc"):
         detect_engine("")
@@ -246,12 +248,16 @@ def test_the_latest_subprocess_run_with_the_same_parameters_is_the_peer(tmp_path
 def test_pipeline_root_and_registry_are_made_writable_for_the_images_user(tmp_path):
     registry = tmp_path / "registry"
     (registry / "fer-emotion").mkdir(parents=True)
+    (registry / "fer-emotion").chmod(0o755)
     (registry / "index.json").write_text("{}")
-    (registry / "index.json").chmod(0o600)
+    (registry / "index.json").chmod(0o644)
+    (registry / ".lock").write_text("")
+    (registry / ".lock").chmod(0o644)
     run_containers.writable_by_any_user(tmp_path / "pipeline-root", registry)
     assert (tmp_path / "pipeline-root").stat().st_mode & 0o777 == 0o777
     assert (registry / "fer-emotion").stat().st_mode & 0o777 == 0o777
-    assert (registry / "index.json").stat().st_mode & 0o666 == 0o666
+    assert (registry / ".lock").stat().st_mode & 0o777 == 0o666
+    assert (registry / "index.json").stat().st_mode & 0o777 == 0o644  # replaced atomically, never opened for writing
 
 
 # ------------------------------------------------------------------ what the images must do for KFP
@@ -289,3 +295,27 @@ def test_a_failed_run_names_the_tasks_last_error(tmp_path):
                    "\x1b[91mFAILURE\x1b[0m\n")
     assert run_local.last_error(log) == "fer_pipeline.errors.FerError: Could not download kaggle:x/y (offline). Set KAGGLE_USERNAME"
     assert run_local.last_error(tmp_path / "absent.log") == ""
+
+
+@pytest.mark.parametrize("stdout, error", [
+    ("10001\n", None),
+    ("0\n", "runs as root"),
+    ("10001\nnot writable: /minio\n", "cannot write KFP's launcher paths .*/minio"),
+])
+def test_each_image_is_started_once_to_check_its_user_and_launcher_paths(monkeypatch, stdout, error):
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen["command"] = command
+        return container_images.subprocess.CompletedProcess(command, 0, stdout, "")
+
+    monkeypatch.setattr(container_images.subprocess, "run", fake_run)
+    engine = Engine("podman", ("podman",), {"nofile": 1024})
+    if error:
+        with pytest.raises(EngineError, match=error):
+            container_images.check_user_and_paths(engine, "reg/cpu:ctx-1")
+    else:
+        assert container_images.check_user_and_paths(engine, "reg/cpu:ctx-1") == "runs as uid 10001, can write /gcs, /minio, /s3"
+    command = seen["command"]
+    assert command[:6] == ["podman", "run", "--rm", "--network", "none", "--ulimit=nofile=1024:1024"]
+    assert command[-3:] == ["/gcs", "/minio", "/s3"]
