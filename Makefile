@@ -21,7 +21,7 @@ REGISTRY ?= fer-pipeline
 IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
-.PHONY: help setup test test-fast run-local run-containers container-engine compile validate clean bench bench-setup
+.PHONY: help setup test test-fast run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -67,6 +67,9 @@ bench: bench-setup ## Run the benchmarks (throughput, ingest, run-local); each a
 	$(PY) -m bench.throughput
 	$(PY) -m bench.ingest
 	$(PY) -m bench.run_local
+
+bench-containers: setup container-engine ## Image build times (cold, warm) and run-containers vs run-local per step; appends to docs/benchmarks.md
+	$(PY) -m bench.containers
 
 validate: setup ## Validate a dataset: make validate DATA=path/to/fer2013.zip
 	$(VENV)/bin/fer-pipeline validate "$(DATA)"
