@@ -116,7 +116,26 @@ def ensure_image(engine: Engine, target: str, registry: str, base_image: str, lo
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise EngineError(f"building the {target} image failed (exit {result.returncode}); the end of {log}:\n" + "\n".join(tail))
     print("  " + next((line for line in reversed(log.read_text(errors="replace").splitlines()) if line.startswith("built ")), "built"))
+    removed = remove_older_contexts(engine, ref)
+    if removed:
+        print(f"  removed {len(removed)} image(s) of older build contexts: {', '.join(removed)}")
     return Image(target, ref, built=True)
+
+
+def remove_older_contexts(engine: Engine, ref: str) -> list[str]:
+    """Untag the images of the same target built from older contexts (never run again);
+    the layers the new image shares with them stay in the cache."""
+    repository, tag = ref.rsplit(":", 1)
+    out = subprocess.run([*engine.cli, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=False)
+    older = []
+    for name in out.stdout.split():
+        other_repository, other_tag = name.rsplit(":", 1)
+        # podman lists local names with a localhost/ prefix
+        if other_repository.removeprefix("localhost/") == repository and other_tag.startswith("ctx-") and other_tag != tag:
+            older.append(name)
+    for name in older:
+        subprocess.run([*engine.cli, "rmi", name], capture_output=True, check=False)
+    return older
 
 
 # KFP's launchers write under these (gs://, minio://, s3:// URIs); containers/install.sh

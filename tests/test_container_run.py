@@ -319,3 +319,23 @@ def test_each_image_is_started_once_to_check_its_user_and_launcher_paths(monkeyp
     command = seen["command"]
     assert command[:6] == ["podman", "run", "--rm", "--network", "none", "--ulimit=nofile=1024:1024"]
     assert command[-3:] == ["/gcs", "/minio", "/s3"]
+
+
+def test_only_older_contexts_of_the_same_image_are_removed(monkeypatch):
+    listed = "\n".join([
+        "localhost/fer-pipeline/fer-pipeline-cpu:ctx-new", "localhost/fer-pipeline/fer-pipeline-cpu:ctx-old",
+        "localhost/fer-pipeline/fer-pipeline-gpu:ctx-old", "localhost/fer-pipeline/fer-pipeline-cpu:abc123",
+        "localhost/other/fer-pipeline-cpu:ctx-old",
+    ])
+    removed = []
+
+    def fake_run(command, **kwargs):
+        if command[1] == "rmi":
+            removed.append(command[2])
+        return container_images.subprocess.CompletedProcess(command, 0, listed, "")
+
+    monkeypatch.setattr(container_images.subprocess, "run", fake_run)
+    engine = Engine("podman", ("podman",))
+    assert container_images.remove_older_contexts(engine, "fer-pipeline/fer-pipeline-cpu:ctx-new") == [
+        "localhost/fer-pipeline/fer-pipeline-cpu:ctx-old"]
+    assert removed == ["localhost/fer-pipeline/fer-pipeline-cpu:ctx-old"]
