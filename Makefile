@@ -57,8 +57,15 @@ run-containers: setup container-engine ## Run the compiled pipeline with each ta
 container-engine: ## Install podman, runc and debootstrap from Debian's packages unless a Docker daemon answers
 	containers/install-engine.sh
 
-compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP on kind)
-	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build
+# compile: KFP_PROFILE=kind|gke sizes the KFP file (pipelines/resources.py); GPU_COUNT= nvidia.com/gpu
+# per GPU step there (default 1); FROZEN_ON_GPU=1 puts frozen training on the GPU too (both files)
+KFP_PROFILE ?= kind
+GPU_COUNT ?=
+FROZEN_ON_GPU ?=
+
+compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP); KFP_PROFILE=kind|gke, GPU_COUNT=, FROZEN_ON_GPU=1
+	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build --kfp-profile "$(KFP_PROFILE)" \
+	  $(if $(GPU_COUNT),--gpu-count $(GPU_COUNT)) $(if $(filter 1 yes true,$(FROZEN_ON_GPU)),--frozen-on-gpu)
 
 bench-setup: setup ## Install tf-keras for the seed-style baseline of bench/throughput.py (no deps: keeps tensorflow-cpu)
 	$(PY) -m pip install --quiet --no-deps "tf-keras==$$(grep -i '^tf_keras==' requirements.lock | cut -d= -f3)"

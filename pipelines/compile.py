@@ -1,9 +1,11 @@
 """Compile the pipeline for both targets and point it at one pair of images.
 
-    python -m pipelines.compile --image REG/fer-pipeline-cpu:TAG --gpu-image REG/fer-pipeline-gpu:TAG
+    python -m pipelines.compile --image REG/fer-pipeline-cpu:TAG --gpu-image REG/fer-pipeline-gpu:TAG \
+        [--kfp-profile kind|gke] [--gpu-count N] [--frozen-on-gpu]
 
 writes build/pipeline.yaml (Vertex AI: one YAML document) and build/pipeline-kfp.yaml
-(KFP on kind/GKE: the pipeline plus the kfp-kubernetes platform spec).
+(KFP on kind/GKE: the pipeline plus the kfp-kubernetes platform spec). The training
+steps' CPU, memory and GPU requests come from pipelines.resources' profiles.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import yaml
 from kfp import compiler
 
 from components.images import CPU_IMAGE, GPU_IMAGE
-from pipelines.training import GpuPool, make_pipeline
+from pipelines.resources import KFP_PROFILES, Profile, profile
+from pipelines.training import make_pipeline
 
 VERTEX_FILE = "pipeline.yaml"
 KFP_FILE = "pipeline-kfp.yaml"
@@ -40,11 +43,11 @@ def _set_images(documents: list[dict], image: str, gpu_image: str) -> None:
         container["image"] = {CPU_IMAGE: image, GPU_IMAGE: gpu_image}.get(container["image"], container["image"])
 
 
-def compile_target(target: str, out_path: Path, *, image: str, gpu_image: str, commit: str, pool: GpuPool = GpuPool()) -> Path:
-    """Compile one target to ``out_path`` with the given images and commit label."""
+def compile_target(target: str, out_path: Path, *, image: str, gpu_image: str, commit: str, placement: Profile | None = None) -> Path:
+    """Compile one target to ``out_path`` with the given images, commit label and profile."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(make_pipeline(target, pool), str(raw), pipeline_parameters={"commit": commit})
+        compiler.Compiler().compile(make_pipeline(target, placement), str(raw), pipeline_parameters={"commit": commit})
         documents = list(yaml.safe_load_all(raw.read_text()))
     _set_images(documents, image, gpu_image)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,11 +55,20 @@ def compile_target(target: str, out_path: Path, *, image: str, gpu_image: str, c
     return out_path
 
 
-def compile_pipelines(out_dir: Path, image: str, gpu_image: str, commit: str | None = None) -> tuple[Path, Path]:
-    """Write the Vertex and the KFP target into ``out_dir``; returns both paths."""
+def compile_pipelines(
+    out_dir: Path, image: str, gpu_image: str, commit: str | None = None, *,
+    kfp_profile: str = "kind", gpu_count: int | None = None, frozen_on_gpu: bool | None = None,
+) -> tuple[Path, Path]:
+    """Write the Vertex and the KFP target into ``out_dir``; returns both paths.
+    ``gpu_count`` (nvidia.com/gpu per GPU step) applies to the KFP file; on Vertex the
+    count is the gpu_count pipeline parameter. ``frozen_on_gpu`` applies to both."""
     commit = commit or current_commit()
-    vertex = compile_target("vertex", Path(out_dir) / VERTEX_FILE, image=image, gpu_image=gpu_image, commit=commit)
-    kfp = compile_target("kfp", Path(out_dir) / KFP_FILE, image=image, gpu_image=gpu_image, commit=commit)
+    vertex_profile = profile("vertex", frozen_on_gpu=frozen_on_gpu)
+    kfp_placement = profile(kfp_profile, gpu_count=gpu_count, frozen_on_gpu=frozen_on_gpu)
+    vertex = compile_target("vertex", Path(out_dir) / VERTEX_FILE, image=image, gpu_image=gpu_image, commit=commit,
+                            placement=vertex_profile)
+    kfp = compile_target("kfp", Path(out_dir) / KFP_FILE, image=image, gpu_image=gpu_image, commit=commit,
+                         placement=kfp_placement)
     return vertex, kfp
 
 
@@ -66,8 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-image", required=True, help="image for both training phases")
     parser.add_argument("--out-dir", type=Path, default=Path("build"))
     parser.add_argument("--commit", default=None, help="source commit recorded on models (default: git HEAD)")
+    parser.add_argument("--kfp-profile", default="kind", choices=KFP_PROFILES,
+                        help="resources of the KFP file: kind (a laptop) or gke (a GPU node pool); pipelines/resources.py")
+    parser.add_argument("--gpu-count", type=int, default=None, help="nvidia.com/gpu per GPU step in the KFP file (default: the profile's, 1)")
+    parser.add_argument("--frozen-on-gpu", action="store_true", default=None, help="run frozen training on the GPU too (both files)")
     args = parser.parse_args(argv)
-    for path in compile_pipelines(args.out_dir, args.image, args.gpu_image, args.commit):
+    if args.gpu_count is not None and args.gpu_count < 0:
+        parser.error(f"--gpu-count must be 0 or more, got {args.gpu_count}")
+    paths = compile_pipelines(args.out_dir, args.image, args.gpu_image, args.commit, kfp_profile=args.kfp_profile,
+                              gpu_count=args.gpu_count, frozen_on_gpu=args.frozen_on_gpu)
+    for path in paths:
         print(f"wrote {path}")
     return 0
 

@@ -2,14 +2,13 @@
 
     ingest -> split_and_weight -> train_frozen -> fine_tune (GPU) -> evaluate -> [gate] -> register
 
-`make_pipeline(target)` returns the pipeline for one target: "vertex" asks for the GPU
-with Vertex's accelerator settings; "kfp" (KFP on kind/GKE) adds a node selector and
-toleration for the GPU node pool through kfp-kubernetes, which the Vertex file must
-not carry (it makes a second YAML document that aiplatform.PipelineJob cannot load).
+`make_pipeline(target, profile)` returns the pipeline for one target: "vertex" asks for
+the GPU with Vertex's accelerator settings; "kfp" (KFP on kind/GKE) adds a node selector,
+a toleration and an nvidia.com/gpu request for the GPU node pool through kfp-kubernetes,
+which the Vertex file must not carry (it makes a second YAML document that
+aiplatform.PipelineJob cannot load). The profile (pipelines.resources) says what the
+training steps ask for; this module only applies it.
 """
-
-
-from dataclasses import dataclass
 
 from kfp import dsl
 
@@ -19,46 +18,43 @@ from components.ingest import ingest
 from components.register import register
 from components.split import split_and_weight
 from components.train_frozen import train_frozen
+from pipelines.resources import PROFILES, Profile
 
 PIPELINE_NAME = "fer-emotion-training"
 TARGETS = ("vertex", "kfp")
+DEFAULT_PROFILE = {"vertex": "vertex", "kfp": "kind"}
 
 
-@dataclass(frozen=True)
-class GpuPool:
-    """Where fine-tuning runs on a Kubernetes cluster (the "kfp" target)."""
-
-    node_label_key: str = "cloud.google.com/gke-accelerator"
-    node_label_value: str = "nvidia-tesla-t4"
-    taint_key: str = "nvidia.com/gpu"
-    taint_value: str = "present"
-    taint_effect: str = "NoSchedule"
-    gpu_limit: int = 0  # nvidia.com/gpu per pod; 0 on kind (no GPUs), 1+ on GKE
-    # Vertex training resources for the GPU step
-    cpu_limit: str = "8"
-    memory_limit: str = "32G"
-
-
-def _request_gpu(task, target: str, gpu_type, gpu_count, pool: GpuPool) -> None:
-    """Put fine-tuning on a GPU: Vertex machine spec, or the cluster's GPU node pool."""
-    task.set_cpu_limit(pool.cpu_limit).set_memory_limit(pool.memory_limit)
-    if target == "vertex":
+def _place_training(task, profile: Profile, on_gpu: bool, gpu_type, gpu_count) -> None:
+    """Apply the profile's resources to a training step and, for a GPU step, the GPU:
+    Vertex's accelerator settings, or the cluster's GPU pool and nvidia.com/gpu."""
+    res = profile.training
+    for setter, value in ((task.set_cpu_request, res.cpu_request), (task.set_cpu_limit, res.cpu_limit),
+                          (task.set_memory_request, res.memory_request), (task.set_memory_limit, res.memory_limit)):
+        if value:
+            setter(value)
+    if not on_gpu:
+        return
+    if profile.target == "vertex":
         task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
         return
     from kfp import kubernetes
 
+    pool = profile.pool
     kubernetes.add_node_selector(task, label_key=pool.node_label_key, label_value=pool.node_label_value)
-    kubernetes.add_toleration(
-        task, key=pool.taint_key, operator="Equal", value=pool.taint_value, effect=pool.taint_effect
-    )
-    if pool.gpu_limit:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(pool.gpu_limit)
+    kubernetes.add_toleration(task, key=pool.taint_key, operator="Equal", value=pool.taint_value, effect=pool.taint_effect)
+    if profile.gpu_count:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(profile.gpu_count)
 
 
-def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
-    """Build the pipeline function for ``target`` ("vertex" or "kfp")."""
+def make_pipeline(target: str = "vertex", profile: Profile | None = None):
+    """Build the pipeline function for ``target`` ("vertex" or "kfp"), with the training
+    steps placed by ``profile`` (pipelines.resources; default: vertex, or kind for kfp)."""
     if target not in TARGETS:
         raise ValueError(f"Unknown target {target!r}; expected one of {TARGETS}.")
+    profile = profile or PROFILES[DEFAULT_PROFILE[target]]
+    if profile.target != target:
+        raise ValueError(f"profile {profile.name!r} is for the {profile.target} target, not {target}")
 
     @dsl.pipeline(name=PIPELINE_NAME, description="FER-2013 facial-emotion classifier: DenseNet169 (or a compact CNN), two-phase training.")
     def fer_training(
@@ -125,7 +121,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             head_pooling=head_pooling, compact_widths=compact_widths, tensorboard=tensorboard, experiment=experiment, **recipe,
         )
         frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
-        frozen.set_cpu_limit("8").set_memory_limit("32G")
+        _place_training(frozen, profile, profile.frozen_on_gpu, gpu_type, gpu_count)
 
         tuned = fine_tune(
             dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
@@ -137,7 +133,7 @@ def make_pipeline(target: str = "vertex", pool: GpuPool = GpuPool()):
             staging_uri=data_prefix, gpu_type=gpu_type, gpu_count=gpu_count,
         )
         tuned.set_display_name("4. fine-tune (GPU)").set_retry(num_retries=2)
-        _request_gpu(tuned, target, gpu_type, gpu_count, pool)
+        _place_training(tuned, profile, True, gpu_type, gpu_count)
 
         scored = evaluate(
             dataset=data.outputs["dataset"], model=tuned.outputs["model"],

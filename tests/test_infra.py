@@ -99,7 +99,7 @@ def test_terraform_fmt():
 
 # ------------------------------------------------------------------ kind
 def test_kind_gpu_worker_matches_the_pipeline_defaults():
-    from pipelines.training import GpuPool
+    from pipelines.resources import GpuPool
 
     pool = GpuPool()
     config = yaml.safe_load((ROOT / "infra" / "kind" / "cluster.yaml").read_text())
