@@ -21,7 +21,7 @@ REGISTRY ?= fer-pipeline
 IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
-.PHONY: help setup test test-fast run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
+.PHONY: help setup serving-compat test test-fast run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -35,7 +35,19 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
 
-test: setup ## Run the test suite (real-data tests skip where the FER-2013 zip is absent)
+# The TensorFlow of the default Vertex serving image (tf2-cpu.2-15), for tests/test_serving_compat.py
+COMPAT_VENV := build/serving-compat-venv
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
+
+$(COMPAT_STAMP): requirements-serving-compat.lock
+	@if $(PYTHON) -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))'; then \
+	  test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV); \
+	  $(COMPAT_VENV)/bin/python -m pip install --quiet -r requirements-serving-compat.lock && touch $@; \
+	else echo "serving-compat: TensorFlow 2.15 has no wheels for $$($(PYTHON) -V); tests/test_serving_compat.py will skip"; fi
+
+serving-compat: $(COMPAT_STAMP) ## Virtualenv with the serving image's TensorFlow 2.15 (build/serving-compat-venv), for make test
+
+test: setup serving-compat ## Run the test suite (real-data tests skip where the FER-2013 zip is absent)
 	$(PY) -m pytest
 
 test-fast: setup ## Run the tests except the slow and real-data ones

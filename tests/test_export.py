@@ -184,38 +184,4 @@ def test_export_names_a_missing_model_file(tmp_path):
         export_serving_model(tmp_path, tmp_path / "serving")
 
 
-# The Vertex prebuilt prediction containers stop at TF 2.15; set FER_COMPAT_PYTHON to a
-# Python with tensorflow-cpu==2.15.* to check the SavedModel loads there with equal scores.
-COMPAT_PYTHON = os.environ.get("FER_COMPAT_PYTHON")
-COMPAT_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import tensorflow as tf
-    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-    blobs = [open(p, "rb").read() for p in sys.argv[2:]]
-    out = serve(image_bytes=tf.constant(blobs))
-    print(json.dumps({"version": tf.__version__, "scores": out["scores"].numpy().tolist()}))
-    """
-)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not COMPAT_PYTHON, reason="FER_COMPAT_PYTHON (a Python with TF 2.15) not set")
-def test_savedmodel_loads_in_older_tensorflow(serving_dir, serve, face_pixels, tmp_path):
-    paths = []
-    for i, blob in enumerate([encode(face_pixels), encode(as_gray_rgb(upscale(face_pixels, 2, 3)))]):
-        paths.append(tmp_path / f"{i}.png")
-        paths[-1].write_bytes(blob)
-    script = tmp_path / "load.py"
-    script.write_text(COMPAT_SCRIPT)
-    run = subprocess.run(
-        [COMPAT_PYTHON, str(script), str(serving_dir), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    here = serve(image_bytes=tf.constant([p.read_bytes() for p in paths]))["scores"].numpy()
-    np.testing.assert_allclose(np.asarray(result["scores"]), here, atol=1e-6)
-    assert result["version"] != tf.__version__, "FER_COMPAT_PYTHON runs the same TensorFlow as the tests"
+# Loading in the serving image's TensorFlow (2.15), for every kind of model: tests/test_serving_compat.py
