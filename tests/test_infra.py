@@ -126,3 +126,42 @@ def test_kind_scripts_pin_the_kfp_release():
         assert path.is_file() and path.stat().st_mode & 0o111, f"{script} executable"
         assert path.read_text().startswith("#!/usr/bin/env bash\n")
         assert "set -euo pipefail" in path.read_text()
+
+
+# ------------------------------------------------------------------ terraform validate
+class FakeTerraform:
+    """Answers `init` and `validate` as given; records the commands and their folder."""
+
+    def __init__(self, init=(0, "Terraform has been successfully initialized!", ""), validate=(0, "Success! The configuration is valid.", "")):
+        self.answers, self.calls = {"init": init, "validate": validate}, []
+
+    def __call__(self, args, cwd):
+        self.calls.append((args, cwd))
+        assert (Path(cwd) / "versions.tf").is_file()  # a copy of infra/gcp
+        return self.answers[args[0]]
+
+
+def test_validate_runs_init_without_backend_then_validate_in_a_copy(monkeypatch, tmp_path):
+    monkeypatch.setattr(check, "PLUGIN_CACHE", tmp_path / "plugins")
+    fake = FakeTerraform()
+    ok, out = check.validate(run=fake)
+    assert ok is True and "valid" in out
+    assert [args[0] for args, _ in fake.calls] == ["init", "validate"]
+    assert "-backend=false" in fake.calls[0][0]
+    assert all(not Path(cwd).is_relative_to(ROOT) for _, cwd in fake.calls)  # nothing written into the repository
+
+
+def test_validate_skips_with_the_reason_when_the_registry_is_out_of_reach(monkeypatch, tmp_path):
+    monkeypatch.setattr(check, "PLUGIN_CACHE", tmp_path / "plugins")
+    offline = (1, "", "Error: Failed to query available provider packages\ncould not connect to registry.terraform.io: "
+                      "dial tcp: lookup registry.terraform.io: no such host")
+    ok, reason = check.validate(run=FakeTerraform(init=offline))
+    assert ok is None and "registry.terraform.io is out of reach" in reason
+
+
+def test_validate_fails_on_a_real_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(check, "PLUGIN_CACHE", tmp_path / "plugins")
+    ok, out = check.validate(run=FakeTerraform(validate=(1, "", "Error: Reference to undeclared input variable")))
+    assert ok is False and "undeclared input variable" in out
+    ok, out = check.validate(run=FakeTerraform(init=(1, "", "Error: Unsupported Terraform Core version")))
+    assert ok is False and "terraform init failed" in out
