@@ -52,7 +52,7 @@ export ENGINE BASE_IMAGE GPU_BASE_IMAGE
 
 .PHONY: base-image-local build build-cpu build-gpu test-images push cloudbuild \
         infra-check infra-plan infra-apply infra-config submit \
-        kind-up kind-down kind-load kfp-forward images-check
+        kind-up kind-down kind-load kind-upload kfp-forward images-check
 
 # ---- images -------------------------------------------------------------------------
 base-image-local: ## Make a local Debian bookworm base image (debootstrap; no registry): then make build BASE_IMAGE=$(LOCAL_BASE_IMAGE)
@@ -107,6 +107,10 @@ kind-up: ## Create the kind cluster (GPU-pool worker) and install KFP $(KFP_VERS
 
 kind-load: ## Load both images into the kind cluster
 	infra/kind/load-images.sh '$(KIND_CLUSTER)' '$(IMAGE)' '$(GPU_IMAGE)'
+
+kind-upload: ## Upload DATA= (Kaggle zip or fer2013.csv) to the kind cluster's Cloud Storage emulator (after kind-load)
+	@test -n '$(DATA)' || { echo "set DATA= to the Kaggle zip or fer2013.csv" >&2; exit 2; }
+	infra/kind/upload.sh '$(KIND_CLUSTER)' '$(IMAGE)' '$(DATA)'
 
 kfp-forward: ## Port-forward the KFP UI/API to localhost:$(KFP_PORT)
 	infra/kind/port-forward.sh $(KFP_PORT)

@@ -47,7 +47,10 @@ def compile_target(target: str, out_path: Path, *, image: str, gpu_image: str, c
     """Compile one target to ``out_path`` with the given images, commit label and profile."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(make_pipeline(target, placement), str(raw), pipeline_parameters={"commit": commit})
+        defaults = {"commit": commit}
+        if placement is not None and placement.storage is not None:
+            defaults |= placement.storage.parameter_defaults()
+        compiler.Compiler().compile(make_pipeline(target, placement), str(raw), pipeline_parameters=defaults)
         documents = list(yaml.safe_load_all(raw.read_text()))
     _set_images(documents, image, gpu_image)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ pipeline module only applies it (pipelines.training).
     vertex  Vertex AI Pipelines: the machine follows the CPU and memory limits; the GPU
             type and count are the pipeline's gpu_type / gpu_count parameters.
     kind    KFP on a local kind cluster that a 4-core, 16 GB laptop can schedule; the
-            GPU-pool worker advertises one fake nvidia.com/gpu (infra/kind/up.sh).
+            GPU-pool worker advertises one fake nvidia.com/gpu (infra/kind/up.sh); no
+            cloud account: storage is the in-cluster emulator, the registry a volume.
     gke     KFP on GKE with a GPU node pool (n1-standard-8 + T4 by default): the GPU
             request is what makes the autoscaler grow a pool scaled to zero.
 
@@ -31,6 +32,26 @@ class GpuPool:
 
 
 @dataclass(frozen=True)
+class InClusterStorage:
+    """Storage for a cluster without a cloud account: the Cloud Storage emulator and the
+    registry volume that infra/kind/storage.yaml deploys (`make kind-up`)."""
+
+    emulator_url: str = "http://fake-gcs.kubeflow.svc.cluster.local:4443"
+    bucket: str = "fer-kind"
+    registry_pvc: str = "fer-registry"
+    registry_mount: str = "/registry"
+
+    def parameter_defaults(self) -> dict[str, str]:
+        """Compiled-in defaults of the parameters that otherwise need a bucket: a run
+        then needs no settings at all (`make kind-upload` puts the data there)."""
+        return {
+            "data_source": f"gs://{self.bucket}/input/fer2013.zip",
+            "data_prefix": f"gs://{self.bucket}/fer",
+            "registry": self.registry_mount,
+        }
+
+
+@dataclass(frozen=True)
 class Resources:
     """CPU and memory of one step, in Kubernetes quantities ("" = not set)."""
 
@@ -48,6 +69,7 @@ class Profile:
     gpu_count: int = 0  # nvidia.com/gpu per GPU step on a cluster (Vertex: the gpu_count parameter)
     frozen_on_gpu: bool = False  # phase 1 on the GPU too (DenseNet169 with ImageNet weights: most of the compute)
     pool: GpuPool = field(default_factory=GpuPool)
+    storage: InClusterStorage | None = None  # None: a real bucket (Vertex; GKE with Workload Identity)
 
     def __post_init__(self) -> None:
         if self.target not in ("vertex", "kfp"):
@@ -63,7 +85,8 @@ class Profile:
 
 PROFILES = {
     "vertex": Profile("vertex", "vertex", Resources(cpu_limit="8", memory_limit="32G")),
-    "kind": Profile("kind", "kfp", Resources(cpu_request="1", cpu_limit="3", memory_request="3G", memory_limit="8G"), gpu_count=1),
+    "kind": Profile("kind", "kfp", Resources(cpu_request="1", cpu_limit="3", memory_request="3G", memory_limit="8G"), gpu_count=1,
+                    storage=InClusterStorage()),
     "gke": Profile("gke", "kfp", Resources(cpu_request="4", cpu_limit="7", memory_request="16G", memory_limit="24G"), gpu_count=1),
 }
 KFP_PROFILES = tuple(name for name, p in PROFILES.items() if p.target == "kfp")

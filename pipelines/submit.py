@@ -26,7 +26,9 @@ import sys
 from typing import Any
 
 from fer_pipeline.errors import ConfigError
-from pipelines.settings import DEFAULT_CONFIG, TARGETS, SubmitSettings, cli_overrides, load_settings
+from pipelines.settings import (
+    DEFAULT_CONFIG, TARGETS, SubmitSettings, cli_overrides, load_pipeline_spec, load_settings, parameter_specs,
+)
 
 def default_labels(settings: SubmitSettings) -> dict[str, str]:
     """``app`` and, where the template records it, ``commit`` (labels given win)."""
@@ -109,7 +111,12 @@ def kfp_request(settings: SubmitSettings) -> dict[str, Any]:
         "enable_caching": settings.enable_caching,
         "service_account": settings.kfp_service_account or None,
     }
-    return {"host": settings.kfp_host, "create_run_from_pipeline_package": kwargs}
+    # What the run will use: the compiled defaults (on kind: the in-cluster emulator and the
+    # registry volume) under the arguments given. Shown, not sent.
+    defaults = {name: spec["defaultValue"] for name, spec in parameter_specs(load_pipeline_spec(settings.template)).items()
+                if "defaultValue" in spec}
+    return {"host": settings.kfp_host, "create_run_from_pipeline_package": kwargs,
+            "parameters_in_effect": defaults | dict(settings.parameters)}
 
 
 def submit_kfp(settings: SubmitSettings, *, dry_run: bool = False, out=None) -> dict:

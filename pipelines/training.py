@@ -47,6 +47,18 @@ def _place_training(task, profile: Profile, on_gpu: bool, gpu_type, gpu_count) -
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(profile.gpu_count)
 
 
+def _use_storage(tasks, registering, profile: Profile) -> None:
+    """On a cluster without a cloud account: every task talks to the in-cluster Cloud
+    Storage emulator, and registration writes to the registry volume."""
+    if profile.storage is None:
+        return
+    from kfp import kubernetes
+
+    for task in tasks:
+        task.set_env_variable("STORAGE_EMULATOR_HOST", profile.storage.emulator_url)
+    kubernetes.mount_pvc(registering, pvc_name=profile.storage.registry_pvc, mount_path=profile.storage.registry_mount)
+
+
 def make_pipeline(target: str = "vertex", profile: Profile | None = None):
     """Build the pipeline function for ``target`` ("vertex" or "kfp"), with the training
     steps placed by ``profile`` (pipelines.resources; default: vertex, or kind for kfp)."""
@@ -150,5 +162,6 @@ def make_pipeline(target: str = "vertex", profile: Profile | None = None):
             )
             # Registering twice would add two versions: never cached, never retried.
             registered.set_display_name("6. register model").set_caching_options(False)
+        _use_storage((data, split, frozen, tuned, scored, registered), registered, profile)
 
     return fer_training

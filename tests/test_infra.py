@@ -165,3 +165,33 @@ def test_validate_fails_on_a_real_error(monkeypatch, tmp_path):
     assert ok is False and "undeclared input variable" in out
     ok, out = check.validate(run=FakeTerraform(init=(1, "", "Error: Unsupported Terraform Core version")))
     assert ok is False and "terraform init failed" in out
+
+
+# ------------------------------------------------------------------ kind storage (no cloud account)
+def test_kind_storage_manifests_match_the_kind_profile():
+    from urllib.parse import urlparse
+
+    from pipelines.resources import PROFILES
+
+    storage = PROFILES["kind"].storage
+    docs = [d for d in yaml.safe_load_all((ROOT / "infra" / "kind" / "storage.yaml").read_text()) if d]
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    url = urlparse(storage.emulator_url)
+    service_name, namespace = url.hostname.split(".")[:2]
+    service = by_kind["Service"][service_name]
+    assert service["metadata"]["namespace"] == namespace == "kubeflow"  # where KFP runs the pipeline's pods
+    assert service["spec"]["ports"][0]["port"] == url.port
+    assert storage.registry_pvc in by_kind["PersistentVolumeClaim"]
+    deployment = by_kind["Deployment"][service_name]
+    assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert re.fullmatch(r"fsouza/fake-gcs-server:\d+\.\d+\.\d+", server["image"]), server["image"]
+    assert f"-external-url={storage.emulator_url}" in server["args"] and f"-port={url.port}" in server["args"]
+    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert f"/storage/{storage.bucket}" in " ".join(init["command"])
+    up = (ROOT / "infra" / "kind" / "up.sh").read_text()
+    assert "storage.yaml" in up
+    upload = (ROOT / "infra" / "kind" / "upload.sh").read_text()
+    assert storage.emulator_url in upload and storage.parameter_defaults()["data_source"] in upload

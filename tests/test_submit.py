@@ -256,11 +256,24 @@ def test_kfp_dry_run_sends_nothing(compiled, monkeypatch, capsys):
     assert request["host"] == settings_mod.DEFAULT_KFP_HOST
 
 
-def test_kind_needs_no_gcp_settings_but_checks_parameters(compiled):
+def test_kind_needs_no_settings_at_all(compiled, capsys):
+    """The kind file's defaults are the in-cluster emulator and the registry volume."""
+    from pipelines.resources import PROFILES
+
+    _, kfp_file = compiled
+    request = submit_mod.submit(load_settings("kind", None, environ={"KFP_TEMPLATE": str(kfp_file)}), dry_run=True)
+    assert json.loads(capsys.readouterr().out) == request
+    storage = PROFILES["kind"].storage
+    in_effect = request["parameters_in_effect"]
+    assert in_effect["data_prefix"].startswith(f"gs://{storage.bucket}/") and in_effect["registry"] == storage.registry_mount
+    assert request["create_run_from_pipeline_package"]["arguments"] == {}
+
+
+def test_kind_still_checks_parameters(compiled):
     _, kfp_file = compiled
     with pytest.raises(SettingsError) as info:
-        load_settings("kind", None, environ={"KFP_TEMPLATE": str(kfp_file)})
-    assert {key for key, _ in info.value.problems} == {"PARAM_data_source", "PARAM_data_prefix"}
+        load_settings("kind", None, environ={"KFP_TEMPLATE": str(kfp_file), "PARAM_frozen_epochs": "many", "PARAM_nope": "1"})
+    assert {key for key, _ in info.value.problems} == {"PARAM_frozen_epochs", "PARAM_nope"}
 
 
 # ------------------------------------------------------------------ terraform outputs -> config

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create the kind cluster (infra/kind/cluster.yaml) and install Kubeflow Pipelines
-# standalone from the kubeflow/pipelines kustomize manifests at a pinned release.
+# Create the kind cluster (infra/kind/cluster.yaml), install Kubeflow Pipelines
+# standalone from the kubeflow/pipelines kustomize manifests at a pinned release, and
+# deploy the Cloud Storage emulator and the registry volume (infra/kind/storage.yaml).
 #
 #   infra/kind/up.sh [CLUSTER]            (make kind-up; default cluster name: fer)
 #
@@ -39,6 +40,9 @@ kubectl --context "$ctx" wait --for condition=established --timeout=120s crd/app
 kubectl --context "$ctx" apply -k "$manifests/env/platform-agnostic?ref=$KFP_VERSION"
 echo "waiting for the KFP deployments (first pull takes minutes)"
 kubectl --context "$ctx" -n kubeflow wait --for=condition=available --timeout=900s deployment --all
+echo "deploying the Cloud Storage emulator and the registry volume (infra/kind/storage.yaml)"
+kubectl --context "$ctx" apply -f "$here/storage.yaml"
+kubectl --context "$ctx" -n kubeflow wait --for=condition=available --timeout=300s deployment/fake-gcs
 kubectl --context "$ctx" -n kubeflow get pods
 echo
-echo "next: make kind-load; make kfp-forward (UI/API on http://localhost:8080); make submit TARGET=kind"
+echo "next: make build kind-load compile; make kind-upload DATA=fer2013.zip; make kfp-forward &; make submit TARGET=kind"
