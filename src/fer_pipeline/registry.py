@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from fer_pipeline.errors import ConfigError, FerError
 
 log = logging.getLogger(__name__)
@@ -310,12 +312,13 @@ class LocalRegistry:
             return {"format_version": INDEX_FORMAT_VERSION, "models": {}}
         try:
             index = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RegistryError(f"{path} is not valid JSON ({exc}); restore it from a backup or start a new registry.") from exc
-        if index.get("format_version") != INDEX_FORMAT_VERSION:
+        if isinstance(index, dict) and index.get("format_version") != INDEX_FORMAT_VERSION:
             raise RegistryError(
                 f"{path} has format_version {index.get('format_version')!r}; this version reads {INDEX_FORMAT_VERSION}."
             )
+        check_shape(_IndexShape, index, path, "a model registry index", RegistryError)
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:
@@ -381,6 +384,48 @@ class LocalRegistry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# The shape index.json must have; checked on every read, so that a file that is valid JSON
+# but not an index (``[]``, entries without fields) is refused with its name, not a crash.
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _VersionShape(_Shape):
+    version: int
+    path: str
+    metrics: dict[str, Any]
+    labels: dict[str, str]
+    description: str
+    primary_metric: str
+
+
+class _ModelShape(_Shape):
+    versions: list[_VersionShape]
+    aliases: dict[str, int]
+    default_version: int | None
+
+
+class _IndexShape(_Shape):
+    format_version: int
+    models: dict[str, _ModelShape]
+
+
+def check_shape(shape: type[BaseModel], data: Any, path: Path, what: str, error: type[FerError]) -> None:
+    """Raise ``error`` naming ``path`` and the first misplaced field when ``data`` is not ``shape``."""
+    try:
+        shape.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        plain = {"missing": "a required field is missing", "model_type": "expected a JSON object",
+                 "dict_type": "expected a JSON object", "list_type": "expected a JSON list"}
+        problem = plain.get(first["type"], first["msg"].lower())
+        raise error(
+            f"{path} is valid JSON but not {what}: at {where}, {problem} "
+            f"({exc.error_count()} problem(s)); restore it from a backup or move it away to start a new one."
+        ) from None
 
 
 def check_model_name(name: str) -> None:

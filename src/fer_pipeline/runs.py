@@ -32,9 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from pydantic import BaseModel, ConfigDict
+
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError
-from fer_pipeline.registry import json_ready, write_json_atomic
+from fer_pipeline.registry import check_shape, json_ready, write_json_atomic
 
 INDEX_FILE = "runs.json"
 RECORD_FILE = "run.json"  # beside metrics.json in the evaluation directory
@@ -56,6 +58,26 @@ LOWER_IS_BETTER = {"log_loss"}
 _PHASE_FIELDS = {"frozen": ("frozen_",), "finetune": ("finetune_", "unfreeze_from")}
 # TrainConfig fields that say where a run keeps things, not how it trains.
 NOT_PARAMETERS = frozenset({"backup_dir"})
+
+
+class _RunShape(BaseModel):
+    """The types the readers of a run record rely on (every field may be absent)."""
+
+    model_config = ConfigDict(extra="allow")
+    run_id: str | None = None
+    kind: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    duration_s: float | None = None
+    train_seconds: float | None = None
+    params: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+
+
+class _RunIndexShape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format_version: int
+    runs: list[_RunShape] = []
 
 
 class RunIndexError(FerError):
@@ -262,12 +284,13 @@ class RunIndex:
             return []
         try:
             data = json.loads(self.path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunIndexError(f"{self.path} is not valid JSON ({exc}); move it away to start a new index.") from exc
-        if data.get("format_version") != FORMAT_VERSION:
+        if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
             raise RunIndexError(
                 f"{self.path} has format_version {data.get('format_version')!r}; this version reads {FORMAT_VERSION}."
             )
+        check_shape(_RunIndexShape, data, self.path, "a run index", RunIndexError)
         return list(data.get("runs", []))
 
     def append(self, record: dict) -> dict:
