@@ -245,5 +245,7 @@ def test_options_are_recorded(kaggle_zip: Path):
         "duplicate_policy": "drop",
         "drop_leakage": True,
         "strict": False,
+        "max_member_bytes": 64 * 2**20,
+        "max_compression_ratio": 100.0,
     }
     assert result.report.to_dict()["options"] == result.dataset.manifest["options"]

@@ -70,18 +70,30 @@ class IngestOptions:
         drop_leakage: drop train samples whose pixels are identical to a test sample.
         strict: any rejected file fails the ingest; False quarantines rejected files
             (listed in the report) and goes on without them.
+        max_member_bytes: a zip entry that inflates to more than this is rejected
+            before it is inflated (a FER-2013 image is about 2 KB; a camera JPEG a few MB).
+        max_compression_ratio: a zip entry whose uncompressed size is more than this
+            many times its compressed size is rejected unread (archive bombs reach
+            1,000x and more; images barely compress).
     """
 
     convert: bool = False
     duplicate_policy: str = "keep"
     drop_leakage: bool = False
     strict: bool = True
+    max_member_bytes: int = 64 * 2**20
+    max_compression_ratio: float = 100.0
 
     def __post_init__(self) -> None:
         if self.duplicate_policy not in DUPLICATE_POLICIES:
             raise ConfigError(
                 f"duplicate_policy must be one of {', '.join(DUPLICATE_POLICIES)}, "
                 f"got {self.duplicate_policy!r}."
+            )
+        if self.max_member_bytes <= 0 or self.max_compression_ratio <= 1:
+            raise ConfigError(
+                "max_member_bytes must be > 0 and max_compression_ratio > 1, "
+                f"got {self.max_member_bytes!r} and {self.max_compression_ratio!r}."
             )
 
 
@@ -250,7 +262,7 @@ def read_source(path: str | Path, options: IngestOptions = IngestOptions()) -> I
         collected = _read_csv(path)
         checksum = source_checksum(path)
     else:
-        tree = _ZipTree(path) if source_format == "kaggle-zip" else _DirTree(path)
+        tree = _ZipTree(path, options) if source_format == "kaggle-zip" else _DirTree(path)
         with tree:
             collected = _read_tree(tree, options)
             checksum = tree.checksum()
@@ -360,10 +372,13 @@ class _Collected:
 
 
 class _ZipTree:
-    """A zip archive read in memory: entry names, and entry bytes by name."""
+    """A zip archive read in memory: entry names, and entry bytes by name. An entry is
+    inflated only within the size and compression-ratio limits (archive bombs)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, options: "IngestOptions" = IngestOptions()):
         self.path = path
+        self.max_bytes = options.max_member_bytes
+        self.max_ratio = options.max_compression_ratio
         try:
             self._archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -396,8 +411,22 @@ class _ZipTree:
         return self.path.name
 
     def read(self, name: str) -> bytes:
-        """Bytes of one entry."""
-        return self._archive.read(self._infos[name])
+        """Bytes of one entry; _Rejected, unread, when it would inflate past the limits
+        (its declared size and ratio are checked first, then the bytes actually read)."""
+        info = self._infos[name]
+        if info.file_size > self.max_bytes:
+            raise _Rejected(f"inflates to {info.file_size:,} bytes, over the {self.max_bytes:,}-byte limit "
+                            "(max_member_bytes); not read")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > self.max_ratio:
+            raise _Rejected(f"compressed {ratio:,.0f}:1, over the {self.max_ratio:g}:1 limit "
+                            "(max_compression_ratio; an archive bomb?); not read")
+        with self._archive.open(info) as member:
+            data = member.read(self.max_bytes + 1)  # a lying header cannot make it read more
+        if len(data) > self.max_bytes:
+            raise _Rejected(f"inflates past the {self.max_bytes:,}-byte limit (max_member_bytes) although its "
+                            f"header says {info.file_size:,}; not read")
+        return data
 
     def checksum(self) -> str:
         """SHA-256 of the archive file."""
@@ -525,6 +554,9 @@ def _read_one(
     """Decode one image file into the collection, or record why not."""
     try:
         data = tree.read(name)
+    except _Rejected as exc:  # over the archive limits
+        collected.issue(name, REJECTED, str(exc))
+        return
     except Exception as exc:  # bad CRC, encrypted entry, permission denied
         collected.issue(name, REJECTED, f"cannot read: {exc}")
         return
