@@ -383,6 +383,11 @@ class _ZipTree:
             self._archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise DatasetError(f"{path} is not a readable zip file ({exc}); download it again.") from None
+        except UnicodeDecodeError as exc:  # an entry flagged UTF-8 whose name is not
+            raise DatasetError(
+                f"{path} has an entry name marked UTF-8 that is not valid UTF-8 ({exc.object[:60]!r}); "
+                "re-create the archive (names without the UTF-8 flag are read as code page 437)."
+            ) from None
         self.files: list[str] = []
         self.dirs: list[str] = []
         self.skipped: list[tuple[str, str]] = []  # (entry, reason): inputs ignored outright
@@ -452,6 +457,12 @@ def _refuse_link_entry(info: zipfile.ZipInfo, name: str, archive: zipfile.ZipFil
         )
 
 
+def shown_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (names made on other systems arrive
+    as surrogate escapes) become visible escapes, ``caf\\xe9.jpg``; valid names are unchanged."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class _DirTree:
     """A directory tree: relative file and folder paths, file bytes by path.
 
@@ -466,6 +477,7 @@ class _DirTree:
         self.dirs: list[str] = []
         self.skipped: list[tuple[str, str]] = []  # (path, reason): inputs ignored outright
         self._digests: dict[str, str] = {}
+        self._paths: dict[str, Path] = {}  # shown name -> the file on disk
         self._scan(self._real_root, "", {self._real_root})
 
     def __enter__(self) -> "_DirTree":
@@ -483,7 +495,7 @@ class _DirTree:
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda e: e.name)
         for entry in entries:
-            relative = prefix + entry.name
+            relative = prefix + shown_name(entry.name)
             if entry.is_symlink():
                 self._check_link(Path(entry.path), relative)
             if entry.is_dir():
@@ -495,6 +507,7 @@ class _DirTree:
                 self._scan(real, relative + "/", visited | {real})
             elif entry.is_file():
                 self.files.append(relative)
+                self._paths[relative] = Path(entry.path)
             else:
                 self.skipped.append((relative, "not a regular file (broken link, socket or device)"))
 
@@ -509,7 +522,7 @@ class _DirTree:
 
     def read(self, relative: str) -> bytes:
         """Bytes of one file; remembers its digest for the checksum."""
-        data = (self._real_root / relative).read_bytes()
+        data = self._paths[relative].read_bytes()
         self._digests[relative] = hashlib.sha256(data).hexdigest()
         return data
 
