@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fer_pipeline import __version__, cli_models, runs
+from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.presets import PRESETS, preset
 from fer_pipeline.errors import FerError
@@ -197,19 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="Kaggle zip or folder, or fer2013.csv")
     p.add_argument("--convert", action="store_true", help="accept RGB/other-size images by converting them")
     p.add_argument("--quarantine", action="store_true", help="list bad files instead of failing on them")
-    p.add_argument("--json", help="also write the full report as JSON to this file")
+    p.add_argument("--json", type=output_file, help="also write the full report as JSON to this file")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("ingest", help="step 1: read, validate and write the canonical dataset")
     p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
-    p.add_argument("--out", type=Path, required=True, help="local directory for the canonical dataset")
+    p.add_argument("--out", type=output_dir, required=True, help="local directory for the canonical dataset")
     p.add_argument("--gcs-prefix", help="also publish to gs://BUCKET/PREFIX/datasets/<checksum>")
     p.add_argument("--convert", action="store_true", help="accept RGB/other-size images by converting them")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("split", help="step 2: stratified train/validation split and class weights")
     p.add_argument("dataset", help="canonical dataset directory or gs:// prefix")
-    p.add_argument("--out", type=Path, required=True, help="split JSON to write")
+    p.add_argument("--out", type=output_file, required=True, help="split JSON to write")
     add_config_arguments(p, SplitConfig)
     p.set_defaults(func=cmd_split)
 
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split", type=Path, required=True, help="split JSON from `split`")
         if name == "fine-tune":
             p.add_argument("--model", type=Path, required=True, help="phase-1 model.keras")
-        p.add_argument("--out", type=Path, required=True, help="output directory (model.keras, history.json)")
+        p.add_argument("--out", type=output_dir, required=True, help="output directory (model.keras, history.json)")
         add_config_arguments(p, TrainConfig)
         p.set_defaults(func=func)
 
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--model", type=Path, required=True, help="model.keras to evaluate")
     p.add_argument("--history", type=Path, action="append", help="history.json of a phase (repeatable)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=output_dir, required=True, help="output directory (metrics, plots, report)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("register", help="step 6: export and register a model version")
@@ -243,12 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="all steps in a row, no KFP: ingest, split, both phases, evaluate")
     p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
-    p.add_argument("--out", type=Path, required=True, help="output directory for everything")
+    p.add_argument("--out", type=output_dir, required=True, help="output directory for everything")
     p.add_argument("--val-fraction", type=float, default=None, help=f"default: {SplitConfig.val_fraction} or the preset's")
     p.add_argument("--preset", default="", choices=["", *PRESETS],
                    help="named parameter set (fer_pipeline/presets.py); the flags below override it")
     p.add_argument("--convert", action="store_true")
-    p.add_argument("--runs-index", type=Path, default=None,
+    p.add_argument("--runs-index", type=output_file, default=None,
                    help="run index to append this run to (default: $FER_RUNS or build/runs.json)")
     add_config_arguments(p, TrainConfig)
     p.set_defaults(func=cmd_run)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from fer_pipeline.cli_paths import output_dir
 from fer_pipeline.errors import FerError
 from fer_pipeline.registry import LocalRegistry, ModelVersion, default_registry_root
 
@@ -60,7 +61,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="Skip face detection: each image is one face crop (FER-style 48x48).",
     )
-    predict.add_argument("--annotate", metavar="DIR", type=Path, help="Write copies with boxes and labels here.")
+    predict.add_argument("--annotate", metavar="DIR", type=output_dir, help="Write copies with boxes and labels here.")
     predict.add_argument(
         "--margin", type=float, default=0.2, help="Crop size beyond the face box, as a fraction (default 0.2)."
     )
