@@ -65,6 +65,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--margin", type=float, default=0.2, help="Crop size beyond the face box, as a fraction (default 0.2)."
     )
+    predict.add_argument(
+        "--max-pixels", type=int, default=100_000_000,
+        help="Refuse photos with more pixels than this, unread (default 100,000,000)."
+    )
     add_registry_option(predict)
     predict.set_defaults(func=run_predict)
 
@@ -153,6 +157,7 @@ def run_predict(args: argparse.Namespace) -> int:
         skip_detection=args.no_detect,
         annotate_dir=args.annotate,
         margin=args.margin,
+        max_pixels=args.max_pixels,
     )
     print(json.dumps(results, indent=2))
     if all("error" in entry for entry in results):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -52,16 +53,59 @@ def load_face_detector():
     return detector
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file to a BGR (or gray) uint8 array; None when it cannot be read."""
+# Photos above this many pixels are refused before decoding: decoding allocates width x
+# height x channels bytes (100 Mpx: 300 MB in colour), and OpenCV's own limit raises.
+MAX_PHOTO_PIXELS = 100_000_000
+
+
+class UnreadableImage(FerError):
+    """One input photo cannot be used; the message names it and why."""
+
+
+def read_image(path: Path, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
+    """Decode an image file to a BGR (or gray) uint8 array.
+
+    Raises:
+        UnreadableImage: missing, empty, not an image, too many pixels, or undecodable.
+    """
     cv2 = _cv2()
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # imdecode also copes with non-ASCII paths
-    except OSError:
-        return None
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read {path}: {exc.strerror or exc}") from None
     if data.size == 0:
+        raise UnreadableImage(f"cannot read {path}: empty file")
+    pixels = _declared_pixels(data)
+    if pixels is not None and pixels > max_pixels:
+        raise UnreadableImage(f"{path} has {pixels:,} pixels, over the {max_pixels:,}-pixel limit "
+                              "(--max-pixels); scale it down first")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise UnreadableImage(f"cannot decode {path}: {str(exc).strip().splitlines()[-1]}") from None
+    if image is None:
+        raise UnreadableImage(f"cannot read {path}: not an image format OpenCV can decode")
+    return image
+
+
+def _declared_pixels(data: np.ndarray) -> int | None:
+    """Width x height from the file's header (PIL reads only the header), or None."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.tobytes())) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:  # PIL refuses twice its own limit at open
+        numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
+        return numbers[0] if numbers else None
+    except Exception:  # not a format PIL knows: OpenCV may still decode it
         return None
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return width * height
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -124,6 +168,7 @@ def predict_images(
     skip_detection: bool = False,
     annotate_dir: Path | None = None,
     margin: float = 0.2,
+    max_pixels: int = MAX_PHOTO_PIXELS,
 ) -> list[dict[str, Any]]:
     """Detect faces in each image and classify their emotions with one model call.
 
@@ -134,6 +179,7 @@ def predict_images(
         skip_detection: classify each whole image as one face (FER-style crops).
         annotate_dir: when given, write each readable image there with boxes and labels.
         margin: the crop is ``1 + margin`` times the detected box, centred on it.
+        max_pixels: photos with more pixels are refused unread (an "error" entry).
 
     Returns:
         One dict per image, in order: ``{"image": path, "faces": [{"box": [x, y, w, h],
@@ -142,6 +188,8 @@ def predict_images(
     """
     if margin < 0:
         raise FerError(f"margin must be >= 0 (a fraction of the face box), got {margin}.")
+    if max_pixels <= 0:
+        raise FerError(f"max_pixels must be a positive number of pixels, got {max_pixels}.")
     side = model_input_side(model)
     results: list[dict[str, Any]] = []
     crops: list[np.ndarray] = []
@@ -151,9 +199,10 @@ def predict_images(
     for path in image_paths:
         entry: dict[str, Any] = {"image": str(path), "faces": []}
         results.append(entry)
-        image = read_image(Path(path))
-        if image is None:
-            entry["error"] = f"cannot read {path}: missing, empty, or not an image format OpenCV can decode"
+        try:
+            image = read_image(Path(path), max_pixels)
+        except UnreadableImage as exc:
+            entry["error"] = str(exc)
             log.warning(entry["error"])
             continue
         gray = to_gray(image)
