@@ -199,6 +199,7 @@ def parse_args(argv: list[str] | None) -> tuple[run_local.LocalRun, argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     run, own = parse_args(argv)
+    run_local.check_parameters(run)
     run_local.check_data(run)
     try:
         executor = prepare(run, own.train_image, own.engine)

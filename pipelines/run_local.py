@@ -70,22 +70,47 @@ def parse_args(argv: list[str] | None) -> LocalRun:
         frozen_epochs=epochs if epochs is not None else chosen.get("frozen_epochs", 2 if sample else 20),
         finetune_epochs=epochs if epochs is not None else chosen.get("finetune_epochs", 1 if sample else 10),
         max_train_samples=args.max_samples,
-        batch_size=args.batch_size or chosen.get("batch_size", 64),
+        batch_size=first_set(args.batch_size, chosen.get("batch_size"), 64),
         threshold=args.threshold,
-        weights=args.weights or chosen.get("weights", "none"),
+        weights=first_set(args.weights, chosen.get("weights"), "none"),
         # A randomly initialised backbone needs a larger rate than fine-tuning ImageNet features.
-        frozen_lr=args.frozen_lr or chosen.get("frozen_lr", 1e-3 if sample else 1e-4),
-        finetune_lr=args.finetune_lr or chosen.get("finetune_lr", 1e-4 if sample else 1e-5),
+        frozen_lr=first_set(args.frozen_lr, chosen.get("frozen_lr"), 1e-3 if sample else 1e-4),
+        finetune_lr=first_set(args.finetune_lr, chosen.get("finetune_lr"), 1e-4 if sample else 1e-5),
         local_dir=args.local_dir.resolve(),
         cache=args.cache,
         preset=args.preset,
     )
 
 
+def check_parameters(run: LocalRun) -> None:
+    """Build the typed configs the components will build from these parameters, so that a
+    bad value fails now, in one line, and not in the training step after ingest."""
+    import dataclasses
+
+    from fer_pipeline.config import SplitConfig, TrainConfig, split_config_from_dict
+    from fer_pipeline.errors import ConfigError
+
+    arguments = pipeline_arguments(run, run.data)
+    try:
+        TrainConfig.from_dict({f.name: arguments[f.name] for f in dataclasses.fields(TrainConfig) if f.name in arguments})
+        split_config_from_dict({f.name: arguments[f.name] for f in dataclasses.fields(SplitConfig) if f.name in arguments})
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if not 0.0 <= run.threshold <= 1.0:
+        raise SystemExit(f"error: --threshold must be an accuracy in [0, 1], got {run.threshold}.")
+    if run.max_train_samples < 0:
+        raise SystemExit(f"error: --max-samples must be >= 0 (0 = all), got {run.max_train_samples}.")
+
+
 def check_data(run: LocalRun) -> None:
     """Refuse a DATA= that does not exist before anything is built or written."""
     if run.data and not run.data.startswith(REMOTE_SOURCES) and not Path(run.data).expanduser().exists():
         raise SystemExit(f"error: DATA={run.data} does not exist; pass the Kaggle zip, its folder, fer2013.csv, a gs:// URI or kaggle:msambare/fer2013.")
+
+
+def first_set(*values):
+    """The first value that was given: an explicit 0 is a value, not "unset"."""
+    return next(v for v in values if v is not None)
 
 
 def data_source(run: LocalRun) -> str:
@@ -272,6 +297,7 @@ def execute(run: LocalRun, executor: Executor | None = None, how: str = "kfp.loc
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.time()
+    check_parameters(run)
     source = data_source(run)
     log_path = run.local_dir / "run.log"
     print(f"Running the pipeline with {how}; full log: {log_path}")

@@ -127,6 +127,24 @@ class TrainConfig:
             )
         if self.frozen_epochs < 0 or self.finetune_epochs < 0:
             problems.append("epochs must be >= 0")
+        for name in ("frozen_lr", "finetune_lr"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("width_shift", "height_shift"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if any(not 0.0 <= d < 1.0 for d in self.dropouts):
+            problems.append(f"dropouts must each be in [0, 1), got {self.dropouts}")
+        if any(units < 1 for units in self.dense_units):
+            problems.append(f"dense_units must be positive, got {self.dense_units}")
+        if self.max_train_samples < 0:
+            problems.append(f"max_train_samples must be >= 0 (0 = all), got {self.max_train_samples}")
+        if self.early_stopping_patience < 0 or self.reduce_lr_patience < 0:
+            problems.append("early_stopping_patience and reduce_lr_patience must be >= 0")
+        if not 0.0 < self.reduce_lr_factor < 1.0:
+            problems.append(f"reduce_lr_factor must be in (0, 1), got {self.reduce_lr_factor!r}")
+        if self.min_lr < 0:
+            problems.append(f"min_lr must be >= 0, got {self.min_lr!r}")
         if problems:
             raise ConfigError("Invalid training config: " + "; ".join(problems) + ".")
 
