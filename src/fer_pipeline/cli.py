@@ -3,6 +3,10 @@ without KFP, plus `validate` for a dataset and `run` for all steps in a row.
 
     fer-pipeline validate fer2013.zip
     fer-pipeline run fer2013.zip --out runs/first --weights none --frozen-epochs 2 --finetune-epochs 1
+
+Exit codes: 0 done; 1 an input (dataset, photo, registry or run index) is unusable as it
+is; 2 the command line or configuration is wrong (the message names the value or option);
+130 interrupted. Errors are one line; --debug shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -195,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a dataset and print its report (exit 1 if unusable)")
@@ -269,8 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FerError as exc:
+        if args.debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

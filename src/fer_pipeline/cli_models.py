@@ -84,15 +84,18 @@ def add_registry_option(parser: argparse.ArgumentParser) -> None:
 
 
 def reports_user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Print a FerError as one line on stderr and return EXIT_USER_ERROR instead of a traceback."""
+    """Print a FerError as one line on stderr and return its exit code (1 unusable input,
+    2 wrong value) instead of a traceback; with --debug, let it raise."""
 
     @functools.wraps(command)
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return command(args)
         except FerError as exc:
+            if getattr(args, "debug", False):
+                raise
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USER_ERROR
+            return exc.exit_code
 
     return wrapper
 

@@ -1,13 +1,31 @@
-"""Exceptions that carry a message meant for the user: what is wrong, where, and the fix."""
+"""Exceptions that carry a message meant for the user: what is wrong, where, and the fix.
+
+Each carries the exit code the CLI ends with (documented in `fer-pipeline --help`):
+1 = an input (dataset, photo, registry or run index) is unusable as it is;
+2 = the command line or configuration is wrong (a value, an option, a name).
+"""
+
+EXIT_UNUSABLE_INPUT = 1
+EXIT_USAGE = 2
 
 
 class FerError(Exception):
-    """Base class for errors the CLI prints without a traceback."""
+    """Base class for errors the CLI prints in one line, without a traceback."""
+
+    exit_code = EXIT_USAGE
 
 
 class DatasetError(FerError):
     """The input data cannot be used as given."""
 
+    exit_code = EXIT_UNUSABLE_INPUT
+
 
 class ConfigError(FerError):
     """A parameter or setting is missing or out of range."""
+
+
+class UnusableFileError(FerError):
+    """A file the command reads (an index, a photo) is damaged or of the wrong shape."""
+
+    exit_code = EXIT_UNUSABLE_INPUT

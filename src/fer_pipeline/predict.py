@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from fer_pipeline.classes import CLASSES
-from fer_pipeline.errors import FerError
+from fer_pipeline.errors import FerError, UnusableFileError
 from fer_pipeline.export import model_input_side
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def load_face_detector():
 MAX_PHOTO_PIXELS = 100_000_000
 
 
-class UnreadableImage(FerError):
+class UnreadableImage(UnusableFileError):
     """One input photo cannot be used; the message names it and why."""
 
 

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fer_pipeline.errors import ConfigError, FerError
+from fer_pipeline.errors import ConfigError, FerError, UnusableFileError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ def default_registry_root() -> Path:
 
 class RegistryError(FerError):
     """A registry reference or registration cannot be resolved or carried out."""
+
+
+class RegistryFileError(RegistryError, UnusableFileError):
+    """The registry's index.json is not valid JSON, of another format, or the wrong shape."""
 
 
 def champion_gate(
@@ -313,12 +317,12 @@ class LocalRegistry:
         try:
             index = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"{path} is not valid JSON ({exc}); restore it from a backup or start a new registry.") from exc
+            raise RegistryFileError(f"{path} is not valid JSON ({exc}); restore it from a backup or start a new registry.") from exc
         if isinstance(index, dict) and index.get("format_version") != INDEX_FORMAT_VERSION:
-            raise RegistryError(
+            raise RegistryFileError(
                 f"{path} has format_version {index.get('format_version')!r}; this version reads {INDEX_FORMAT_VERSION}."
             )
-        check_shape(_IndexShape, index, path, "a model registry index", RegistryError)
+        check_shape(_IndexShape, index, path, "a model registry index", RegistryFileError)
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:

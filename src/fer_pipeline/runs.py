@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from fer_pipeline.classes import CLASSES
-from fer_pipeline.errors import FerError
+from fer_pipeline.errors import FerError, UnusableFileError
 from fer_pipeline.registry import check_shape, json_ready, write_json_atomic
 
 INDEX_FILE = "runs.json"
@@ -82,6 +82,10 @@ class _RunIndexShape(BaseModel):
 
 class RunIndexError(FerError):
     """The run index cannot be read, or holds too few runs for the request."""
+
+
+class RunIndexFileError(RunIndexError, UnusableFileError):
+    """runs.json is not valid JSON, of another format, or the wrong shape."""
 
 
 def default_index() -> Path:
@@ -285,12 +289,12 @@ class RunIndex:
         try:
             data = json.loads(self.path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunIndexError(f"{self.path} is not valid JSON ({exc}); move it away to start a new index.") from exc
+            raise RunIndexFileError(f"{self.path} is not valid JSON ({exc}); move it away to start a new index.") from exc
         if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
-            raise RunIndexError(
+            raise RunIndexFileError(
                 f"{self.path} has format_version {data.get('format_version')!r}; this version reads {FORMAT_VERSION}."
             )
-        check_shape(_RunIndexShape, data, self.path, "a run index", RunIndexError)
+        check_shape(_RunIndexShape, data, self.path, "a run index", RunIndexFileError)
         return list(data.get("runs", []))
 
     def append(self, record: dict) -> dict:

@@ -1,0 +1,72 @@
+"""One error path for the CLI: an expected failure is one line on stderr and a documented
+exit code (1: an input is unusable as it is; 2: the command line or configuration is
+wrong); --debug shows the traceback instead."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fer_pipeline import cli
+from fer_pipeline.errors import EXIT_UNUSABLE_INPUT, EXIT_USAGE, FerError
+
+
+def broken_zip(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.zip"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    return path
+
+
+def registry_with_a_bad_index(tmp_path: Path) -> Path:
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "index.json").write_text("[]")
+    return tmp_path / "registry"
+
+
+def run_index(tmp_path: Path, document) -> Path:
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+CASES = {
+    # unusable inputs: 1
+    "validate a damaged zip": (lambda t: ["validate", str(broken_zip(t))], EXIT_UNUSABLE_INPUT, "not a readable zip"),
+    "ingest a damaged zip": (lambda t: ["ingest", str(broken_zip(t)), "--out", str(t / "ds")], EXIT_UNUSABLE_INPUT,
+                             "not a readable zip"),
+    "models list on a bad index": (lambda t: ["models", "list", "--registry", str(registry_with_a_bad_index(t))],
+                                   EXIT_UNUSABLE_INPUT, "not a model registry index"),
+    "runs list on a bad index": (lambda t: ["runs", "list", "--index", str(run_index(t, {"format_version": 1, "runs": 3}))],
+                                 EXIT_UNUSABLE_INPUT, "not a run index"),
+    # wrong values on the command line: 2
+    "models show an unknown name": (lambda t: ["models", "show", "nope", "--registry", str(t / "empty")], EXIT_USAGE,
+                                    "No model named 'nope'"),
+    "runs compare an unknown run": (lambda t: ["runs", "compare", "--index", str(run_index(t, {"format_version": 1, "runs": [
+        {"run_id": "a"}, {"run_id": "b"}]})), "--run", "nope"], EXIT_USAGE, "No run nope"),
+    "ingest a missing source": (lambda t: ["ingest", str(t / "nope.zip"), "--out", str(t / "ds")], EXIT_USAGE,
+                                "does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_expected_failures_are_one_line_with_their_exit_code(tmp_path, capsys, name):
+    make_argv, code, message = CASES[name]
+    assert cli.main(make_argv(tmp_path)) == code
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["validate a damaged zip", "models list on a bad index", "runs compare an unknown run"])
+def test_debug_shows_the_traceback_instead(tmp_path, name):
+    make_argv, _, message = CASES[name]
+    with pytest.raises(FerError, match=message):
+        cli.main(["--debug", *make_argv(tmp_path)])
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "Exit codes: 0 done; 1 an input" in out and "2 the command line or configuration is wrong" in out
