@@ -29,3 +29,18 @@ class UnusableFileError(FerError):
     """A file the command reads (an index, a photo) is damaged or of the wrong shape."""
 
     exit_code = EXIT_UNUSABLE_INPUT
+
+
+def read_json_file(path, what: str):
+    """The JSON document in ``path``; UnusableFileError naming the file and ``what`` it
+    should be when it is missing, unreadable or not JSON."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UnusableFileError(f"{path} does not exist; pass {what}.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise UnusableFileError(f"{path} is not {what} ({exc}).") from None

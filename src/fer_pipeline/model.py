@@ -25,7 +25,7 @@ from keras import layers
 
 from fer_pipeline.classes import IMAGE_SIZE, NUM_CLASSES
 from fer_pipeline.config import TrainConfig
-from fer_pipeline.errors import ConfigError
+from fer_pipeline.errors import ConfigError, UnusableFileError
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +189,21 @@ def load_model(path: str | Path) -> keras.Model:
     This module registers ``HorizontalFlip``; ``optim`` registers the loss, which a
     TTA model's inner model still names in its saved compile config.
     """
+    import zipfile
+
     from fer_pipeline import optim  # noqa: F401
 
-    return keras.saving.load_model(path, compile=False)
+    path = Path(path)
+    if not path.is_file():
+        raise UnusableFileError(f"{path} does not exist or is not a file; pass a model.keras written by training.")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise UnusableFileError(f"{path} is not a Keras model file (a .keras file is a zip archive); it is damaged or "
+                                "something else. Pass a model.keras written by training.")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:  # what Keras raises for bad files
+        raise UnusableFileError(f"{path} cannot be loaded as a Keras model ({exc}); pass a model.keras written by "
+                                "training.") from None
 
 
 def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "", *, freeze_batchnorm: bool = True) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from fer_pipeline import storage
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import MANIFEST_FILE, FerDataset
-from fer_pipeline.errors import FerError
+from fer_pipeline.errors import FerError, UnusableFileError, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,9 @@ def register_step(
     """
     from fer_pipeline.export import export_serving_model
 
-    metrics = json.loads(Path(metrics_path).read_text())
+    metrics = read_json_file(metrics_path, "the metrics.json that `evaluate` writes")
+    if not isinstance(metrics, dict):
+        raise UnusableFileError(f"{metrics_path} is not the metrics.json that `evaluate` writes (not a JSON object).")
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp:
         export_dir = export_serving_model(Path(model_path), Path(tmp) / "model")
