@@ -94,18 +94,18 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
     from fer_pipeline.ingest import IngestOptions, read_source, source_checksum
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     options = options or IngestOptions()
     with tempfile.TemporaryDirectory(prefix="fer-source-") as workdir:
         local = fetch_source(source, Path(workdir))
         checksum = source_checksum(local)
         target = storage.GcsPath.parse(gcs_prefix).child("datasets", dataset_key(checksum, options)).uri if gcs_prefix else ""
-        manifest = _published_manifest(target, out_dir, options) if target else None
+        manifest = _published_manifest(target, Path(workdir), options) if target else None
         if manifest is not None:
             log.info("ingest: uploaded nothing: %s was already published at %s (sha256 %s)", source, target, checksum[:16])
             return IngestOutcome(target, manifest, 0, True)
         result = read_source(local, options)
     result.dataset.manifest["source"] = source
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused ingest writes nothing
     result.dataset.save(out_dir)
     (out_dir / INGEST_REPORT).write_text(json.dumps(result.report.to_dict(), indent=2))
     # The manifest lists every other file with its MD5, so readers can tell a whole dataset from a mix.
@@ -133,16 +133,23 @@ def dataset_key(checksum: str, options) -> str:
     return f"{checksum[:16]}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
-def _published_manifest(target: str, out_dir: Path, options) -> dict[str, Any] | None:
+def _published_manifest(target: str, workdir: Path, options) -> dict[str, Any] | None:
     """The manifest of the complete dataset at ``target``; None when there is none, or when
     what is there does not match it (then the ingest publishes the dataset again)."""
+    from fer_pipeline.ingest import IngestOptions
+
     if not storage.exists(f"{target}/{MANIFEST_FILE}"):
         return None
-    storage.download_file(f"{target}/{MANIFEST_FILE}", out_dir / MANIFEST_FILE)
-    manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+    storage.download_file(f"{target}/{MANIFEST_FILE}", workdir / MANIFEST_FILE)
+    manifest = json.loads((workdir / MANIFEST_FILE).read_text())
     problems = file_problems(manifest, storage.list_objects(target))
-    if manifest.get("options") not in (None, dataclasses.asdict(options)):
-        problems.append(f"ingested with options {manifest['options']}")
+    recorded = manifest.get("options")
+    try:  # options recorded before a field existed take its default
+        same_options = recorded is None or IngestOptions(**recorded) == options
+    except (TypeError, FerError):
+        same_options = False
+    if not same_options:
+        problems.append(f"ingested with options {recorded}")
     if problems:
         log.warning("ingest: %s is not a complete dataset (%s); publishing it again", target, "; ".join(problems))
         return None
