@@ -66,3 +66,31 @@ def test_train_config_names_each_bad_value(field, value, message):
     with pytest.raises(ConfigError) as info:
         TrainConfig(**{field: value})
     assert message in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def compiled_files(tmp_path_factory):
+    from pipelines.compile import compile_pipelines
+
+    return compile_pipelines(tmp_path_factory.mktemp("build"), "reg/cpu:t", "reg/gpu:t", commit="t")
+
+
+@pytest.mark.parametrize("params, key, message", [
+    ({"PARAM_frozen_lr": "-1"}, "PARAM_frozen_lr", "frozen_lr must be > 0, got -1.0"),
+    ({"PARAM_val_fraction": "0"}, "PARAM_val_fraction", "val_fraction must be in (0, 1), got 0.0"),
+    ({"PARAM_tta_shift": "2"}, "PARAM_tta_shift", "tta_shift=2 needs tta=true"),  # a combination
+])
+def test_submit_checks_the_run_parameters_as_the_components_will(compiled_files, params, key, message):
+    from pipelines.settings import SettingsError, load_settings
+
+    vertex, kfp_file = compiled_files
+    with pytest.raises(SettingsError) as info:
+        load_settings("kind", None, environ={"KFP_TEMPLATE": str(kfp_file), **params})
+    problems = dict(info.value.problems)
+    assert key in problems and message in problems[key]
+    vertex_env = {"TEMPLATE": str(vertex), "PROJECT": "p", "REGION": "europe-west4", "PIPELINE_ROOT": "gs://b/root",
+                  "SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com", "PARAM_data_source": "gs://b/x.zip",
+                  "PARAM_data_prefix": "gs://b/fer", **params}
+    with pytest.raises(SettingsError) as info:
+        load_settings("vertex", None, environ=vertex_env)
+    assert key in dict(info.value.problems)
