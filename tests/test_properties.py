@@ -119,3 +119,25 @@ def test_ingest_options_refuse_or_build(convert, policy, size, ratio):
         IngestOptions(convert=convert, duplicate_policy=policy, max_member_bytes=size, max_compression_ratio=ratio)
     except ConfigError:
         pass
+
+
+@FAST
+@given(entries=st.lists(st.tuples(entry_names, entry_bytes), max_size=8, unique_by=lambda e: e[0]))
+def test_folder_reader_refuses_or_reads(entries):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp, "tree")
+        root.mkdir()
+        for name, data in entries:
+            path = root / name
+            try:
+                if name.endswith("/"):
+                    path.mkdir(parents=True, exist_ok=True)
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError, OSError):
+                continue  # a name that clashes with an earlier file or folder: not made
+        try:
+            read_source(root, IngestOptions(strict=False))
+        except FerError:
+            pass
