@@ -220,15 +220,20 @@ def validate(tf_dir: Path = TF_DIR, run=None) -> tuple[bool | None, str]:
         return code == 0, (out + err).strip()
 
 
-def main() -> int:
-    ok, out = fmt_check()
+def report(name: str, ok: bool | None, out: str, fix: str = "") -> bool:
+    """Print one check's outcome; False when it failed (None: skipped, with the reason)."""
     if ok is None:
         print(out)
     elif not ok:
-        print(f"terraform fmt -check failed (run `terraform fmt infra/gcp`):\n{out}")
-        return 1
+        print(f"{name} failed{fix}:\n{out}")
     else:
-        print("terraform fmt -check: ok")
+        print(f"{name}: ok{f' ({out.splitlines()[-1]})' if out.strip() else ''}")
+    return ok is not False
+
+
+def main() -> int:
+    if not report("terraform fmt -check", *fmt_check(), fix=" (run `terraform fmt infra/gcp`)"):
+        return 1
     parsed = parse()
     print(f"parsed {len(parsed)} files: {', '.join(parsed)}")
     problems = findings(parsed)
@@ -237,15 +242,7 @@ def main() -> int:
     if problems:
         return 1
     print(f"rules: ok ({len(resources(parsed))} resources, roles: {', '.join(sorted(roles_in_sources()))})")
-    ok, out = validate()
-    if ok is None:
-        print(out)
-    elif not ok:
-        print(f"terraform validate failed:\n{out}")
-        return 1
-    else:
-        print(f"terraform validate: ok ({out.splitlines()[-1] if out else ''})")
-    return 0
+    return 0 if report("terraform validate", *validate()) else 1
 
 
 if __name__ == "__main__":
