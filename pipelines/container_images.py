@@ -33,7 +33,8 @@ class Image:
 
 def build_context_files(root: Path = ROOT) -> list[Path]:
     """The files the image build can see: .dockerignore starts from deny-all and lets
-    in the paths listed with ``!`` (their exclusions below are honoured too)."""
+    in the paths listed with ``!``; later exclusions (``src/**/__pycache__``) take away
+    again, a folder's whole contents included, as Docker reads the file."""
     lines = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()]
     patterns = [line for line in lines if line and not line.startswith("#") and line != "*"]
     files: set[Path] = set()
@@ -42,13 +43,25 @@ def build_context_files(root: Path = ROOT) -> list[Path]:
             target = root / pattern[1:]
             files |= {p for p in target.rglob("*") if p.is_file()} if target.is_dir() else ({target} if target.is_file() else set())
         else:
-            files -= {p for p in files if p.relative_to(root).match(pattern) or _under(p, root, pattern)}
+            excluded = ignore_regex(pattern)
+            files = {p for p in files if not excluded.match(p.relative_to(root).as_posix())}
     return sorted(files | {root / "containers" / "Dockerfile"})
 
 
-def _under(path: Path, root: Path, pattern: str) -> bool:
-    """``src/**/__pycache__`` also excludes everything inside such a folder."""
-    return any(Path(*path.relative_to(root).parts[: i + 1]).match(pattern) for i in range(len(path.relative_to(root).parts)))
+def ignore_regex(pattern: str) -> re.Pattern:
+    """A .dockerignore pattern as a regex over relative POSIX paths: ``**`` any number of
+    folders, ``*`` and ``?`` within one name; a match also covers everything below it."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] in "*?":
+            out, i = out + ("[^/]*" if pattern[i] == "*" else "[^/]"), i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out.rstrip("/") + "(?:/.*)?$")
 
 
 def context_digest(target: str, base_image: str, root: Path = ROOT) -> str:

@@ -155,6 +155,8 @@ def test_image_tags_change_with_the_build_context_and_nothing_else(tmp_path):
     (root / "docs" / "new.md").write_text("not in the image")
     (root / "src" / "fer_pipeline" / "__pycache__").mkdir(exist_ok=True)
     (root / "src" / "fer_pipeline" / "__pycache__" / "x.pyc").write_bytes(b"\0")  # .dockerignore excludes it
+    (root / "src" / "fer_pipeline.egg-info").mkdir(exist_ok=True)
+    (root / "src" / "fer_pipeline.egg-info" / "PKG-INFO").write_text("differs per checkout")  # and this
     assert container_images.context_digest("cpu", "base:1", root) == first
     assert container_images.context_digest("gpu", "base:1", root) != first
     assert container_images.context_digest("cpu", "base:2", root) != first
@@ -167,6 +169,18 @@ def test_build_context_files_follow_dockerignore():
     assert {"containers/install.sh", "containers/Dockerfile", "pyproject.toml", "requirements.lock",
             "src/fer_pipeline/steps.py"} <= files
     assert not [f for f in files if "__pycache__" in f or f.startswith(("tests/", "docs/", "pipelines/"))]
+
+
+@pytest.mark.parametrize("pattern, path, excluded", [
+    ("src/**/*.egg-info", "src/fer_pipeline.egg-info/PKG-INFO", True),  # ** may be no folder at all
+    ("src/**/*.egg-info", "src/a/b/c.egg-info", True),
+    ("src/**/__pycache__", "src/fer_pipeline/__pycache__/x.pyc", True),
+    ("src/**/*.pyc", "src/fer_pipeline/model.py", False),
+    ("*.md", "docs/x.md", False),  # * stays within one name
+    ("docs", "docs/x.md", True),  # a folder takes its contents
+])
+def test_dockerignore_patterns_match_as_docker_reads_them(pattern, path, excluded):
+    assert bool(container_images.ignore_regex(pattern).match(path)) is excluded
 
 
 def test_default_base_image_is_the_dockerfiles():
