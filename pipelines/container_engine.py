@@ -3,15 +3,15 @@ otherwise Podman through its Docker-compatible API socket (`podman system servic
 
 kfp.local's DockerRunner speaks docker-py, which reads DOCKER_HOST
 (kubeflow/pipelines#11865), so Podman is started on a private socket for the run and
-stopped after it. The engine options are containers/engine.sh's: Podman on hosts without
-systemd or cgroup delegation needs runc with cgroupfs and bounded ulimits.
+stopped after it. The engine and its options come from containers/engine.sh, as for the
+build scripts: Podman on hosts without systemd or cgroup delegation needs runc with
+cgroupfs and bounded ulimits, which the task containers must get too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-PODMAN_DEFAULT_OPTS = "--runtime runc --cgroup-manager cgroupfs"
-# runc refuses to start a container that inherits this host's very large nofile limit.
-PODMAN_ULIMITS = {"nofile": 1024, "nproc": 1024}
+ROOT = Path(__file__).resolve().parents[1]
+# Prints the engine's command (ENGINE) and the options of `run` (RUN_OPTS) as the
+# container scripts use them: one place decides the engine and its options.
+ENGINE_SH = 'source containers/engine.sh >/dev/null && printf "%s\\n" "${ENGINE[@]}" --- "${RUN_OPTS[@]}"'
 
 
 class EngineError(RuntimeError):
@@ -56,21 +57,30 @@ def _answers(command: list[str]) -> bool:
 
 
 def detect_engine(wanted: str = "") -> Engine:
-    """ENGINE=docker|podman forces one; otherwise Docker if its daemon answers, else Podman."""
-    wanted = wanted or os.environ.get("ENGINE", "")
-    if wanted not in ("", "docker", "podman"):
-        raise EngineError(f"ENGINE must be docker or podman, got {wanted!r}.")
-    if wanted in ("", "docker") and shutil.which("docker") and _answers(["docker", "info"]):
-        return Engine("docker", ("docker",))
-    if wanted == "docker":
+    """The engine containers/engine.sh picks: ENGINE=docker|podman forces one; otherwise
+    Docker if its daemon answers, else Podman (with its runtime, cgroup manager and
+    ulimits, which docker-py must pass on too)."""
+    env = {**os.environ, **({"ENGINE": wanted} if wanted else {})}
+    bash = shutil.which("bash") or "/bin/bash"
+    out = subprocess.run([bash, "-c", ENGINE_SH], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        hint = " (Debian: apt-get install podman runc; `make container-engine` does it as root)" if "no container engine" in out.stderr else ""
+        raise EngineError(out.stderr.strip().splitlines()[-1] + hint)
+    cli, _, run_opts = out.stdout.partition("\n---\n")
+    engine = Engine(cli.splitlines()[0], tuple(cli.splitlines()), _ulimits(run_opts.split()))
+    if engine.name == "docker" and not _answers(["docker", "info"]):
         raise EngineError("ENGINE=docker but no Docker daemon answers `docker info`; start it, or leave ENGINE empty to use Podman.")
-    if shutil.which("podman"):
-        opts = shlex.split(os.environ.get("PODMAN_OPTS", PODMAN_DEFAULT_OPTS))
-        return Engine("podman", ("podman", *opts), dict(PODMAN_ULIMITS))
-    raise EngineError(
-        "no container engine: neither a Docker daemon nor podman was found. "
-        "Install one (Debian: apt-get install podman runc; `make container-engine` does it as root), then rerun."
-    )
+    return engine
+
+
+def _ulimits(run_opts: list[str]) -> dict[str, int]:
+    """``--ulimit nofile=1024:1024`` pairs of RUN_OPTS as {name: limit} (soft = hard here)."""
+    limits = {}
+    for flag, value in zip(run_opts, run_opts[1:]):
+        if flag == "--ulimit":
+            name, _, soft_hard = value.partition("=")
+            limits[name] = int(soft_hard.split(":")[0])
+    return limits
 
 
 @contextlib.contextmanager
@@ -119,7 +129,7 @@ def _wait_for_socket(service: subprocess.Popen, socket: Path, log, timeout: floa
                 client.ping()
                 client.close()
                 return
-            except Exception:  # not listening yet: docker-py raises several kinds here
+            except (docker.errors.DockerException, OSError):  # not listening yet (requests' errors are OSErrors)
                 pass
         time.sleep(0.2)
     raise EngineError(f"Podman's API socket {socket} did not answer within {timeout:.0f} s.")

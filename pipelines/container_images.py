@@ -16,9 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.container_engine import Engine, EngineError
+from pipelines.container_engine import ROOT, Engine, EngineError
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "containers" / "Dockerfile"
 LOCAL_BASE_IMAGE = "localhost/fer-base:bookworm"
 TARGETS = ("cpu", "gpu")
@@ -28,7 +27,6 @@ TARGETS = ("cpu", "gpu")
 class Image:
     target: str  # "cpu" or "gpu"
     ref: str  # REGISTRY/fer-pipeline-TARGET:ctx-DIGEST
-    built: bool  # built by this call (False: it was there already)
 
 
 def build_context_files(root: Path = ROOT) -> list[Path]:
@@ -79,9 +77,9 @@ def default_base_image(dockerfile: Path = DOCKERFILE) -> str:
     return match.group(1)
 
 
-def _engine(engine: Engine, *args: str, quiet: bool = True) -> bool:
-    kwargs = {"capture_output": True} if quiet else {}
-    return subprocess.run([*engine.cli, *args], check=False, **kwargs).returncode == 0
+def _engine(engine: Engine, *args: str) -> bool:
+    """Whether ``ENGINE ARGS...`` succeeds (its output is not shown)."""
+    return subprocess.run([*engine.cli, *args], capture_output=True, check=False).returncode == 0
 
 
 def image_exists(engine: Engine, ref: str) -> bool:
@@ -117,7 +115,7 @@ def ensure_image(engine: Engine, target: str, registry: str, base_image: str, lo
         raise EngineError(f"image target must be one of {TARGETS}, got {target!r}")
     ref = f"{registry}/fer-pipeline-{target}:ctx-{context_digest(target, base_image)}"
     if image_exists(engine, ref):
-        return Image(target, ref, built=False)
+        return Image(target, ref)
     print(f"Building {ref}: no image of the current build context yet (a few minutes; log: {log})", flush=True)
     env = {**os.environ, "ENGINE": engine.name, "BASE_IMAGE": base_image}
     if target == "gpu":
@@ -132,7 +130,7 @@ def ensure_image(engine: Engine, target: str, registry: str, base_image: str, lo
     removed = remove_older_contexts(engine, ref)
     if removed:
         print(f"  removed {len(removed)} image(s) of older build contexts: {', '.join(removed)}")
-    return Image(target, ref, built=True)
+    return Image(target, ref)
 
 
 def remove_older_contexts(engine: Engine, ref: str) -> list[str]:

@@ -70,18 +70,19 @@ class ContainerExecutor:
             yield runner, components.load_component_from_file(str(self.compiled))
 
 
-def writable_by_any_user(*folders: Path) -> None:
+def writable_by_any_user(pipeline_root: Path, registry: Path) -> None:
     """The images run as uid 10001, not as the user who owns build/local: let them create
-    files in the pipeline root and the registry. Folders become writable by all; files
-    stay as they are (writers replace them atomically) except the lock files, which
-    writers open for writing."""
-    for folder in folders:
+    files in the pipeline root (each run's folder is made by its first task, so only the
+    root itself) and in the registry (new version folders beside older ones, whoever wrote
+    those). Files stay as they are (writers replace them atomically) except the lock
+    files, which writers open for writing."""
+    for folder in (pipeline_root, registry):
         folder.mkdir(parents=True, exist_ok=True)
-        for path in (folder, *folder.rglob("*")):
-            extra = 0o777 if path.is_dir() else 0o666 if path.name.endswith(".lock") else 0
-            with contextlib.suppress(PermissionError):
-                if extra and (path.stat().st_mode & extra) != extra:
-                    path.chmod(path.stat().st_mode | extra)
+    for path in (pipeline_root, registry, *registry.rglob("*")):
+        extra = 0o777 if path.is_dir() else 0o666 if path.name.endswith(".lock") else 0
+        with contextlib.suppress(PermissionError):
+            if extra and (path.stat().st_mode & extra) != extra:
+                path.chmod(path.stat().st_mode | extra)
 
 
 def choose_training_image(wanted: str, has_gpu: bool) -> str:

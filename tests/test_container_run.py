@@ -187,24 +187,35 @@ def test_default_base_image_is_the_dockerfiles():
     assert container_images.default_base_image().startswith("python:3.11")
 
 
-def test_engine_choice_is_checked(monkeypatch):
-    with pytest.raises(EngineError, match="ENGINE must be docker or podman"):
-        detect_engine("lxc")
-    from pipelines import container_engine
+def path_with(tmp_path: Path, *tools: str) -> str:
+    """A PATH holding only stand-ins for ``tools`` (each exits 0), for containers/engine.sh."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    return str(bin_dir)
 
-    monkeypatch.setattr(container_engine.subprocess, "run", lambda *a, **k: pytest.fail("no engine to ask"))
-    monkeypatch.setattr("shutil.which", lambda name: None)
-    with pytest.raises(EngineError, match="apt-get install podman runc"):
+
+def test_engine_choice_is_checked(monkeypatch, tmp_path):
+    with pytest.raises(EngineError, match="ENGINE must be docker or podman, got lxc"):
+        detect_engine("lxc")
+    monkeypatch.setenv("PATH", path_with(tmp_path))  # neither docker nor podman
+    with pytest.raises(EngineError, match="no container engine.*apt-get install podman runc"):
         detect_engine("")
 
 
-def test_podman_gets_runc_cgroupfs_and_bounded_ulimits(monkeypatch):
-    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}" if name == "podman" else None)
+def test_podman_gets_runc_cgroupfs_and_bounded_ulimits_from_engine_sh(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", path_with(tmp_path, "podman"))
     monkeypatch.delenv("PODMAN_OPTS", raising=False)
-    engine = detect_engine("podman")
+    monkeypatch.delenv("ENGINE", raising=False)
+    engine = detect_engine("")
     assert engine.cli == ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
     ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in engine.run_args()["ulimits"]}
     assert ulimits == {"nofile": (1024, 1024), "nproc": (1024, 1024)}
+    assert engine.run_flags() == ["--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"]
+    monkeypatch.setenv("PODMAN_OPTS", "--runtime crun")
+    assert detect_engine("").cli == ("podman", "--runtime", "crun")
     assert Engine("docker", ("docker",)).run_args() == {}
 
 
