@@ -28,8 +28,8 @@ from fer_pipeline.presets import PRESETS, preset
 
 LOCAL_DIR = Path("build/local")
 BUCKET = "fer-local"
-SAMPLE_PER_CLASS = (40, 12)
-REMOTE_SOURCES = ("gs://", "kaggle:")  # passed to ingest as they are  # train, test images per class in the generated sample
+SAMPLE_PER_CLASS = (40, 12)  # train, test images per class in the generated sample
+REMOTE_SOURCES = ("gs://", "kaggle:")  # passed to ingest as they are
 
 
 @dataclass(frozen=True)
@@ -85,15 +85,13 @@ def parse_args(argv: list[str] | None) -> LocalRun:
 def check_parameters(run: LocalRun) -> None:
     """Build the typed configs the components will build from these parameters, so that a
     bad value fails now, in one line, and not in the training step after ingest."""
-    import dataclasses
-
-    from fer_pipeline.config import SplitConfig, TrainConfig, split_config_from_dict
+    from fer_pipeline.config import CONFIG_BUILDERS
     from fer_pipeline.errors import ConfigError
 
     arguments = pipeline_arguments(run, run.data)
     try:
-        TrainConfig.from_dict({f.name: arguments[f.name] for f in dataclasses.fields(TrainConfig) if f.name in arguments})
-        split_config_from_dict({f.name: arguments[f.name] for f in dataclasses.fields(SplitConfig) if f.name in arguments})
+        for build in CONFIG_BUILDERS:
+            build(arguments)
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     if not 0.0 <= run.threshold <= 1.0:

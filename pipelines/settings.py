@@ -271,19 +271,16 @@ def config_problems(values: Mapping[str, Any], declared: Mapping[str, dict[str, 
     """Ranges and combinations, checked here as the components will check them: the typed
     configs built from the run's parameters (given, else the compiled defaults), so that a
     bad value fails on the laptop and not an hour into the run."""
-    import dataclasses
-
-    from fer_pipeline.config import SplitConfig, TrainConfig, split_config_from_dict
+    from fer_pipeline.config import CONFIG_BUILDERS
 
     effective = {name: spec["defaultValue"] for name, spec in declared.items() if "defaultValue" in spec} | dict(values)
     problems = []
-    for cls, build in ((TrainConfig, TrainConfig.from_dict), (SplitConfig, split_config_from_dict)):
-        fields = {f.name for f in dataclasses.fields(cls)} & set(effective)
+    for build in CONFIG_BUILDERS:
         try:
-            build({name: effective[name] for name in fields})
+            build(effective)
         except ConfigError as exc:
             # the parameter the message names: one the user gave first, the longest name first
-            named = sorted((name for name in fields if name in str(exc)), key=lambda n: (n not in values, -len(n)))
+            named = sorted((name for name in effective if name in str(exc)), key=lambda n: (n not in values, -len(n)))
             problems.append((PARAM_PREFIX + named[0] if named else "parameters", str(exc)))
     return problems
 

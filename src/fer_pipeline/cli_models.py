@@ -66,8 +66,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "--margin", type=float, default=0.2, help="Crop size beyond the face box, as a fraction (default 0.2)."
     )
     predict.add_argument(
-        "--max-pixels", type=int, default=100_000_000,
-        help="Refuse photos with more pixels than this, unread (default 100,000,000)."
+        "--max-pixels", type=positive_int, default=None,
+        help="Refuse photos with more pixels than this, unread (default 100,000,000: predict.MAX_PHOTO_PIXELS)."
     )
     add_registry_option(predict)
     predict.set_defaults(func=run_predict)
@@ -81,6 +81,17 @@ def add_registry_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Local registry folder (default: $FER_REGISTRY or build/registry).",
     )
+
+
+def positive_int(value: str) -> int:
+    """argparse type: a whole number above 0 (checked before the model is loaded)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {number}")
+    return number
 
 
 def reports_user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -151,7 +162,7 @@ def run_models_show(args: argparse.Namespace) -> int:
 @reports_user_errors
 def run_predict(args: argparse.Namespace) -> int:
     """``predict MODEL IMAGE...``: JSON results; exit 1 only when no image could be read."""
-    from fer_pipeline.predict import load_model_ref, predict_images
+    from fer_pipeline.predict import MAX_PHOTO_PIXELS, load_model_ref, predict_images
 
     model = load_model_ref(args.model, args.registry)
     results = predict_images(
@@ -160,7 +171,7 @@ def run_predict(args: argparse.Namespace) -> int:
         skip_detection=args.no_detect,
         annotate_dir=args.annotate,
         margin=args.margin,
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels or MAX_PHOTO_PIXELS,
     )
     print(json.dumps(results, indent=2))
     if all("error" in entry for entry in results):

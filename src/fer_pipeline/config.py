@@ -194,4 +194,23 @@ def split_config_from_dict(values: dict[str, Any]) -> SplitConfig:
     return _from_dict(SplitConfig, values)
 
 
-__all__ = ["SplitConfig", "TrainConfig", "split_config_from_dict", "field"]
+def _picked(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {f.name: parameters[f.name] for f in dataclasses.fields(cls) if f.name in parameters}
+
+
+def train_config_from_parameters(parameters: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a training component builds from a run's pipeline parameters (those
+    that name one of its fields); ConfigError as the component would raise it."""
+    return TrainConfig.from_dict(_picked(TrainConfig, parameters))
+
+
+def split_config_from_parameters(parameters: dict[str, Any]) -> SplitConfig:
+    """The SplitConfig the split component builds from a run's pipeline parameters."""
+    return split_config_from_dict(_picked(SplitConfig, parameters))
+
+
+CONFIG_BUILDERS = (train_config_from_parameters, split_config_from_parameters)
+
+
+__all__ = ["CONFIG_BUILDERS", "SplitConfig", "TrainConfig", "split_config_from_dict", "split_config_from_parameters",
+           "train_config_from_parameters", "field"]
