@@ -53,6 +53,10 @@ test: setup serving-compat ## Run the test suite (real-data tests skip where the
 test-fast: setup ## Run the tests except the slow and real-data ones
 	$(PY) -m pytest -m "not slow and not realdata"
 
+# A yes/no make variable as a command-line flag: $(call switch,NAME,--flag). 1/yes/true give the
+# flag, empty/0/no/false nothing; anything else stops make before any work, naming the variable.
+switch = $(if $(filter 1 yes true,$($(1))),$(2),$(if $(filter-out 0 no false,$($(1))),$(error $(1)=$($(1)): use 1 or 0)))
+
 RUN_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(if $(CACHE),--cache)
 
 run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, PRESET=cpu, EPOCHS=, SAMPLES=, CACHE=1
@@ -64,7 +68,7 @@ TRAIN_IMAGE ?= auto
 COMPARE ?=
 
 run-containers: setup container-engine ## Run the compiled pipeline with each task in its image (Docker or Podman); same options as run-local, TRAIN_IMAGE=, COMPARE=1
-	$(PY) -m pipelines.run_containers $(RUN_FLAGS) --train-image $(TRAIN_IMAGE) $(if $(COMPARE),--compare)
+	$(PY) -m pipelines.run_containers $(RUN_FLAGS) --train-image $(TRAIN_IMAGE) $(call switch,COMPARE,--compare)
 
 container-engine: ## Install podman, runc and debootstrap from Debian's packages unless a Docker daemon answers
 	containers/install-engine.sh
@@ -77,7 +81,7 @@ FROZEN_ON_GPU ?=
 
 compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP); KFP_PROFILE=kind|gke, GPU_COUNT=, FROZEN_ON_GPU=1
 	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build --kfp-profile "$(KFP_PROFILE)" \
-	  $(if $(GPU_COUNT),--gpu-count $(GPU_COUNT)) $(if $(filter 1 yes true,$(FROZEN_ON_GPU)),--frozen-on-gpu)
+	  $(if $(GPU_COUNT),--gpu-count $(GPU_COUNT)) $(call switch,FROZEN_ON_GPU,--frozen-on-gpu)
 
 bench-setup: setup ## Install tf-keras for the seed-style baseline of bench/throughput.py (no deps: keeps tensorflow-cpu)
 	$(PY) -m pip install --quiet --no-deps "tf-keras==$$(grep -i '^tf_keras==' requirements.lock | cut -d= -f3)"

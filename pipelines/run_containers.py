@@ -88,7 +88,7 @@ def writable_by_any_user(pipeline_root: Path, registry: Path) -> None:
 def choose_training_image(wanted: str, has_gpu: bool) -> str:
     """auto: the GPU image where a GPU is visible, else the CPU image."""
     if wanted not in TRAIN_IMAGES:
-        raise EngineError(f"--train-image must be one of {', '.join(TRAIN_IMAGES)}, got {wanted!r}.")
+        raise EngineError(f"--train-image (TRAIN_IMAGE=) must be one of {', '.join(TRAIN_IMAGES)}, got {wanted!r}.")
     if wanted == "auto":
         return "gpu" if has_gpu else "cpu"
     return wanted

@@ -223,7 +223,7 @@ def test_training_image_follows_the_gpu():
     assert run_containers.choose_training_image("auto", has_gpu=False) == "cpu"
     assert run_containers.choose_training_image("auto", has_gpu=True) == "gpu"
     assert run_containers.choose_training_image("gpu", has_gpu=False) == "gpu"
-    with pytest.raises(EngineError, match="--train-image must be one of auto, cpu, gpu, got 'tpu'"):
+    with pytest.raises(EngineError, match=r"--train-image \(TRAIN_IMAGE=\) must be one of auto, cpu, gpu, got .tpu."):
         run_containers.choose_training_image("tpu", has_gpu=False)
 
 

@@ -272,3 +272,15 @@ def test_gpu_lock_pins_the_cuda_wheels_and_the_same_tensorflow():
     locked = {re.sub(r"[-_.]+", "-", line.split("==")[0]).lower() for line in lock.splitlines() if "==" in line}
     assert not [pin for pin in pins if re.sub(r"[-_.]+", "-", pin.split("==")[0]).lower() in locked]
     assert "containers/gpu.lock" in DOCKERFILE.read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+@pytest.mark.parametrize("target, variable, flag", [("run-containers", "COMPARE", "--compare"),
+                                                    ("compile", "FROZEN_ON_GPU", "--frozen-on-gpu")])
+def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):
+    for value, wanted in (("1", True), ("yes", True), ("0", False), ("", False)):
+        out = _make("-n", target, f"{variable}={value}")
+        assert (flag in out) is wanted, (value, out)
+    result = subprocess.run(["make", "--no-print-directory", "-n", target, f"{variable}=maybe"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and f"{variable}=maybe: use 1 or 0" in result.stderr
