@@ -2,11 +2,19 @@
 # TAG, REGISTRY, IMAGE, GPU_IMAGE, PY, VENV and STAMP. docs/cloud.md walks through it.
 
 # ---- settings ---------------------------------------------------------------------
-# One settings file for `make push/submit/...` and pipelines/submit.py (KEY=VALUE lines;
-# config/submit.example.env lists every key). Environment and command line win over it.
+# One settings file for `make push/submit/...` and pipelines/submit.py (KEY=VALUE lines,
+# or .json/.yaml; config/submit.example.env lists every key). Environment and command
+# line win over it. make reads it through the same Python loader as submit
+# (`python -m pipelines.settings_cli make-vars`), once per make run and only when a
+# target uses PROJECT, REGION, REPO or REGISTRY. No file: nothing to read, no Python run.
+# A file that does not parse stops make with the loader's one-line message.
 CONFIG ?= config/submit.env
+settings_read = $(if $(wildcard $(CONFIG)),$(if $(wildcard $(PY)),$(settings_run),$(error $(CONFIG) is read by the project's Python: run `make setup` first)))
+settings_run = $(eval settings_out := $$(shell $$(PY) -m pipelines.settings_cli make-vars --config '$$(CONFIG)'))$(if $(filter 0,$(.SHELLSTATUS)),$(settings_out),$(error $(settings_out)))
+# KEY=VALUE words, read on first use and kept
+settings_vars = $(eval settings_vars := $$(settings_read))$(settings_vars)
 # Read KEY from $(CONFIG) (empty when the file or the key is absent).
-cfg = $(strip $(shell [ -f '$(CONFIG)' ] && sed -n 's/^[[:space:]]*$(1)[[:space:]]*=[[:space:]]*//p' '$(CONFIG)' | tail -n 1 | sed 's/[[:space:]]*\#.*//; s/^["'\'']//; s/["'\'']$$//'))
+cfg = $(patsubst $(1)=%,%,$(filter $(1)=%,$(settings_vars)))
 
 PROJECT ?= $(call cfg,PROJECT)
 REGION  ?= $(call cfg,REGION)
@@ -16,9 +24,8 @@ AR_REGISTRY = $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPO)
 # REGISTRY from $(CONFIG) replaces the Makefile's local default (not a command-line or
 # environment REGISTRY), so build, push, compile and submit agree on the image names.
 ifeq ($(origin REGISTRY),file)
-ifneq ($(call cfg,REGISTRY),)
-REGISTRY := $(call cfg,REGISTRY)
-endif
+LOCAL_REGISTRY := $(REGISTRY)
+REGISTRY = $(or $(call cfg,REGISTRY),$(LOCAL_REGISTRY))
 endif
 
 # Container engine (docker|podman; empty = docker if its daemon answers, else podman)
@@ -99,7 +106,7 @@ infra-apply: ## terraform apply the saved plan (infra-plan first)
 	$(TF) -chdir=$(TF_DIR) apply -input=false tfplan
 
 infra-config: setup ## Write $(CONFIG) from the terraform outputs (keeps its other keys)
-	$(PY) -m pipelines.settings from-terraform --tf '$(TF)' --tf-dir $(TF_DIR) --config '$(CONFIG)'
+	$(PY) -m pipelines.settings_cli from-terraform --tf '$(TF)' --tf-dir $(TF_DIR) --config '$(CONFIG)'
 
 # ---- kind + KFP ---------------------------------------------------------------------
 kind-up: ## Create the kind cluster (GPU-pool worker) and install KFP $(KFP_VERSION)

@@ -11,67 +11,62 @@ Keys (config file lines ``KEY=VALUE``, environment variables of the same name, o
     REGISTRY REPO  (read by make only: image names for build/push/compile)
     PARAM_<name>   one pipeline parameter (e.g. PARAM_data_source=gs://bucket/fer2013.zip)
 
-The config file is ``.env`` style (``KEY=VALUE``, ``#`` comments, optional quotes), or
-JSON/YAML (``.json``, ``.yaml``, ``.yml``) with the same keys at the top level and the
-pipeline parameters under ``parameters:``. Missing or invalid settings are reported in
-ONE error that lists each of them and where to set it.
+The config file is ``.env`` style (``KEY=VALUE``, ``#`` comments, optional quotes; read
+with python-dotenv, pipelines/settings_file.py says why that library), or JSON/YAML
+(``.json``, ``.yaml``, ``.yml``) with the same keys at the top level and the pipeline
+parameters under ``parameters:``. Missing or invalid settings are reported in ONE error
+that lists each of them and where to set it.
 
-    python -m pipelines.settings from-terraform [--config config/submit.env]
-
-writes the terraform outputs of infra/gcp into the config file (keeping its other keys).
+Modules: pipelines/settings_file.py reads and writes the file, pipelines/template_params.py
+checks the parameters against the compiled pipeline, pipelines/settings_cli.py is the
+command line (``from-terraform``, ``show``, and ``make-vars``: the values mk/cloud.mk
+reads, so make and Python read the file with this one loader). The names they define
+stay importable from here.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.files import parse_bool
+from pipelines.settings_file import (
+    DEFAULT_CONFIG,
+    DEFAULT_KFP_HOST,
+    EXAMPLE,
+    KEYS,
+    PARAM_PREFIX,
+    TERRAFORM_OUTPUTS,
+    _known,
+    read_config,
+    read_env_file,
+    terraform_values,
+    update_env_file,
+)
+from pipelines.template_params import (
+    coerce,
+    config_problems,
+    is_remote,
+    load_pipeline_spec,
+    parameter_specs,
+    resolve_parameters,
+)
+
+__all__ = [
+    "AUTO_PARAMETERS", "DEFAULT_CONFIG", "DEFAULT_KFP_HOST", "DEFAULT_TEMPLATES", "KEYS", "MAKE_KEYS", "PARAM_PREFIX",
+    "REQUIRED", "TARGETS", "TERRAFORM_OUTPUTS", "ConfigError", "SettingsError", "SubmitSettings", "_known",
+    "cli_overrides", "coerce", "config_problems", "is_remote", "load_pipeline_spec", "load_settings", "make_values",
+    "parameter_specs", "parse_bool", "parse_labels", "parse_pairs", "read_config", "read_env_file",
+    "resolve_parameters", "terraform_values", "update_env_file",
+]
 
 TARGETS = ("vertex", "kind")
-DEFAULT_CONFIG = Path("config/submit.env")
 DEFAULT_TEMPLATES = {"vertex": "build/pipeline.yaml", "kind": "build/pipeline-kfp.yaml"}
-DEFAULT_KFP_HOST = "http://localhost:8080"  # `make kfp-forward`
-PARAM_PREFIX = "PARAM_"
-
-# Every key, with what it is and where its value usually comes from.
-KEYS: dict[str, str] = {
-    "PROJECT": "GCP project id (terraform output -raw project_id)",
-    "REGION": "Vertex AI region, e.g. europe-west4 (terraform output -raw region)",
-    "PIPELINE_ROOT": "gs:// folder for pipeline artifacts (terraform output -raw pipeline_root)",
-    "SERVICE_ACCOUNT": "pipeline service account e-mail (terraform output -raw service_account_email)",
-    "NETWORK": "optional VPC for peering: projects/PROJECT_NUMBER/global/networks/NAME",
-    "ENCRYPTION_KEY": "optional Cloud KMS key for the run (projects/.../cryptoKeys/KEY)",
-    "LABELS": "optional run labels: key=value,key=value",
-    "ENABLE_CACHING": "optional true/false: override the compiled caching settings",
-    "EXPERIMENT": "optional Vertex AI experiment: each run's parameters and metrics are logged to it",
-    "TENSORBOARD": "optional Vertex AI TensorBoard for the training curves: projects/P/locations/L/tensorboards/ID "
-    "(terraform output -raw tensorboard)",
-    "DISPLAY_NAME": "optional run display name (default: the pipeline name)",
-    "JOB_ID": "optional run id (default: pipeline name + timestamp)",
-    "TEMPLATE": "compiled Vertex pipeline: a path or Artifact Registry URL (default build/pipeline.yaml)",
-    "TEMPLATE_REPOSITORY": "Artifact Registry KFP repository for make publish: https://REGION-kfp.pkg.dev/PROJECT/REPO "
-    "(terraform output -raw kfp_repository_url)",
-    "TEMPLATE_TAGS": "optional tags for make publish: tag,tag (default: the compiled commit, latest)",
-    "KFP_HOST": f"KFP API endpoint (default {DEFAULT_KFP_HOST}, see make kfp-forward)",
-    "KFP_NAMESPACE": "optional Kubernetes namespace (multi-user KFP only)",
-    "KFP_EXPERIMENT": "optional KFP experiment name (default: Default)",
-    "KFP_SERVICE_ACCOUNT": "optional Kubernetes service account for the run's pods",
-    "KFP_PIPELINE_ROOT": "optional artifact root on KFP (default: the deployment's, MinIO)",
-    "KFP_TEMPLATE": "compiled KFP pipeline (default build/pipeline-kfp.yaml)",
-    # read by make only (mk/cloud.mk): where `make build/push/compile` name the images
-    "REGISTRY": "image registry path, e.g. REGION-docker.pkg.dev/PROJECT/REPO (terraform output -raw docker_registry)",
-    "REPO": "Artifact Registry docker repository id (default fer-pipeline)",
-}
 REQUIRED = {
     "vertex": ("PROJECT", "REGION", "PIPELINE_ROOT", "SERVICE_ACCOUNT"),
     "kind": (),
@@ -85,11 +80,11 @@ class SettingsError(ConfigError):
 
     def __init__(self, problems: list[tuple[str, str]], target: str, config: Path | None):
         self.problems = problems
-        where = f"{config}" if config else f"{DEFAULT_CONFIG} (copy config/submit.example.env)"
+        where = f"{config}" if config else f"{DEFAULT_CONFIG} (copy {EXAMPLE})"
         lines = [f"Cannot submit (target {target}): {len(problems)} setting(s) missing or invalid."]
         lines += [f"  - {key}: {message}" for key, message in problems]
         lines.append(f"Set each as KEY=VALUE in {where}, in the environment, or with --set KEY=VALUE;")
-        lines.append("config/submit.example.env lists every key, `make infra-config` fills the GCP ones.")
+        lines.append(f"{EXAMPLE} lists every key, `make infra-config` fills the GCP ones.")
         super().__init__("\n".join(lines))
 
 
@@ -121,58 +116,6 @@ class SubmitSettings:
     config_path: Path | None = None
 
 
-# ------------------------------------------------------------------ config files
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines; ``#`` comments; ``export`` prefix and surrounding quotes allowed."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}.")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        else:
-            value = re.sub(r"\s+#.*$", "", value)  # trailing comment on an unquoted value
-        values[key] = value
-    return values
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """Flat ``KEY -> value`` from a .env, .json or .yaml file (parameters as PARAM_<name>)."""
-    if path.suffix in (".json", ".yaml", ".yml"):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level.")
-        params = data.pop("parameters", None) or {}
-        if not isinstance(params, dict):
-            raise ConfigError(f"{path}: 'parameters' must be a mapping of name: value.")
-        flat: dict[str, Any] = {str(k).upper(): v for k, v in data.items()}
-        flat.update({PARAM_PREFIX + str(k): v for k, v in params.items()})
-        return flat
-    return read_env_file(path)
-
-
-def _known(key: str) -> bool:
-    return key in KEYS or key.startswith(PARAM_PREFIX)
-
-
-# ------------------------------------------------------------------ parsing helpers
-def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true/false, got {value!r}")
-
-
 def parse_labels(value: Any) -> dict[str, str]:
     if isinstance(value, dict):
         pairs = [(str(k), str(v)) for k, v in value.items()]
@@ -192,97 +135,10 @@ def parse_labels(value: Any) -> dict[str, str]:
     return dict(pairs)
 
 
-# ------------------------------------------------------------------ the compiled pipeline
 # Pipeline parameters filled from the settings when the pipeline declares them and
 # they are not set explicitly (Vertex only): where model registration runs, and where
 # the evaluation logs the run (EXPERIMENT) and training streams its curves (TENSORBOARD).
 AUTO_PARAMETERS = {"project": "PROJECT", "location": "REGION", "experiment": "EXPERIMENT", "tensorboard": "TENSORBOARD"}
-
-
-def is_remote(template: str) -> bool:
-    return template.startswith(("https://", "gs://"))
-
-
-def load_pipeline_spec(template: str | Path) -> dict[str, Any]:
-    """The first YAML document of a compiled pipeline (the PipelineSpec)."""
-    path = Path(template)
-    with path.open(encoding="utf-8") as handle:
-        documents = [doc for doc in yaml.safe_load_all(handle) if doc]
-    if not documents or "root" not in documents[0]:
-        raise ConfigError(f"{path} is not a compiled KFP pipeline (no 'root').")
-    return documents[0]
-
-
-def parameter_specs(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``name -> {parameterType, defaultValue?, isOptional?}`` of the pipeline's inputs."""
-    return dict(spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}) or {})
-
-
-def coerce(value: Any, parameter_type: str) -> Any:
-    """Turn a config value (often a string) into the type the pipeline declares."""
-    if parameter_type == "STRING":
-        if isinstance(value, (dict, list)):
-            return json.dumps(value)
-        return value if isinstance(value, str) else str(value)
-    if parameter_type == "NUMBER_INTEGER":
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"expected an integer, got {value!r}")
-        return int(value.strip()) if isinstance(value, str) else int(value)
-    if parameter_type == "NUMBER_DOUBLE":
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
-        return float(value)
-    if parameter_type == "BOOLEAN":
-        return parse_bool(value)
-    if parameter_type in ("LIST", "STRUCT"):
-        parsed = json.loads(value) if isinstance(value, str) else value
-        expected = list if parameter_type == "LIST" else dict
-        if not isinstance(parsed, expected):
-            raise ValueError(f"expected a JSON {expected.__name__}, got {value!r}")
-        return parsed
-    return value
-
-
-def resolve_parameters(
-    given: Mapping[str, Any], declared: Mapping[str, dict[str, Any]]
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Typed values for ``given`` against the pipeline's ``declared`` inputs, and the problems."""
-    problems: list[tuple[str, str]] = []
-    values: dict[str, Any] = {}
-    for name, value in sorted(given.items()):
-        if name not in declared:
-            problems.append((PARAM_PREFIX + name, f"the pipeline has no parameter {name!r} "
-                             f"(it has: {', '.join(sorted(declared))})"))
-            continue
-        ptype = declared[name].get("parameterType", "STRING")
-        try:
-            values[name] = coerce(value, ptype)
-        except (ValueError, TypeError) as exc:
-            problems.append((PARAM_PREFIX + name, f"{ptype}: {exc}"))
-    for name, pspec in sorted(declared.items()):
-        if name not in given and "defaultValue" not in pspec and not pspec.get("isOptional"):
-            ptype = pspec.get("parameterType", "STRING")
-            problems.append((PARAM_PREFIX + name, f"missing: required pipeline parameter {name!r} ({ptype})"))
-    problems += config_problems(values, declared)
-    return values, problems
-
-
-def config_problems(values: Mapping[str, Any], declared: Mapping[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """Ranges and combinations, checked here as the components will check them: the typed
-    configs built from the run's parameters (given, else the compiled defaults), so that a
-    bad value fails on the laptop and not an hour into the run."""
-    from fer_pipeline.config import CONFIG_BUILDERS
-
-    effective = {name: spec["defaultValue"] for name, spec in declared.items() if "defaultValue" in spec} | dict(values)
-    problems = []
-    for build in CONFIG_BUILDERS:
-        try:
-            build(effective)
-        except ConfigError as exc:
-            # the parameter the message names: one the user gave first, the longest name first
-            named = sorted((name for name in effective if name in str(exc)), key=lambda n: (n not in values, -len(n)))
-            problems.append((PARAM_PREFIX + named[0] if named else "parameters", str(exc)))
-    return problems
 
 
 # ------------------------------------------------------------------ loading
@@ -404,85 +260,35 @@ def load_settings(
     )
 
 
-# ------------------------------------------------------------------ terraform outputs
-# terraform output name -> settings key (infra/gcp/outputs.tf)
-TERRAFORM_OUTPUTS = {
-    "project_id": "PROJECT",
-    "region": "REGION",
-    "pipeline_root": "PIPELINE_ROOT",
-    "service_account_email": "SERVICE_ACCOUNT",
-    "docker_registry": "REGISTRY",
-    "kfp_repository_url": "TEMPLATE_REPOSITORY",
-    "tensorboard": "TENSORBOARD",
-    "network": "NETWORK",
-    "kms_key": "ENCRYPTION_KEY",
-}
+# ------------------------------------------------------------------ make
+# What mk/cloud.mk reads from the settings file (`python -m pipelines.settings_cli
+# make-vars`): make applies its own precedence over these (command line, environment).
+MAKE_KEYS = ("PROJECT", "REGION", "REPO", "REGISTRY")
+_MAKE_SAFE = re.compile(r"[A-Za-z0-9._:/@-]+")  # goes into recipes as '$(VALUE)'
 
 
-def update_env_file(path: Path, values: Mapping[str, str]) -> None:
-    """Set ``values`` in a KEY=VALUE file, keeping other lines and comments in place."""
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    pending = dict(values)
-    out = []
-    for line in lines:
-        key = line.strip().removeprefix("export ").partition("=")[0].strip()
-        if key in pending and "=" in line and not line.lstrip().startswith("#"):
-            out.append(f"{key}={pending.pop(key)}")
-        else:
-            out.append(line)
-    out += [f"{key}={value}" for key, value in pending.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+def make_values(config: Path | str) -> dict[str, str]:
+    """The non-empty :data:`MAKE_KEYS` of the config file, read as :func:`load_settings`
+    reads it (nothing when the file is absent). A file that does not parse, an unknown
+    key, or a value make cannot hand to a shell raises a one-line ConfigError."""
+    path = Path(config)
+    if not path.is_file():
+        return {}
+    values = read_config(path)
+    unknown = sorted(key for key in values if not _known(key))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}: fix the name ({EXAMPLE} lists every key).")
+    found = {}
+    for key in MAKE_KEYS:
+        text = "" if values.get(key) is None else str(values[key]).strip()
+        if text and not _MAKE_SAFE.fullmatch(text):
+            raise ConfigError(f"{path}: {key}={text!r}: use only letters, digits and . _ - : / @ (make passes it to the shell).")
+        if text:
+            found[key] = text
+    return found
 
 
-def terraform_values(outputs: Mapping[str, Any]) -> dict[str, str]:
-    """Map ``terraform output -json`` to settings keys (empty outputs are left out)."""
-    values = {}
-    for name, key in TERRAFORM_OUTPUTS.items():
-        value = outputs.get(name, {})
-        value = value.get("value") if isinstance(value, dict) else value
-        if value not in (None, ""):
-            values[key] = str(value)
-    return values
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.settings", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tf = sub.add_parser("from-terraform", help="write terraform outputs into the config file")
-    tf.add_argument("--tf", default="terraform")
-    tf.add_argument("--tf-dir", default="infra/gcp")
-    tf.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    show = sub.add_parser("show", help="print the merged settings as JSON")
-    show.add_argument("--target", default="vertex", choices=TARGETS)
-    show.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "from-terraform":
-            result = subprocess.run(
-                [args.tf, f"-chdir={args.tf_dir}", "output", "-json"], capture_output=True, text=True, check=False
-            )
-            if result.returncode != 0:
-                raise ConfigError(f"terraform output failed:\n{result.stderr.strip()}")
-            values = terraform_values(json.loads(result.stdout or "{}"))
-            if not values:
-                raise ConfigError(f"no outputs in {args.tf_dir}: run `make infra-plan infra-apply` first.")
-            update_env_file(args.config, values)
-            for key, value in values.items():
-                print(f"{args.config}: {key}={value}")
-        else:
-            settings = load_settings(args.target, args.config)
-            print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()}, indent=2))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
-
-
+# ------------------------------------------------------------------ command-line overrides
 def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
     """``["K=V", ...]`` from a repeatable command-line flag, as a dict."""
     pairs = {}
@@ -499,3 +305,9 @@ def cli_overrides(set_items: list[str], param_items: list[str]) -> dict[str, str
     overrides = parse_pairs(set_items, "--set")
     overrides.update({PARAM_PREFIX + k: v for k, v in parse_pairs(param_items, "--param").items()})
     return overrides
+
+
+if __name__ == "__main__":  # the older entry point: python -m pipelines.settings_cli is the command line
+    from pipelines.settings_cli import main
+
+    sys.exit(main())

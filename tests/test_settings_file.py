@@ -1,0 +1,117 @@
+"""The settings file as Python and make read it (pipelines/settings_file.py, python-dotenv;
+pipelines/settings_cli.py make-vars, mk/cloud.mk): one loader, one-line errors naming the
+file and the key, nothing written by a refused command."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fer_pipeline.errors import ConfigError
+from pipelines import settings_cli
+from pipelines.settings import make_values
+from pipelines.settings_file import read_config, read_env_file, update_env_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_env_file_syntax(tmp_path):
+    config = tmp_path / "submit.env"
+    config.write_text("# comment\nexport PROJECT=p\nREGION = europe-west4  # trailing\n\n"
+                      "LABELS='a=b, c=d'\nDISPLAY_NAME=\"x # y\"\nJOB_ID=\nPARAM_data_source=gs://b/x.zip\n")
+    assert read_env_file(config) == {"PROJECT": "p", "REGION": "europe-west4", "LABELS": "a=b, c=d",
+                                     "DISPLAY_NAME": "x # y", "JOB_ID": "", "PARAM_data_source": "gs://b/x.zip"}
+
+
+@pytest.mark.parametrize("text, line", [("PROJECT=p\n\n\noops\n", 4), ("A.B=1\n", 1), ("X='open\n", 1)])
+def test_a_bad_line_is_named_by_file_and_number(tmp_path, text, line):
+    config = tmp_path / "submit.env"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(config))}:{line}: expected KEY=VALUE, got [\'\"]"):
+        read_env_file(config)
+
+
+@pytest.mark.parametrize("name, text", [("s.yaml", "project: [\n"), ("s.json", '{"project": \n'),
+                                        ("s.env", b"PROJECT=\xff\n")])
+def test_unreadable_files_are_one_line_errors(tmp_path, name, text):
+    config = tmp_path / name
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError) as info:
+        read_config(config)
+    assert str(info.value).startswith(str(config)) and "\n" not in str(info.value)
+
+
+def test_make_values(tmp_path):
+    assert make_values(tmp_path / "absent.env") == {}
+    config = tmp_path / "s.yaml"
+    config.write_text("project: p\nregion: europe-west4\nregistry: europe-west4-docker.pkg.dev/p/fer\n"
+                      "parameters:\n  data_source: gs://b/x.zip\n")
+    assert make_values(config) == {"PROJECT": "p", "REGION": "europe-west4",
+                                   "REGISTRY": "europe-west4-docker.pkg.dev/p/fer"}
+    config = tmp_path / "s.env"
+    config.write_text("REGSTRY=x\n")
+    with pytest.raises(ConfigError, match="unknown setting.*REGSTRY"):
+        make_values(config)
+    config.write_text("REGISTRY='a b'\n")
+    with pytest.raises(ConfigError, match="REGISTRY='a b'"):
+        make_values(config)
+
+
+def test_make_vars_prints_one_line_and_exit_code(tmp_path, capsys):
+    config = tmp_path / "s.env"
+    config.write_text("PROJECT=p\nREGISTRY=r/x\n")
+    assert settings_cli.main(["make-vars", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "PROJECT=p REGISTRY=r/x\n"
+    config.write_text("oops\n")
+    assert settings_cli.main(["make-vars", "--config", str(config)]) == 2
+    assert capsys.readouterr().out == f"{config}:1: expected KEY=VALUE, got 'oops'\n"
+
+
+def test_terraform_values_keep_comments_and_quote_what_needs_it(tmp_path):
+    config = tmp_path / "sub" / "submit.env"
+    update_env_file(config, {"PROJECT": "p1"})
+    config.write_text("# keep\nexport PROJECT=old  # old\nLABELS=a=b\n")
+    update_env_file(config, {"PROJECT": "p2", "DISPLAY_NAME": "two words # not a comment"})
+    assert config.read_text() == "# keep\nPROJECT=p2\nLABELS=a=b\nDISPLAY_NAME='two words # not a comment'\n"
+    assert read_env_file(config)["DISPLAY_NAME"] == "two words # not a comment"
+
+
+def test_from_terraform_failure_writes_nothing(tmp_path, capsys):
+    config = tmp_path / "submit.env"
+    assert settings_cli.main(["from-terraform", "--tf", str(tmp_path / "no-terraform"), "--config", str(config)]) == 2
+    assert "cannot run" in capsys.readouterr().err and not config.exists()
+
+
+def test_the_old_entry_point_still_runs(tmp_path):
+    config = tmp_path / "s.env"
+    config.write_text("REGION=europe-west4\n")
+    result = subprocess.run([sys.executable, "-m", "pipelines.settings", "make-vars", "--config", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout == "REGION=europe-west4\n", result.stderr
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY", "TAG", "CONFIG", "PROJECT", "REGION", "REPO")}
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, env=env)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_reads_the_file_through_the_python_loader(tmp_path):
+    config = tmp_path / "s.yaml"  # a format only the Python loader reads
+    config.write_text("project: p\nregion: europe-west4\n")
+    out = _make("-n", "cloudbuild", "TAG=t", f"CONFIG={config}").stdout
+    assert "--project 'p' --region 'europe-west4'" in out and "_REGISTRY=europe-west4-docker.pkg.dev/p/fer-pipeline" in out
+    out = _make("-n", "cloudbuild", "TAG=t", f"CONFIG={config}", "PROJECT=q").stdout
+    assert "--project 'q'" in out  # the command line wins over the file
+    bad = tmp_path / "bad.env"
+    bad.write_text("PROJECT=p\noops\n")
+    result = _make("-n", "build-cpu", "TAG=t", f"CONFIG={bad}")
+    assert result.returncode != 0 and "containers/build.sh" not in result.stdout
+    assert f"*** {bad}:2: expected KEY=VALUE, got 'oops'.  Stop." in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _make("-n", "help", f"CONFIG={bad}").returncode == 0  # targets that use no setting never read it
