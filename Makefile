@@ -21,7 +21,7 @@ REGISTRY ?= fer-pipeline
 IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
-.PHONY: help setup serving-compat test test-fast run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
+.PHONY: help setup serving-compat test test-fast docs run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -49,6 +49,9 @@ serving-compat: $(COMPAT_STAMP) ## Virtualenv with the serving image's TensorFlo
 
 test: setup serving-compat ## Run the test suite (real-data tests skip where the FER-2013 zip is absent)
 	$(PY) -m pytest
+
+docs: setup ## Regenerate README's recipe table from src/fer_pipeline/config.py and the presets
+	$(PY) -m fer_pipeline.recipe_table README.md
 
 test-fast: setup ## Run the tests except the slow and real-data ones
 	$(PY) -m pytest -m "not slow and not realdata"

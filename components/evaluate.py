@@ -15,6 +15,8 @@ def evaluate(
     classification: dsl.Output[dsl.ClassificationMetrics],
     report: dsl.Output[dsl.HTML],
     evaluation: dsl.Output[dsl.Artifact],
+    preset: str = "",
+    recipe: dict = {},
     experiment: str = "",
     project: str = "",
     location: str = "",
@@ -31,6 +33,8 @@ def evaluate(
         report: Output. Self-contained HTML report with the plots.
         evaluation: Output. Directory: metrics.json, vertex_evaluation.json, plots/, and
             run.json, the run's record (parameters, metrics, phases; fer_pipeline.runs).
+        preset: the run's named recipe, recorded with the run.
+        recipe: the run's field overrides; the record holds the whole resolved recipe.
         experiment: Vertex AI experiment to log the run's parameters and metrics to; "" = none.
         project: Google Cloud project of the experiment.
         location: Vertex region of the experiment.
@@ -42,12 +46,13 @@ def evaluate(
     from fer_pipeline import runs
     from fer_pipeline.cloud.experiments import log_run_or_warn
     from fer_pipeline.component_io import evaluation_outputs, model_file, setup_logging
+    from fer_pipeline.recipe import resolve
     from fer_pipeline.steps import evaluate_step
 
     setup_logging()
     history_paths = [frozen_history.path, finetune_history.path]
     histories = runs.load_histories(history_paths)
-    params = runs.params_from_histories(histories)
+    params = resolve(preset, recipe).params()
     params["dataset_sha256"] = str(dataset.metadata.get("source_sha256", ""))[:16]
     result = evaluate_step(
         dataset.path, model_file(model.path), evaluation.path, history_paths=history_paths, run_info=params

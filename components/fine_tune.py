@@ -13,27 +13,10 @@ def fine_tune(
     model: dsl.Output[dsl.Model],
     history: dsl.Output[dsl.Artifact],
     metrics: dsl.Output[dsl.Metrics],
-    batch_size: int = 64,
-    epochs: int = 10,
-    learning_rate: float = 1e-5,
-    unfreeze_from: str = "",
-    weights: str = "imagenet",
-    early_stopping_patience: int = 3,
-    max_train_samples: int = 0,
-    seed: int = 12,
-    backbone: str = "densenet169",
-    rotation: float = 0.0,
-    zoom: float = 0.0,
-    erasing: float = 0.0,
-    label_smoothing: float = 0.0,
-    class_weighting: bool = True,
-    class_weight_power: float = 1.0,
-    schedule: str = "plateau",
-    tta: bool = False,
-    tta_shift: int = 0,
+    preset: str = "",
+    recipe: dict = {},
     tensorboard: str = "",
     experiment: str = "",
-    jit_compile: bool = False,
     replicas: int = 1,
     replica_image: str = "",
     project: str = "",
@@ -51,28 +34,12 @@ def fine_tune(
         model: Output. Directory with the fine-tuned model.keras.
         history: Output. history.json of this phase.
         metrics: Output. Best validation loss and accuracy, epochs run, seconds.
-        batch_size: global batch size.
-        epochs: maximum epochs (early stopping on validation loss).
-        learning_rate: Adam learning rate, very low so pretrained features survive.
-        unfreeze_from: backbone layer to unfreeze from ("" = the whole backbone).
-        weights: the backbone's initial weights; with "none" BatchNorm trains too.
-        early_stopping_patience: epochs without validation-loss improvement before stopping.
-        max_train_samples: cap on training samples for quick runs (0 = all).
-        seed: random seed.
-        backbone: "densenet169" (transfer learning) or "compact" (a VGG-style CNN trained from scratch).
-        rotation: max random rotation, fraction of a full turn (augmentation; 0 = off).
-        zoom: max random zoom, fraction of the side (augmentation; 0 = off).
-        erasing: probability of random erasing (augmentation; 0 = off).
-        label_smoothing: label smoothing of the cross-entropy (0 = off).
-        class_weighting: balanced class weights in the loss.
-        class_weight_power: exponent on the class weights (1 = balanced, 0.5 = square root, milder).
-        tta: save the model with test-time augmentation (mean over the image and its mirror).
-        tta_shift: with tta, also each view shifted this many pixels four ways (10 views; 0 = flip only).
-        schedule: "plateau" (reduce on validation-loss plateau) or "cosine" (cosine decay over the epochs).
+        preset: named recipe (fer_pipeline.presets; "" = none).
+        recipe: TrainConfig field overrides of the preset (README's recipe table); with
+            tta the saved model averages over the test-time views.
         tensorboard: Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) to stream the
             TensorBoard logs (written to model/tensorboard) to while training; "" = none.
         experiment: TensorBoard experiment to upload into (the Vertex experiment); "" = fer-pipeline.
-        jit_compile: XLA-compile the train step (docs/benchmarks.md).
         replicas: machines to fine-tune on; above 1 this step runs a Vertex AI custom job with
             MultiWorkerMirroredStrategy (batch_size per replica, learning rate x replicas) and waits.
         replica_image: the GPU training image the custom job's replicas run (replicas > 1).
@@ -83,20 +50,13 @@ def fine_tune(
         gpu_count: accelerators per replica (replicas > 1).
     """
     from fer_pipeline.cloud.experiments import vertex_upload
-    from fer_pipeline.component_io import model_file, phase_outputs, setup_logging, train_config
+    from fer_pipeline.component_io import model_file, phase_config, phase_outputs, setup_logging
     from fer_pipeline.runs import pipeline_run_name
-    from fer_pipeline.tensorboard import log_dir
     from fer_pipeline.steps import fine_tune_step
+    from fer_pipeline.tensorboard import log_dir
 
     setup_logging()
-    cfg = train_config(
-        backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
-        class_weighting=class_weighting, class_weight_power=class_weight_power, schedule=schedule, tta=tta, tta_shift=tta_shift,
-        batch_size=batch_size, finetune_epochs=epochs, finetune_lr=learning_rate, unfreeze_from=unfreeze_from,
-        weights=weights, early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-        backup_dir=f"{model.path}-backup",  # beside the output: a retry of this task resumes from it
-        jit_compile=jit_compile,
-    )
+    cfg = phase_config(preset, recipe, model.path)
     if replicas > 1:
         from fer_pipeline.cloud.vertex_training import MultiWorkerJob, run_fine_tune_job, phase_result
 
@@ -108,9 +68,9 @@ def fine_tune(
             job, dataset=dataset.path, split=split.path, model=str(model_file(frozen_model.path)), out_dir=model.path,
             cfg=cfg,
         )
-        phase_outputs(phase_result(outcome), model.path, history.path, metrics)
+        phase_outputs(phase_result(outcome), model, history.path, metrics)
         return
     prefix = f"{pipeline_run_name(model.path)}-finetune"
     with vertex_upload(tensorboard, log_dir(model.path), experiment=experiment or "fer-pipeline", run_prefix=prefix):
         result = fine_tune_step(dataset.path, split.path, model_file(frozen_model.path), model.path, cfg)
-    phase_outputs(result, model.path, history.path, metrics)
+    phase_outputs(result, model, history.path, metrics)

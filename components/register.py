@@ -36,7 +36,8 @@ def register(
         serving_image: prebuilt or custom prediction container (Vertex only).
         staging_uri: gs:// prefix for the uploaded model files (Vertex only).
     """
-    from fer_pipeline.component_io import model_file, registration_labels, setup_logging, write_json
+    from fer_pipeline.component_io import model_file, registration_labels, setup_logging
+    from fer_pipeline.files import write_json
     from fer_pipeline.steps import register_step
 
     setup_logging()

@@ -10,8 +10,8 @@ def split_and_weight(
     dataset: dsl.Input[dsl.Dataset],
     split: dsl.Output[dsl.Dataset],
     class_weights: dsl.Output[dsl.Metrics],
-    val_fraction: float = 0.2,
-    seed: int = 12,
+    preset: str = "",
+    recipe: dict = {},
 ):
     """Split the train part of the dataset, stratified by class, and weigh the classes.
 
@@ -19,15 +19,15 @@ def split_and_weight(
         dataset: the canonical dataset pointer from ingest.
         split: Output. JSON with train/validation indices, per-class counts and weights.
         class_weights: Output. The weight of each class, n / (k * count_k).
-        val_fraction: share of the train split held out for validation.
-        seed: random seed of the split.
+        preset: named recipe (fer_pipeline.presets; "" = none); its val_fraction and seed apply.
+        recipe: field overrides of the preset (val_fraction, seed; training fields are ignored here).
     """
-    from fer_pipeline.config import SplitConfig
     from fer_pipeline.component_io import setup_logging
+    from fer_pipeline.recipe import resolve
     from fer_pipeline.steps import split_step
 
     setup_logging()
-    result = split_step(dataset.path, split.path, SplitConfig(val_fraction=val_fraction, seed=seed))
+    result = split_step(dataset.path, split.path, resolve(preset, recipe).split)
     split.metadata.update({"train": len(result.train_indices), "validation": len(result.val_indices)})
     for name, weight in result.class_weights.items():
         class_weights.log_metric(name, round(weight, 4))

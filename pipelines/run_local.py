@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Protocol
 
 from fer_pipeline import synthetic
-from fer_pipeline.presets import PRESETS, preset
+from fer_pipeline.presets import PRESETS
+from fer_pipeline.recipe import minimal_overrides, preset_values
 
 LOCAL_DIR = Path("build/local")
 BUCKET = "fer-local"
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     args = parser.parse_args(argv)
     sample = not args.data
     epochs = args.epochs
-    chosen = preset(args.preset)
+    chosen = preset_values(args.preset)
     return LocalRun(
         data=args.data,
         frozen_epochs=epochs if epochs is not None else chosen.get("frozen_epochs", 2 if sample else 20),
@@ -85,13 +86,11 @@ def parse_args(argv: list[str] | None) -> LocalRun:
 def check_parameters(run: LocalRun) -> None:
     """Build the typed configs the components will build from these parameters, so that a
     bad value fails now, in one line, and not in the training step after ingest."""
-    from fer_pipeline.config import CONFIG_BUILDERS
     from fer_pipeline.errors import ConfigError
+    from fer_pipeline.recipe import from_parameters
 
-    arguments = pipeline_arguments(run, run.data)
     try:
-        for build in CONFIG_BUILDERS:
-            build(arguments)
+        from_parameters(pipeline_arguments(run, run.data))
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     if not 0.0 <= run.threshold <= 1.0:
@@ -126,11 +125,9 @@ def data_source(run: LocalRun) -> str:
     return str(sample)
 
 
-def pipeline_arguments(run: LocalRun, source: str) -> dict:
-    return preset(run.preset) | {
-        "data_source": source,
-        "data_prefix": f"gs://{BUCKET}/fer",
-        "registry": str(run.local_dir / "registry"),
+def recipe_fields(run: LocalRun) -> dict:
+    """The recipe fields this run sets (flags, or run-local's own defaults where the preset is silent)."""
+    return {
         "weights": run.weights,
         "batch_size": run.batch_size,
         "frozen_epochs": run.frozen_epochs,
@@ -138,6 +135,18 @@ def pipeline_arguments(run: LocalRun, source: str) -> dict:
         "frozen_lr": run.frozen_lr,
         "finetune_lr": run.finetune_lr,
         "max_train_samples": run.max_train_samples,
+    }
+
+
+def pipeline_arguments(run: LocalRun, source: str) -> dict:
+    """The pipeline's parameters: the preset by name and only the recipe fields that differ
+    from it, as a Vertex run of the same recipe would pass them."""
+    return {
+        "data_source": source,
+        "data_prefix": f"gs://{BUCKET}/fer",
+        "registry": str(run.local_dir / "registry"),
+        "preset": run.preset,
+        "recipe": minimal_overrides(run.preset, recipe_fields(run)),
         "accuracy_threshold": run.threshold,
         "model_display_name": "fer-emotion-local",
     }

@@ -12,6 +12,7 @@ import yaml
 
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.files import parse_bool
+from fer_pipeline.recipe import RECIPE_FIELDS, from_parameters, typed_field
 from pipelines.settings_file import PARAM_PREFIX
 
 
@@ -68,6 +69,14 @@ def resolve_parameters(
     """Typed values for ``given`` against the pipeline's ``declared`` inputs, and the problems."""
     problems: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
+    if "recipe" in declared:  # recipe fields may be given by name: PARAM_frozen_epochs=5
+        fields = {name: value for name, value in given.items() if name in RECIPE_FIELDS}
+        given = {name: value for name, value in given.items() if name not in RECIPE_FIELDS}
+        for name, value in sorted(fields.items()):
+            try:
+                values.setdefault("recipe", {})[name] = typed_field(name, value)
+            except ConfigError as exc:
+                problems.append((PARAM_PREFIX + name, str(exc)))
     for name, value in sorted(given.items()):
         if name not in declared:
             problems.append((PARAM_PREFIX + name, f"the pipeline has no parameter {name!r} "
@@ -75,7 +84,7 @@ def resolve_parameters(
             continue
         ptype = declared[name].get("parameterType", "STRING")
         try:
-            values[name] = coerce(value, ptype)
+            values[name] = coerce(value, ptype) if name != "recipe" else coerce(value, ptype) | values.get("recipe", {})
         except (ValueError, TypeError) as exc:
             problems.append((PARAM_PREFIX + name, f"{ptype}: {exc}"))
     for name, pspec in sorted(declared.items()):
@@ -90,15 +99,13 @@ def config_problems(values: Mapping[str, Any], declared: Mapping[str, dict[str, 
     """Ranges and combinations, checked here as the components will check them: the typed
     configs built from the run's parameters (given, else the compiled defaults), so that a
     bad value fails on the laptop and not an hour into the run."""
-    from fer_pipeline.config import CONFIG_BUILDERS
-
     effective = {name: spec["defaultValue"] for name, spec in declared.items() if "defaultValue" in spec} | dict(values)
-    problems = []
-    for build in CONFIG_BUILDERS:
-        try:
-            build(effective)
-        except ConfigError as exc:
-            # the parameter the message names: one the user gave first, the longest name first
-            named = sorted((name for name in effective if name in str(exc)), key=lambda n: (n not in values, -len(n)))
-            problems.append((PARAM_PREFIX + named[0] if named else "parameters", str(exc)))
-    return problems
+    try:
+        from_parameters(effective)
+    except ConfigError as exc:
+        # the parameter the message names: one the user gave first, the longest name first
+        given = set(values) | set(values.get("recipe") or {})
+        candidates = set(effective) | set(effective.get("recipe") or {})
+        named = sorted((name for name in candidates if name in str(exc)), key=lambda n: (n not in given, -len(n)))
+        return [(PARAM_PREFIX + named[0] if named else "parameters", str(exc))]
+    return []

@@ -73,30 +73,10 @@ def make_pipeline(target: str = "vertex", profile: Profile | None = None):
         data_source: str,
         data_prefix: str,
         registry: str = "vertex",
-        val_fraction: float = 0.2,
-        seed: int = 12,
-        image_size: int = 48,
-        batch_size: int = 64,
-        weights: str = "imagenet",
-        backbone: str = "densenet169",
-        frozen_epochs: int = 20,
-        frozen_lr: float = 1e-4,
-        finetune_epochs: int = 10,
-        finetune_lr: float = 1e-5,
-        unfreeze_from: str = "",
-        early_stopping_patience: int = 3,
-        rotation: float = 0.0,
-        zoom: float = 0.0,
-        erasing: float = 0.0,
-        label_smoothing: float = 0.0,
-        class_weighting: bool = True,
-        class_weight_power: float = 1.0,
-        head_pooling: str = "avg",
-        compact_widths: list = [32, 64, 128, 256],
-        schedule: str = "plateau",
-        tta: bool = False,
-        tta_shift: int = 0,
-        max_train_samples: int = 0,
+        # The training recipe: a preset name (fer_pipeline.presets) and TrainConfig/SplitConfig
+        # field overrides, resolved by each step that needs it (fer_pipeline.recipe).
+        preset: str = "",
+        recipe: dict = {},
         allow_conversion: bool = False,
         accuracy_threshold: float = 0.5,
         model_display_name: str = "fer-emotion",
@@ -109,7 +89,6 @@ def make_pipeline(target: str = "vertex", profile: Profile | None = None):
         commit: str = "unknown",
         experiment: str = "",
         tensorboard: str = "",
-        jit_compile: bool = False,
         finetune_replicas: int = 1,
         finetune_image: str = "",
     ):
@@ -118,28 +97,19 @@ def make_pipeline(target: str = "vertex", profile: Profile | None = None):
         data.set_display_name("1. ingest to GCS").set_retry(num_retries=3, backoff_duration="30s")
         data.set_caching_options(False)
 
-        # The training recipe, the same for both phases (docs/model-quality.md measures each choice).
-        recipe = dict(
-            backbone=backbone, rotation=rotation, zoom=zoom, erasing=erasing, label_smoothing=label_smoothing,
-            class_weighting=class_weighting, class_weight_power=class_weight_power, schedule=schedule,
-        )
-        split = split_and_weight(dataset=data.outputs["dataset"], val_fraction=val_fraction, seed=seed)
+        split = split_and_weight(dataset=data.outputs["dataset"], preset=preset, recipe=recipe)
         split.set_display_name("2. split and weight").set_retry(num_retries=2)
 
         frozen = train_frozen(
-            dataset=data.outputs["dataset"], split=split.outputs["split"], image_size=image_size, weights=weights,
-            batch_size=batch_size, epochs=frozen_epochs, learning_rate=frozen_lr,
-            early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            head_pooling=head_pooling, compact_widths=compact_widths, tensorboard=tensorboard, experiment=experiment, **recipe,
+            dataset=data.outputs["dataset"], split=split.outputs["split"], preset=preset, recipe=recipe,
+            tensorboard=tensorboard, experiment=experiment,
         )
         frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
         _place_training(frozen, profile, profile.frozen_on_gpu, gpu_type, gpu_count)
 
         tuned = fine_tune(
             dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
-            batch_size=batch_size, epochs=finetune_epochs, learning_rate=finetune_lr, unfreeze_from=unfreeze_from, weights=weights,
-            early_stopping_patience=early_stopping_patience, max_train_samples=max_train_samples, seed=seed,
-            tensorboard=tensorboard, experiment=experiment, jit_compile=jit_compile, tta=tta, tta_shift=tta_shift, **recipe,
+            preset=preset, recipe=recipe, tensorboard=tensorboard, experiment=experiment,
             # finetune_replicas > 1: a Vertex custom job of that many GPU machines (MultiWorkerMirroredStrategy)
             replicas=finetune_replicas, replica_image=finetune_image, project=project, location=location,
             staging_uri=data_prefix, gpu_type=gpu_type, gpu_count=gpu_count,
@@ -150,7 +120,7 @@ def make_pipeline(target: str = "vertex", profile: Profile | None = None):
         scored = evaluate(
             dataset=data.outputs["dataset"], model=tuned.outputs["model"],
             frozen_history=frozen.outputs["history"], finetune_history=tuned.outputs["history"],
-            experiment=experiment, project=project, location=location,
+            preset=preset, recipe=recipe, experiment=experiment, project=project, location=location,
         )
         scored.set_display_name("5. evaluate").set_retry(num_retries=2)
 

@@ -44,20 +44,24 @@ def chain(tmp_path_factory, emulator):
     prefix = f"gs://{BUCKET}/fer"
     ingest.python_func(source=str(source), gcs_prefix=prefix, dataset=a["dataset"])
     ingest.python_func(source=str(source), gcs_prefix=prefix, dataset=a["dataset2"])  # same source again
-    split_and_weight.python_func(dataset=a["dataset"], split=a["split"], class_weights=a["weights"], val_fraction=0.25)
-    common = dict(batch_size=16, epochs=1, seed=3)
+    # One recipe for every step, as the pipeline hands it over.
+    recipe = dict(val_fraction=0.25, batch_size=16, frozen_epochs=1, finetune_epochs=1, seed=3, weights="none",
+                  frozen_lr=1e-3, finetune_lr=1e-4)
+    split_and_weight.python_func(dataset=a["dataset"], split=a["split"], class_weights=a["weights"], recipe=recipe)
     train_frozen.python_func(
         dataset=a["dataset"], split=a["split"], model=a["frozen"], history=a["frozen_history"],
-        metrics=a["frozen_metrics"], weights="none", learning_rate=1e-3, **common,
+        metrics=a["frozen_metrics"], recipe=recipe,
     )
     fine_tune.python_func(
         dataset=a["dataset"], split=a["split"], frozen_model=a["frozen"], model=a["tuned"],
-        history=a["tuned_history"], metrics=a["tuned_metrics"], learning_rate=1e-4, **common,
+        history=a["tuned_history"], metrics=a["tuned_metrics"], recipe=recipe,
     )
     a["gate"] = evaluate.python_func(
         dataset=a["dataset"], model=a["tuned"], frozen_history=a["frozen_history"], finetune_history=a["tuned_history"],
         metrics=a["metrics"], classification=a["classification"], report=a["report"], evaluation=a["evaluation"],
+        recipe=recipe,
     )
+    a["recipe"] = recipe
     a["registry"] = root / "registry"
     register.python_func(
         model=a["tuned"], evaluation=a["evaluation"], dataset=a["dataset"], registered=a["registered"],
@@ -90,6 +94,9 @@ def test_training_components_write_model_history_and_metrics(chain):
         record = json.loads(Path(chain[history].path).read_text())
         assert record["phase"] == phase and len(record["history"]["loss"]) == 1
         assert chain[metrics].metadata["epochs_run"] == 1
+        # both phases ran with the whole resolved recipe, and the model artifact shows it
+        assert record["config"]["frozen_lr"] == 1e-3 and record["config"]["finetune_lr"] == 1e-4
+        assert record["config"]["seed"] == 3 and chain[model].metadata["recipe.batch_size"] == 16
 
 
 def test_evaluate_fills_metrics_classification_and_report(chain):

@@ -14,3 +14,20 @@ def test_every_pipeline_parameter_is_documented_in_the_readme():
     section = README.read_text().split("## Parameters")[1].split("\n## ")[0]
     documented = set(re.findall(r"`([a-z_]+)`", section))
     assert parameters - documented == set()
+
+
+def test_the_readme_recipe_table_matches_the_config_fields_and_presets():
+    from fer_pipeline.recipe_table import differences
+
+    assert differences(README.read_text()) == [], "README's recipe table is out of date: run `make docs`"
+
+
+def test_a_missing_or_stale_row_is_named_by_its_field():
+    from fer_pipeline.recipe_table import differences, markdown, rows
+
+    table = markdown()
+    assert differences(table.replace(rows()["zoom"] + "\n", "")) == ["row for 'zoom' missing or out of date"]
+    stale = table.replace(rows()["tta"], rows()["tta"].replace("| false |", "| true |"))
+    assert differences(stale) == ["row for 'tta' missing or out of date"]
+    extra = table.replace(rows()["tta"], rows()["tta"] + "\n| `turbo` | 1 | | gone |")
+    assert differences(extra) == ["row `turbo` names no recipe field"]

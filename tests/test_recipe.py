@@ -12,7 +12,8 @@ from fer_pipeline.errors import ConfigError
 from fer_pipeline.model import (BACKBONE_NAME, Shift, block_names, build_model, load_model, tta_offsets, unfreeze_backbone,
                                 with_flip_tta)
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
-from fer_pipeline.presets import PRESETS, preset
+from fer_pipeline.presets import PRESETS
+from fer_pipeline.recipe import RECIPE_FIELDS, from_parameters, resolve
 from fer_pipeline.split import make_split
 from pipelines.run_local import parse_args, pipeline_arguments
 from tests.test_train import _dataset
@@ -151,27 +152,27 @@ def test_compact_two_phases_with_cosine_smoothing_and_tta_end_in_a_tta_model(tmp
     np.testing.assert_allclose(loaded.predict(x, verbose=0), loaded.predict(x[:, :, ::-1], verbose=0), atol=1e-6)
 
 
-def test_cpu_preset_reaches_the_pipeline_and_explicit_flags_win():
+def test_cpu_preset_reaches_the_pipeline_by_name_and_explicit_flags_win():
     run = parse_args(["--data", "fer.zip", "--preset", "cpu", "--epochs", "3"])
     arguments = pipeline_arguments(run, "/data/fer.zip")
-    assert arguments["backbone"] == "compact" and arguments["tta"] is True and arguments["val_fraction"] == 0.1
-    assert arguments["frozen_epochs"] == arguments["finetune_epochs"] == 3  # the flag, not the preset's 48/0
-    assert arguments["batch_size"] == PRESETS["cpu"]["batch_size"]
-    assert "backbone" not in pipeline_arguments(parse_args([]), "sample.zip")
+    assert arguments["preset"] == "cpu"
+    # only what differs from the preset travels as an override: the flag's epochs, not the preset's 48/0
+    assert arguments["recipe"] == {"frozen_epochs": 3, "finetune_epochs": 3}
+    resolved = from_parameters(arguments)
+    assert resolved.train.backbone == "compact" and resolved.train.tta is True and resolved.split.val_fraction == 0.1
+    assert resolved.train.frozen_epochs == resolved.train.finetune_epochs == 3
+    assert resolved.train.batch_size == PRESETS["cpu"]["batch_size"]
+    sample = pipeline_arguments(parse_args([]), "sample.zip")
+    assert sample["preset"] == "" and from_parameters(sample).train.backbone == "densenet169"
 
 
-def test_every_preset_key_is_a_pipeline_parameter_and_builds_a_valid_config():
-    import inspect
-
-    from pipelines.training import make_pipeline
-
-    parameters = set(inspect.signature(make_pipeline("vertex").pipeline_func).parameters)
+def test_every_preset_key_is_a_recipe_field_and_builds_a_valid_config():
     for name, values in PRESETS.items():
-        assert set(values) <= parameters, name
-        train_fields = {k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__}
-        TrainConfig(**train_fields)
-    with pytest.raises(ValueError, match="cpu"):
-        preset("gpu-fast")
+        assert set(values) <= RECIPE_FIELDS, name
+        resolved = resolve(name)
+        assert all(resolved.to_dict()[k] == (tuple(v) if isinstance(v, list) else v) for k, v in values.items())
+    with pytest.raises(ConfigError, match="cpu"):
+        resolve("gpu-fast")
 
 
 def test_compact_with_the_default_imagenet_weights_says_they_are_not_used(caplog):

@@ -3,6 +3,7 @@ caught at PipelineServiceClient.create_pipeline_job, the KFP call at kfp.Client.
 
 # (no `from __future__ import annotations`: KFP reads the component annotations)
 
+import io
 import json
 from pathlib import Path
 from unittest import mock
@@ -206,10 +207,25 @@ def test_real_pipeline_vertex_request(compiled, captured):
     submit_mod.submit(settings, credentials=AnonymousCredentials())
     job = captured[0]["pipeline_job"]
     params = dict(job.runtime_config.parameter_values.items())
-    assert params["data_source"] == "gs://b/fer2013.zip" and params["frozen_epochs"] == 2
+    # recipe fields given by name travel in the one recipe parameter, typed
+    assert params["data_source"] == "gs://b/fer2013.zip" and params["recipe"] == {"frozen_epochs": 2, "max_train_samples": 200}
     assert params["allow_conversion"] is True and params["project"] == PROJECT
     assert job.service_account == SA and job.runtime_config.gcs_output_directory == ROOT
     assert job.labels["commit"] == "abc123"
+
+
+@pytest.mark.parametrize("data", ["", "fer2013.zip"])
+def test_a_vertex_dry_run_with_preset_cpu_resolves_the_recipe_run_local_resolves(compiled, data):
+    from fer_pipeline.recipe import from_parameters
+    from pipelines.run_local import parse_args, pipeline_arguments
+
+    vertex, _ = compiled
+    env = _env(vertex, PARAM_data_source="gs://b/fer2013.zip", PARAM_data_prefix="gs://b/data", PARAM_preset="cpu")
+    request = submit_mod.submit(load_settings("vertex", None, environ=env), dry_run=True, out=io.StringIO())
+    sent = request["pipeline_job"]["runtime_config"]["parameter_values"]
+    local = pipeline_arguments(parse_args(["--preset", "cpu"] + (["--data", data] if data else [])), data or "s.zip")
+    assert from_parameters(sent) == from_parameters(local)
+    assert from_parameters(sent).train.backbone == "compact"
 
 
 def test_real_pipeline_requires_its_data_parameters(compiled):
@@ -239,7 +255,7 @@ def test_kfp_client_call(compiled, monkeypatch, capsys):
     kwargs = client.create_run_from_pipeline_package.call_args.kwargs
     assert kwargs["pipeline_file"] == str(kfp_file)
     assert kwargs["arguments"] == {"data_source": "/data/fer2013.zip", "data_prefix": "gs://fake/data",
-                                   "frozen_epochs": 1}
+                                   "recipe": {"frozen_epochs": 1}}
     assert kwargs["experiment_name"] == "fer" and kwargs["enable_caching"] is False
     assert "project" not in kwargs["arguments"]  # no Vertex auto-fill on kind
     assert "run-1" in capsys.readouterr().out

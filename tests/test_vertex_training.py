@@ -9,7 +9,7 @@ import pytest
 
 aiplatform = pytest.importorskip("google.cloud.aiplatform")
 
-from fer_pipeline.cli import build_parser, config_from_args  # noqa: E402
+from fer_pipeline.cli import build_parser, recipe_from_args  # noqa: E402
 from fer_pipeline.cloud import vertex_training  # noqa: E402
 from fer_pipeline.cloud.vertex_training import (  # noqa: E402
     WORKER_SCRATCH,
@@ -71,7 +71,7 @@ def test_job_has_a_chief_pool_and_a_worker_pool_running_the_cli(custom_job, tmp_
 def test_replicas_rebuild_the_same_config_from_the_cli_flags():
     args = fine_tune_args(out_dir="/tmp/out", cfg=CFG, **PATHS)
     parsed = build_parser().parse_args(args)
-    assert config_from_args(TrainConfig, parsed) == CFG
+    assert recipe_from_args(parsed).train == CFG
 
 
 def test_missing_settings_are_one_error_naming_each(custom_job):
@@ -92,7 +92,7 @@ def test_pipeline_passes_finetune_replicas_to_the_fine_tuning_step(tmp_path):
     spec = yaml.safe_load(path.read_text())
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["finetune_replicas"]["defaultValue"] == 1
-    assert parameters["jit_compile"]["defaultValue"] is False
+    assert parameters["recipe"]["defaultValue"] == {} and "jit_compile" not in parameters  # a recipe field
     task = spec["root"]["dag"]["tasks"]["fine-tune"]["inputs"]["parameters"]
     assert task["replicas"]["componentInputParameter"] == "finetune_replicas"
     assert task["replica_image"]["componentInputParameter"] == "finetune_image"

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 from fer_pipeline import __version__, cli_models, runs
 from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.presets import PRESETS, preset
+from fer_pipeline.presets import PRESETS
+from fer_pipeline.recipe import RECIPE_FIELDS, resolve
 from fer_pipeline.errors import FerError
 
 log = logging.getLogger("fer_pipeline.cli")
@@ -41,11 +42,12 @@ def _parse_tuple(kind):
 
 
 def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    from fer_pipeline.files import parse_bool
+
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls, only: Sequence[str] | None = None) -> None:
@@ -64,9 +66,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, only: Sequence[st
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None, help=f"default: {default!r}")
 
 
-def config_from_args(cls, args: argparse.Namespace):
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+def recipe_from_args(args: argparse.Namespace):
+    """The recipe of ``--preset`` and the field flags given, resolved as the pipeline's steps resolve it."""
+    given = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
+    return resolve(getattr(args, "preset", ""), given)
+
+
+def add_preset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="", choices=["", *PRESETS],
+                        help="named recipe (fer_pipeline/presets.py); the field flags override it")
 
 
 def _print_json(data: Any) -> None:
@@ -109,7 +117,7 @@ def cmd_ingest(args) -> int:
 def cmd_split(args) -> int:
     from fer_pipeline.steps import split_step
 
-    split = split_step(args.dataset, args.out, config_from_args(SplitConfig, args))
+    split = split_step(args.dataset, args.out, recipe_from_args(args).split)
     _print_json({"train": split.train_counts, "validation": split.val_counts, "class_weights": split.class_weights})
     return 0
 
@@ -117,7 +125,7 @@ def cmd_split(args) -> int:
 def cmd_train_frozen(args) -> int:
     from fer_pipeline.steps import train_frozen_step
 
-    result = train_frozen_step(args.dataset, args.split, args.out, config_from_args(TrainConfig, args))
+    result = train_frozen_step(args.dataset, args.split, args.out, recipe_from_args(args).train)
     print(f"phase 1 done: {result.epochs_run} epochs, best {result.best_epoch}, model {result.model_path}")
     return 0
 
@@ -125,7 +133,7 @@ def cmd_train_frozen(args) -> int:
 def cmd_fine_tune(args) -> int:
     from fer_pipeline.steps import fine_tune_step
 
-    result = fine_tune_step(args.dataset, args.split, args.model, args.out, config_from_args(TrainConfig, args))
+    result = fine_tune_step(args.dataset, args.split, args.model, args.out, recipe_from_args(args).train)
     print(f"phase 2 done: {result.epochs_run} epochs, best {result.best_epoch}, model {result.model_path}")
     return 0
 
@@ -159,12 +167,8 @@ def cmd_run(args) -> int:
 
     out = Path(args.out)
     # Every option is checked here, before the data is read (minutes on the real zip).
-    chosen = preset(args.preset)  # the preset fills what the flags leave unset
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    explicit = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    cfg = TrainConfig(**{k: v for k, v in chosen.items() if k in fields} | explicit)
-    val_fraction = args.val_fraction if args.val_fraction is not None else chosen.get("val_fraction", SplitConfig.val_fraction)
-    split_config = SplitConfig(val_fraction=val_fraction, seed=cfg.seed)
+    recipe = recipe_from_args(args)
+    cfg, split_config = recipe.train, recipe.split
     options = IngestOptions(convert=args.convert)
     started = time.time()
     log.info("[1/5] ingest %s", args.source)
@@ -177,7 +181,7 @@ def cmd_run(args) -> int:
     tuned = fine_tune_step(outcome.uri, out / "split.json", frozen.model_path, out / "finetune", cfg)
     log.info("[5/5] evaluate")
     histories = [out / "frozen" / "history.json", out / "finetune" / "history.json"]
-    params = {**cfg.to_dict(), "val_fraction": val_fraction, "preset": args.preset, "source": args.source,
+    params = {**recipe.params(), "source": args.source,
               "dataset_sha256": str(outcome.manifest.get("source_sha256", ""))[:16]}
     metrics = evaluate_step(outcome.uri, tuned.model_path, out / "evaluation", history_paths=histories, run_info=params)
     _print_headline(metrics, out / "evaluation")
@@ -219,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("split", help="step 2: stratified train/validation split and class weights")
     p.add_argument("dataset", help="canonical dataset directory or gs:// prefix")
     p.add_argument("--out", type=output_file, required=True, help="split JSON to write")
+    add_preset_argument(p)
     add_config_arguments(p, SplitConfig)
     p.set_defaults(func=cmd_split)
 
@@ -232,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "fine-tune":
             p.add_argument("--model", type=Path, required=True, help="phase-1 model.keras")
         p.add_argument("--out", type=output_dir, required=True, help="output directory (model.keras, history.json)")
+        add_preset_argument(p)
         add_config_arguments(p, TrainConfig)
         p.set_defaults(func=func)
 
@@ -254,8 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
     p.add_argument("--out", type=output_dir, required=True, help="output directory for everything")
     p.add_argument("--val-fraction", type=float, default=None, help=f"default: {SplitConfig.val_fraction} or the preset's")
-    p.add_argument("--preset", default="", choices=["", *PRESETS],
-                   help="named parameter set (fer_pipeline/presets.py); the flags below override it")
+    add_preset_argument(p)
     p.add_argument("--convert", action="store_true")
     p.add_argument("--runs-index", type=output_file, default=None,
                    help="run index to append this run to (default: $FER_RUNS or build/runs.json)")

@@ -4,6 +4,7 @@ artifact objects are used only through their ``log_*`` methods (duck-typed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -13,8 +14,9 @@ from typing import Any
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.config import TrainConfig
+from fer_pipeline.files import MODEL_FILE
+from fer_pipeline.recipe import resolve
 
-MODEL_FILE = "model.keras"
 ROC_POINTS = 200  # ClassificationMetrics curves stay small for the Vertex console
 
 
@@ -23,15 +25,10 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
-
-
-def train_config(**params: Any) -> TrainConfig:
-    """The one typed config, built from a component's parameters (unset ones keep defaults)."""
-    return TrainConfig.from_dict(params)
+def phase_config(preset: str, recipe: dict, model_dir: str | Path) -> TrainConfig:
+    """A training component's config: the run's recipe, resolved as every step resolves
+    it, with its phase backup beside the output model (so a retried task resumes)."""
+    return dataclasses.replace(resolve(preset, recipe).train, backup_dir=f"{model_dir}-backup")
 
 
 def model_file(model_dir: str | Path) -> Path:
@@ -55,9 +52,13 @@ def dataset_metadata(outcome) -> dict[str, Any]:
     }
 
 
-def phase_outputs(result, model_dir: str | Path, history_path: str | Path, metrics) -> None:
-    """Copy a phase's history to its artifact and log its summary metrics."""
-    shutil.copyfile(Path(model_dir) / "history.json", history_path)
+def phase_outputs(result, model, history_path: str | Path, metrics) -> None:
+    """Copy a phase's history to its artifact, log its summary metrics, and show the
+    resolved recipe as the model artifact's metadata (the console's artifact panel)."""
+    history_file = Path(model.path) / "history.json"
+    shutil.copyfile(history_file, history_path)
+    config = json.loads(history_file.read_text()).get("config") or {}
+    model.metadata.update({f"recipe.{k}": v for k, v in config.items() if k != "backup_dir"})
     history = result.history
     metrics.log_metric("epochs_run", result.epochs_run)
     metrics.log_metric("best_epoch", result.best_epoch)

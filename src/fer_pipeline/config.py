@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.files import parse_bool
 
 
 BACKBONES = ("densenet169", "compact")
@@ -19,13 +20,19 @@ SCHEDULES = ("plateau", "cosine")
 HEAD_POOLINGS = ("avg", "flatten")
 
 
+def opt(default: Any, doc: str):
+    """A config field with its one-line documentation: README's recipe table is generated
+    from these (``python -m fer_pipeline.recipe_table``; tests/test_docs.py checks it)."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class SplitConfig:
     """How the Kaggle `train` split is divided into training and validation."""
 
-    val_fraction: float = 0.2  # share of train held out, stratified per class
-    seed: int = 12  # the seed project's seed
-    min_per_class: int = 2  # a stratified split needs >= 2 samples per class
+    val_fraction: float = opt(0.2, "validation share of the train split, stratified per class")
+    seed: int = opt(12, "random seed of the split, initialisation and augmentation (the seed project's)")
+    min_per_class: int = opt(2, "fewest images a class needs in the train split (a stratified split needs 2)")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -38,65 +45,69 @@ class TrainConfig:
     phase 2 unfreezes the backbone and fine-tunes at a very low learning rate."""
 
     # model
-    # "densenet169" (the seed's transfer learning) or "compact": a VGG-style CNN trained from scratch, for CPUs and
-    # machines without ImageNet weights (docs/model-quality.md). Both train in the same two phases.
-    backbone: str = "densenet169"
-    image_size: int = 48  # model input side in pixels; >48 upsamples inside the model
-    weights: str = "imagenet"  # DenseNet169: "imagenet", a local .h5/.weights.h5 path or gs:// URI, or "none"
-    compact_widths: tuple[int, ...] = (32, 64, 128, 256)  # compact: filters of each conv block (2 convs + pool)
-    dense_units: tuple[int, ...] = (256, 512)  # head Dense widths, in order
-    dropouts: tuple[float, ...] = (0.4, 0.5)  # dropout after each head Dense
-    # how the head reads the backbone's last feature map: "avg" = global average pooling (the seed's), "flatten" =
-    # keep each position (compact: 3x3x256), so the head knows where on the aligned face a feature fired
-    head_pooling: str = "avg"
+    backbone: str = opt(
+        "densenet169", "`densenet169` (the seed's transfer learning) or `compact`: a VGG-style CNN trained from "
+        "scratch, for CPUs and machines without ImageNet weights (docs/model-quality.md)")
+    image_size: int = opt(48, "model input side in pixels; >48 upsamples inside the model")
+    weights: str = opt("imagenet", "DenseNet169 weights: `imagenet`, a local .h5/.weights.h5 path or gs:// URI, or `none`")
+    compact_widths: tuple[int, ...] = opt(
+        (32, 64, 128, 256), "compact: filters of each conv block (two 3x3 convs + 2x2 pool)")
+    dense_units: tuple[int, ...] = opt((256, 512), "head Dense widths, in order")
+    dropouts: tuple[float, ...] = opt((0.4, 0.5), "dropout after each head Dense")
+    # the head knowing where on the aligned face a feature fired is what "flatten" buys
+    head_pooling: str = opt(
+        "avg", "how the head reads the last feature map: `avg` (global average pooling, the seed's) or `flatten` "
+        "(keeps each position; compact: 3x3x256)")
     # data
-    batch_size: int = 64  # global batch
-    horizontal_flip: bool = True
-    width_shift: float = 0.1  # fraction of width, as Keras RandomTranslation
-    height_shift: float = 0.05  # fraction of height
-    rotation: float = 0.0  # max random rotation, fraction of a full turn (0.03 = 11 degrees), as RandomRotation
-    zoom: float = 0.0  # max random zoom in/out, fraction of the side, as RandomZoom
-    erasing: float = 0.0  # probability of erasing a random rectangle (RandomErasing); 0 = off
-    label_smoothing: float = 0.0  # targets (1 - s) + s / 7; 0 = plain cross-entropy
-    class_weighting: bool = True  # balanced weights n / (k * count_k) in the loss
-    class_weight_power: float = 1.0  # weights raised to this power: 1 = balanced, 0.5 = square root (milder)
-    max_train_samples: int = 0  # 0 = all; >0 caps train/val (stratified) for quick runs
-    seed: int = 12
+    batch_size: int = opt(64, "global batch")
+    horizontal_flip: bool = opt(True, "random mirror image of training batches")
+    width_shift: float = opt(0.1, "max random horizontal shift, fraction of the width (RandomTranslation)")
+    height_shift: float = opt(0.05, "max random vertical shift, fraction of the height")
+    rotation: float = opt(0.0, "max random rotation, fraction of a full turn (0.03 = 11 degrees; RandomRotation)")
+    zoom: float = opt(0.0, "max random zoom in/out, fraction of the side (RandomZoom)")
+    erasing: float = opt(0.0, "probability of erasing a random rectangle (RandomErasing); 0 = off")
+    label_smoothing: float = opt(0.0, "targets (1 - s) one-hot + s / 7; 0 = plain cross-entropy")
+    class_weighting: bool = opt(True, "balanced class weights n / (k * count_k) in the loss")
+    class_weight_power: float = opt(1.0, "exponent on the class weights: 1 = balanced, 0.5 = square root (milder)")
+    max_train_samples: int = opt(0, "cap on training images for quick runs, stratified, validation shrunk alike; 0 = all")
+    seed: int = opt(12, "random seed (shared with the split)")
     # phase 1: frozen backbone
-    frozen_epochs: int = 20
-    frozen_lr: float = 1e-4  # Adam
+    frozen_epochs: int = opt(20, "phase 1 (frozen backbone) epochs; early stopping may end it sooner")
+    frozen_lr: float = opt(1e-4, "phase 1 Adam learning rate")
     # phase 2: fine-tuning
-    finetune_epochs: int = 10
-    finetune_lr: float = 1e-5  # Adam, very low so ImageNet features are not wrecked
-    unfreeze_from: str = ""  # backbone layer name to unfreeze from; "" = whole backbone
-    # learning-rate schedule of both phases: "plateau" = ReduceLROnPlateau (the seed's), "cosine" = cosine decay
-    # to 0 over the phase's epochs (planned budgets; early stopping still applies)
-    schedule: str = "plateau"
-    # test-time augmentation: the final model averages its predictions on the image and its mirror image
-    # (in evaluation and in the exported model; twice the inference cost)
-    tta: bool = False
-    # with tta: also each of those two views shifted this many pixels up, down, left and right (10 views,
-    # five times the flip's cost); 0 = the flip only. Measured on validation: bench/tta_views.py
-    tta_shift: int = 0
+    finetune_epochs: int = opt(10, "phase 2 (fine-tuning) epochs; 0 = keep phase 1's model")
+    finetune_lr: float = opt(1e-5, "phase 2 Adam learning rate, very low so ImageNet features survive")
+    unfreeze_from: str = opt("", "backbone layer phase 2 unfreezes from; `\"\"` = the whole backbone")
+    # cosine: planned budgets, with early stopping still applying
+    schedule: str = opt(
+        "plateau", "learning rate of both phases: `plateau` (x reduce_lr_factor on plateaus, the seed's) or "
+        "`cosine` (decay to 0 over the phase's epochs)")
+    tta: bool = opt(
+        False, "the final model averages its predictions on the image and its mirror image (evaluation and the "
+        "exported model; twice the inference cost)")
+    tta_shift: int = opt(
+        0, "with tta: also each of the two views shifted this many pixels four ways (10 views, 5x the flip's "
+        "cost); 0 = the flip only (bench/tta_views.py)")
     # callbacks (both phases, on validation loss)
-    early_stopping_patience: int = 3  # epochs without val_loss improvement
-    reduce_lr_patience: int = 2  # epochs before LR is multiplied by reduce_lr_factor
-    reduce_lr_factor: float = 0.2
-    min_lr: float = 1e-7
+    early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")
+    reduce_lr_patience: int = opt(2, "plateau schedule: epochs without improvement before the rate drops")
+    reduce_lr_factor: float = opt(0.2, "plateau schedule: factor on the rate")
+    min_lr: float = opt(1e-7, "plateau schedule: lowest rate")
     # devices and execution
-    jit_compile: bool = False  # XLA-compile the train step (augmentation then runs in tf.data); docs/benchmarks.md
-    mixed_precision: bool = True  # mixed_float16 when a GPU is visible (ignored on CPU); output stays float32
-    # several replicas (GPUs, or Vertex workers): True = batch_size per replica and learning rates x replicas
-    # (linear scaling rule); False = batch_size is the global batch, split, rates unchanged. train.scale_for_replicas
-    scale_with_replicas: bool = True
-    run_eagerly: bool = False  # no tf.function; for debugging and tiny CPU runs (saves ~30 s tracing per phase)
-    # tf.config.experimental.enable_op_determinism() for the whole process: repeatable GPU runs, at some speed
-    # cost (CPU runs repeat without it); docs/reliability.md
-    deterministic: bool = False
-    # fault tolerance: each phase backs up its whole state every epoch under {backup_dir}/{phase}/ and, started
-    # again with the same arguments, resumes from it ("" = no backup). fer_pipeline.checkpoint; the KFP training
-    # components put it beside their output model, so a retried task resumes.
-    backup_dir: str = ""
+    jit_compile: bool = opt(False, "XLA-compile the train step (augmentation then runs in tf.data; docs/benchmarks.md)")
+    mixed_precision: bool = opt(True, "mixed_float16 when a GPU is visible (ignored on CPU); the output stays float32")
+    # train.scale_for_replicas explains the linear scaling rule
+    scale_with_replicas: bool = opt(
+        True, "several replicas: batch_size per replica and learning rates x replicas; false = batch_size is the "
+        "global batch, rates unchanged")
+    run_eagerly: bool = opt(False, "no tf.function: for debugging and tiny CPU runs (saves ~30 s tracing per phase)")
+    deterministic: bool = opt(
+        False, "repeatable GPU runs (op determinism for the whole process), at some speed cost; CPU runs repeat "
+        "without it (docs/reliability.md)")
+    # The KFP training components put it beside their output model, so a retried task resumes.
+    backup_dir: str = opt(
+        "", "each phase backs up its whole state every epoch under {backup_dir}/{phase}/ and resumes from it; "
+        "`\"\"` = none (fer_pipeline.checkpoint)")
 
     def __post_init__(self) -> None:
         problems = []
@@ -159,10 +170,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Build from a dict, ignoring None values (unset parameters keep their default)."""
-        return _from_dict(cls, values)
+        return config_from_dict(cls, values)
 
 
-def _from_dict(cls, values: dict[str, Any]):
+def config_from_dict(cls, values: dict[str, Any]):
+    """``cls`` (a config dataclass) from a dict, ignoring None values. Values are typed as
+    the field's default is: text from a settings file or ``--param`` ("2", "true",
+    "[8, 16]") is parsed, lists become tuples. ConfigError names an unknown field or a
+    value of the wrong kind."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     if unknown:
@@ -171,13 +186,46 @@ def _from_dict(cls, values: dict[str, Any]):
     for key, value in values.items():
         if value is None:
             continue
-        default = names[key].default
-        if isinstance(default, tuple) and not isinstance(value, tuple):
-            value = tuple(json.loads(value)) if isinstance(value, str) else tuple(value)
-        if isinstance(default, tuple) and default and isinstance(default[0], int):
-            value = tuple(_whole_number(key, v) for v in value)  # KFP hands list items over as floats
-        kwargs[key] = value
+        kwargs[key] = _typed(key, value, names[key].default)
     return cls(**kwargs)
+
+
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``; ConfigError naming ``key`` if it is not one."""
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{key} takes a JSON list such as [32, 64], got {value!r}.") from None
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} takes a list such as [32, 64], got {value!r}.")
+        if default and isinstance(default[0], int):
+            return tuple(_whole_number(key, v) for v in value)  # KFP hands list items over as floats
+        return tuple(_number(key, v) for v in value) if default and isinstance(default[0], float) else tuple(value)
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            try:
+                return parse_bool(value)
+            except ValueError:
+                raise ConfigError(f"{key} takes true or false, got {value!r}.") from None
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} takes true or false, got {value!r}.")
+        return value
+    if isinstance(default, int):
+        return _whole_number(key, value)
+    if isinstance(default, float):
+        return _number(key, value)
+    return value if isinstance(value, str) else str(value)
+
+
+def _number(key: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} takes a number, got {value!r}.") from None
 
 
 def _whole_number(key: str, value: Any) -> int:
@@ -190,27 +238,4 @@ def _whole_number(key: str, value: Any) -> int:
     return int(value)
 
 
-def split_config_from_dict(values: dict[str, Any]) -> SplitConfig:
-    return _from_dict(SplitConfig, values)
-
-
-def _picked(cls, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {f.name: parameters[f.name] for f in dataclasses.fields(cls) if f.name in parameters}
-
-
-def train_config_from_parameters(parameters: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig a training component builds from a run's pipeline parameters (those
-    that name one of its fields); ConfigError as the component would raise it."""
-    return TrainConfig.from_dict(_picked(TrainConfig, parameters))
-
-
-def split_config_from_parameters(parameters: dict[str, Any]) -> SplitConfig:
-    """The SplitConfig the split component builds from a run's pipeline parameters."""
-    return split_config_from_dict(_picked(SplitConfig, parameters))
-
-
-CONFIG_BUILDERS = (train_config_from_parameters, split_config_from_parameters)
-
-
-__all__ = ["CONFIG_BUILDERS", "SplitConfig", "TrainConfig", "split_config_from_dict", "split_config_from_parameters",
-           "train_config_from_parameters", "field"]
+__all__ = ["SplitConfig", "TrainConfig", "config_from_dict"]

@@ -1,10 +1,10 @@
-"""Named parameter sets for whole runs, keyed by pipeline parameter name.
+"""Named recipes, keyed by ``TrainConfig`` / ``SplitConfig`` field name; resolved by
+``fer_pipeline.recipe``. Chosen with ``make run-local PRESET=cpu``, ``fer-pipeline run
+--preset cpu`` or the pipeline parameter ``preset=cpu`` on Vertex and KFP.
 
 ``cpu``: the compact CNN trained from scratch, sized to train on a 2-core CPU in under
-two hours (measured: test accuracy 0.686, macro-F1 0.670 in 100 minutes of training;
-docs/model-quality.md, run 4). Used by
-``make run-local PRESET=cpu`` and ``fer-pipeline run --preset cpu``; on Vertex pass
-the same values as pipeline parameters.
+two hours (test accuracy 0.686, macro-F1 0.670 in 100 minutes of training;
+docs/model-quality.md, run 4).
 """
 
 from __future__ import annotations
@@ -38,13 +38,3 @@ PRESETS: dict[str, dict[str, Any]] = {
         "tta_shift": 1,  # 10 views: +0.008 validation accuracy over the mirror alone on run 3's model
     },
 }
-
-
-def preset(name: str) -> dict[str, Any]:
-    """The parameters of preset ``name``; "" is no preset (empty)."""
-    if not name:
-        return {}
-    try:
-        return dict(PRESETS[name])
-    except KeyError:
-        raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.") from None
