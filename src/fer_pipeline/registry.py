@@ -1,4 +1,4 @@
-"""A local model registry in a directory, and the champion gate both registries use.
+"""A local model registry in a directory; the champion gate it applies is ``fer_pipeline.champion``.
 
 Layout::
 
@@ -11,37 +11,35 @@ move: each points at one version of a model at a time. References are ``NAME`` (
 default version), ``NAME@champion``, ``NAME@challenger``, ``NAME@<alias>`` or
 ``NAME@<version>``.
 
-``index.json`` is rewritten atomically (temp file + ``os.replace``) and model folders
-are copied under a temp name and renamed into place, so a crash never leaves a
-half-registered version visible.
+``index.json`` is rewritten atomically (``files.write_json``: temp file + ``os.replace``)
+under a lock (``files.locked``), and model folders are copied under a temp name and
+renamed into place, so a crash never leaves a half-registered version visible.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fer_pipeline.errors import ConfigError, FerError, UnusableFileError
+# The gate's names stay importable from here too (fer_pipeline.cloud.vertex_registry, the tests).
+from fer_pipeline.champion import CHALLENGER, CHAMPION, DEFAULT_PRIMARY_METRIC, champion_gate, metric_value
+from fer_pipeline.errors import FerError, UnusableFileError
+from fer_pipeline.files import locked, write_json
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT_VERSION = 1
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-DEFAULT_PRIMARY_METRIC = "macro_f1"
 REGISTRY_ENV = "FER_REGISTRY"
 DEFAULT_REGISTRY_DIR = Path("build") / "registry"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -59,56 +57,6 @@ class RegistryError(FerError):
 
 class RegistryFileError(RegistryError, UnusableFileError):
     """The registry's index.json is not valid JSON, of another format, or the wrong shape."""
-
-
-def champion_gate(
-    new_metrics: Mapping[str, Any],
-    champion_metrics: Mapping[str, Any] | None,
-    metric: str = DEFAULT_PRIMARY_METRIC,
-) -> bool:
-    """Decide whether a new model replaces the champion.
-
-    Args:
-        new_metrics: the candidate's metrics, e.g. the evaluate step's ``metrics.json``.
-        champion_metrics: the current champion's metrics, or None when there is none.
-        metric: the metric compared; higher is better.
-
-    Returns:
-        True when there is no champion or the candidate is strictly better; a tie keeps
-        the incumbent, so re-registering the same model never churns the alias. A NaN
-        candidate never wins. A champion whose ``metric`` is missing or not a number
-        cannot be compared: the candidate does not win (a warning says so), because
-        replacing a champion blindly is worse than a manual promotion.
-
-    Raises:
-        ConfigError: the candidate lacks ``metric``, or it is not a number.
-    """
-    new_value = metric_value(new_metrics, metric, "new model")
-    if math.isnan(new_value):
-        log.warning("New model's %s is NaN; it cannot become champion.", metric)
-        return False
-    if champion_metrics is None:
-        return True
-    try:
-        champion_value = metric_value(champion_metrics, metric, "champion")
-    except ConfigError as exc:
-        log.warning("%s The new model stays challenger; promote it by hand if it should win.", exc)
-        return False
-    return math.isnan(champion_value) or new_value > champion_value
-
-
-def metric_value(metrics: Mapping[str, Any], metric: str, whose: str) -> float:
-    """``metrics[metric]`` as a float, with an error naming what is there when it is not."""
-    if metric not in metrics:
-        scalars = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        raise ConfigError(
-            f"The {whose}'s metrics have no {metric!r}; scalar metrics present: "
-            f"{', '.join(scalars) or 'none'}. Pass a primary metric that both models report."
-        )
-    value = metrics[metric]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"The {whose}'s metric {metric!r} is {value!r}, not a number.")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -254,7 +202,7 @@ class LocalRegistry:
             raise RegistryError(f"Cannot register {name!r}: {model_dir} does not exist; pass the trained model folder.")
         metric_value(metrics, primary_metric, "new model")  # fail before copying anything
 
-        with self._locked():
+        with locked(self.root / ".lock"):
             index = self._read_index()
             model = index["models"].setdefault(name, {"versions": [], "aliases": {}, "default_version": None})
             champion_entry = self._entry_for_alias(model, CHAMPION)
@@ -298,7 +246,7 @@ class LocalRegistry:
             raise RegistryError(f"Alias {alias!r} is invalid; use lowercase letters, digits, '-' or '_'.")
         if alias.isdigit():
             raise RegistryError(f"Alias {alias!r} would read as a version number; pick a name.")
-        with self._locked():
+        with locked(self.root / ".lock"):
             target = self.resolve(ref)
             index = self._read_index()
             model = index["models"][target.name]
@@ -326,8 +274,7 @@ class LocalRegistry:
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.root / INDEX_FILE, index)
+        write_json(self.root / INDEX_FILE, index, sort_keys=True)
 
     def _model_entry(self, index: dict[str, Any], name: str) -> dict[str, Any]:
         try:
@@ -372,22 +319,6 @@ class LocalRegistry:
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise writers (two local pipeline runs registering at once) with flock."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock; single-writer use only
-            yield
-            return
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # The shape index.json must have; checked on every read, so that a file that is valid JSON
@@ -450,27 +381,3 @@ def json_ready(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy scalar or array
         return value.tolist()
     return value
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then ``os.replace`` it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); give it the mode any new file gets, so a
-        # registry written by a container's user stays readable by the host's.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,223 @@
+"""The run record: one per finished run, the same on every path. The evaluation step
+builds it (``run.json`` beside ``metrics.json``) and, on Vertex AI, logs it to a Vertex AI
+Experiment (``fer_pipeline.cloud.experiments``); ``make run-local`` and
+``fer-pipeline run`` add the wall-clock duration and append it to the run index
+(``fer_pipeline.runs.index``)::
+
+    {"run_id", "kind", "started", "finished", "duration_s",
+     "params":  {flat: the training config of both phases, val_fraction, data ...},
+     "metrics": {accuracy, macro_f1, weighted_f1, macro_roc_auc, ..., per_class_f1: {class: f1}},
+     "phases":  {frozen: {epochs_run, best_epoch, seconds}, finetune: {...}},
+     "train_seconds", "artifacts": {report, metrics, tensorboard: [...]}, "registered"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from fer_pipeline.classes import CLASSES
+from fer_pipeline.registry import json_ready
+from fer_pipeline.runs.index import RunIndex
+
+RECORD_FILE = "run.json"  # beside metrics.json in the evaluation directory
+# Headline metrics, in the order `runs compare` shows them.
+SUMMARY_METRICS = (
+    ("accuracy", "test accuracy"),
+    ("macro_f1", "macro-F1"),
+    ("weighted_f1", "weighted F1"),
+    ("macro_roc_auc", "macro ROC-AUC"),
+    ("log_loss", "log loss"),
+    ("public_test_accuracy", "PublicTest accuracy"),
+    ("private_test_accuracy", "PrivateTest accuracy"),
+)
+# Phase-specific TrainConfig fields: taken from that phase's own history record.
+_PHASE_FIELDS = {"frozen": ("frozen_",), "finetune": ("finetune_", "unfreeze_from")}
+# TrainConfig fields that say where a run keeps things, not how it trains.
+NOT_PARAMETERS = frozenset({"backup_dir"})
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def iso(timestamp: float) -> str:
+    """A ``time.time()`` value as an ISO 8601 UTC timestamp, to the second."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def params_from_histories(histories: Iterable[dict]) -> dict[str, Any]:
+    """The training parameters of a run from its phases' ``history.json`` records.
+
+    Each phase records the whole TrainConfig it ran with; the phase-specific fields
+    (``frozen_*``; ``finetune_*`` and ``unfreeze_from``) come from their own phase,
+    which matters in a pipeline, where each phase's component sets only its own.
+    """
+    params: dict[str, Any] = {}
+    for record in histories:
+        config = record.get("config") or {}
+        owned = _PHASE_FIELDS.get(str(record.get("phase")), ())
+        for key, value in config.items():
+            if key in NOT_PARAMETERS:
+                continue
+            if key not in params or key.startswith(owned):
+                params[key] = value
+    return params
+
+
+def summary_metrics(metrics: dict) -> dict[str, Any]:
+    """The headline metrics and each class's F1 from an evaluation's ``metrics.json``."""
+    summary: dict[str, Any] = {key: metrics.get(key) for key, _ in SUMMARY_METRICS}
+    per_class = metrics.get("per_class") or {}
+    summary["per_class_f1"] = {name: (per_class.get(name) or {}).get("f1") for name in CLASSES}
+    summary["num_test_samples"] = metrics.get("num_test_samples")
+    return summary
+
+
+def run_record(
+    *,
+    run_id: str,
+    kind: str,
+    params: dict[str, Any],
+    metrics: dict,
+    histories: Sequence[dict] = (),
+    started: str | None = None,
+    finished: str | None = None,
+    duration_s: float | None = None,
+    artifacts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One run's record (see the module docstring)."""
+    phases = {
+        str(h.get("phase", f"phase{i + 1}")): {
+            "epochs_run": h.get("epochs_run"),
+            "best_epoch": h.get("best_epoch"),
+            "seconds": h.get("seconds"),
+        }
+        for i, h in enumerate(histories)
+    }
+    seconds = [p["seconds"] for p in phases.values() if isinstance(p["seconds"], (int, float))]
+    return json_ready(
+        {
+            "run_id": run_id,
+            "kind": kind,
+            "started": started,
+            "finished": finished or now_iso(),
+            "duration_s": round(duration_s, 1) if duration_s is not None else None,
+            "params": {k: v for k, v in params.items() if k not in NOT_PARAMETERS},
+            "metrics": summary_metrics(metrics),
+            "phases": phases,
+            "train_seconds": round(sum(seconds), 1) if seconds else None,
+            "artifacts": dict(artifacts or {}),
+        }
+    )
+
+
+def load_histories(paths: Iterable[str | Path]) -> list[dict]:
+    """The phases' ``history.json`` records that exist, in order."""
+    return [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file()]
+
+
+def pipeline_run_name(artifact_path: str | Path) -> str:
+    """The pipeline run an output artifact belongs to, from its path.
+
+    Vertex AI and kfp.local both lay outputs out as ``<root>/.../<run name>/<task>/<output>``
+    (the run name is the pipeline job's); this keeps a task's inputs, hence its cache
+    key, free of the run name.
+    """
+    return Path(artifact_path).parent.parent.name or "pipeline-run"
+
+
+def run_id_for(name: str, started: float) -> str:
+    """``NAME-YYYYmmdd-HHMMSS`` (UTC) for a run without a pipeline job name."""
+    stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}"
+
+
+def record_finished_run(
+    evaluation_dir: str | Path,
+    history_paths: Sequence[str | Path],
+    params: dict[str, Any],
+    *,
+    run_id: str,
+    kind: str,
+    started: float,
+    finished: float,
+    index: str | Path,
+    artifacts: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict:
+    """Build the record of a finished local run, write it beside its metrics, and append it to ``index``.
+
+    Args:
+        evaluation_dir: Holds ``metrics.json`` (and ``report.html``); ``run.json`` is written here.
+        history_paths: The phases' ``history.json`` files, in order.
+        params: The run's parameters (flat).
+        run_id: Unique name of the run in the index.
+        kind: ``cli`` or ``kfp-local``.
+        started, finished: Wall-clock times (``time.time()``).
+        index: The run index file.
+        artifacts: Paths worth keeping with the record (report, metrics, TensorBoard logs).
+        extra: More top-level fields (e.g. ``registered``).
+    """
+    evaluation_dir = Path(evaluation_dir)
+    metrics = json.loads((evaluation_dir / "metrics.json").read_text())
+    record = run_record(
+        run_id=run_id,
+        kind=kind,
+        params=params,
+        metrics=metrics,
+        histories=load_histories(history_paths),
+        started=iso(started),
+        finished=iso(finished),
+        duration_s=finished - started,
+        artifacts={
+            "report": str(evaluation_dir / "report.html"),
+            "metrics": str(evaluation_dir / "metrics.json"),
+            **(artifacts or {}),
+        },
+    )
+    record.update(json_ready(extra or {}))
+    write_record(evaluation_dir, record)
+    RunIndex(index).append(record)
+    return record
+
+
+def write_record(evaluation_dir: str | Path, record: dict) -> Path:
+    """Write ``run.json`` into an evaluation directory."""
+    path = Path(evaluation_dir) / RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    return path
+
+
+def flat_params(record: dict) -> dict[str, str | int | float]:
+    """Parameters as Vertex AI Experiments takes them: str, int or float values only."""
+    flat: dict[str, str | int | float] = {}
+    for key, value in (record.get("params") or {}).items():
+        if isinstance(value, bool) or value is None:
+            flat[key] = str(value).lower() if value is not None else ""
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            flat[key] = value
+        elif isinstance(value, (list, tuple, dict)):
+            flat[key] = json.dumps(value)
+        else:
+            flat[key] = str(value)
+    return flat
+
+
+def flat_metrics(record: dict) -> dict[str, float]:
+    """The record's numbers as one flat dict (``f1_<class>`` per class); undefined ones left out."""
+    metrics = record.get("metrics") or {}
+    values: dict[str, Any] = {key: metrics.get(key) for key, _ in SUMMARY_METRICS}
+    values.update({f"f1_{name}": f1 for name, f1 in (metrics.get("per_class_f1") or {}).items()})
+    values["train_seconds"] = record.get("train_seconds")
+    values["duration_s"] = record.get("duration_s")
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
