@@ -11,7 +11,6 @@ Writes, under ``out_dir``:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -26,6 +25,7 @@ from fer_pipeline.classes import CLASSES, NUM_CLASSES
 from fer_pipeline.data import make_dataset
 from fer_pipeline.dataset import FerDataset, class_counts
 from fer_pipeline.errors import DatasetError
+from fer_pipeline.files import write_json
 from fer_pipeline.model import load_model
 from fer_pipeline.report import render_report
 
@@ -87,12 +87,13 @@ def evaluate(
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / METRICS_FILE, metrics)
+    # Strict JSON: NaN is not allowed (every undefined value is already None).
+    write_json(out_dir / METRICS_FILE, metrics, strict=True)
     plot_paths = write_plots(metrics, histories or [], out_dir / PLOTS_DIR)
     render_report(
         metrics, plot_paths, out_dir / REPORT_FILE, dataset_summary=dataset_summary(dataset), run_info=run_info
     )
-    _write_json(out_dir / VERTEX_FILE, vertex_evaluation(metrics, test.labels, probabilities))
+    write_json(out_dir / VERTEX_FILE, vertex_evaluation(metrics, test.labels, probabilities), strict=True)
     return metrics
 
 
@@ -324,8 +325,3 @@ def _ratio(numerator: float, denominator: float) -> float:
 def _harmonic(a: float, b: float) -> float:
     """Harmonic mean (F1) of two rates, 0 when both are 0."""
     return 2 * a * b / (a + b) if a + b else 0.0
-
-
-def _write_json(path: Path, value: dict) -> None:
-    """Write strict JSON (NaN is not allowed: every undefined value is already None)."""
-    path.write_text(json.dumps(value, indent=2, allow_nan=False))

@@ -25,11 +25,12 @@ from pathlib import Path
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError
+from fer_pipeline.files import MODEL_FILE
 from fer_pipeline.model import load_model
 
 log = logging.getLogger(__name__)
 
-KERAS_MODEL_FILE = "model.keras"
+KERAS_MODEL_FILE = MODEL_FILE  # the name predict.py imports
 INPUT_NAME = "image_bytes"  # Vertex base64-decodes {"b64": ...} into this input
 SIGNATURE_NAME = "serving_default"
 # ITU-R 601-2 luma, the weights PIL and OpenCV use for RGB -> L.
@@ -44,13 +45,13 @@ def resolve_keras_file(path: Path) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        candidate = path / KERAS_MODEL_FILE
+        candidate = path / MODEL_FILE
         if candidate.is_file():
             return candidate
-        raise FerError(f"{path} has no {KERAS_MODEL_FILE}; pass the training output folder or the .keras file itself.")
+        raise FerError(f"{path} has no {MODEL_FILE}; pass the training output folder or the .keras file itself.")
     if path.is_file() and path.suffix == ".keras":
         return path
-    raise FerError(f"{path} is not a .keras file or a folder holding {KERAS_MODEL_FILE}; check the path.")
+    raise FerError(f"{path} is not a .keras file or a folder holding {MODEL_FILE}; check the path.")
 
 
 def load_keras_model(path: Path):
