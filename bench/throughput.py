@@ -12,7 +12,7 @@ and BatchNorm frozen), with the same DenseNet169 + head, the same batch, in one 
   .flow_from_directory`` over the zip's extracted ``train/`` folder, feeding ``fit`` with
   ``class_weight``;
 - **project**: ``fer_pipeline``'s own path: ``build_model`` / ``unfreeze_backbone``,
-  ``train.compile_model`` and ``data.make_dataset`` over the in-memory canonical
+  ``trainer.compile_model`` and ``data.make_dataset`` over the in-memory canonical
   dataset (the real train split), class weights as sample weights;
 - **project, synthetic batch**: the same compiled model fed one in-memory batch over and
   over: its step time is the model's alone, so the gap to "project" is what the input
@@ -175,12 +175,13 @@ class Project:
     def __init__(self, dataset, data, cfg):
         import tensorflow as tf
 
-        from fer_pipeline import train
+        from fer_pipeline import trainer as train
         from fer_pipeline.data import make_dataset
+        from fer_pipeline.feed_tf import configure_devices
         from fer_pipeline.model import build_model
 
         self.cfg = cfg
-        train.configure_devices(cfg)
+        configure_devices(cfg)
         self.model = build_model(cfg)
         self.train = train
         self.compiled = train.compile_model(self.model, cfg, cfg.frozen_lr)
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
     from fer_pipeline.config import SplitConfig, TrainConfig
     from fer_pipeline.ingest import read_source
     from fer_pipeline.split import make_split
-    from fer_pipeline.train import phase_data
+    from fer_pipeline.trainer import phase_data
 
     started = time.perf_counter()
     dataset = read_source(args.zip).dataset

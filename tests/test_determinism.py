@@ -93,7 +93,7 @@ TRAIN_CHILD = """
     from pathlib import Path
     import keras
     import numpy as np
-    from fer_pipeline import train
+    from fer_pipeline import trainer as train
     from fer_pipeline.config import TrainConfig
     from fer_pipeline.data import make_dataset
     from fer_pipeline.model import unfreeze_backbone
@@ -138,7 +138,8 @@ def test_a_short_cpu_run_gives_the_same_weights_bit_for_bit(sources, tmp_path):
 def test_deterministic_turns_on_op_determinism(monkeypatch):
     import tensorflow as tf
 
-    from fer_pipeline import train
+    from fer_pipeline import feed_tf
+    from fer_pipeline import trainer as train
     from fer_pipeline.config import TrainConfig
 
     class Reached(Exception):
@@ -146,7 +147,7 @@ def test_deterministic_turns_on_op_determinism(monkeypatch):
 
     calls = []
     monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: calls.append(True))
-    monkeypatch.setattr(train, "configure_devices", lambda cfg: (_ for _ in ()).throw(Reached()))
+    monkeypatch.setattr(feed_tf, "configure_devices", lambda cfg: (_ for _ in ()).throw(Reached()))
     for deterministic in (False, True):
         with pytest.raises(Reached):
             train.train_frozen(None, None, TrainConfig(deterministic=deterministic), Path("unused"))

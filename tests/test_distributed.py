@@ -4,8 +4,8 @@ One training step under ``tf.distribute.MirroredStrategy`` with two replicas mus
 the same weights as one replica with the same global batch: each replica computes the
 loss on its half of the batch, Keras scales it by the global batch, and the gradients
 are all-reduced before one shared update. The check goes through the project's own
-pieces: ``train.scale_for_replicas`` (two replicas of ``batch_size`` 4 make the global
-batch 8 and double the learning rate), ``train.compile_model`` and
+pieces: ``trainer.scale_for_replicas`` (two replicas of ``batch_size`` 4 make the global
+batch 8 and double the learning rate), ``trainer.compile_model`` and
 ``data.make_dataset`` with class weights as sample weights.
 
 The model is a small convolutional one, so the test stays fast: DenseNet169 adds
@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     import keras
-    from fer_pipeline import train
+    from fer_pipeline import trainer as train
     from fer_pipeline.config import TrainConfig
     from fer_pipeline.data import make_dataset
 
@@ -104,7 +104,7 @@ def test_one_step_on_two_replicas_matches_one_replica_with_the_same_global_batch
 
 def test_without_scaling_batch_size_is_the_global_batch():
     from fer_pipeline.config import TrainConfig
-    from fer_pipeline.train import scale_for_replicas
+    from fer_pipeline.trainer import scale_for_replicas
 
     assert scale_for_replicas(TrainConfig(batch_size=64, scale_with_replicas=False), 4, 1e-5) == (64, 1e-5)
     assert scale_for_replicas(TrainConfig(batch_size=64), 4, 1e-5) == (256, pytest.approx(4e-5))
@@ -112,7 +112,7 @@ def test_without_scaling_batch_size_is_the_global_batch():
 
 
 def test_tf_config_with_several_tasks_selects_multi_worker(monkeypatch):
-    from fer_pipeline.train import is_multi_worker
+    from fer_pipeline.feed_tf import is_multi_worker
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert not is_multi_worker()

@@ -30,11 +30,11 @@ def _record(run_id="fer-emotion-training-20260101120000", lr=1e-4, accuracy=0.61
     }
     histories = [
         {"phase": "frozen", "epochs_run": 3, "best_epoch": 2, "seconds": 100.0,
-         "config": {"frozen_lr": lr, "finetune_lr": 1e-5, "weights": "imagenet", "dense_units": [256, 512]}},
+         "config": {"frozen_lr": lr, "finetune_lr": 2e-5, "weights": "imagenet", "dense_units": [256, 512]}},
         {"phase": "finetune", "epochs_run": 2, "best_epoch": 2, "seconds": 50.0,
-         "config": {"frozen_lr": 1e-4, "finetune_lr": 2e-5, "weights": "imagenet", "dense_units": [256, 512]}},
+         "config": {"frozen_lr": lr, "finetune_lr": 2e-5, "weights": "imagenet", "dense_units": [256, 512]}},
     ]
-    params = runs.params_from_histories(histories) | {"dataset_sha256": "abc", "class_weighting": True}
+    params = histories[0]["config"] | {"dataset_sha256": "abc", "class_weighting": True}
     return runs.run_record(run_id=run_id, kind="pipeline", params=params, metrics=metrics, histories=histories)
 
 
@@ -137,7 +137,7 @@ def test_log_run_creates_experiment_and_run_with_params_and_metrics(metadata):
 
     final = _calls(metadata, "update_context")[-1]["context"]["metadata"]
     params, metrics = final["_params"], final["_metrics"]
-    assert params["frozen_lr"] == 1e-4 and params["finetune_lr"] == 2e-5  # each phase's own rate
+    assert params["frozen_lr"] == 1e-4 and params["finetune_lr"] == 2e-5  # the resolved recipe's rates
     assert params["weights"] == "imagenet" and params["dense_units"] == "[256, 512]"
     assert params["class_weighting"] == "true" and params["dataset_sha256"] == "abc"
     assert metrics["accuracy"] == pytest.approx(0.61) and metrics["macro_f1"] == pytest.approx(0.55)

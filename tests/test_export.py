@@ -37,7 +37,7 @@ def build_tiny_model(num_classes: int = len(CLASSES)):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A briefly trained tiny model saved as <dir>/model.keras, as train.py writes it."""
+    """A briefly trained tiny model saved as <dir>/model.keras, as trainer.py writes it."""
     keras.utils.set_random_seed(0)
     images, labels = synthetic.make_images(8, seed=0)
     model = build_tiny_model()

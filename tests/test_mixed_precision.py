@@ -12,7 +12,8 @@ import keras
 import pytest
 import tensorflow as tf
 
-from fer_pipeline import train
+from fer_pipeline import feed_tf
+from fer_pipeline import trainer as train
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.model import BACKBONE_NAME, OUTPUT_NAME, build_model
 
@@ -30,7 +31,7 @@ def one_gpu(monkeypatch):
 
 
 def test_gpu_sets_mixed_float16_and_the_output_stays_float32(one_gpu):
-    strategy = train.configure_devices(CFG)
+    strategy = feed_tf.configure_devices(CFG)
 
     assert keras.mixed_precision.global_policy().name == "mixed_float16"
     assert strategy.num_replicas_in_sync == 1  # one GPU: no MirroredStrategy
@@ -47,9 +48,9 @@ def test_gpu_sets_mixed_float16_and_the_output_stays_float32(one_gpu):
 
 
 def test_mixed_precision_off_or_no_gpu_keeps_float32(one_gpu, monkeypatch):
-    train.configure_devices(TrainConfig(weights="none", mixed_precision=False))
+    feed_tf.configure_devices(TrainConfig(weights="none", mixed_precision=False))
     assert keras.mixed_precision.global_policy().name == "float32"
 
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    train.configure_devices(CFG)
+    feed_tf.configure_devices(CFG)
     assert keras.mixed_precision.global_policy().name == "float32"

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_pipeline import train
+from fer_pipeline import trainer as train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.model import (BACKBONE_NAME, Shift, block_names, build_model, load_model, tta_offsets, unfreeze_backbone,
@@ -132,8 +132,8 @@ def test_cosine_schedule_decays_to_zero_over_the_phase_and_plateau_keeps_a_const
     schedule = learning_rate_for(TrainConfig(schedule="cosine"), 1e-3, epochs=5, steps_per_epoch=10)
     rates = [float(schedule(step)) for step in (0, 25, 50)]
     assert rates[0] == pytest.approx(1e-3) and rates[1] == pytest.approx(5e-4, rel=1e-3) and rates[2] == pytest.approx(0)
-    assert not any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train._callbacks(TrainConfig(schedule="cosine")))
-    assert any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train._callbacks(TrainConfig()))
+    assert not any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train.phase_callbacks(TrainConfig(schedule="cosine")))
+    assert any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train.phase_callbacks(TrainConfig()))
 
 
 def test_compact_two_phases_with_cosine_smoothing_and_tta_end_in_a_tta_model(tmp_path):

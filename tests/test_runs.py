@@ -14,7 +14,8 @@ from unittest import mock
 
 import pytest
 
-from fer_pipeline import cli, runs, synthetic, train
+from fer_pipeline import cli, runs, synthetic
+from fer_pipeline import trainer as train
 from fer_pipeline.classes import CLASSES
 from tests.tiny_models import tiny_model
 
@@ -40,19 +41,13 @@ def _metrics(accuracy=0.5, f1=0.4):
 def _record(run_id, lr=1e-4, accuracy=0.5, f1=0.4, **extra):
     histories = _histories(frozen_lr=lr)
     return runs.run_record(
-        run_id=run_id, kind="cli", params=runs.params_from_histories(histories) | extra,
+        run_id=run_id, kind="cli", params=histories[0]["config"] | extra,
         metrics=_metrics(accuracy, f1), histories=histories, started="2026-01-01T10:00:00+00:00",
         duration_s=125.0,
     )
 
 
-def test_params_take_each_phases_own_settings():
-    histories = _histories(frozen_lr=3e-4, finetune_lr=2e-6)
-    histories[0]["config"]["backup_dir"] = "/tmp/run-1/model-backup"  # where, not how: no parameter
-    params = runs.params_from_histories(histories)
-    assert params["frozen_lr"] == 3e-4 and params["finetune_lr"] == 2e-6
-    assert params["unfreeze_from"] == "conv5" and params["weights"] == "none"
-    assert "backup_dir" not in params
+def test_where_a_run_keeps_things_is_no_parameter():
     record = runs.run_record(run_id="x", kind="cli", params={"backup_dir": "b", "seed": 1}, metrics=_metrics())
     assert record["params"] == {"seed": 1}
 

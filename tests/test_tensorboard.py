@@ -2,7 +2,7 @@
 event reader equal the training history, on one epoch axis across the phases, with a
 confusion-matrix image per phase; and the Vertex uploader is started and stopped.
 
-The phases run through fer_pipeline.train as they are, on a small generated dataset,
+The phases run through fer_pipeline.trainer as they are, on a small generated dataset,
 with a tiny stand-in for DenseNet169 (tests/test_train.py trains the real one): what
 is tested here is the logging, and DenseNet would cost a minute on these CPUs.
 """
@@ -15,7 +15,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from fer_pipeline import synthetic, tensorboard, train
+from fer_pipeline import synthetic, tensorboard
+from fer_pipeline import trainer as train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.split import make_split

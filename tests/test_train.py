@@ -11,7 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from fer_pipeline import synthetic, train
+from fer_pipeline import feed_tf, synthetic
+from fer_pipeline import trainer as train
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.data import make_dataset
@@ -136,8 +137,8 @@ def test_both_phases_train_save_and_record_history(tmp_path, monkeypatch, caplog
         calls.append(kwargs)
         return make_dataset(images, labels, batch_size, **kwargs)
 
-    monkeypatch.setattr(train, "make_dataset", recording_make_dataset)
-    caplog.set_level("INFO", logger="fer_pipeline.train")
+    monkeypatch.setattr(feed_tf, "make_dataset", recording_make_dataset)
+    caplog.set_level("INFO", logger="fer_pipeline.trainer")
 
     frozen = train.train_frozen(dataset, split, cfg, tmp_path / "frozen")
     tuned = train.fine_tune(frozen.model_path, dataset, split, cfg, tmp_path / "finetune")

@@ -96,7 +96,7 @@ class TrainConfig:
     # devices and execution
     jit_compile: bool = opt(False, "XLA-compile the train step (augmentation then runs in tf.data; docs/benchmarks.md)")
     mixed_precision: bool = opt(True, "mixed_float16 when a GPU is visible (ignored on CPU); the output stays float32")
-    # train.scale_for_replicas explains the linear scaling rule
+    # trainer.scale_for_replicas explains the linear scaling rule
     scale_with_replicas: bool = opt(
         True, "several replicas: batch_size per replica and learning rates x replicas; false = batch_size is the "
         "global batch, rates unchanged")

@@ -9,7 +9,7 @@ no files, and the accelerator (or, on CPU, the cores) never waits for input
 Augmentation and preprocessing are layers of the model, so by default they run on
 batches inside the training step, on the accelerator when there is one. The one
 exception is XLA (``TrainConfig.jit_compile``): Keras' RandomTranslation has no XLA
-kernel, so ``train.compile_model`` then hands the model's layers up to its
+kernel, so ``trainer.compile_model`` then hands the model's layers up to its
 augmentation to this pipeline as ``augment`` (still vectorized over whole batches)
 and compiles the rest of the model with XLA.
 

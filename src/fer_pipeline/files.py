@@ -4,6 +4,7 @@ index (two local pipeline runs registering at once)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -32,7 +33,8 @@ def write_json(path: str | Path, data: Any, *, strict: bool = False, sort_keys: 
     try:
         # mkstemp makes the file private (0600); give it the mode any new file gets, so a
         # file written by a container's user stays readable by the host's.
-        os.fchmod(fd, 0o666 & ~_umask())
+        with contextlib.suppress(OSError):  # best effort: Cloud Storage FUSE (/gcs on Vertex) has no modes
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()

@@ -222,7 +222,7 @@ def split_step(dataset_uri: str, out_path: Path, cfg: SplitConfig):
 def train_frozen_step(dataset_uri: str, split_path: Path, out_dir: Path, cfg: TrainConfig):
     """Phase 1: train the head on a frozen backbone; writes model.keras and history.json."""
     from fer_pipeline.split import Split
-    from fer_pipeline.train import train_frozen
+    from fer_pipeline.trainer import train_frozen
 
     return train_frozen(load_dataset(dataset_uri), Split.load(split_path), cfg, Path(out_dir))
 
@@ -230,7 +230,7 @@ def train_frozen_step(dataset_uri: str, split_path: Path, out_dir: Path, cfg: Tr
 def fine_tune_step(dataset_uri: str, split_path: Path, model_path: Path, out_dir: Path, cfg: TrainConfig):
     """Phase 2: unfreeze the backbone and fine-tune; writes model.keras and history.json."""
     from fer_pipeline.split import Split
-    from fer_pipeline.train import fine_tune
+    from fer_pipeline.trainer import fine_tune
 
     return fine_tune(Path(model_path), load_dataset(dataset_uri), Split.load(split_path), cfg, Path(out_dir))
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,8 @@ def epochs_before(model_path: str | Path) -> int:
 
 
 class EpochSummaries(keras.callbacks.Callback):
-    """Writes every history value at each epoch's end, and a validation confusion matrix at the end.
+    """(TensorFlow backend only: TensorFlow is imported where it writes, so that the
+    trainer can import this module's helpers on any backend.) Writes every history value at each epoch's end, and a validation confusion matrix at the end.
 
     Put it after the callback that adds ``learning_rate`` to the epoch logs.
 
@@ -88,11 +88,13 @@ class EpochSummaries(keras.callbacks.Callback):
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
 
     def _writer(self, run: str) -> tf.summary.SummaryWriter:
+        import tensorflow as tf
         if run not in self._writers:
             self._writers[run] = tf.summary.create_file_writer(str(self.directory / run))
         return self._writers[run]
 
     def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
         self.last_step = self.first_step + epoch + 1
         for key, value in (logs or {}).items():
             try:
@@ -117,6 +119,7 @@ class EpochSummaries(keras.callbacks.Callback):
             self._writers.clear()
 
     def _write_confusion_matrix(self) -> None:
+        import tensorflow as tf
         from fer_pipeline.classes import CLASSES
 
         labels, predicted = [], []
@@ -165,6 +168,7 @@ def read_scalars(directory: str | Path) -> dict[str, dict[str, list[tuple[int, f
 
 
 def _read_run(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    import tensorflow as tf
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:
@@ -184,6 +188,7 @@ def _is_scalar(accumulator, tag: str) -> bool:
 
 
 def _read_run_with_tf(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    import tensorflow as tf
     from tensorflow.python.summary.summary_iterator import summary_iterator
 
     scalars: dict[str, list[tuple[int, float]]] = {}

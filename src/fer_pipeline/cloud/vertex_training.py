@@ -2,11 +2,11 @@
 
 The fine-tuning component calls ``run_fine_tune_job`` when the pipeline parameter
 ``finetune_replicas`` is above 1. Vertex starts every replica of the job's worker pools
-with the same image and sets ``TF_CONFIG`` on each, so ``train.configure_devices``
+with the same image and sets ``TF_CONFIG`` on each, so ``feed_tf.configure_devices``
 picks ``tf.distribute.MultiWorkerMirroredStrategy`` (synchronous all-reduce across the
 machines, and across each machine's GPUs). Each replica runs the CLI's ``fine-tune``
 with the same flags; ``batch_size`` is per replica and the learning rate is scaled by
-the number of replicas (``TrainConfig.scale_with_replicas``, ``train.scale_for_replicas``).
+the number of replicas (``TrainConfig.scale_with_replicas``, ``trainer.scale_for_replicas``).
 
 Paths: the KFP artifacts of a Vertex pipeline are ``/gcs/BUCKET/...`` paths, and Vertex
 custom jobs mount Cloud Storage at ``/gcs/`` too, so the chief reads the dataset, the

@@ -34,8 +34,6 @@ SUMMARY_METRICS = (
     ("public_test_accuracy", "PublicTest accuracy"),
     ("private_test_accuracy", "PrivateTest accuracy"),
 )
-# Phase-specific TrainConfig fields: taken from that phase's own history record.
-_PHASE_FIELDS = {"frozen": ("frozen_",), "finetune": ("finetune_", "unfreeze_from")}
 # TrainConfig fields that say where a run keeps things, not how it trains.
 NOT_PARAMETERS = frozenset({"backup_dir"})
 
@@ -47,25 +45,6 @@ def now_iso() -> str:
 def iso(timestamp: float) -> str:
     """A ``time.time()`` value as an ISO 8601 UTC timestamp, to the second."""
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
-
-
-def params_from_histories(histories: Iterable[dict]) -> dict[str, Any]:
-    """The training parameters of a run from its phases' ``history.json`` records.
-
-    Each phase records the whole TrainConfig it ran with; the phase-specific fields
-    (``frozen_*``; ``finetune_*`` and ``unfreeze_from``) come from their own phase,
-    which matters in a pipeline, where each phase's component sets only its own.
-    """
-    params: dict[str, Any] = {}
-    for record in histories:
-        config = record.get("config") or {}
-        owned = _PHASE_FIELDS.get(str(record.get("phase")), ())
-        for key, value in config.items():
-            if key in NOT_PARAMETERS:
-                continue
-            if key not in params or key.startswith(owned):
-                params[key] = value
-    return params
 
 
 def summary_metrics(metrics: dict) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""The two training phases: the head on a frozen backbone, then fine-tuning.
+"""The two training phases on Keras alone: the head on a frozen backbone, then
+fine-tuning. Nothing here imports TensorFlow, so the same phase loop, callbacks, class
+weights and schedule run on Keras' TensorFlow and JAX backends; what differs per backend
+is the ``Feed`` (``feed_tf``: tf.data and tf.distribute; ``feed_numpy``: NumPy batches
+augmented on the device, for JAX).
 
 Each phase reads the canonical dataset and the split, writes ``model.keras`` and
 ``history.json`` to its own directory, and returns a ``PhaseResult``.
@@ -6,31 +10,26 @@ Each phase reads the canonical dataset and the split, writes ``model.keras`` and
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ContextManager, Protocol
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from fer_pipeline.checkpoint import PhaseBackup
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import TrainConfig
-from fer_pipeline.data import make_dataset
 from fer_pipeline.dataset import FerDataset
+from fer_pipeline.files import MODEL_FILE, write_json
 from fer_pipeline.model import build_model, load_model, tta_offsets, unfreeze_backbone, with_flip_tta
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
 from fer_pipeline.split import Split
-from fer_pipeline.tensorboard import EpochSummaries, epochs_before, log_dir
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
 
 
@@ -55,7 +54,35 @@ class PhaseData:
     train_sample_weights: np.ndarray | None  # per training sample; None without class weighting
 
 
-def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path) -> PhaseResult:
+class Feed(Protocol):
+    """How one backend feeds a phase: devices, the model's in-graph augmentation, batches."""
+
+    def prepare(self, cfg: TrainConfig) -> tuple[ContextManager[Any], int]:
+        """Set devices and dtype policy; the scope to build and compile in, and the replica count."""
+
+    def model_config(self, cfg: TrainConfig) -> TrainConfig:
+        """The config to build a new model from (a feed that augments itself turns the model's layers off)."""
+
+    def batches(self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int,
+                augment: keras.Model | None) -> tuple[Any, Any]:
+        """Training and validation input for ``fit``."""
+
+    def callbacks(self, out_dir: Path, phase: str, first_step: int, validation: Any) -> list[keras.callbacks.Callback]:
+        """Backend-specific callbacks (TensorBoard summaries on TensorFlow)."""
+
+
+def default_feed() -> Feed:
+    """The feed for the running Keras backend."""
+    if keras.backend.backend() == "tensorflow":
+        from fer_pipeline.feed_tf import TfDataFeed
+
+        return TfDataFeed()
+    from fer_pipeline.feed_numpy import NumpyFeed
+
+    return NumpyFeed()
+
+
+def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path, feed: Feed | None = None) -> PhaseResult:
     """Phase 1 ("frozen"): train the new head on a frozen, pretrained backbone.
 
     Args:
@@ -63,16 +90,20 @@ def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: P
         split: Training and validation indices and class weights.
         cfg: Training config (``frozen_epochs``, ``frozen_lr`` and the shared settings).
         out_dir: Directory for ``model.keras`` and ``history.json``; created if missing.
+        feed: The backend's input (default: ``default_feed()``).
 
     Returns:
         The phase's result; the model holds the weights of the best validation epoch.
     """
-    return _run_phase(
-        "frozen", lambda: build_model(cfg), dataset, split, cfg, Path(out_dir), cfg.frozen_epochs, cfg.frozen_lr
+    feed = feed or default_feed()
+    return run_phase(
+        "frozen", lambda: build_model(feed.model_config(cfg)), dataset, split, cfg, Path(out_dir), cfg.frozen_epochs,
+        cfg.frozen_lr, feed,
     )
 
 
-def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path) -> PhaseResult:
+def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path,
+              feed: Feed | None = None) -> PhaseResult:
     """Phase 2 ("finetune"): unfreeze the backbone (BatchNorm stays frozen) and train at a low rate.
 
     Args:
@@ -82,11 +113,13 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         cfg: Training config (``finetune_epochs``, ``finetune_lr``, ``unfreeze_from``
             and the shared settings).
         out_dir: Directory for ``model.keras`` and ``history.json``; created if missing.
+        feed: The backend's input (default: ``default_feed()``).
 
     Returns:
         The phase's result. With ``finetune_epochs`` 0 the model is saved unchanged. With
         ``cfg.tta`` the saved model averages predictions on each image and its mirror image.
     """
+    from fer_pipeline.tensorboard import epochs_before
 
     def load_and_unfreeze() -> keras.Model:
         model = load_model(model_path)
@@ -94,8 +127,9 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
             unfreeze_backbone(model, cfg.unfreeze_from, freeze_batchnorm=cfg.pretrained)
         return model
 
-    result = _run_phase(
+    result = run_phase(
         "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr,
+        feed or default_feed(),
         first_step=epochs_before(model_path),  # TensorBoard: fine-tuning continues phase 1's epoch axis
     )
     if cfg.tta:  # the final model: evaluation and export then use all views with no change of their own
@@ -173,40 +207,6 @@ def _class_quota(counts: np.ndarray, cap: int) -> np.ndarray:
     return quota
 
 
-def configure_devices(cfg: TrainConfig) -> tf.distribute.Strategy:
-    """Set the Keras dtype policy and pick a distribution strategy for the visible GPUs.
-
-    Args:
-        cfg: Uses ``mixed_precision``.
-
-    Returns:
-        MirroredStrategy over all GPUs when there are several, else the default
-        strategy. Sets the global policy to mixed_float16 when a GPU is visible (and
-        ``cfg.mixed_precision``), float32 otherwise.
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    policy = "mixed_float16" if gpus and cfg.mixed_precision else "float32"
-    keras.mixed_precision.set_global_policy(policy)
-    if is_multi_worker():  # a Vertex custom job with several replicas sets TF_CONFIG
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    elif len(gpus) > 1:
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
-    logger.info(
-        "Devices: %d GPU(s), dtype policy %s, %s with %d replica(s).",
-        len(gpus), policy, type(strategy).__name__, strategy.num_replicas_in_sync,
-    )
-    return strategy
-
-
-def is_multi_worker() -> bool:
-    """True when TF_CONFIG (set by Vertex AI on each replica of a multi-replica custom
-    job) describes a cluster of more than one training task."""
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-    return sum(len(tasks) for role, tasks in cluster.items() if role != "evaluator") > 1
-
-
 def scale_for_replicas(cfg: TrainConfig, replicas: int, learning_rate: float) -> tuple[int, float]:
     """The global batch and learning rate for ``replicas`` synchronous replicas.
 
@@ -278,7 +278,7 @@ class LearningRateHistory(keras.callbacks.Callback):
             logs["learning_rate"] = self._rate
 
 
-def _callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
+def phase_callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
     """Early stopping (best weights kept), LR reduction on plateau, LR logging.
 
     Both are quiet: the epoch line shows the learning rate, and the phase's end is
@@ -303,7 +303,7 @@ def _callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
     return callbacks
 
 
-def _run_phase(
+def run_phase(
     phase: str,
     make_model: Callable[[], keras.Model],
     dataset: FerDataset,
@@ -312,22 +312,25 @@ def _run_phase(
     out_dir: Path,
     epochs: int,
     learning_rate: float,
+    feed: Feed,
     first_step: int = 0,
+    extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
 ) -> PhaseResult:
-    """Build or load the model, fit it, save model and history; shared by both phases."""
+    """Build or load the model, fit it, save model and history; shared by both phases and backends.
+
+    ``extra_callbacks`` run after the phase's own (before the backup, which must see their state).
+    """
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:  # process-wide and irreversible; docs/reliability.md
-        tf.config.experimental.enable_op_determinism()
-    strategy = configure_devices(cfg)
-    batch_size, learning_rate = scale_for_replicas(cfg, strategy.num_replicas_in_sync, learning_rate)
+    scope, replicas = feed.prepare(cfg)
+    batch_size, learning_rate = scale_for_replicas(cfg, replicas, learning_rate)
     data = phase_data(dataset, split, cfg)
     steps_per_epoch = -(-len(data.train_indices) // batch_size)
-    with strategy.scope():
+    with scope:
         model = make_model()
         compiled = compile_model(model, cfg, learning_rate_for(cfg, learning_rate, epochs, steps_per_epoch))
     logger.info(
         "Phase %s: start, %d training / %d validation images, %d epoch(s) at learning rate %g, "
-        "batch %d, class weighting %s.",
+        "batch %d, class weighting %s, backend %s.",
         phase,
         len(data.train_indices),
         len(data.val_indices),
@@ -335,24 +338,32 @@ def _run_phase(
         learning_rate,
         batch_size,
         "on" if data.train_sample_weights is not None else "off",
+        keras.backend.backend(),
     )
     start = time.monotonic()
-    summaries = EpochSummaries(log_dir(out_dir), phase=phase, first_step=first_step)
     backup = PhaseBackup.for_phase(cfg, phase, data, epochs, learning_rate)  # None without cfg.backup_dir
-    history = (
-        _fit(compiled.trainable, dataset, data, cfg, epochs, summaries, backup=backup, batch_size=batch_size,
-             augment=compiled.augment)
-        if epochs > 0
-        else {}
-    )
+    history = {}
+    if epochs > 0:
+        train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
+        callbacks = [*phase_callbacks(cfg), *feed.callbacks(out_dir, phase, first_step, val), *extra_callbacks]
+        history = fit(compiled.trainable, train, val, epochs, callbacks, backup)
     seconds = time.monotonic() - start
     epochs_run = len(history.get("loss", []))
-    best_epoch = _best_epoch(history)
+    best_epoch = best_epoch_of(history)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     model.save(model_path)
-    _write_history(out_dir / HISTORY_FILE, phase, history, epochs_run, best_epoch, seconds, data, cfg)
+    write_json(out_dir / HISTORY_FILE, {
+        "phase": phase,
+        "history": history,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "seconds": round(seconds, 3),
+        "train_samples": int(len(data.train_indices)),
+        "val_samples": int(len(data.val_indices)),
+        "config": cfg.to_dict(),
+    })
     if backup is not None:  # outputs written: the backup is no longer needed
         backup.clear()
     logger.info(
@@ -367,54 +378,17 @@ def _run_phase(
     return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path)
 
 
-def _fit(
-    model: keras.Model, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, epochs: int, summaries=None,
-    backup: PhaseBackup | None = None,
-    batch_size: int | None = None,
-    augment: keras.Model | None = None,
-) -> dict:
-    """Run ``model.fit`` with one progress line per epoch; returns the history as floats.
-
-    ``batch_size`` is the global batch (default ``cfg.batch_size``); ``augment`` is
-    ``CompiledModel.augment``, run by the input pipeline in training mode for training
-    batches and in inference mode for validation batches.
-    """
-    batch_size = batch_size or cfg.batch_size
-    train = make_dataset(
-        dataset.images[data.train_indices],
-        dataset.labels[data.train_indices],
-        batch_size,
-        shuffle=True,
-        seed=cfg.seed,
-        sample_weights=data.train_sample_weights,
-        augment=_input_stage(augment, training=True),
-    )
-    val = make_dataset(
-        dataset.images[data.val_indices], dataset.labels[data.val_indices], batch_size, shuffle=False, seed=cfg.seed,
-        augment=_input_stage(augment, training=False),
-    )
-    callbacks = _callbacks(cfg)
-    if summaries is not None:  # TensorBoard, after LearningRateHistory so it sees the rate
-        summaries.validation = val
-        callbacks.append(summaries)
+def fit(model: keras.Model, train, val, epochs: int, callbacks: list, backup: PhaseBackup | None = None) -> dict:
+    """Run ``model.fit`` with one progress line per epoch; returns the history as floats."""
     if backup is not None:  # last: it saves the other callbacks' state after their epoch-end decisions
-        callbacks.append(backup.callback(callbacks))
-    # shuffle=False: the dataset reshuffles itself each epoch (fit cannot shuffle a tf.data.Dataset).
-    fitted = model.fit(
-        train, validation_data=val, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=2
-    )
+        callbacks = [*callbacks, backup.callback(callbacks)]
+    # shuffle=False: the feed reshuffles each epoch itself (fit cannot shuffle a tf.data.Dataset).
+    fitted = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=2)
     history = backup.history if backup is not None else fitted.history  # with the epochs before a resume
     return {key: [float(v) for v in values] for key, values in history.items()}
 
 
-def _input_stage(augment: keras.Model | None, training: bool):
-    """``augment`` as a batch function for ``make_dataset`` (None stays None)."""
-    if augment is None:
-        return None
-    return lambda images: augment(images, training=training)
-
-
-def _best_epoch(history: dict[str, list[float]]) -> int:
+def best_epoch_of(history: dict[str, list[float]]) -> int:
     """1-based epoch with the lowest val_loss (what EarlyStopping restores); 0 if none ran."""
     losses = history.get("val_loss") or []
     if not losses or np.all(np.isnan(losses)):
@@ -422,25 +396,3 @@ def _best_epoch(history: dict[str, list[float]]) -> int:
     return int(np.nanargmin(losses)) + 1
 
 
-def _write_history(
-    path: Path,
-    phase: str,
-    history: dict[str, list[float]],
-    epochs_run: int,
-    best_epoch: int,
-    seconds: float,
-    data: PhaseData,
-    cfg: TrainConfig,
-) -> None:
-    """Write the phase's history.json."""
-    record = {
-        "phase": phase,
-        "history": history,
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
-        "seconds": round(seconds, 3),
-        "train_samples": int(len(data.train_indices)),
-        "val_samples": int(len(data.val_indices)),
-        "config": cfg.to_dict(),
-    }
-    path.write_text(json.dumps(record, indent=2))

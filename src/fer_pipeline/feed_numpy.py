@@ -1,0 +1,130 @@
+"""A backend-neutral feed for the trainer: NumPy batches, each epoch's training images
+augmented on the device in a few large calls. For Keras on JAX (the GPU machines have
+no TensorFlow), where Keras' random augmentation layers hold a step to a fraction of the
+card (docs/benchmarks.md); it runs on the TensorFlow backend too.
+
+The model is built without its augmentation layers (they hold no weights), and
+``device_augmenter`` draws the same flip, shift, rotation and zoom ranges as those
+layers: one affine map per image, sampled bilinearly with the edge pixels repeated
+(Keras' "nearest" fill). Random erasing has no device-side version here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import keras
+import numpy as np
+
+from fer_pipeline.config import TrainConfig
+from fer_pipeline.dataset import FerDataset
+from fer_pipeline.errors import ConfigError
+from fer_pipeline.trainer import PhaseData
+
+logger = logging.getLogger(__name__)
+
+AUGMENTATION_OFF = {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0}
+CHUNK = 8192  # images per device call
+
+
+def affine_rows(cfg: TrainConfig, n: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """``n`` random transforms ``[a0, a1, a2, b0, b1, b2, 0, 0]`` mapping each output pixel
+    ``(x, y)`` to the input point it reads: about the centre, rotate by up to ``rotation``
+    of a turn, scale by 1 +- ``zoom``, shift by up to ``width_shift`` / ``height_shift`` of
+    the side, and mirror with probability 1/2 when ``horizontal_flip``."""
+    h, w = size
+    flip = cfg.horizontal_flip & (rng.uniform(size=n) < 0.5)
+    tx = rng.uniform(-1.0, 1.0, n) * cfg.width_shift * w
+    ty = rng.uniform(-1.0, 1.0, n) * cfg.height_shift * h
+    angle = rng.uniform(-1.0, 1.0, n) * cfg.rotation * 2 * np.pi
+    scale = 1.0 + rng.uniform(-1.0, 1.0, n) * cfg.zoom
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    a0, a1, a2 = cos, sin, cx - tx - cos * cx - sin * cy
+    b0, b1, b2 = -sin, cos, cy - ty + sin * cx - cos * cy
+    # mirrored: the output's column x reads what column (w - 1) - x would have read
+    a0, a1, a2 = np.where(flip, -a0, a0), np.where(flip, -a1, a1), np.where(flip, (w - 1) - a2, a2)
+    zeros = np.zeros(n)
+    return np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1).astype("float32")
+
+
+def device_augmenter(cfg: TrainConfig) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``augment(images, seed)``: ``cfg``'s augmentation of (N, H, W, 1) float32 images on the device."""
+    if cfg.erasing > 0:
+        raise ConfigError("erasing > 0 needs the TensorFlow backend (the NumPy feed has no random erasing); set erasing=0.")
+
+    def augment(images: np.ndarray, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        rows = affine_rows(cfg, len(images), images.shape[1:3], rng)
+        return np.concatenate([
+            keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
+                images[i : i + CHUNK], rows[i : i + CHUNK], interpolation="bilinear", fill_mode="nearest"))
+            for i in range(0, len(images), CHUNK)
+        ]) if len(images) else images
+
+    return augment
+
+
+class AugmentedEpochs(keras.utils.PyDataset):
+    """Training batches of a freshly shuffled, augmented copy of the images each epoch."""
+
+    def __init__(self, x, y, weights, batch_size: int, augment, seed: int):
+        super().__init__()
+        self.x, self.y, self.weights, self.batch_size, self.augment, self.seed = x, y, weights, batch_size, augment, seed
+        self.epoch = 0
+        self._prepare()
+
+    def _prepare(self) -> None:
+        order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.y))
+        self.x_epoch = self.augment(self.x[order], self.seed + self.epoch) if self.augment else self.x[order]
+        self.y_epoch = self.y[order]
+        self.w_epoch = None if self.weights is None else self.weights[order]
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        if self.w_epoch is None:
+            return self.x_epoch[batch], self.y_epoch[batch]
+        return self.x_epoch[batch], self.y_epoch[batch], self.w_epoch[batch]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._prepare()
+
+
+def _images(dataset: FerDataset, indices: np.ndarray) -> np.ndarray:
+    images = dataset.images[indices].astype("float32")
+    return images[..., np.newaxis] if images.ndim == 3 else images
+
+
+class NumpyFeed:
+    """In-memory batches for any backend; augmentation on the device, once per epoch."""
+
+    def prepare(self, cfg: TrainConfig) -> tuple[ContextManager[Any], int]:
+        if cfg.jit_compile:
+            logger.info("jit_compile: Keras compiles the whole step on %s by itself.", keras.backend.backend())
+        return contextlib.nullcontext(), 1
+
+    def model_config(self, cfg: TrainConfig) -> TrainConfig:
+        return dataclasses.replace(cfg, **AUGMENTATION_OFF)  # same weights; augmentation is the feed's
+
+    def batches(self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int,
+                augment: keras.Model | None) -> tuple[AugmentedEpochs, tuple[np.ndarray, np.ndarray]]:
+        augmenter = None if _augmentation_off(cfg) else device_augmenter(cfg)
+        train = AugmentedEpochs(_images(dataset, data.train_indices), dataset.labels[data.train_indices].astype("int32"),
+                                data.train_sample_weights, batch_size, augmenter, cfg.seed)
+        val = (_images(dataset, data.val_indices), dataset.labels[data.val_indices].astype("int32"))
+        return train, val
+
+    def callbacks(self, out_dir: Path, phase: str, first_step: int, validation: Any) -> list[keras.callbacks.Callback]:
+        return []  # TensorBoard summaries are the TensorFlow feed's; history.json has every value
+
+
+def _augmentation_off(cfg: TrainConfig) -> bool:
+    return all(getattr(cfg, name) == off for name, off in AUGMENTATION_OFF.items()) and cfg.erasing == 0
