@@ -1,0 +1,47 @@
+"""The NumPy feed's augmentation on the device: the ranges of the model's own layers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fer_pipeline.config import TrainConfig
+from fer_pipeline.feed_numpy import AUGMENTATION_OFF, AugmentedEpochs, device_augmenter
+
+
+def _images(n=16):
+    return np.random.default_rng(0).uniform(0, 255, (n, 48, 48, 1)).astype("float32")
+
+
+def test_no_range_is_the_identity_and_flip_alone_mirrors_about_half():
+    images = _images()
+    same = device_augmenter(TrainConfig(**AUGMENTATION_OFF))(images, seed=1)
+    np.testing.assert_allclose(same, images, atol=1e-3)
+    flipped = device_augmenter(TrainConfig(**{**AUGMENTATION_OFF, "horizontal_flip": True}))(images, seed=1)
+    mirrored = [np.allclose(f, i[:, ::-1], atol=1e-3) for f, i in zip(flipped, images)]
+    kept = [np.allclose(f, i, atol=1e-3) for f, i in zip(flipped, images)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 0 < sum(mirrored) < len(images)
+
+
+def test_a_shift_moves_the_image_within_its_range_and_repeats_the_edge():
+    image = np.zeros((1, 48, 48, 1), "float32")
+    image[0, 20:28, 20:28] = 255.0
+    cfg = TrainConfig(**{**AUGMENTATION_OFF, "width_shift": 0.25})
+    shifted = device_augmenter(cfg)(np.repeat(image, 32, axis=0), seed=3)
+    columns = [np.flatnonzero(s[24, :, 0] > 127) for s in shifted]
+    offsets = np.array([c.mean() - 23.5 for c in columns])
+    assert np.abs(offsets).max() <= 0.25 * 48 + 1 and np.abs(offsets).max() > 2  # moved, within the range
+    np.testing.assert_allclose([np.ptp(c) for c in columns], 7, atol=1)  # not stretched
+
+
+def test_each_epoch_is_a_new_order_and_new_augmentation_with_its_weights_alongside():
+    images, labels = _images(10), np.arange(10) % 7
+    weights = np.linspace(1, 2, 10).astype("float32")
+    epochs = AugmentedEpochs(images, labels, weights, 4, device_augmenter(TrainConfig()), seed=5)
+    assert len(epochs) == 3
+    x0, y0, w0 = epochs[0]
+    epochs.on_epoch_end()
+    x1, y1, _ = epochs[0]
+    assert x0.shape == (4, 48, 48, 1) and not np.array_equal(x0, x1)
+    order = np.random.default_rng(5).permutation(10)[:4]  # the first epoch's order: its labels and weights
+    np.testing.assert_array_equal(y0, labels[order])
+    np.testing.assert_allclose(w0, weights[order])
