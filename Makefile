@@ -21,7 +21,7 @@ REGISTRY ?= fer-pipeline
 IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
-.PHONY: help setup serving-compat test test-fast docs run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
+.PHONY: help setup serving-compat lint format test test-fast docs run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -47,7 +47,14 @@ $(COMPAT_STAMP): requirements-serving-compat.lock
 
 serving-compat: $(COMPAT_STAMP) ## Virtualenv with the serving image's TensorFlow 2.15 (build/serving-compat-venv), for make test
 
-test: setup serving-compat ## Run the test suite (real-data tests skip where the FER-2013 zip is absent)
+# ruff's rules and exclusions: pyproject.toml [tool.ruff]; the same hooks for commits: .pre-commit-config.yaml
+lint: setup ## Lint and check the formatting with ruff (make test runs it first)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: setup ## Apply ruff's fixes and formatting (what make lint asks for)
+	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
+
+test: setup lint serving-compat ## Lint, then run the test suite (real-data tests skip where the FER-2013 zip is absent)
 	$(PY) -m pytest
 
 docs: setup ## Regenerate README's recipe table from src/fer_pipeline/config.py and the presets
