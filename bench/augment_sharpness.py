@@ -42,8 +42,14 @@ def after_each_layer(images: np.ndarray, cfg) -> dict[str, float]:
     model = build_model(cfg)
     original = sharpness(images)
     stages = [layer.name for layer in model.layers if layer.name.startswith("augment_")]
-    return {name: round(sharpness(np.asarray(keras.Model(model.inputs, model.get_layer(name).output)(
-        images, training=True))) / original, 3) for name in stages}
+    return {
+        name: round(
+            sharpness(np.asarray(keras.Model(model.inputs, model.get_layer(name).output)(images, training=True)))
+            / original,
+            3,
+        )
+        for name in stages
+    }
 
 
 def main() -> None:
@@ -54,8 +60,17 @@ def main() -> None:
     args = parser.parse_args()
     images = load_data()["x_val"][: args.images]
     cfg = replace(COMPACT_BASE, rotation=args.rotation, zoom=args.zoom)
-    print(json.dumps({"backend": keras.backend.backend(), "images": len(images), "rotation": cfg.rotation,
-                      "zoom": cfg.zoom, "keras_layers": after_each_layer(images, cfg)}))
+    print(
+        json.dumps(
+            {
+                "backend": keras.backend.backend(),
+                "images": len(images),
+                "rotation": cfg.rotation,
+                "zoom": cfg.zoom,
+                "keras_layers": after_each_layer(images, cfg),
+            }
+        )
+    )
     if keras.backend.backend() == "jax":
         from bench.gpu import jax_augmenter
 

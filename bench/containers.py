@@ -49,8 +49,13 @@ def copy_context(target: Path) -> Path:
 def timed_build(context: Path, ref: str, base: str, extra: str = "") -> float:
     env = {**os.environ, "BASE_IMAGE": base, "EXTRA_BUILD_OPTS": extra, "GIT_COMMIT": "bench"}
     start = time.perf_counter()
-    result = subprocess.run([str(context / "containers" / "build.sh"), "cpu", ref], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, check=False)
+    result = subprocess.run(
+        [str(context / "containers" / "build.sh"), "cpu", ref],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
     if result.returncode:
         sys.exit(f"building {ref} failed (exit {result.returncode}); run containers/build.sh cpu {ref} to see why")
     return time.perf_counter() - start
@@ -72,8 +77,11 @@ def builds(engine) -> list[list[str]]:
         start = time.perf_counter()
         image = ensure_image(engine, "cpu", "fer-pipeline", base, Path(tmp) / "build.log")
         rows.append([f"unchanged (`{image.ref}` found)", f"{time.perf_counter() - start:.1f}"])
-    subprocess.run([*engine.cli, "rmi", "fer-bench/fer-pipeline-cpu:cold", "fer-bench/fer-pipeline-cpu:warm"],
-                   capture_output=True, check=False)
+    subprocess.run(
+        [*engine.cli, "rmi", "fer-bench/fer-pipeline-cpu:cold", "fer-bench/fer-pipeline-cpu:warm"],
+        capture_output=True,
+        check=False,
+    )
     return rows
 
 
@@ -85,7 +93,9 @@ def runs(extra: list[str]) -> tuple[list[list[str]], float]:
         start = time.perf_counter()
         started: dict[str, float] = {}
         which = "containers"
-        with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        with subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
             for line in proc.stdout:
                 now = time.perf_counter() - start
                 print(line, end="")
@@ -119,10 +129,16 @@ def main(argv=None) -> int:
     if not args.skip_builds:
         sections.append(("CPU image build times", markdown_table(["build", "wall s"], builds(engine)), []))
     rows, total = runs(extra)
-    sections.append(("make run-containers vs make run-local on the generated sample, per step",
-                     markdown_table(["step", "container run s", "subprocess run s", "ratio"], rows),
-                     [f"the whole `run_containers --compare` command: {total:.0f} s (both runs, compile, emulator, comparison)",
-                      "the subprocess run goes second: its ingest finds the dataset published and uploads nothing"]))
+    sections.append(
+        (
+            "make run-containers vs make run-local on the generated sample, per step",
+            markdown_table(["step", "container run s", "subprocess run s", "ratio"], rows),
+            [
+                f"the whole `run_containers --compare` command: {total:.0f} s (both runs, compile, emulator, comparison)",
+                "the subprocess run goes second: its ingest finds the dataset published and uploads nothing",
+            ],
+        )
+    )
     for title, table, more in sections:
         if args.no_append:
             print(table)

@@ -68,8 +68,11 @@ def main(argv=None) -> int:
     conv_inputs = [tf.random.uniform((args.batch, *layer.input.shape[1:])) for layer in convs]
     forward = tf.function(lambda x: backbone(x, training=False))
     convs_only = tf.function(lambda xs: [layer(x) for layer, x in zip(convs, xs)])
-    print(f"DenseNet169 at 48x48: {len(convs)} Conv2D layers, {flops / 1e9:.3f} GFLOP per image in them; "
-          f"batch {args.batch}, {args.rounds} rounds x {args.steps} calls", flush=True)
+    print(
+        f"DenseNet169 at 48x48: {len(convs)} Conv2D layers, {flops / 1e9:.3f} GFLOP per image in them; "
+        f"batch {args.batch}, {args.rounds} rounds x {args.steps} calls",
+        flush=True,
+    )
 
     rows = {"forward": [], "convs": [], "matmul": []}
     for round_ in range(args.rounds):
@@ -77,30 +80,54 @@ def main(argv=None) -> int:
         rows["forward"].append(timed(forward, (images,), args.steps) / args.batch)
         rows["convs"].append(timed(convs_only, (conv_inputs,), args.steps) / args.batch)
         rows["matmul"].append(matmul_gflops())
-        print(f"round {round_ + 1}: forward {1e3 * rows['forward'][-1]:.2f} ms/img, convolutions "
-              f"{1e3 * rows['convs'][-1]:.2f} ms/img, matmul {rows['matmul'][-1]:.0f} GFLOP/s", flush=True)
+        print(
+            f"round {round_ + 1}: forward {1e3 * rows['forward'][-1]:.2f} ms/img, convolutions "
+            f"{1e3 * rows['convs'][-1]:.2f} ms/img, matmul {rows['matmul'][-1]:.0f} GFLOP/s",
+            flush=True,
+        )
 
     matmul = median(rows["matmul"])
     forward_s, convs_s = median(rows["forward"]), median(rows["convs"])
     table = markdown_table(
         ["measured (medians)", "ms per image", "images/s", "GFLOP/s (conv FLOPs / time)", "share of matmul rate"],
         [
-            ["whole backbone forward pass", f"{1e3 * forward_s:.2f}", f"{1 / forward_s:.0f}",
-             f"{flops / forward_s / 1e9:.0f}", f"{flops / forward_s / 1e9 / matmul:.0%}"],
-            ["its Conv2D layers alone", f"{1e3 * convs_s:.2f}", f"{1 / convs_s:.0f}",
-             f"{flops / convs_s / 1e9:.0f}", f"{flops / convs_s / 1e9 / matmul:.0%}"],
-            ["everything else (difference)", f"{1e3 * (forward_s - convs_s):.2f}", "", "",
-             f"{(forward_s - convs_s) / forward_s:.0%} of the forward time"],
+            [
+                "whole backbone forward pass",
+                f"{1e3 * forward_s:.2f}",
+                f"{1 / forward_s:.0f}",
+                f"{flops / forward_s / 1e9:.0f}",
+                f"{flops / forward_s / 1e9 / matmul:.0%}",
+            ],
+            [
+                "its Conv2D layers alone",
+                f"{1e3 * convs_s:.2f}",
+                f"{1 / convs_s:.0f}",
+                f"{flops / convs_s / 1e9:.0f}",
+                f"{flops / convs_s / 1e9 / matmul:.0%}",
+            ],
+            [
+                "everything else (difference)",
+                f"{1e3 * (forward_s - convs_s):.2f}",
+                "",
+                "",
+                f"{(forward_s - convs_s) / forward_s:.0%} of the forward time",
+            ],
             ["float32 matmul 2048^3", "", "", f"{matmul:.0f}", "100%"],
         ],
     )
-    notes = [f"DenseNet169 (weights none), 48x48x3, batch {args.batch}, {len(convs)} Conv2D layers, "
-             f"{flops / 1e9:.3f} GFLOP per image in them; {args.rounds} interleaved rounds x {args.steps} calls"]
+    notes = [
+        f"DenseNet169 (weights none), 48x48x3, batch {args.batch}, {len(convs)} Conv2D layers, "
+        f"{flops / 1e9:.3f} GFLOP per image in them; {args.rounds} interleaved rounds x {args.steps} calls"
+    ]
     if args.no_append:
         print(table)
     else:
-        append_section("Where the frozen phase's time goes: DenseNet169's convolutions vs the rest", table,
-                       load_before=load_before, notes=notes)
+        append_section(
+            "Where the frozen phase's time goes: DenseNet169's convolutions vs the rest",
+            table,
+            load_before=load_before,
+            notes=notes,
+        )
     return 0
 
 

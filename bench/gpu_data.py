@@ -27,15 +27,19 @@ def main(dataset_dir: str) -> None:
     dataset = FerDataset.load(dataset_dir)
     split = make_split(dataset, SplitConfig(val_fraction=0.1, seed=12))
     arrays = {
-        "x_train": dataset.images[split.train_indices], "y_train": dataset.labels[split.train_indices],
-        "x_val": dataset.images[split.val_indices], "y_val": dataset.labels[split.val_indices],
+        "x_train": dataset.images[split.train_indices],
+        "y_train": dataset.labels[split.train_indices],
+        "x_val": dataset.images[split.val_indices],
+        "y_val": dataset.labels[split.val_indices],
     }
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_bytes(lzma.compress(buffer.getvalue(), preset=6))
-    print(f"wrote {OUTPUT} ({OUTPUT.stat().st_size / 1e6:.1f} MB): {len(split.train_indices)} train, "
-          f"{len(split.val_indices)} validation images")
+    print(
+        f"wrote {OUTPUT} ({OUTPUT.stat().st_size / 1e6:.1f} MB): {len(split.train_indices)} train, "
+        f"{len(split.val_indices)} validation images"
+    )
 
 
 if __name__ == "__main__":

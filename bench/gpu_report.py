@@ -40,15 +40,19 @@ def table(runs: dict[str, list[dict]], reference: str = "base") -> list[str]:
     if reference not in runs:
         raise SystemExit(f"No {reference!r} runs in the results: the table's deltas are against it.")
     ref = {score: mean(r[score] for r in runs[reference]) for score in SCORES}
-    rows = ["| candidate | seeds | 1 view acc. | 10 views acc. | 10 views macro-F1 | change (1 / 10 views / F1) | hit deadline |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| candidate | seeds | 1 view acc. | 10 views acc. | 10 views macro-F1 | change (1 / 10 views / F1) | hit deadline |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, results in runs.items():
         means = {score: mean(r[score] for r in results) for score in SCORES}
         change = "" if name == reference else " / ".join(f"{means[s] - ref[s]:+.3f}" for s in SCORES)
         seeds = ", ".join(str(r.get("seed", "?")) for r in results)
         late = sum(bool(r.get("deadline_hit")) for r in results)
-        rows.append(f"| {name} | {seeds} | {means[SCORES[0]]:.4f} | {means[SCORES[1]]:.4f} | "
-                    f"{means[SCORES[2]]:.4f} | {change} | {late or ''} |")
+        rows.append(
+            f"| {name} | {seeds} | {means[SCORES[0]]:.4f} | {means[SCORES[1]]:.4f} | "
+            f"{means[SCORES[2]]:.4f} | {change} | {late or ''} |"
+        )
     return rows
 
 
@@ -57,9 +61,11 @@ def view_gains(runs: dict[str, list[dict]]) -> str:
     results = [r for rs in runs.values() for r in rs]
     flip = [r["val_accuracy_tta"] - r["val_accuracy"] for r in results]
     ten = [r["val_accuracy_tta10"] - r["val_accuracy_tta"] for r in results]
-    return (f"Over {len(results)} runs: the mirror adds {mean(flip):+.4f} ({min(flip):+.4f} to {max(flip):+.4f}); "
-            f"ten views add {mean(ten):+.4f} more ({min(ten):+.4f} to {max(ten):+.4f}, lower in "
-            f"{sum(g < 0 for g in ten)}).")
+    return (
+        f"Over {len(results)} runs: the mirror adds {mean(flip):+.4f} ({min(flip):+.4f} to {max(flip):+.4f}); "
+        f"ten views add {mean(ten):+.4f} more ({min(ten):+.4f} to {max(ten):+.4f}, lower in "
+        f"{sum(g < 0 for g in ten)})."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

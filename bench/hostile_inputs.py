@@ -45,7 +45,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
     central = data.rfind(b"PK\x01\x02")
     struct.pack_into("<H", data, central + 8, struct.unpack_from("<H", data, central + 8)[0] | 0x800)
     name_at = central + 46
-    data[name_at:name_at + 20] = bytes(data[name_at:name_at + 20]).replace(b"cafe", b"caf\xe9")
+    data[name_at : name_at + 20] = bytes(data[name_at : name_at + 20]).replace(b"cafe", b"caf\xe9")
     made["flagged_zip"].write_bytes(bytes(data))
     made["garbage_csv"] = root / "fer2013.csv"
     made["garbage_csv"].write_bytes(b"emotion,pixels\n\xff\xfe,\x00\x01\n" + b"9," * 1000 + b"\n")
@@ -72,8 +72,12 @@ def _png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,27 @@ CASES = [
     Case("ingest --out a file", ("ingest", "{bomb_zip}", "--out", "{a_file}")),
     Case("split a dataset that is not one", ("split", "{latin1_dir}", "--out", "{out}")),
     Case("split --val-fraction 2", ("split", "{latin1_dir}", "--out", "{out}", "--val-fraction", "2")),
-    Case("train-frozen --batch-size 0", ("train-frozen", "{latin1_dir}", "--split", "{a_file}", "--out", "{out}",
-                                         "--batch-size", "0")),
-    Case("train-frozen --frozen-lr -1", ("train-frozen", "{latin1_dir}", "--split", "{a_file}", "--out", "{out}",
-                                         "--frozen-lr=-1")),
-    Case("fine-tune --out below a file", ("fine-tune", "{latin1_dir}", "--split", "{a_file}", "--model",
-                                          "{damaged_keras}", "--out", "{a_file}/x")),
+    Case(
+        "train-frozen --batch-size 0",
+        ("train-frozen", "{latin1_dir}", "--split", "{a_file}", "--out", "{out}", "--batch-size", "0"),
+    ),
+    Case(
+        "train-frozen --frozen-lr -1",
+        ("train-frozen", "{latin1_dir}", "--split", "{a_file}", "--out", "{out}", "--frozen-lr=-1"),
+    ),
+    Case(
+        "fine-tune --out below a file",
+        ("fine-tune", "{latin1_dir}", "--split", "{a_file}", "--model", "{damaged_keras}", "--out", "{a_file}/x"),
+    ),
     Case("evaluate a damaged model", ("evaluate", "{latin1_dir}", "--model", "{damaged_keras}", "--out", "{out}")),
-    Case("register metrics that are not JSON", ("register", "--model", "{damaged_keras}", "--metrics", "{bad_metrics}",
-                                                "--registry", "{out}")),
-    Case("register a damaged model", ("register", "--model", "{damaged_keras}", "--metrics", "{root}/ok.json",
-                                      "--registry", "{out}")),
+    Case(
+        "register metrics that are not JSON",
+        ("register", "--model", "{damaged_keras}", "--metrics", "{bad_metrics}", "--registry", "{out}"),
+    ),
+    Case(
+        "register a damaged model",
+        ("register", "--model", "{damaged_keras}", "--metrics", "{root}/ok.json", "--registry", "{out}"),
+    ),
     Case("run --val-fraction 1.5", ("run", "{bomb_zip}", "--out", "{out}", "--val-fraction", "1.5")),
     Case("run --val-fraction 0", ("run", "{bomb_zip}", "--out", "{out}", "--val-fraction", "0")),
     Case("run --out a file", ("run", "{bomb_zip}", "--out", "{a_file}")),
@@ -151,12 +165,19 @@ def main() -> int:
             out = Path(tmp) / "out"
             before = snapshot(made["root"])
             started = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "fer_pipeline.cli", *argv_for(case, made, out)],
-                                    capture_output=True, text=True, env=env, cwd=tmp)
+            result = subprocess.run(
+                [sys.executable, "-m", "fer_pipeline.cli", *argv_for(case, made, out)],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp,
+            )
             problems = check(case, result.returncode, result.stderr, before, snapshot(made["root"]), out)
             last = (result.stderr.strip().splitlines() or [""])[-1][:110]
             status = "ok" if not problems else "FAIL: " + "; ".join(problems)
-            print(f"{case.name:52s} exit {result.returncode} {time.perf_counter() - started:5.1f} s  {status}\n    {last}")
+            print(
+                f"{case.name:52s} exit {result.returncode} {time.perf_counter() - started:5.1f} s  {status}\n    {last}"
+            )
             failures += bool(problems)
     print(f"\n{len(CASES) - failures} of {len(CASES)} refused cleanly")
     return 1 if failures else 0

@@ -48,13 +48,27 @@ def main(argv=None) -> int:
     for i in range(args.repeats):
         result, wall, cpu = timed(lambda: read_source(args.zip))
         walls.append(wall)
-        rows.append([f"read_source (ingest + validation), run {i + 1}", len(result.dataset), f"{wall:.1f}", f"{cpu:.1f}",
-                     "yes" if wall < TARGET_S else "no"])
+        rows.append(
+            [
+                f"read_source (ingest + validation), run {i + 1}",
+                len(result.dataset),
+                f"{wall:.1f}",
+                f"{cpu:.1f}",
+                "yes" if wall < TARGET_S else "no",
+            ]
+        )
     with tempfile.TemporaryDirectory(prefix="fer-bench-ingest-") as tmp:
         _, wall, cpu = timed(lambda: ingest_step(str(args.zip), Path(tmp) / "dataset"))
         size = sum(f.stat().st_size for f in (Path(tmp) / "dataset").iterdir()) / 2**20
-    rows.append([f"ingest_step to a local directory ({size:.0f} MiB written)", len(result.dataset), f"{wall:.1f}",
-                 f"{cpu:.1f}", "yes" if wall < TARGET_S else "no"])
+    rows.append(
+        [
+            f"ingest_step to a local directory ({size:.0f} MiB written)",
+            len(result.dataset),
+            f"{wall:.1f}",
+            f"{cpu:.1f}",
+            "yes" if wall < TARGET_S else "no",
+        ]
+    )
     table = markdown_table(["what", "images", "wall s", "CPU s", f"< {TARGET_S:.0f} s"], rows)
     notes = [f"median read_source wall time {median(walls):.1f} s over {args.repeats} runs; zip {args.zip.name}"]
     if args.no_append:

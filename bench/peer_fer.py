@@ -127,7 +127,9 @@ def timed(fn, model, images: np.ndarray) -> tuple[np.ndarray, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="Our model: folder/.keras file, gs:// URI or registry ref. Omit for the peer only.")
+    parser.add_argument(
+        "--model", help="Our model: folder/.keras file, gs:// URI or registry ref. Omit for the peer only."
+    )
     parser.add_argument("--registry", type=Path, default=None, help="Local registry folder for a NAME@alias ref.")
     parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help=f"FER-2013 Kaggle zip (default {DEFAULT_ZIP}).")
     parser.add_argument("--split", choices=["PrivateTest", "PublicTest", "all"], default="PrivateTest")

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from bench._common import REPO_ROOT, append_section, load_average, markdown_table
 
@@ -36,7 +35,9 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         started: dict[str, float] = {}
         steps: list[list[str]] = []
-        with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        with subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
             for line in proc.stdout:
                 now = time.perf_counter() - start
                 print(line, end="")
@@ -51,7 +52,9 @@ def main(argv=None) -> int:
         sys.exit(f"run-local failed with exit code {proc.returncode}")
     steps.append(["whole run (start-up, emulator, compile, all steps)", "exit 0", "0", f"{total:.1f}"])
     table = markdown_table(["step", "status", "started at s", "wall s"], steps)
-    notes = ["same as `make run-local` (generated sample: 40 train / 12 test images per class, 2+1 epochs, weights none)"]
+    notes = [
+        "same as `make run-local` (generated sample: 40 train / 12 test images per class, 2+1 epochs, weights none)"
+    ]
     if args.no_append:
         print(table)
     else:

@@ -39,10 +39,8 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from bench._common import (
     DEFAULT_ZIP,
@@ -130,8 +128,13 @@ class Baseline:
             preprocessing_function=k.applications.densenet.preprocess_input,
         )
         self.flow = generator.flow_from_directory(
-            str(train_dir), target_size=(48, 48), color_mode="rgb", class_mode="categorical",
-            batch_size=batch, shuffle=True, seed=seed,
+            str(train_dir),
+            target_size=(48, 48),
+            color_mode="rgb",
+            class_mode="categorical",
+            batch_size=batch,
+            shuffle=True,
+            seed=seed,
         )
         self.class_weight = class_weight
         base = k.applications.DenseNet169(include_top=False, weights=None, input_shape=(48, 48, 3))
@@ -161,7 +164,11 @@ class Baseline:
     def run(self, steps: int) -> None:
         self.timer.reset()
         self.model.fit(
-            self.flow, steps_per_epoch=steps, epochs=1, class_weight=self.class_weight, verbose=0,
+            self.flow,
+            steps_per_epoch=steps,
+            epochs=1,
+            class_weight=self.class_weight,
+            verbose=0,
             callbacks=[tf_keras_timer(self.timer, self.k)],
         )
 
@@ -188,13 +195,27 @@ class Project:
         images = dataset.images[data.train_indices]
         labels = dataset.labels[data.train_indices]
         self.real = make_dataset(
-            images, labels, cfg.batch_size, shuffle=True, seed=cfg.seed, sample_weights=data.train_sample_weights,
+            images,
+            labels,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            sample_weights=data.train_sample_weights,
             augment=self.compiled.augment,
         ).repeat()
-        first = next(iter(make_dataset(images[: cfg.batch_size], labels[: cfg.batch_size], cfg.batch_size,
-                                       shuffle=False, seed=cfg.seed,
-                                       sample_weights=data.train_sample_weights[: cfg.batch_size],
-                                       augment=self.compiled.augment)))
+        first = next(
+            iter(
+                make_dataset(
+                    images[: cfg.batch_size],
+                    labels[: cfg.batch_size],
+                    cfg.batch_size,
+                    shuffle=False,
+                    seed=cfg.seed,
+                    sample_weights=data.train_sample_weights[: cfg.batch_size],
+                    augment=self.compiled.augment,
+                )
+            )
+        )
         self.synthetic = tf.data.Dataset.from_tensors(first).repeat()
         self.timer = Timer()
 
@@ -207,7 +228,11 @@ class Project:
     def run(self, steps: int, synthetic: bool = False) -> None:
         self.timer.reset()
         self.compiled.trainable.fit(
-            self.synthetic if synthetic else self.real, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+            self.synthetic if synthetic else self.real,
+            steps_per_epoch=steps,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
             callbacks=[keras3_timer(self.timer)],
         )
 
@@ -224,7 +249,9 @@ def parse_args(argv):
     parser.add_argument("--frozen-steps", type=int, default=8, help="timed steps per fit call, frozen phase")
     parser.add_argument("--finetune-steps", type=int, default=4, help="timed steps per fit call, fine-tuning")
     parser.add_argument("--warmup", type=int, default=2, help="steps of each fit call not timed")
-    parser.add_argument("--jit", choices=("on", "off"), default="off", help="the project's jit_compile (XLA); off is its default")
+    parser.add_argument(
+        "--jit", choices=("on", "off"), default="off", help="the project's jit_compile (XLA); off is its default"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="time the project only (for lever sweeps)")
     parser.add_argument("--intra", type=int, default=0, help="intra-op threads (0 = TensorFlow's default)")
     parser.add_argument("--inter", type=int, default=0, help="inter-op threads (0 = TensorFlow's default)")
@@ -281,8 +308,11 @@ def main(argv=None) -> int:
             runners = {"project": lambda n: project.run(n), "project, synthetic batch": lambda n: project.run(n, True)}
             if baseline:
                 runners = {"seed-style baseline": baseline.run, **runners}
-            timers = {"seed-style baseline": baseline.timer if baseline else None,
-                      "project": project.timer, "project, synthetic batch": project.timer}
+            timers = {
+                "seed-style baseline": baseline.timer if baseline else None,
+                "project": project.timer,
+                "project, synthetic batch": project.timer,
+            }
             for name, run in runners.items():  # warm-up: tracing, first batches
                 t0 = time.perf_counter()
                 run(args.warmup + 1)
@@ -295,8 +325,15 @@ def main(argv=None) -> int:
                     rate = timers[name].images_per_second(args.batch, args.warmup)
                     results.setdefault((phase, name), []).append(rate)
                     probes.setdefault((phase, name), []).append(probe)
-                    log.info("%s round %d: %s %.1f img/s (matmul %.1f GFLOP/s, load %s)",
-                             phase, round_ + 1, name, rate, probe, load_average())
+                    log.info(
+                        "%s round %d: %s %.1f img/s (matmul %.1f GFLOP/s, load %s)",
+                        phase,
+                        round_ + 1,
+                        name,
+                        rate,
+                        probe,
+                        load_average(),
+                    )
 
     rows = []
     for phase in phases:
@@ -309,15 +346,31 @@ def main(argv=None) -> int:
             shares = [r * flops[phase] / 1e9 / m for r, m in zip(rates, matmuls)]
             # per-round ratios: each round's project window against the same round's baseline window
             ratio = median([r / b for r, b in zip(rates, baseline_rates)]) if baseline_rates else None
-            rows.append([
-                phase, name, f"{rate:.1f}", f"{1000 * args.batch / rate:.0f}",
-                f"{ratio:.2f}x" if ratio and name != "seed-style baseline" else "",
-                f"{flops[phase] / 1e9:.3f}", f"{rate * flops[phase] / 1e9:.1f}", f"{matmul:.1f}",
-                f"{100 * median(shares):.0f}%",
-            ])
+            rows.append(
+                [
+                    phase,
+                    name,
+                    f"{rate:.1f}",
+                    f"{1000 * args.batch / rate:.0f}",
+                    f"{ratio:.2f}x" if ratio and name != "seed-style baseline" else "",
+                    f"{flops[phase] / 1e9:.3f}",
+                    f"{rate * flops[phase] / 1e9:.1f}",
+                    f"{matmul:.1f}",
+                    f"{100 * median(shares):.0f}%",
+                ]
+            )
     table = markdown_table(
-        ["phase", "pipeline", "images/s", "ms/step", "vs baseline", "GFLOP/image", "GFLOP/s", "matmul GFLOP/s",
-         "share of matmul"],
+        [
+            "phase",
+            "pipeline",
+            "images/s",
+            "ms/step",
+            "vs baseline",
+            "GFLOP/image",
+            "GFLOP/s",
+            "matmul GFLOP/s",
+            "share of matmul",
+        ],
         rows,
     )
     notes = [
@@ -329,7 +382,9 @@ def main(argv=None) -> int:
         "ratio and share: medians of the per-round values",
     ]
     if not args.no_append:
-        append_section("Training throughput: project vs seed-style baseline", table, load_before=load_before, notes=notes)
+        append_section(
+            "Training throughput: project vs seed-style baseline", table, load_before=load_before, notes=notes
+        )
     else:
         print(table)
         print("\n".join(notes))

@@ -40,8 +40,9 @@ def main() -> None:
     views = {
         "image only (1 view)": model,
         "image + mirror (2 views, tta=true)": with_flip_tta(model),
-        f"image + mirror, each shifted {args.shift} px 4 ways (10 views, tta_shift={args.shift})":
-            with_flip_tta(model, shift=args.shift),
+        f"image + mirror, each shifted {args.shift} px 4 ways (10 views, tta_shift={args.shift})": with_flip_tta(
+            model, shift=args.shift
+        ),
     }
     print(f"validation: {len(y)} images\n\n| views | accuracy | macro-F1 |\n|---|---|---|")
     for name, wrapped in views.items():

@@ -59,7 +59,10 @@ def evaluate(
     )
     evaluation_outputs(result, evaluation.path, report.path, metrics, classification)
     record = runs.run_record(
-        run_id=runs.pipeline_run_name(evaluation.path), kind="pipeline", params=params, metrics=result,
+        run_id=runs.pipeline_run_name(evaluation.path),
+        kind="pipeline",
+        params=params,
+        metrics=result,
         histories=histories,
     )
     runs.write_record(evaluation.path, record)

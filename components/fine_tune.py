@@ -58,14 +58,23 @@ def fine_tune(
     setup_logging()
     cfg = phase_config(preset, recipe, model.path)
     if replicas > 1:
-        from fer_pipeline.cloud.vertex_training import MultiWorkerJob, run_fine_tune_job, phase_result
+        from fer_pipeline.cloud.vertex_training import MultiWorkerJob, phase_result, run_fine_tune_job
 
         job = MultiWorkerJob(
-            project=project, location=location, image=replica_image, staging_bucket=staging_uri, replicas=replicas,
-            accelerator_type=gpu_type, accelerator_count=gpu_count,
+            project=project,
+            location=location,
+            image=replica_image,
+            staging_bucket=staging_uri,
+            replicas=replicas,
+            accelerator_type=gpu_type,
+            accelerator_count=gpu_count,
         )
         outcome = run_fine_tune_job(
-            job, dataset=dataset.path, split=split.path, model=str(model_file(frozen_model.path)), out_dir=model.path,
+            job,
+            dataset=dataset.path,
+            split=split.path,
+            model=str(model_file(frozen_model.path)),
+            out_dir=model.path,
             cfg=cfg,
         )
         phase_outputs(phase_result(outcome), model, history.path, metrics)

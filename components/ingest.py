@@ -17,9 +17,9 @@ def ingest(source: str, gcs_prefix: str, dataset: dsl.Output[dsl.Dataset], allow
     """
     import tempfile
 
-    from fer_pipeline.ingest import IngestOptions
     from fer_pipeline.component_io import dataset_metadata, setup_logging
     from fer_pipeline.files import write_json
+    from fer_pipeline.ingest import IngestOptions
     from fer_pipeline.steps import ingest_step
 
     setup_logging()

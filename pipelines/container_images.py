@@ -39,7 +39,11 @@ def build_context_files(root: Path = ROOT) -> list[Path]:
     for pattern in patterns:
         if pattern.startswith("!"):
             target = root / pattern[1:]
-            files |= {p for p in target.rglob("*") if p.is_file()} if target.is_dir() else ({target} if target.is_file() else set())
+            files |= (
+                {p for p in target.rglob("*") if p.is_file()}
+                if target.is_dir()
+                else ({target} if target.is_file() else set())
+            )
         else:
             excluded = ignore_regex(pattern)
             files = {p for p in files if not excluded.match(p.relative_to(root).as_posix())}
@@ -87,7 +91,9 @@ def image_exists(engine: Engine, ref: str) -> bool:
 
 
 def image_id(engine: Engine, ref: str) -> str:
-    out = subprocess.run([*engine.cli, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [*engine.cli, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, check=False
+    )
     return out.stdout.strip().removeprefix("sha256:")[:12]
 
 
@@ -103,8 +109,12 @@ def resolve_base_image(engine: Engine, requested: str = "") -> str:
     if not image_exists(engine, LOCAL_BASE_IMAGE):
         print(f"Making {LOCAL_BASE_IMAGE} with debootstrap (about a minute; make base-image-local).")
         env = {**os.environ, "ENGINE": engine.name}
-        if subprocess.run([str(ROOT / "containers" / "base-image-local.sh"), LOCAL_BASE_IMAGE], env=env, check=False).returncode:
-            raise EngineError(f"could not make {LOCAL_BASE_IMAGE}; see the output above, or set BASE_IMAGE= to an image the engine has.")
+        if subprocess.run(
+            [str(ROOT / "containers" / "base-image-local.sh"), LOCAL_BASE_IMAGE], env=env, check=False
+        ).returncode:
+            raise EngineError(
+                f"could not make {LOCAL_BASE_IMAGE}; see the output above, or set BASE_IMAGE= to an image the engine has."
+            )
     return LOCAL_BASE_IMAGE
 
 
@@ -122,11 +132,25 @@ def ensure_image(engine: Engine, target: str, registry: str, base_image: str, lo
         env.setdefault("GPU_BASE_IMAGE", base_image)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        result = subprocess.run([str(ROOT / "containers" / "build.sh"), target, ref], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+        result = subprocess.run(
+            [str(ROOT / "containers" / "build.sh"), target, ref],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     if result.returncode:
         tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise EngineError(f"building the {target} image failed (exit {result.returncode}); the end of {log}:\n" + "\n".join(tail))
-    print("  " + next((line for line in reversed(log.read_text(errors="replace").splitlines()) if line.startswith("built ")), "built"))
+        raise EngineError(
+            f"building the {target} image failed (exit {result.returncode}); the end of {log}:\n" + "\n".join(tail)
+        )
+    print(
+        "  "
+        + next(
+            (line for line in reversed(log.read_text(errors="replace").splitlines()) if line.startswith("built ")),
+            "built",
+        )
+    )
     removed = remove_older_contexts(engine, ref)
     if removed:
         print(f"  removed {len(removed)} image(s) of older build contexts: {', '.join(removed)}")
@@ -137,12 +161,18 @@ def remove_older_contexts(engine: Engine, ref: str) -> list[str]:
     """Untag the images of the same target built from older contexts (never run again);
     the layers the new image shares with them stay in the cache."""
     repository, tag = ref.rsplit(":", 1)
-    out = subprocess.run([*engine.cli, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [*engine.cli, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=False
+    )
     older = []
     for name in out.stdout.split():
         other_repository, other_tag = name.rsplit(":", 1)
         # podman lists local names with a localhost/ prefix
-        if other_repository.removeprefix("localhost/") == repository and other_tag.startswith("ctx-") and other_tag != tag:
+        if (
+            other_repository.removeprefix("localhost/") == repository
+            and other_tag.startswith("ctx-")
+            and other_tag != tag
+        ):
             older.append(name)
     for name in older:
         subprocess.run([*engine.cli, "rmi", name], capture_output=True, check=False)
@@ -159,8 +189,23 @@ def check_user_and_paths(engine: Engine, ref: str) -> str:
     """Start ``ref`` once, offline, as the cloud would: it must run as a non-root user
     who can write KFP's launcher paths. Returns what to print; raises otherwise."""
     out = subprocess.run(
-        [*engine.cli, "run", "--rm", "--network", "none", *engine.run_flags(), ref, "sh", "-c", PREFLIGHT, "sh", *LAUNCHER_PATHS],
-        capture_output=True, text=True, check=False,
+        [
+            *engine.cli,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *engine.run_flags(),
+            ref,
+            "sh",
+            "-c",
+            PREFLIGHT,
+            "sh",
+            *LAUNCHER_PATHS,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     lines = out.stdout.split()
     if out.returncode or not lines:
@@ -169,5 +214,7 @@ def check_user_and_paths(engine: Engine, ref: str) -> str:
     if uid == "0":
         raise EngineError(f"{ref} runs as root; the images must run as their non-root user (USER 10001).")
     if problems:
-        raise EngineError(f"{ref}: uid {uid} cannot write KFP's launcher paths ({'; '.join(problems)}); see containers/install.sh setup.")
+        raise EngineError(
+            f"{ref}: uid {uid} cannot write KFP's launcher paths ({'; '.join(problems)}); see containers/install.sh setup."
+        )
     return f"runs as uid {uid}, can write {', '.join(LAUNCHER_PATHS)}"

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # Output types the executor records in executor_output.json instead of writing a file.
 METADATA_ONLY_TYPES = {"system.Metrics", "system.ClassificationMetrics", "system.SlicedClassificationMetrics"}
@@ -98,8 +99,13 @@ class TaskContainers:
             run_args.setdefault("device_requests", [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])])
         started = time.monotonic()
         container = client.containers.run(
-            image=image, command=command, detach=True, stdout=True, stderr=True,
-            volumes={**volumes, **self.extra_volumes}, **run_args,
+            image=image,
+            command=command,
+            detach=True,
+            stdout=True,
+            stderr=True,
+            volumes={**volumes, **self.extra_volumes},
+            **run_args,
         )
         try:
             for chunk in container.logs(stream=True, follow=True):
@@ -109,15 +115,23 @@ class TaskContainers:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
         missing = tuple(missing_outputs(executor_input(command))) if exit_code == 0 else ()
-        self.runs.append(TaskRun(name, image, found.short_id.removeprefix("sha256:"), exit_code,
-                                 round(time.monotonic() - started, 1), missing))
+        self.runs.append(
+            TaskRun(
+                name,
+                image,
+                found.short_id.removeprefix("sha256:"),
+                exit_code,
+                round(time.monotonic() - started, 1),
+                missing,
+            )
+        )
         if missing:
             print(f"Task {name} exited 0 but did not write: {', '.join(missing)}")
             return 1
         return exit_code
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["TaskContainers"]:
+    def installed(self) -> Iterator[TaskContainers]:
         """Use `run_container` for every DockerRunner task started inside the block."""
         from kfp.local import docker_task_handler
 

@@ -23,12 +23,24 @@ class GcsEmulator:
         self._process: subprocess.Popen | None = None
         self._previous_host: str | None = None
 
-    def start(self) -> "GcsEmulator":
+    def start(self) -> GcsEmulator:
         self.root.mkdir(parents=True, exist_ok=True)
         command = [
-            str(wrapper._get_binary_path()), "-scheme", "http", "-backend", "filesystem",
-            "-filesystem-root", str(self.root), "-host", "127.0.0.1", "-port", str(self.port),
-            "-external-url", self.url, "-log-level", "error",
+            str(wrapper._get_binary_path()),
+            "-scheme",
+            "http",
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(self.root),
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(self.port),
+            "-external-url",
+            self.url,
+            "-log-level",
+            "error",
         ]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_until_ready(timeout=15.0)
@@ -65,7 +77,7 @@ class GcsEmulator:
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = self._previous_host
 
-    def __enter__(self) -> "GcsEmulator":
+    def __enter__(self) -> GcsEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

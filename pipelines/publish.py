@@ -19,9 +19,10 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fer_pipeline.errors import ConfigError
 from pipelines.settings import (
@@ -29,10 +30,10 @@ from pipelines.settings import (
     DEFAULT_TEMPLATES,
     SettingsError,
     _known,
-    parse_pairs,
     is_remote,
     load_pipeline_spec,
     parameter_specs,
+    parse_pairs,
     read_config,
 )
 
@@ -75,10 +76,17 @@ def load_publish_settings(
     problems: list[tuple[str, str]] = []
     repository = values.get("TEMPLATE_REPOSITORY", "").rstrip("/")
     if not repository:
-        problems.append(("TEMPLATE_REPOSITORY", "missing: Artifact Registry KFP repository, "
-                         "https://REGION-kfp.pkg.dev/PROJECT/REPO (terraform output -raw kfp_repository_url)"))
+        problems.append(
+            (
+                "TEMPLATE_REPOSITORY",
+                "missing: Artifact Registry KFP repository, "
+                "https://REGION-kfp.pkg.dev/PROJECT/REPO (terraform output -raw kfp_repository_url)",
+            )
+        )
     elif not REPOSITORY_RE.match(repository):
-        problems.append(("TEMPLATE_REPOSITORY", f"expected https://REGION-kfp.pkg.dev/PROJECT/REPO, got {repository!r}"))
+        problems.append(
+            ("TEMPLATE_REPOSITORY", f"expected https://REGION-kfp.pkg.dev/PROJECT/REPO, got {repository!r}")
+        )
     template_value = values.get("TEMPLATE", DEFAULT_TEMPLATES["vertex"])
     template = Path(DEFAULT_TEMPLATES["vertex"] if is_remote(template_value) else template_value)
     name, commit = "fer-pipeline", ""
@@ -137,8 +145,7 @@ def publish(settings: PublishSettings, *, dry_run: bool = False, auth=None, out=
     package, version = client.upload_pipeline(
         file_name=str(settings.template), tags=settings.tags, extra_headers=request["extra_headers"]
     )
-    request["published"] = {"package": package, "version": version,
-                            "url": f"{settings.repository}/{package}/{version}"}
+    request["published"] = {"package": package, "version": version, "url": f"{settings.repository}/{package}/{version}"}
     print(f"published {package} {version} (tags: {', '.join(settings.tags)})", file=out)
     for url in (request["published"]["url"], *request["template_urls"]):
         print(f"  TEMPLATE={url}", file=out)

@@ -77,7 +77,7 @@ class Profile:
         if self.gpu_count < 0:
             raise ValueError(f"gpu_count must be 0 or more, got {self.gpu_count}")
 
-    def with_settings(self, gpu_count: int | None = None, frozen_on_gpu: bool | None = None) -> "Profile":
+    def with_settings(self, gpu_count: int | None = None, frozen_on_gpu: bool | None = None) -> Profile:
         """This profile with the compile settings that were given (None = keep)."""
         changes = {k: v for k, v in (("gpu_count", gpu_count), ("frozen_on_gpu", frozen_on_gpu)) if v is not None}
         return replace(self, **changes)
@@ -85,9 +85,16 @@ class Profile:
 
 PROFILES = {
     "vertex": Profile("vertex", "vertex", Resources(cpu_limit="8", memory_limit="32G")),
-    "kind": Profile("kind", "kfp", Resources(cpu_request="1", cpu_limit="3", memory_request="3G", memory_limit="8G"), gpu_count=1,
-                    storage=InClusterStorage()),
-    "gke": Profile("gke", "kfp", Resources(cpu_request="4", cpu_limit="7", memory_request="16G", memory_limit="24G"), gpu_count=1),
+    "kind": Profile(
+        "kind",
+        "kfp",
+        Resources(cpu_request="1", cpu_limit="3", memory_request="3G", memory_limit="8G"),
+        gpu_count=1,
+        storage=InClusterStorage(),
+    ),
+    "gke": Profile(
+        "gke", "kfp", Resources(cpu_request="4", cpu_limit="7", memory_request="16G", memory_limit="24G"), gpu_count=1
+    ),
 }
 KFP_PROFILES = tuple(name for name, p in PROFILES.items() if p.target == "kfp")
 

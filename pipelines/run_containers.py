@@ -107,7 +107,11 @@ def prepare(run: run_local.LocalRun, train_image: str, engine_name: str = "") ->
     cpu = ensure_image(engine, "cpu", REGISTRY, base, log)
     train = ensure_image(engine, "gpu", REGISTRY, base, log) if target == "gpu" else cpu
     compiled = compile_target(
-        "vertex", run.local_dir / "containers" / "pipeline.yaml", image=cpu.ref, gpu_image=train.ref, commit=current_commit()
+        "vertex",
+        run.local_dir / "containers" / "pipeline.yaml",
+        image=cpu.ref,
+        gpu_image=train.ref,
+        commit=current_commit(),
     )
     for image in dict.fromkeys((cpu.ref, train.ref)):
         print(f"Image {image} ({image_id(engine, image)}): {check_user_and_paths(engine, image)}")
@@ -126,8 +130,20 @@ def task_table(executor: ContainerExecutor) -> str:
 
 # ---------------------------------------------------------------- same answer as run-local
 # Parameters that must match for a subprocess run and a container run to be compared.
-COMPARED_PARAMS = ("data_source", "seed", "val_fraction", "frozen_epochs", "finetune_epochs", "batch_size",
-                   "max_train_samples", "weights", "backbone", "frozen_lr", "finetune_lr", "preset")
+COMPARED_PARAMS = (
+    "data_source",
+    "seed",
+    "val_fraction",
+    "frozen_epochs",
+    "finetune_epochs",
+    "batch_size",
+    "max_train_samples",
+    "weights",
+    "backbone",
+    "frozen_lr",
+    "finetune_lr",
+    "preset",
+)
 
 
 def fingerprint(run_dir: Path) -> dict:
@@ -138,7 +154,11 @@ def fingerprint(run_dir: Path) -> dict:
     split = json.loads((run_dir / "split-and-weight" / "split").read_text())
     metrics = json.loads((run_dir / "evaluate" / "evaluation" / "metrics.json").read_text())
     return {
-        "dataset": {"uri": dataset.get("uri"), "sha256": manifest.get("source_sha256"), "counts": manifest.get("counts")},
+        "dataset": {
+            "uri": dataset.get("uri"),
+            "sha256": manifest.get("source_sha256"),
+            "counts": manifest.get("counts"),
+        },
         "split": split,
         "metrics": dict(_leaves(metrics)),
     }
@@ -174,8 +194,13 @@ def latest_subprocess_run(local_dir: Path, run_dir: Path) -> Path | None:
     records = runs.RunIndex(local_dir / runs.INDEX_FILE).records()
     mine = next((r for r in records if r.get("run_id") == run_dir.name), {})
     params = mine.get("params", {})
-    peers = [r for r in records if r.get("kind") == "kfp-local" and r.get("run_id") != run_dir.name
-             and all(r.get("params", {}).get(k) == params.get(k) for k in COMPARED_PARAMS)]
+    peers = [
+        r
+        for r in records
+        if r.get("kind") == "kfp-local"
+        and r.get("run_id") != run_dir.name
+        and all(r.get("params", {}).get(k) == params.get(k) for k in COMPARED_PARAMS)
+    ]
     return run_dir.parent / peers[-1]["run_id"] if mine and peers else None
 
 
@@ -183,17 +208,24 @@ def compare_runs(subprocess_dir: Path, container_dir: Path) -> tuple[bool, str]:
     """(agree, what to print) for a subprocess and a container run of the same parameters."""
     found = differences(fingerprint(subprocess_dir), fingerprint(container_dir))
     if found:
-        return False, f"  compared:        DIFFERS from run-local run {subprocess_dir.name}:\n    " + "\n    ".join(found[:20])
-    return True, (f"  compared:        same dataset checksum, split and metrics (to {METRIC_TOLERANCE:g}) as "
-                  f"run-local run {subprocess_dir.name}")
+        return False, f"  compared:        DIFFERS from run-local run {subprocess_dir.name}:\n    " + "\n    ".join(
+            found[:20]
+        )
+    return True, (
+        f"  compared:        same dataset checksum, split and metrics (to {METRIC_TOLERANCE:g}) as "
+        f"run-local run {subprocess_dir.name}"
+    )
 
 
 def parse_args(argv: list[str] | None) -> tuple[run_local.LocalRun, argparse.Namespace]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--train-image", default=os.environ.get("TRAIN_IMAGE") or "auto", help="auto|cpu|gpu")
     parser.add_argument("--engine", default="", help="docker|podman (default: docker if its daemon answers)")
-    parser.add_argument("--compare", action="store_true",
-                        help="then run the same pipeline with kfp.local's subprocess runner and compare the two")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="then run the same pipeline with kfp.local's subprocess runner and compare the two",
+    )
     own, rest = parser.parse_known_args(argv)
     return run_local.parse_args(rest), own
 

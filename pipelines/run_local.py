@@ -19,9 +19,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, ContextManager, Protocol
 
 from fer_pipeline import synthetic
 from fer_pipeline.presets import PRESETS
@@ -52,12 +53,18 @@ class LocalRun:
 def parse_args(argv: list[str] | None) -> LocalRun:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="", help="Kaggle zip, folder or fer2013.csv (default: generated sample)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of each phase (default: 2 sample / 20+10 data)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs of each phase (default: 2 sample / 20+10 data)"
+    )
     parser.add_argument("--max-samples", type=int, default=0, help="cap on training samples (0 = all)")
-    parser.add_argument("--preset", default="", choices=["", *PRESETS], help="named parameter set (fer_pipeline.presets)")
+    parser.add_argument(
+        "--preset", default="", choices=["", *PRESETS], help="named parameter set (fer_pipeline.presets)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 64, or the preset's)")
     parser.add_argument("--threshold", type=float, default=0.0, help="test accuracy needed to register")
-    parser.add_argument("--weights", default=None, help='backbone weights: "none" (default here), "imagenet", or a file')
+    parser.add_argument(
+        "--weights", default=None, help='backbone weights: "none" (default here), "imagenet", or a file'
+    )
     parser.add_argument("--frozen-lr", type=float, default=None, help="phase-1 learning rate")
     parser.add_argument("--finetune-lr", type=float, default=None, help="phase-2 learning rate")
     parser.add_argument("--local-dir", type=Path, default=LOCAL_DIR)
@@ -102,7 +109,9 @@ def check_parameters(run: LocalRun) -> None:
 def check_data(run: LocalRun) -> None:
     """Refuse a DATA= that does not exist before anything is built or written."""
     if run.data and not run.data.startswith(REMOTE_SOURCES) and not Path(run.data).expanduser().exists():
-        raise SystemExit(f"error: DATA={run.data} does not exist; pass the Kaggle zip, its folder, fer2013.csv, a gs:// URI or kaggle:msambare/fer2013.")
+        raise SystemExit(
+            f"error: DATA={run.data} does not exist; pass the Kaggle zip, its folder, fer2013.csv, a gs:// URI or kaggle:msambare/fer2013."
+        )
 
 
 def first_set(*values):
@@ -153,7 +162,9 @@ def pipeline_arguments(run: LocalRun, source: str) -> dict:
 
 
 # What reaches the console; everything else (kfp.local's full executor dumps) goes to the log file.
-PROGRESS = re.compile(r"Executing task|Task image: |did not write|finished with status|Skipping conditional|fer_pipeline\.\w+: |^Epoch \d+/\d+|- loss: ")
+PROGRESS = re.compile(
+    r"Executing task|Task image: |did not write|finished with status|Skipping conditional|fer_pipeline\.\w+: |^Epoch \d+/\d+|- loss: "
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -209,11 +220,17 @@ def run_pipeline(run: LocalRun, source: str, executor: Executor | None = None) -
     executor = executor or SubprocessExecutor()
     started = time.time()
     pipeline_root = run.local_dir / "pipeline-root"
-    with GcsEmulator(run.local_dir / "gcs") as emulator, executor.session(run, source, emulator.url) as (runner, pipeline):
+    with (
+        GcsEmulator(run.local_dir / "gcs") as emulator,
+        executor.session(run, source, emulator.url) as (runner, pipeline),
+    ):
         storage.ensure_bucket(BUCKET)
         local.init(
-            runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True,
-            enable_caching=run.cache, cache_root=str(run.local_dir / "cache"),
+            runner=runner,
+            pipeline_root=str(pipeline_root),
+            raise_on_error=True,
+            enable_caching=run.cache,
+            cache_root=str(run.local_dir / "cache"),
         )
         before = set(pipeline_root.glob("*")) if pipeline_root.exists() else set()
         arguments = pipeline_arguments(run, source) | {"commit": current_commit()}
@@ -244,7 +261,9 @@ class Executor(Protocol):
 
     kind: str
 
-    def session(self, run: LocalRun, source: str, emulator_url: str) -> ContextManager[tuple[Any, Callable[..., Any]]]: ...
+    def session(
+        self, run: LocalRun, source: str, emulator_url: str
+    ) -> ContextManager[tuple[Any, Callable[..., Any]]]: ...
 
 
 def record_run(run: LocalRun, run_dir: Path, arguments: dict, started: float, kind: str = "kfp-local") -> dict | None:
@@ -260,8 +279,11 @@ def record_run(run: LocalRun, run_dir: Path, arguments: dict, started: float, ki
     local_only = ("registry", "data_prefix")  # paths of this machine's set-up, not of the run
     record["params"] = {**record.get("params", {}), **{k: v for k, v in arguments.items() if k not in local_only}}
     record.update(
-        run_id=run_dir.name, kind=kind, duration_s=round(finished - started, 1),
-        started=runs.iso(started), finished=runs.iso(finished),
+        run_id=run_dir.name,
+        kind=kind,
+        duration_s=round(finished - started, 1),
+        started=runs.iso(started),
+        finished=runs.iso(finished),
     )
     record["artifacts"] = {
         "report": str(run_dir / "evaluate" / "report"),
@@ -289,7 +311,9 @@ def summarize(run_dir: Path, registry_dir: Path, seconds: float) -> str:
     registered = sorted(run_dir.glob("**/register/registered"))
     if registered:
         version = json.loads(registered[0].read_text())
-        lines.append(f"  registered model {version.get('name')} v{version.get('version')} {version.get('aliases')} in {registry_dir}")
+        lines.append(
+            f"  registered model {version.get('name')} v{version.get('version')} {version.get('aliases')} in {registry_dir}"
+        )
     else:
         lines.append("  registered model (none: test accuracy below the threshold)")
     lines.append(f"  list models:     .venv/bin/fer-pipeline models list --registry {registry_dir}")

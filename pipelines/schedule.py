@@ -33,8 +33,13 @@ def check_cron(cron: str) -> str:
     cron = " ".join(cron.split())
     if not CRON_RE.match(cron):
         raise SettingsError(
-            [("CRON", f"expected five cron fields, optionally after TZ=<IANA zone>, e.g. "
-                      f"'TZ=Europe/Amsterdam 0 3 * * 1'; got {cron!r}")],
+            [
+                (
+                    "CRON",
+                    f"expected five cron fields, optionally after TZ=<IANA zone>, e.g. "
+                    f"'TZ=Europe/Amsterdam 0 3 * * 1'; got {cron!r}",
+                )
+            ],
             "schedule",
             None,
         )
@@ -47,8 +52,11 @@ def build_schedule(settings: SubmitSettings, *, display_name: str, credentials=N
 
     job = build_vertex_job(settings, credentials=credentials)
     return aiplatform.PipelineJobSchedule(
-        pipeline_job=job, display_name=display_name, credentials=credentials,
-        project=settings.project, location=settings.region,
+        pipeline_job=job,
+        display_name=display_name,
+        credentials=credentials,
+        project=settings.project,
+        location=settings.region,
     )
 
 
@@ -61,8 +69,9 @@ def _time(key: str, text: str | None):
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise SettingsError([(key, f"expected an RFC 3339 time like 2026-01-31T03:00:00Z, got {text!r}")],
-                            "schedule", None) from None
+        raise SettingsError(
+            [(key, f"expected an RFC 3339 time like 2026-01-31T03:00:00Z, got {text!r}")], "schedule", None
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
@@ -101,11 +110,20 @@ def schedule_request(schedule, options: dict[str, Any]) -> dict[str, Any]:
         message.create_pipeline_job_request.pipeline_job.service_account = options["service_account"]
     if options["network"]:
         message.create_pipeline_job_request.pipeline_job.network = options["network"]
-    return {"parent": schedule._parent, "schedule": json_format.MessageToDict(message, preserving_proto_field_name=True)}
+    return {
+        "parent": schedule._parent,
+        "schedule": json_format.MessageToDict(message, preserving_proto_field_name=True),
+    }
 
 
 def create_schedule(
-    settings: SubmitSettings, *, cron: str, name: str = "", dry_run: bool = False, credentials=None, out=None,
+    settings: SubmitSettings,
+    *,
+    cron: str,
+    name: str = "",
+    dry_run: bool = False,
+    credentials=None,
+    out=None,
     **limits: Any,
 ) -> dict:
     """Print the request (dry run) or create the schedule and print its console URL."""
@@ -125,7 +143,9 @@ def create_schedule(
         return request
     schedule.create(**options)
     print(f"created schedule {schedule.resource_name} ({options['cron']})", file=out)
-    print(f"console: https://console.cloud.google.com/vertex-ai/pipelines/schedules?project={settings.project}", file=out)
+    print(
+        f"console: https://console.cloud.google.com/vertex-ai/pipelines/schedules?project={settings.project}", file=out
+    )
     return request
 
 
@@ -148,8 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         overrides = cli_overrides(args.set, args.param)
         settings = load_settings("vertex", args.config, overrides=overrides)
         create_schedule(
-            settings, cron=args.cron, name=args.name, dry_run=args.dry_run, max_concurrent=args.max_concurrent,
-            max_runs=args.max_runs, start_time=args.start_time, end_time=args.end_time,
+            settings,
+            cron=args.cron,
+            name=args.name,
+            dry_run=args.dry_run,
+            max_concurrent=args.max_concurrent,
+            max_runs=args.max_runs,
+            start_time=args.start_time,
+            end_time=args.end_time,
         )
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -29,9 +29,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.files import parse_bool
@@ -58,11 +59,36 @@ from pipelines.template_params import (
 )
 
 __all__ = [
-    "AUTO_PARAMETERS", "DEFAULT_CONFIG", "DEFAULT_KFP_HOST", "DEFAULT_TEMPLATES", "KEYS", "MAKE_KEYS", "PARAM_PREFIX",
-    "REQUIRED", "TARGETS", "TERRAFORM_OUTPUTS", "ConfigError", "SettingsError", "SubmitSettings", "_known",
-    "cli_overrides", "coerce", "config_problems", "is_remote", "load_pipeline_spec", "load_settings", "make_values",
-    "parameter_specs", "parse_bool", "parse_labels", "parse_pairs", "read_config", "read_env_file",
-    "resolve_parameters", "terraform_values", "update_env_file",
+    "AUTO_PARAMETERS",
+    "DEFAULT_CONFIG",
+    "DEFAULT_KFP_HOST",
+    "DEFAULT_TEMPLATES",
+    "KEYS",
+    "MAKE_KEYS",
+    "PARAM_PREFIX",
+    "REQUIRED",
+    "TARGETS",
+    "TERRAFORM_OUTPUTS",
+    "ConfigError",
+    "SettingsError",
+    "SubmitSettings",
+    "_known",
+    "cli_overrides",
+    "coerce",
+    "config_problems",
+    "is_remote",
+    "load_pipeline_spec",
+    "load_settings",
+    "make_values",
+    "parameter_specs",
+    "parse_bool",
+    "parse_labels",
+    "parse_pairs",
+    "read_config",
+    "read_env_file",
+    "resolve_parameters",
+    "terraform_values",
+    "update_env_file",
 ]
 
 TARGETS = ("vertex", "kind")
@@ -198,7 +224,9 @@ def load_settings(
             problems.append(("ENABLE_CACHING", str(exc)))
     if text("EXPERIMENT") and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", text("EXPERIMENT")):
         problems.append(("EXPERIMENT", "lowercase letters, digits and '-', starting with a letter or digit"))
-    if text("TENSORBOARD") and not re.fullmatch(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+", text("TENSORBOARD")):
+    if text("TENSORBOARD") and not re.fullmatch(
+        r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+", text("TENSORBOARD")
+    ):
         problems.append(("TENSORBOARD", "expected projects/PROJECT/locations/REGION/tensorboards/ID"))
     pipeline_root = text("PIPELINE_ROOT")
     if pipeline_root and target == "vertex" and not pipeline_root.startswith("gs://"):
@@ -208,7 +236,7 @@ def load_settings(
     template = text(template_key, DEFAULT_TEMPLATES[target])
     # An empty value leaves a parameter unset (the example config lists them empty).
     given = {
-        k[len(PARAM_PREFIX):]: v
+        k[len(PARAM_PREFIX) :]: v
         for k, v in merged.items()
         if k.startswith(PARAM_PREFIX) and v is not None and str(v).strip() != ""
     }
@@ -282,7 +310,9 @@ def make_values(config: Path | str) -> dict[str, str]:
     for key in MAKE_KEYS:
         text = "" if values.get(key) is None else str(values[key]).strip()
         if text and not _MAKE_SAFE.fullmatch(text):
-            raise ConfigError(f"{path}: {key}={text!r}: use only letters, digits and . _ - : / @ (make passes it to the shell).")
+            raise ConfigError(
+                f"{path}: {key}={text!r}: use only letters, digits and . _ - : / @ (make passes it to the shell)."
+            )
         if text:
             found[key] = text
     return found

@@ -30,7 +30,9 @@ from pipelines.settings_file import terraform_values, update_env_file
 def from_terraform(tf: str, tf_dir: str, config: Path) -> None:
     """Run ``terraform output -json`` and write its values into ``config``."""
     try:
-        result = subprocess.run([tf, f"-chdir={tf_dir}", "output", "-json"], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [tf, f"-chdir={tf_dir}", "output", "-json"], capture_output=True, text=True, check=False
+        )
     except OSError as exc:
         raise ConfigError(f"cannot run {tf!r} ({exc.strerror}): install terraform or set TF=.") from None
     if result.returncode != 0:
@@ -48,7 +50,9 @@ def from_terraform(tf: str, tf_dir: str, config: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.settings_cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m pipelines.settings_cli",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     tf = sub.add_parser("from-terraform", help="write terraform outputs into the config file")

@@ -27,8 +27,16 @@ from typing import Any
 
 from fer_pipeline.errors import ConfigError
 from pipelines.settings import (
-    DEFAULT_CONFIG, TARGETS, SubmitSettings, cli_overrides, coerce, load_pipeline_spec, load_settings, parameter_specs,
+    DEFAULT_CONFIG,
+    TARGETS,
+    SubmitSettings,
+    cli_overrides,
+    coerce,
+    load_pipeline_spec,
+    load_settings,
+    parameter_specs,
 )
+
 
 def default_labels(settings: SubmitSettings) -> dict[str, str]:
     """``app`` and, where the template records it, ``commit`` (labels given win)."""
@@ -113,10 +121,16 @@ def kfp_request(settings: SubmitSettings) -> dict[str, Any]:
     }
     # What the run will use: the compiled defaults (on kind: the in-cluster emulator and the
     # registry volume) under the arguments given. Shown, not sent.
-    defaults = {name: coerce(spec["defaultValue"], spec.get("parameterType", ""))
-                for name, spec in parameter_specs(load_pipeline_spec(settings.template)).items() if "defaultValue" in spec}
-    return {"host": settings.kfp_host, "create_run_from_pipeline_package": kwargs,
-            "parameters_in_effect": defaults | dict(settings.parameters)}
+    defaults = {
+        name: coerce(spec["defaultValue"], spec.get("parameterType", ""))
+        for name, spec in parameter_specs(load_pipeline_spec(settings.template)).items()
+        if "defaultValue" in spec
+    }
+    return {
+        "host": settings.kfp_host,
+        "create_run_from_pipeline_package": kwargs,
+        "parameters_in_effect": defaults | dict(settings.parameters),
+    }
 
 
 def submit_kfp(settings: SubmitSettings, *, dry_run: bool = False, out=None) -> dict:

@@ -5,8 +5,9 @@ pipeline declares it, and check ranges and combinations as the components will."
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -79,8 +80,9 @@ def resolve_parameters(
                 problems.append((PARAM_PREFIX + name, str(exc)))
     for name, value in sorted(given.items()):
         if name not in declared:
-            problems.append((PARAM_PREFIX + name, f"the pipeline has no parameter {name!r} "
-                             f"(it has: {', '.join(sorted(declared))})"))
+            problems.append(
+                (PARAM_PREFIX + name, f"the pipeline has no parameter {name!r} (it has: {', '.join(sorted(declared))})")
+            )
             continue
         ptype = declared[name].get("parameterType", "STRING")
         try:

@@ -29,8 +29,12 @@ def _place_training(task, profile: Profile, on_gpu: bool, gpu_type, gpu_count) -
     """Apply the profile's resources to a training step and, for a GPU step, the GPU:
     Vertex's accelerator settings, or the cluster's GPU pool and nvidia.com/gpu."""
     res = profile.training
-    for setter, value in ((task.set_cpu_request, res.cpu_request), (task.set_cpu_limit, res.cpu_limit),
-                          (task.set_memory_request, res.memory_request), (task.set_memory_limit, res.memory_limit)):
+    for setter, value in (
+        (task.set_cpu_request, res.cpu_request),
+        (task.set_cpu_limit, res.cpu_limit),
+        (task.set_memory_request, res.memory_request),
+        (task.set_memory_limit, res.memory_limit),
+    ):
         if value:
             setter(value)
     if not on_gpu:
@@ -42,7 +46,9 @@ def _place_training(task, profile: Profile, on_gpu: bool, gpu_type, gpu_count) -
 
     pool = profile.pool
     kubernetes.add_node_selector(task, label_key=pool.node_label_key, label_value=pool.node_label_value)
-    kubernetes.add_toleration(task, key=pool.taint_key, operator="Equal", value=pool.taint_value, effect=pool.taint_effect)
+    kubernetes.add_toleration(
+        task, key=pool.taint_key, operator="Equal", value=pool.taint_value, effect=pool.taint_effect
+    )
     if profile.gpu_count:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(profile.gpu_count)
 
@@ -68,7 +74,10 @@ def make_pipeline(target: str = "vertex", profile: Profile | None = None):
     if profile.target != target:
         raise ValueError(f"profile {profile.name!r} is for the {profile.target} target, not {target}")
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="FER-2013 facial-emotion classifier: DenseNet169 (or a compact CNN), two-phase training.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="FER-2013 facial-emotion classifier: DenseNet169 (or a compact CNN), two-phase training.",
+    )
     def fer_training(
         data_source: str,
         data_prefix: str,
@@ -101,34 +110,62 @@ def make_pipeline(target: str = "vertex", profile: Profile | None = None):
         split.set_display_name("2. split and weight").set_retry(num_retries=2)
 
         frozen = train_frozen(
-            dataset=data.outputs["dataset"], split=split.outputs["split"], preset=preset, recipe=recipe,
-            tensorboard=tensorboard, experiment=experiment,
+            dataset=data.outputs["dataset"],
+            split=split.outputs["split"],
+            preset=preset,
+            recipe=recipe,
+            tensorboard=tensorboard,
+            experiment=experiment,
         )
         frozen.set_display_name("3. train head (frozen backbone)").set_retry(num_retries=2)
         _place_training(frozen, profile, profile.frozen_on_gpu, gpu_type, gpu_count)
 
         tuned = fine_tune(
-            dataset=data.outputs["dataset"], split=split.outputs["split"], frozen_model=frozen.outputs["model"],
-            preset=preset, recipe=recipe, tensorboard=tensorboard, experiment=experiment,
+            dataset=data.outputs["dataset"],
+            split=split.outputs["split"],
+            frozen_model=frozen.outputs["model"],
+            preset=preset,
+            recipe=recipe,
+            tensorboard=tensorboard,
+            experiment=experiment,
             # finetune_replicas > 1: a Vertex custom job of that many GPU machines (MultiWorkerMirroredStrategy)
-            replicas=finetune_replicas, replica_image=finetune_image, project=project, location=location,
-            staging_uri=data_prefix, gpu_type=gpu_type, gpu_count=gpu_count,
+            replicas=finetune_replicas,
+            replica_image=finetune_image,
+            project=project,
+            location=location,
+            staging_uri=data_prefix,
+            gpu_type=gpu_type,
+            gpu_count=gpu_count,
         )
         tuned.set_display_name("4. fine-tune (GPU)").set_retry(num_retries=2)
         _place_training(tuned, profile, True, gpu_type, gpu_count)
 
         scored = evaluate(
-            dataset=data.outputs["dataset"], model=tuned.outputs["model"],
-            frozen_history=frozen.outputs["history"], finetune_history=tuned.outputs["history"],
-            preset=preset, recipe=recipe, experiment=experiment, project=project, location=location,
+            dataset=data.outputs["dataset"],
+            model=tuned.outputs["model"],
+            frozen_history=frozen.outputs["history"],
+            finetune_history=tuned.outputs["history"],
+            preset=preset,
+            recipe=recipe,
+            experiment=experiment,
+            project=project,
+            location=location,
         )
         scored.set_display_name("5. evaluate").set_retry(num_retries=2)
 
         with dsl.If(scored.outputs["Output"] >= accuracy_threshold, name="accuracy-gate"):
             registered = register(
-                model=tuned.outputs["model"], evaluation=scored.outputs["evaluation"], dataset=data.outputs["dataset"],
-                registry=registry, display_name=model_display_name, primary_metric=primary_metric, commit=commit,
-                project=project, location=location, serving_image=serving_image, staging_uri=data_prefix,
+                model=tuned.outputs["model"],
+                evaluation=scored.outputs["evaluation"],
+                dataset=data.outputs["dataset"],
+                registry=registry,
+                display_name=model_display_name,
+                primary_metric=primary_metric,
+                commit=commit,
+                project=project,
+                location=location,
+                serving_image=serving_image,
+                staging_uri=data_prefix,
             )
             # Registering twice would add two versions: never cached, never retried.
             registered.set_display_name("6. register model").set_caching_options(False)

@@ -99,7 +99,7 @@ class Browser:
         self._profile = None
 
     # ---------------------------------------------------------------- life cycle
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         import websocket
 
         self._profile = tempfile.mkdtemp(prefix="fer-chromium-")
@@ -188,9 +188,7 @@ class Browser:
     # ---------------------------------------------------------------- pages
     def open(self, path: str | Path, *, width: int = 1000, height: int = 800, mobile: bool = False) -> None:
         """Load a local file at a viewport size and wait for its load event."""
-        self.call(
-            "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile
-        )
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
         path = Path(path).resolve()
         if path.suffix.lower() not in (".html", ".htm"):  # kfp's HTML artifact is a bare "report": Chromium
             copy = Path(self._profile) / "page.html"  # would show a file without .html as text
@@ -219,7 +217,10 @@ class Browser:
                 details = params.get("exceptionDetails", {})
                 errors.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                errors.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in params.get("args", [])))
+                errors.append(
+                    "console.error: "
+                    + " ".join(str(a.get("value", a.get("description"))) for a in params.get("args", []))
+                )
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
                 entry = params["entry"]
                 errors.append(f"log: {entry.get('text')} {entry.get('url', '')}".strip())

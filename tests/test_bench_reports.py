@@ -10,9 +10,16 @@ from bench import gpu_report
 
 
 def _result(name: str, seed: int, one: float, ten: float, f1: float, flip: float | None = None) -> dict:
-    return {"kind": "sweep", "name": name, "seed": seed, "val_accuracy": one,
-            "val_accuracy_tta": flip if flip is not None else one, "val_accuracy_tta10": ten,
-            "val_macro_f1_tta10": f1, "deadline_hit": False}
+    return {
+        "kind": "sweep",
+        "name": name,
+        "seed": seed,
+        "val_accuracy": one,
+        "val_accuracy_tta": flip if flip is not None else one,
+        "val_accuracy_tta10": ten,
+        "val_macro_f1_tta10": f1,
+        "deadline_hit": False,
+    }
 
 
 def _write(path, results) -> None:

@@ -30,7 +30,21 @@ def test_ingest_then_split_through_the_cli(kaggle_zip, tmp_path, capsys):
     assert main(["ingest", str(kaggle_zip), "--out", str(tmp_path / "ds")]) == 0
     assert (tmp_path / "ds" / "manifest.json").is_file()
     capsys.readouterr()
-    assert main(["split", str(tmp_path / "ds"), "--out", str(tmp_path / "split.json"), "--val-fraction", "0.25", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                str(tmp_path / "ds"),
+                "--out",
+                str(tmp_path / "split.json"),
+                "--val-fraction",
+                "0.25",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert sum(printed["validation"].values()) == 35 and sum(printed["train"].values()) == 105
     assert json.loads((tmp_path / "split.json").read_text())["seed"] == 5
@@ -38,9 +52,26 @@ def test_ingest_then_split_through_the_cli(kaggle_zip, tmp_path, capsys):
 
 def test_run_with_the_cpu_preset_trains_the_compact_network_and_flags_override_it(kaggle_zip, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["run", str(kaggle_zip), "--out", str(out), "--preset", "cpu", "--frozen-epochs", "1",
-                 "--finetune-epochs", "1", "--compact-widths", "8,16", "--run-eagerly", "true",
-                 "--runs-index", str(tmp_path / "runs.json")])
+    code = main(
+        [
+            "run",
+            str(kaggle_zip),
+            "--out",
+            str(out),
+            "--preset",
+            "cpu",
+            "--frozen-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--compact-widths",
+            "8,16",
+            "--run-eagerly",
+            "true",
+            "--runs-index",
+            str(tmp_path / "runs.json"),
+        ]
+    )
     assert code == 0
     record = json.loads((out / "finetune" / "history.json").read_text())["config"]
     assert record["backbone"] == "compact" and record["tta"] is True and record["schedule"] == "cosine"

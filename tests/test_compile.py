@@ -5,7 +5,10 @@ import yaml
 
 from pipelines.compile import compile_pipelines
 
-IMAGE, GPU_IMAGE = "europe-docker.pkg.dev/p/r/fer-pipeline-cpu:abc123", "europe-docker.pkg.dev/p/r/fer-pipeline-gpu:abc123"
+IMAGE, GPU_IMAGE = (
+    "europe-docker.pkg.dev/p/r/fer-pipeline-cpu:abc123",
+    "europe-docker.pkg.dev/p/r/fer-pipeline-gpu:abc123",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +29,13 @@ def test_vertex_file_is_one_document_that_pipelinejob_loads(compiled):
     vertex_docs, _, vertex_path = compiled
     assert len(vertex_docs) == 1
     job = aiplatform.PipelineJob(
-        display_name="t", template_path=str(vertex_path), pipeline_root="gs://b/root",
+        display_name="t",
+        template_path=str(vertex_path),
+        pipeline_root="gs://b/root",
         parameter_values={"data_source": "gs://b/fer2013.zip", "data_prefix": "gs://b/fer"},
-        project="p", location="europe-west4", credentials=AnonymousCredentials(),
+        project="p",
+        location="europe-west4",
+        credentials=AnonymousCredentials(),
     )
     params = job.to_dict()["runtimeConfig"]["parameterValues"]
     assert params["data_source"] == "gs://b/fer2013.zip"
@@ -38,8 +45,12 @@ def test_vertex_file_is_one_document_that_pipelinejob_loads(compiled):
 def test_images_point_at_the_configured_tags(compiled):
     images = {name: ex["container"]["image"] for name, ex in _executors(compiled[0][0]).items()}
     assert images == {
-        "exec-ingest": IMAGE, "exec-split-and-weight": IMAGE, "exec-evaluate": IMAGE, "exec-register": IMAGE,
-        "exec-train-frozen": GPU_IMAGE, "exec-fine-tune": GPU_IMAGE,
+        "exec-ingest": IMAGE,
+        "exec-split-and-weight": IMAGE,
+        "exec-evaluate": IMAGE,
+        "exec-register": IMAGE,
+        "exec-train-frozen": GPU_IMAGE,
+        "exec-fine-tune": GPU_IMAGE,
     }
     # nothing is pip-installed at run time
     assert not any("pip install" in " ".join(ex["container"]["command"]) for ex in _executors(compiled[0][0]).values())
@@ -61,7 +72,9 @@ def test_kind_target_carries_node_selector_and_toleration_for_fine_tuning_only(c
     assert placed == {"exec-fine-tune"}
     spec = platform["exec-fine-tune"]
     assert spec["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
-    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
+    assert spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+    ]
 
 
 def test_registration_is_gated_on_accuracy_and_never_cached(compiled):

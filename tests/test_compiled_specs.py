@@ -5,14 +5,11 @@ in the Vertex file."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from pipelines.compile import compile_pipelines
-from pipelines.resources import PROFILES, GpuPool, Profile, Resources, profile
+from pipelines.resources import PROFILES, GpuPool
 
 IMAGE, GPU_IMAGE = "reg/fer-pipeline-cpu:t", "reg/fer-pipeline-gpu:t"
 TRAINING = {"exec-train-frozen", "exec-fine-tune"}
@@ -47,8 +44,14 @@ def test_kubernetes_file_requests_the_gpu_and_the_profiles_resources(tmp_path, n
         res = container.get("resources", {})
         assert container["image"] == (GPU_IMAGE if task in TRAINING else IMAGE), task
         if task in TRAINING:
-            assert (res["resourceCpuRequest"], res["resourceCpuLimit"]) == (wanted.training.cpu_request, wanted.training.cpu_limit)
-            assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == (wanted.training.memory_request, wanted.training.memory_limit)
+            assert (res["resourceCpuRequest"], res["resourceCpuLimit"]) == (
+                wanted.training.cpu_request,
+                wanted.training.cpu_limit,
+            )
+            assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == (
+                wanted.training.memory_request,
+                wanted.training.memory_limit,
+            )
         else:
             assert not res, f"{task} asks for {res}"
         if task in gpu_steps:
@@ -61,7 +64,9 @@ def test_kubernetes_file_requests_the_gpu_and_the_profiles_resources(tmp_path, n
     pool = GpuPool()
     for task in gpu_steps:
         assert specs[task]["nodeSelector"]["labels"] == {pool.node_label_key: pool.node_label_value}
-        assert specs[task]["tolerations"] == [{"key": pool.taint_key, "operator": "Equal", "value": pool.taint_value, "effect": pool.taint_effect}]
+        assert specs[task]["tolerations"] == [
+            {"key": pool.taint_key, "operator": "Equal", "value": pool.taint_value, "effect": pool.taint_effect}
+        ]
     assert not [s for s in specs.values() if {"secretAsVolume", "secretAsEnv"} & set(s)]
 
 
@@ -74,13 +79,20 @@ def test_kind_file_needs_no_cloud_account(tmp_path):
         assert container["env"] == [{"name": "STORAGE_EMULATOR_HOST", "value": storage.emulator_url}], task
     specs = platform(kfp_docs)
     assert specs["exec-register"]["pvcMount"] == [
-        {"constant": storage.registry_pvc, "mountPath": storage.registry_mount,
-         "pvcNameParameter": {"runtimeValue": {"constant": storage.registry_pvc}}}]
+        {
+            "constant": storage.registry_pvc,
+            "mountPath": storage.registry_mount,
+            "pvcNameParameter": {"runtimeValue": {"constant": storage.registry_pvc}},
+        }
+    ]
     assert [t for t, s in specs.items() if "pvcMount" in s] == ["exec-register"]
     parameters = kfp_docs[0]["root"]["inputDefinitions"]["parameters"]
     defaults = {name: parameters[name].get("defaultValue") for name in ("data_source", "data_prefix", "registry")}
-    assert defaults == {"data_source": f"gs://{storage.bucket}/input/fer2013.zip",
-                        "data_prefix": f"gs://{storage.bucket}/fer", "registry": storage.registry_mount}
+    assert defaults == {
+        "data_source": f"gs://{storage.bucket}/input/fer2013.zip",
+        "data_prefix": f"gs://{storage.bucket}/fer",
+        "registry": storage.registry_mount,
+    }
 
 
 def test_gke_and_vertex_files_use_real_storage(tmp_path):

@@ -34,38 +34,79 @@ def chain(tmp_path_factory, emulator):
     """Run all six component functions once; return their artifacts by name."""
     root = tmp_path_factory.mktemp("artifacts")
     source = synthetic.write_kaggle_zip(root / "fer2013.zip", n_train=12, n_test=4)
-    a = {name: _artifact(kind, root, name) for name, kind in {
-        "dataset": dsl.Dataset, "dataset2": dsl.Dataset, "split": dsl.Dataset, "weights": dsl.Metrics,
-        "frozen": dsl.Model, "frozen_history": dsl.Artifact, "frozen_metrics": dsl.Metrics,
-        "tuned": dsl.Model, "tuned_history": dsl.Artifact, "tuned_metrics": dsl.Metrics,
-        "metrics": dsl.Metrics, "classification": dsl.ClassificationMetrics, "report": dsl.HTML,
-        "evaluation": dsl.Artifact, "registered": dsl.Artifact,
-    }.items()}
+    a = {
+        name: _artifact(kind, root, name)
+        for name, kind in {
+            "dataset": dsl.Dataset,
+            "dataset2": dsl.Dataset,
+            "split": dsl.Dataset,
+            "weights": dsl.Metrics,
+            "frozen": dsl.Model,
+            "frozen_history": dsl.Artifact,
+            "frozen_metrics": dsl.Metrics,
+            "tuned": dsl.Model,
+            "tuned_history": dsl.Artifact,
+            "tuned_metrics": dsl.Metrics,
+            "metrics": dsl.Metrics,
+            "classification": dsl.ClassificationMetrics,
+            "report": dsl.HTML,
+            "evaluation": dsl.Artifact,
+            "registered": dsl.Artifact,
+        }.items()
+    }
     prefix = f"gs://{BUCKET}/fer"
     ingest.python_func(source=str(source), gcs_prefix=prefix, dataset=a["dataset"])
     ingest.python_func(source=str(source), gcs_prefix=prefix, dataset=a["dataset2"])  # same source again
     # One recipe for every step, as the pipeline hands it over.
-    recipe = dict(val_fraction=0.25, batch_size=16, frozen_epochs=1, finetune_epochs=1, seed=3, weights="none",
-                  frozen_lr=1e-3, finetune_lr=1e-4)
+    recipe = dict(
+        val_fraction=0.25,
+        batch_size=16,
+        frozen_epochs=1,
+        finetune_epochs=1,
+        seed=3,
+        weights="none",
+        frozen_lr=1e-3,
+        finetune_lr=1e-4,
+    )
     split_and_weight.python_func(dataset=a["dataset"], split=a["split"], class_weights=a["weights"], recipe=recipe)
     train_frozen.python_func(
-        dataset=a["dataset"], split=a["split"], model=a["frozen"], history=a["frozen_history"],
-        metrics=a["frozen_metrics"], recipe=recipe,
+        dataset=a["dataset"],
+        split=a["split"],
+        model=a["frozen"],
+        history=a["frozen_history"],
+        metrics=a["frozen_metrics"],
+        recipe=recipe,
     )
     fine_tune.python_func(
-        dataset=a["dataset"], split=a["split"], frozen_model=a["frozen"], model=a["tuned"],
-        history=a["tuned_history"], metrics=a["tuned_metrics"], recipe=recipe,
+        dataset=a["dataset"],
+        split=a["split"],
+        frozen_model=a["frozen"],
+        model=a["tuned"],
+        history=a["tuned_history"],
+        metrics=a["tuned_metrics"],
+        recipe=recipe,
     )
     a["gate"] = evaluate.python_func(
-        dataset=a["dataset"], model=a["tuned"], frozen_history=a["frozen_history"], finetune_history=a["tuned_history"],
-        metrics=a["metrics"], classification=a["classification"], report=a["report"], evaluation=a["evaluation"],
+        dataset=a["dataset"],
+        model=a["tuned"],
+        frozen_history=a["frozen_history"],
+        finetune_history=a["tuned_history"],
+        metrics=a["metrics"],
+        classification=a["classification"],
+        report=a["report"],
+        evaluation=a["evaluation"],
         recipe=recipe,
     )
     a["recipe"] = recipe
     a["registry"] = root / "registry"
     register.python_func(
-        model=a["tuned"], evaluation=a["evaluation"], dataset=a["dataset"], registered=a["registered"],
-        registry=str(a["registry"]), display_name="fer-test", commit="abc123",
+        model=a["tuned"],
+        evaluation=a["evaluation"],
+        dataset=a["dataset"],
+        registered=a["registered"],
+        registry=str(a["registry"]),
+        display_name="fer-test",
+        commit="abc123",
     )
     return a
 
@@ -88,7 +129,8 @@ def test_split_writes_indices_and_logs_weights(chain):
 
 def test_training_components_write_model_history_and_metrics(chain):
     for model, history, metrics, phase in (
-        ("frozen", "frozen_history", "frozen_metrics", "frozen"), ("tuned", "tuned_history", "tuned_metrics", "finetune"),
+        ("frozen", "frozen_history", "frozen_metrics", "frozen"),
+        ("tuned", "tuned_history", "tuned_metrics", "finetune"),
     ):
         assert (Path(chain[model].path) / "model.keras").is_file()
         record = json.loads(Path(chain[history].path).read_text())

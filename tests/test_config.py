@@ -19,7 +19,9 @@ def test_from_dict_keeps_defaults_for_unset_and_parses_tuples():
 
 
 def test_whole_number_lists_arrive_as_floats_from_kfp_and_become_ints():
-    cfg = TrainConfig.from_dict({"compact_widths": [16.0, 64.0, 128.0, 256.0], "dense_units": [128.0], "dropouts": [0.3]})
+    cfg = TrainConfig.from_dict(
+        {"compact_widths": [16.0, 64.0, 128.0, 256.0], "dense_units": [128.0], "dropouts": [0.3]}
+    )
     assert cfg.compact_widths == (16, 64, 128, 256) and all(type(w) is int for w in cfg.compact_widths)
     assert cfg.dense_units == (128,)
     with pytest.raises(ConfigError, match=r"compact_widths takes whole numbers, got 16.5"):

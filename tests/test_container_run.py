@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import container_images, container_tasks, run_containers
+from pipelines import container_images, run_containers
 from pipelines.container_engine import Engine, EngineError, detect_engine
 from pipelines.container_tasks import TaskContainers, executor_input, missing_outputs
 
@@ -63,7 +63,9 @@ def task_command(tmp_path: Path, name: str = "split_and_weight") -> list[str]:
             "outputFile": str(tmp_path / "executor_output.json"),
             "artifacts": {
                 "split": {"artifacts": [{"uri": str(tmp_path / "split"), "type": {"schemaTitle": "system.Dataset"}}]},
-                "metrics": {"artifacts": [{"uri": str(tmp_path / "metrics"), "type": {"schemaTitle": "system.Metrics"}}]},
+                "metrics": {
+                    "artifacts": [{"uri": str(tmp_path / "metrics"), "type": {"schemaTitle": "system.Metrics"}}]
+                },
             },
         }
     }
@@ -101,14 +103,18 @@ def test_the_exit_code_of_a_failed_task_is_passed_on_and_its_container_removed(t
 
 
 def test_a_missing_image_fails_the_task_without_pulling(tmp_path, capsys):
-    assert TaskContainers().run_container(FakeClient(images=()), "reg/cpu:ctx-9", task_command(tmp_path), volumes={}) == 125
+    assert (
+        TaskContainers().run_container(FakeClient(images=()), "reg/cpu:ctx-9", task_command(tmp_path), volumes={})
+        == 125
+    )
     assert "not in the local engine" in capsys.readouterr().out
 
 
 def test_extra_volumes_and_gpu_requests_reach_the_container(tmp_path):
     write_outputs(tmp_path)
-    tasks = TaskContainers(extra_volumes={"/data/x.zip": {"bind": "/data/x.zip", "mode": "ro"}},
-                           gpu_images=frozenset({"reg/gpu:ctx-2"}))
+    tasks = TaskContainers(
+        extra_volumes={"/data/x.zip": {"bind": "/data/x.zip", "mode": "ro"}}, gpu_images=frozenset({"reg/gpu:ctx-2"})
+    )
     root = {"/root": {"bind": "/root", "mode": "rw"}}
     client = FakeClient(images=("reg/cpu:ctx-1", "reg/gpu:ctx-2"))
     tasks.run_container(client, "reg/gpu:ctx-2", task_command(tmp_path), volumes=root)
@@ -143,7 +149,9 @@ def copy_context(tmp_path: Path) -> Path:
     root.mkdir()
     for rel in (".dockerignore", "containers", "pyproject.toml", "requirements.lock", "README.md", "src"):
         source = ROOT / rel
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / rel, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {}))
+        (shutil.copytree if source.is_dir() else shutil.copy2)(
+            source, root / rel, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {})
+        )
     return root
 
 
@@ -166,19 +174,27 @@ def test_image_tags_change_with_the_build_context_and_nothing_else(tmp_path):
 
 def test_build_context_files_follow_dockerignore():
     files = {str(p.relative_to(ROOT)) for p in container_images.build_context_files()}
-    assert {"containers/install.sh", "containers/Dockerfile", "pyproject.toml", "requirements.lock",
-            "src/fer_pipeline/steps.py"} <= files
+    assert {
+        "containers/install.sh",
+        "containers/Dockerfile",
+        "pyproject.toml",
+        "requirements.lock",
+        "src/fer_pipeline/steps.py",
+    } <= files
     assert not [f for f in files if "__pycache__" in f or f.startswith(("tests/", "docs/", "pipelines/"))]
 
 
-@pytest.mark.parametrize("pattern, path, excluded", [
-    ("src/**/*.egg-info", "src/fer_pipeline.egg-info/PKG-INFO", True),  # ** may be no folder at all
-    ("src/**/*.egg-info", "src/a/b/c.egg-info", True),
-    ("src/**/__pycache__", "src/fer_pipeline/__pycache__/x.pyc", True),
-    ("src/**/*.pyc", "src/fer_pipeline/model.py", False),
-    ("*.md", "docs/x.md", False),  # * stays within one name
-    ("docs", "docs/x.md", True),  # a folder takes its contents
-])
+@pytest.mark.parametrize(
+    "pattern, path, excluded",
+    [
+        ("src/**/*.egg-info", "src/fer_pipeline.egg-info/PKG-INFO", True),  # ** may be no folder at all
+        ("src/**/*.egg-info", "src/a/b/c.egg-info", True),
+        ("src/**/__pycache__", "src/fer_pipeline/__pycache__/x.pyc", True),
+        ("src/**/*.pyc", "src/fer_pipeline/model.py", False),
+        ("*.md", "docs/x.md", False),  # * stays within one name
+        ("docs", "docs/x.md", True),  # a folder takes its contents
+    ],
+)
 def test_dockerignore_patterns_match_as_docker_reads_them(pattern, path, excluded):
     assert bool(container_images.ignore_regex(pattern).match(path)) is excluded
 
@@ -240,7 +256,9 @@ def fake_run(root: Path, name: str, accuracy: float, split_seed: int = 12) -> Pa
     (run / "ingest").mkdir(parents=True)
     (run / "split-and-weight").mkdir()
     (run / "evaluate" / "evaluation").mkdir(parents=True)
-    (run / "ingest" / "dataset").write_text(json.dumps({"uri": "gs://b/d/1", "manifest": {"source_sha256": "ab", "counts": {"train": 3}}}))
+    (run / "ingest" / "dataset").write_text(
+        json.dumps({"uri": "gs://b/d/1", "manifest": {"source_sha256": "ab", "counts": {"train": 3}}})
+    )
     (run / "split-and-weight" / "split").write_text(json.dumps({"seed": split_seed, "train_counts": {"happy": 2}}))
     metrics = {"accuracy": accuracy, "per_class": {"happy": {"f1": accuracy}}, "confusion_matrix": [[1, 0], [0, 1]]}
     (run / "evaluate" / "evaluation" / "metrics.json").write_text(json.dumps(metrics))
@@ -262,8 +280,12 @@ def test_the_latest_subprocess_run_with_the_same_parameters_is_the_peer(tmp_path
     root = tmp_path / "pipeline-root"
     index = runs.RunIndex(tmp_path / runs.INDEX_FILE)
     same, other = {"data_source": "/d.zip", "seed": 12}, {"data_source": "/d.zip", "seed": 13}
-    for run_id, kind, params in (("old", "kfp-local", same), ("new", "kfp-local", same), ("odd", "kfp-local", other),
-                                 ("mine", "kfp-containers", same)):
+    for run_id, kind, params in (
+        ("old", "kfp-local", same),
+        ("new", "kfp-local", same),
+        ("odd", "kfp-local", other),
+        ("mine", "kfp-containers", same),
+    ):
         index.append({"run_id": run_id, "kind": kind, "params": params})
     assert run_containers.latest_subprocess_run(tmp_path, root / "mine") == root / "new"
     index.append({"run_id": "lonely", "kind": "kfp-containers", "params": {"seed": 99}})
@@ -315,18 +337,26 @@ def test_a_failed_run_names_the_tasks_last_error(tmp_path):
     from pipelines import run_local
 
     log = tmp_path / "run.log"
-    log.write_text("Traceback (most recent call last):\n  File x\nValueError: first\n  more\n"
-                   "    fer_pipeline.errors.FerError: Could not download kaggle:x/y (offline). Set KAGGLE_USERNAME\n"
-                   "\x1b[91mFAILURE\x1b[0m\n")
-    assert run_local.last_error(log) == "fer_pipeline.errors.FerError: Could not download kaggle:x/y (offline). Set KAGGLE_USERNAME"
+    log.write_text(
+        "Traceback (most recent call last):\n  File x\nValueError: first\n  more\n"
+        "    fer_pipeline.errors.FerError: Could not download kaggle:x/y (offline). Set KAGGLE_USERNAME\n"
+        "\x1b[91mFAILURE\x1b[0m\n"
+    )
+    assert (
+        run_local.last_error(log)
+        == "fer_pipeline.errors.FerError: Could not download kaggle:x/y (offline). Set KAGGLE_USERNAME"
+    )
     assert run_local.last_error(tmp_path / "absent.log") == ""
 
 
-@pytest.mark.parametrize("stdout, error", [
-    ("10001\n", None),
-    ("0\n", "runs as root"),
-    ("10001\nnot writable: /minio\n", "cannot write KFP's launcher paths .*/minio"),
-])
+@pytest.mark.parametrize(
+    "stdout, error",
+    [
+        ("10001\n", None),
+        ("0\n", "runs as root"),
+        ("10001\nnot writable: /minio\n", "cannot write KFP's launcher paths .*/minio"),
+    ],
+)
 def test_each_image_is_started_once_to_check_its_user_and_launcher_paths(monkeypatch, stdout, error):
     seen = {}
 
@@ -340,18 +370,25 @@ def test_each_image_is_started_once_to_check_its_user_and_launcher_paths(monkeyp
         with pytest.raises(EngineError, match=error):
             container_images.check_user_and_paths(engine, "reg/cpu:ctx-1")
     else:
-        assert container_images.check_user_and_paths(engine, "reg/cpu:ctx-1") == "runs as uid 10001, can write /gcs, /minio, /s3"
+        assert (
+            container_images.check_user_and_paths(engine, "reg/cpu:ctx-1")
+            == "runs as uid 10001, can write /gcs, /minio, /s3"
+        )
     command = seen["command"]
     assert command[:6] == ["podman", "run", "--rm", "--network", "none", "--ulimit=nofile=1024:1024"]
     assert command[-3:] == ["/gcs", "/minio", "/s3"]
 
 
 def test_only_older_contexts_of_the_same_image_are_removed(monkeypatch):
-    listed = "\n".join([
-        "localhost/fer-pipeline/fer-pipeline-cpu:ctx-new", "localhost/fer-pipeline/fer-pipeline-cpu:ctx-old",
-        "localhost/fer-pipeline/fer-pipeline-gpu:ctx-old", "localhost/fer-pipeline/fer-pipeline-cpu:abc123",
-        "localhost/other/fer-pipeline-cpu:ctx-old",
-    ])
+    listed = "\n".join(
+        [
+            "localhost/fer-pipeline/fer-pipeline-cpu:ctx-new",
+            "localhost/fer-pipeline/fer-pipeline-cpu:ctx-old",
+            "localhost/fer-pipeline/fer-pipeline-gpu:ctx-old",
+            "localhost/fer-pipeline/fer-pipeline-cpu:abc123",
+            "localhost/other/fer-pipeline-cpu:ctx-old",
+        ]
+    )
     removed = []
 
     def fake_run(command, **kwargs):
@@ -362,5 +399,6 @@ def test_only_older_contexts_of_the_same_image_are_removed(monkeypatch):
     monkeypatch.setattr(container_images.subprocess, "run", fake_run)
     engine = Engine("podman", ("podman",))
     assert container_images.remove_older_contexts(engine, "fer-pipeline/fer-pipeline-cpu:ctx-new") == [
-        "localhost/fer-pipeline/fer-pipeline-cpu:ctx-old"]
+        "localhost/fer-pipeline/fer-pipeline-cpu:ctx-old"
+    ]
     assert removed == ["localhost/fer-pipeline/fer-pipeline-cpu:ctx-old"]

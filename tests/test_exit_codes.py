@@ -34,19 +34,44 @@ def run_index(tmp_path: Path, document) -> Path:
 CASES = {
     # unusable inputs: 1
     "validate a damaged zip": (lambda t: ["validate", str(broken_zip(t))], EXIT_UNUSABLE_INPUT, "not a readable zip"),
-    "ingest a damaged zip": (lambda t: ["ingest", str(broken_zip(t)), "--out", str(t / "ds")], EXIT_UNUSABLE_INPUT,
-                             "not a readable zip"),
-    "models list on a bad index": (lambda t: ["models", "list", "--registry", str(registry_with_a_bad_index(t))],
-                                   EXIT_UNUSABLE_INPUT, "not a model registry index"),
-    "runs list on a bad index": (lambda t: ["runs", "list", "--index", str(run_index(t, {"format_version": 1, "runs": 3}))],
-                                 EXIT_UNUSABLE_INPUT, "not a run index"),
+    "ingest a damaged zip": (
+        lambda t: ["ingest", str(broken_zip(t)), "--out", str(t / "ds")],
+        EXIT_UNUSABLE_INPUT,
+        "not a readable zip",
+    ),
+    "models list on a bad index": (
+        lambda t: ["models", "list", "--registry", str(registry_with_a_bad_index(t))],
+        EXIT_UNUSABLE_INPUT,
+        "not a model registry index",
+    ),
+    "runs list on a bad index": (
+        lambda t: ["runs", "list", "--index", str(run_index(t, {"format_version": 1, "runs": 3}))],
+        EXIT_UNUSABLE_INPUT,
+        "not a run index",
+    ),
     # wrong values on the command line: 2
-    "models show an unknown name": (lambda t: ["models", "show", "nope", "--registry", str(t / "empty")], EXIT_USAGE,
-                                    "No model named 'nope'"),
-    "runs compare an unknown run": (lambda t: ["runs", "compare", "--index", str(run_index(t, {"format_version": 1, "runs": [
-        {"run_id": "a"}, {"run_id": "b"}]})), "--run", "nope"], EXIT_USAGE, "No run nope"),
-    "ingest a missing source": (lambda t: ["ingest", str(t / "nope.zip"), "--out", str(t / "ds")], EXIT_USAGE,
-                                "does not exist"),
+    "models show an unknown name": (
+        lambda t: ["models", "show", "nope", "--registry", str(t / "empty")],
+        EXIT_USAGE,
+        "No model named 'nope'",
+    ),
+    "runs compare an unknown run": (
+        lambda t: [
+            "runs",
+            "compare",
+            "--index",
+            str(run_index(t, {"format_version": 1, "runs": [{"run_id": "a"}, {"run_id": "b"}]})),
+            "--run",
+            "nope",
+        ],
+        EXIT_USAGE,
+        "No run nope",
+    ),
+    "ingest a missing source": (
+        lambda t: ["ingest", str(t / "nope.zip"), "--out", str(t / "ds")],
+        EXIT_USAGE,
+        "does not exist",
+    ),
 }
 
 
@@ -58,7 +83,9 @@ def test_expected_failures_are_one_line_with_their_exit_code(tmp_path, capsys, n
     assert message in err and err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name", ["validate a damaged zip", "models list on a bad index", "runs compare an unknown run"])
+@pytest.mark.parametrize(
+    "name", ["validate a damaged zip", "models list on a bad index", "runs compare an unknown run"]
+)
 def test_debug_shows_the_traceback_instead(tmp_path, name):
     make_argv, _, message = CASES[name]
     with pytest.raises(FerError, match=message):

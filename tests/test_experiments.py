@@ -24,15 +24,31 @@ STORE = f"projects/{PROJECT}/locations/{LOCATION}/metadataStores/default"
 
 def _record(run_id="fer-emotion-training-20260101120000", lr=1e-4, accuracy=0.61) -> dict:
     metrics = {
-        "accuracy": accuracy, "macro_f1": 0.55, "weighted_f1": 0.6, "macro_roc_auc": 0.88, "log_loss": 1.1,
-        "public_test_accuracy": 0.6, "private_test_accuracy": None, "num_test_samples": 7178,
+        "accuracy": accuracy,
+        "macro_f1": 0.55,
+        "weighted_f1": 0.6,
+        "macro_roc_auc": 0.88,
+        "log_loss": 1.1,
+        "public_test_accuracy": 0.6,
+        "private_test_accuracy": None,
+        "num_test_samples": 7178,
         "per_class": {name: {"f1": 0.1 * (k + 1)} for k, name in enumerate(CLASSES)},
     }
     histories = [
-        {"phase": "frozen", "epochs_run": 3, "best_epoch": 2, "seconds": 100.0,
-         "config": {"frozen_lr": lr, "finetune_lr": 2e-5, "weights": "imagenet", "dense_units": [256, 512]}},
-        {"phase": "finetune", "epochs_run": 2, "best_epoch": 2, "seconds": 50.0,
-         "config": {"frozen_lr": lr, "finetune_lr": 2e-5, "weights": "imagenet", "dense_units": [256, 512]}},
+        {
+            "phase": "frozen",
+            "epochs_run": 3,
+            "best_epoch": 2,
+            "seconds": 100.0,
+            "config": {"frozen_lr": lr, "finetune_lr": 2e-5, "weights": "imagenet", "dense_units": [256, 512]},
+        },
+        {
+            "phase": "finetune",
+            "epochs_run": 2,
+            "best_epoch": 2,
+            "seconds": 50.0,
+            "config": {"frozen_lr": lr, "finetune_lr": 2e-5, "weights": "imagenet", "dense_units": [256, 512]},
+        },
     ]
     params = histories[0]["config"] | {"dataset_sha256": "abc", "class_weighting": True}
     return runs.run_record(run_id=run_id, kind="pipeline", params=params, metrics=metrics, histories=histories)
@@ -41,8 +57,14 @@ def _record(run_id="fer-emotion-training-20260101120000", lr=1e-4, accuracy=0.61
 class FakeMetadataService:
     """The MetadataService calls the SDK makes for experiments, against a dict of contexts."""
 
-    METHODS = ("get_metadata_store", "get_context", "create_context", "update_context", "add_context_children",
-               "get_artifact")
+    METHODS = (
+        "get_metadata_store",
+        "get_context",
+        "create_context",
+        "update_context",
+        "add_context_children",
+        "get_artifact",
+    )
 
     def __init__(self):
         self.contexts = {}
@@ -90,9 +112,19 @@ class FakeMetadataService:
         # Any other call would go to the network: fail at once, naming it.
         others = [
             mock.patch.object(MetadataServiceClient, name, side_effect=AssertionError(f"unexpected call: {name}"))
-            for name in ("create_artifact", "update_artifact", "list_artifacts", "create_execution",
-                         "get_execution", "update_execution", "query_context_lineage_subgraph", "list_contexts",
-                         "add_context_artifacts_and_executions", "add_execution_events", "delete_context")
+            for name in (
+                "create_artifact",
+                "update_artifact",
+                "list_artifacts",
+                "create_execution",
+                "get_execution",
+                "update_execution",
+                "query_context_lineage_subgraph",
+                "list_contexts",
+                "add_context_artifacts_and_executions",
+                "add_execution_events",
+                "delete_context",
+            )
         ]
         return faked + others
 
@@ -156,11 +188,13 @@ def test_second_run_reuses_the_experiment_and_a_retry_updates_the_run(metadata):
     assert ids.count("fer-exp") == 1
     runs_in_store = {n: c for n, c in metadata.contexts.items() if c.schema_title == "system.ExperimentRun"}
     assert sorted(runs_in_store) == [f"{STORE}/contexts/fer-exp-run-a", f"{STORE}/contexts/fer-exp-run-b"]
-    logged = json_format.MessageToDict(type(runs_in_store[f"{STORE}/contexts/fer-exp-run-b"]).pb(
-        runs_in_store[f"{STORE}/contexts/fer-exp-run-b"]))["metadata"]
+    logged = json_format.MessageToDict(
+        type(runs_in_store[f"{STORE}/contexts/fer-exp-run-b"]).pb(runs_in_store[f"{STORE}/contexts/fer-exp-run-b"])
+    )["metadata"]
     assert logged["_metrics"]["accuracy"] == pytest.approx(0.7)
-    a = json_format.MessageToDict(type(runs_in_store[f"{STORE}/contexts/fer-exp-run-a"]).pb(
-        runs_in_store[f"{STORE}/contexts/fer-exp-run-a"]))["metadata"]
+    a = json_format.MessageToDict(
+        type(runs_in_store[f"{STORE}/contexts/fer-exp-run-a"]).pb(runs_in_store[f"{STORE}/contexts/fer-exp-run-a"])
+    )["metadata"]
     assert a["_params"]["frozen_lr"] == 1e-3
 
 
@@ -192,17 +226,23 @@ TB = "projects/my-project/locations/europe-west4/tensorboards/123"
 def test_vertex_upload_streams_the_logdir_and_stops(tmp_path):
     from google.cloud import aiplatform
 
-    with mock.patch.object(aiplatform, "init") as init, \
-         mock.patch.object(aiplatform, "start_upload_tb_log") as start, \
-         mock.patch.object(aiplatform, "end_upload_tb_log") as end, \
-         mock.patch.object(experiments.time, "sleep") as sleep:
+    with (
+        mock.patch.object(aiplatform, "init") as init,
+        mock.patch.object(aiplatform, "start_upload_tb_log") as start,
+        mock.patch.object(aiplatform, "end_upload_tb_log") as end,
+        mock.patch.object(experiments.time, "sleep") as sleep,
+    ):
         with experiments.vertex_upload(TB, tmp_path / "tb", experiment="FER exp", run_prefix="fer-run-1 frozen"):
             start.assert_called_once()
             end.assert_not_called()
     init.assert_called_once_with(project="my-project", location="europe-west4")
     assert start.call_args.kwargs == {
-        "tensorboard_id": "123", "tensorboard_experiment_name": "fer-exp", "logdir": str(tmp_path / "tb"),
-        "run_name_prefix": "fer-run-1-frozen-", "project": "my-project", "location": "europe-west4",
+        "tensorboard_id": "123",
+        "tensorboard_experiment_name": "fer-exp",
+        "logdir": str(tmp_path / "tb"),
+        "run_name_prefix": "fer-run-1-frozen-",
+        "project": "my-project",
+        "location": "europe-west4",
     }
     sleep.assert_called_once_with(experiments.UPLOAD_FLUSH_SECONDS)
     end.assert_called_once_with()

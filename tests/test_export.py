@@ -5,9 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import textwrap
 from pathlib import Path
 
 import numpy as np

@@ -63,8 +63,8 @@ def utf8_flagged_zip_with_a_latin1_name(tmp_path: Path) -> Path:
     struct.pack_into("<H", data, flags_at, flags)
     name_len = struct.unpack_from("<H", data, name_len_at)[0]
     name_at = central + 46
-    name = bytes(data[name_at:name_at + name_len]).replace(b"cafe", b"caf\xe9")
-    data[name_at:name_at + name_len] = name
+    name = bytes(data[name_at : name_at + name_len]).replace(b"cafe", b"caf\xe9")
+    data[name_at : name_at + name_len] = name
     path.write_bytes(bytes(data))
     return path
 

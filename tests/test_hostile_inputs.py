@@ -4,7 +4,6 @@ input in one line with exit 1 or 2, raises nothing, and writes nothing."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

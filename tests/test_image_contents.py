@@ -13,11 +13,11 @@ import importlib.util
 import inspect
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
@@ -39,7 +39,7 @@ def _canonical(name: str) -> str:
 
 def image_extras() -> list[str]:
     match = re.search(r'^extras="([^"]+)"', (ROOT / "containers" / "install.sh").read_text(), re.M)
-    assert match, "containers/install.sh must name the image extras as extras=\"a,b\""
+    assert match, 'containers/install.sh must name the image extras as extras="a,b"'
     return match.group(1).split(",")
 
 
@@ -89,7 +89,9 @@ def _module_file(module: str) -> Path | None:
 def _imports(tree: ast.AST, module: str) -> set[str]:
     """Absolute names every import statement in ``tree`` names (at any depth)."""
     names = set()
-    package = module if _module_file(module) and _module_file(module).name == "__init__.py" else module.rpartition(".")[0]
+    package = (
+        module if _module_file(module) and _module_file(module).name == "__init__.py" else module.rpartition(".")[0]
+    )
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
@@ -156,7 +158,9 @@ def test_every_extra_in_the_images_is_needed_by_some_component():
         needed |= set(third_party_imports(inspect.getsource(component.python_func)))
     for extra in image_extras():
         provided = provided_imports(distribution_closure(pyproject["project"]["optional-dependencies"][extra]))
-        assert provided & needed, f"the images install extra {extra!r} but no component imports any of {sorted(provided)[:8]}"
+        assert provided & needed, (
+            f"the images install extra {extra!r} but no component imports any of {sorted(provided)[:8]}"
+        )
 
 
 def test_the_check_sees_lazy_imports_and_missing_packages():

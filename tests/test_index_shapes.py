@@ -5,7 +5,6 @@ nothing is written; the files the project writes itself still read."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +16,15 @@ WRONG_REGISTRIES = {
     "models as a list": ({"format_version": 1, "models": []}, "at models, expected a JSON object"),
     "a version without fields": (
         {"format_version": 1, "models": {"m": {"versions": [{"version": 1}], "aliases": {}, "default_version": 1}}},
-        "at models.m.versions.0.path, a required field is missing"),
+        "at models.m.versions.0.path, a required field is missing",
+    ),
     "an alias to a string": (
-        {"format_version": 1, "models": {"m": {"versions": [], "aliases": {"champion": "one"}, "default_version": None}}},
-        "at models.m.aliases.champion"),
+        {
+            "format_version": 1,
+            "models": {"m": {"versions": [], "aliases": {"champion": "one"}, "default_version": None}},
+        },
+        "at models.m.aliases.champion",
+    ),
 }
 WRONG_RUN_INDEXES = {
     "a list": ([], "at the top level, expected a JSON object"),
@@ -55,10 +59,13 @@ def test_run_index_of_the_wrong_shape_is_refused_by_name(tmp_path, name):
     assert path.read_bytes() == before  # a refused append writes nothing
 
 
-@pytest.mark.parametrize("command, document", [
-    (["models", "list", "--registry", "{dir}"], WRONG_REGISTRIES["a version without fields"][0]),
-    (["runs", "compare", "--index", "{dir}/runs.json"], WRONG_RUN_INDEXES["a run that is a number"][0]),
-])
+@pytest.mark.parametrize(
+    "command, document",
+    [
+        (["models", "list", "--registry", "{dir}"], WRONG_REGISTRIES["a version without fields"][0]),
+        (["runs", "compare", "--index", "{dir}/runs.json"], WRONG_RUN_INDEXES["a run that is a number"][0]),
+    ],
+)
 def test_cli_answers_a_wrong_shape_with_one_line_and_no_traceback(tmp_path, capsys, command, document):
     (tmp_path / ("index.json" if "models" in command else "runs.json")).write_text(json.dumps(document))
     code = cli.main([part.format(dir=tmp_path) for part in command])
@@ -73,7 +80,9 @@ def test_files_the_project_writes_still_read(tmp_path):
     model_dir.mkdir()
     (model_dir / "model.keras").write_bytes(b"weights")
     registry = LocalRegistry(tmp_path / "registry")
-    registry.register("m", model_dir, {"macro_f1": 0.5}, labels={"commit": "abc"}, description="run 1", primary_metric="macro_f1")
+    registry.register(
+        "m", model_dir, {"macro_f1": 0.5}, labels={"commit": "abc"}, description="run 1", primary_metric="macro_f1"
+    )
     assert [v.version for v in registry.list()] == [1]
     index = runs.RunIndex(tmp_path / "runs.json")
     index.append(runs.run_record(run_id="r1", kind="kfp-local", params={"seed": 1}, metrics={"accuracy": 0.5}))

@@ -79,9 +79,20 @@ def test_rules_catch_a_bad_config(tmp_path):
         'resource "google_project_iam_binding" "b" {\n  project = "p"\n  role = "roles/owner"\n  members = []\n}\n'
     )
     text = "\n".join(check.findings(check.parse(bad), tf_dir=bad, doc=tmp_path / "none.md"))
-    for expected in ("public_access_prevention", "uniform_bucket_level_access", "versioning", "lifecycle",
-                     "roles/editor", "roles/owner", "authoritative", "pinned", "APIs not enabled", "KFP",
-                     "outputs missing", "not documented"):
+    for expected in (
+        "public_access_prevention",
+        "uniform_bucket_level_access",
+        "versioning",
+        "lifecycle",
+        "roles/editor",
+        "roles/owner",
+        "authoritative",
+        "pinned",
+        "APIs not enabled",
+        "KFP",
+        "outputs missing",
+        "not documented",
+    ):
         assert expected in text, expected
 
 
@@ -132,7 +143,11 @@ def test_kind_scripts_pin_the_kfp_release():
 class FakeTerraform:
     """Answers `init` and `validate` as given; records the commands and their folder."""
 
-    def __init__(self, init=(0, "Terraform has been successfully initialized!", ""), validate=(0, "Success! The configuration is valid.", "")):
+    def __init__(
+        self,
+        init=(0, "Terraform has been successfully initialized!", ""),
+        validate=(0, "Success! The configuration is valid.", ""),
+    ):
         self.answers, self.calls = {"init": init, "validate": validate}, []
 
     def __call__(self, args, cwd):
@@ -153,8 +168,12 @@ def test_validate_runs_init_without_backend_then_validate_in_a_copy(monkeypatch,
 
 def test_validate_skips_with_the_reason_when_the_registry_is_out_of_reach(monkeypatch, tmp_path):
     monkeypatch.setattr(check, "PLUGIN_CACHE", tmp_path / "plugins")
-    offline = (1, "", "Error: Failed to query available provider packages\ncould not connect to registry.terraform.io: "
-                      "dial tcp: lookup registry.terraform.io: no such host")
+    offline = (
+        1,
+        "",
+        "Error: Failed to query available provider packages\ncould not connect to registry.terraform.io: "
+        "dial tcp: lookup registry.terraform.io: no such host",
+    )
     ok, reason = check.validate(run=FakeTerraform(init=offline))
     assert ok is None and "registry.terraform.io is out of reach" in reason
 

@@ -17,14 +17,29 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 
 CASES = {
     "ingest --out is a file": (["ingest", "{data}", "--out", "{file}"], "--out", "is a file, not a folder"),
-    "run --out is a file": (["run", "{data}", "--out", "{file}", "--weights", "none"], "--out", "is a file, not a folder"),
-    "train-frozen --out below a file": (["train-frozen", "{data}", "--split", "{file}", "--out", "{file}/model"], "--out",
-                                        "is a file, so nothing can be written below it"),
+    "run --out is a file": (
+        ["run", "{data}", "--out", "{file}", "--weights", "none"],
+        "--out",
+        "is a file, not a folder",
+    ),
+    "train-frozen --out below a file": (
+        ["train-frozen", "{data}", "--split", "{file}", "--out", "{file}/model"],
+        "--out",
+        "is a file, so nothing can be written below it",
+    ),
     "evaluate --out is a file": (["evaluate", "{data}", "--model", "{file}", "--out", "{file}"], "--out", "is a file"),
     "split --out is a folder": (["split", "{data}", "--out", "{dir}"], "--out", "is a folder; give the path of a file"),
     "validate --json is a folder": (["validate", "{data}", "--json", "{dir}"], "--json", "is a folder"),
-    "run --runs-index is a folder": (["run", "{data}", "--out", "{dir}/out", "--runs-index", "{dir}"], "--runs-index", "is a folder"),
-    "predict --annotate is a file": (["predict", "{file}", "{file}", "--annotate", "{file}"], "--annotate", "is a file, not a folder"),
+    "run --runs-index is a folder": (
+        ["run", "{data}", "--out", "{dir}/out", "--runs-index", "{dir}"],
+        "--runs-index",
+        "is a folder",
+    ),
+    "predict --annotate is a file": (
+        ["predict", "{file}", "{file}", "--annotate", "{file}"],
+        "--annotate",
+        "is a file, not a folder",
+    ),
 }
 
 

@@ -19,8 +19,16 @@ pytestmark = pytest.mark.slow
 
 def _run(tmp: Path, source: Path, threshold: float, epochs: int) -> Path:
     run = LocalRun(
-        data=str(source), frozen_epochs=epochs, finetune_epochs=epochs, max_train_samples=0, batch_size=32,
-        threshold=threshold, weights="none", frozen_lr=1e-3, finetune_lr=1e-4, local_dir=tmp,
+        data=str(source),
+        frozen_epochs=epochs,
+        finetune_epochs=epochs,
+        max_train_samples=0,
+        batch_size=32,
+        threshold=threshold,
+        weights="none",
+        frozen_lr=1e-3,
+        finetune_lr=1e-4,
+        local_dir=tmp,
     )
     return run_pipeline(run, str(source))
 

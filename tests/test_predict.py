@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -69,7 +68,9 @@ def draw_face(canvas: np.ndarray, center: tuple[int, int], size: int) -> None:
         ex = cx + side * int(size * 0.17)
         cv2.ellipse(canvas, (ex, eye_y), (int(size * 0.09), int(size * 0.045)), 0, 0, 360, (40, 40, 40), -1)
         brow_y = eye_y - int(size * 0.1)
-        cv2.line(canvas, (ex - int(size * 0.1), brow_y), (ex + int(size * 0.1), brow_y), (60, 60, 60), max(2, size // 30))
+        cv2.line(
+            canvas, (ex - int(size * 0.1), brow_y), (ex + int(size * 0.1), brow_y), (60, 60, 60), max(2, size // 30)
+        )
     cv2.line(canvas, (cx, eye_y + 10), (cx, cy + int(size * 0.12)), (170, 170, 170), 3)
     cv2.ellipse(canvas, (cx, cy + int(size * 0.28)), (int(size * 0.15), int(size * 0.04)), 0, 0, 360, (70, 70, 70), -1)
 
@@ -104,7 +105,9 @@ def test_finds_each_face_and_classifies_all_in_one_batch(model, tmp_path):
     assert [r["image"] for r in results] == [str(two), str(one)]
     assert [len(r["faces"]) for r in results] == [2, 1]
     # Left to right, each box centred on the drawn face (within a fifth of its size).
-    for face, (cx, cy, size) in zip(results[0]["faces"] + results[1]["faces"], [(170, 200, 140), (470, 210, 120), (150, 150, 130)]):
+    for face, (cx, cy, size) in zip(
+        results[0]["faces"] + results[1]["faces"], [(170, 200, 140), (470, 210, 120), (150, 150, 130)]
+    ):
         fx, fy = center_of(face["box"])
         assert abs(fx - cx) < size / 5 and abs(fy - cy) < size / 5, face["box"]
         assert set(face["scores"]) == set(CLASSES)
@@ -247,7 +250,10 @@ def test_predict_cli_prints_json_and_exit_codes(model_dir, tmp_path, capsys):
     assert run_cli(["predict", str(model_dir), str(broken), "--no-detect"]) == cli_models.EXIT_NO_IMAGE_READ
     assert "none of the images could be read" in capsys.readouterr().err
 
-    assert run_cli(["predict", "nope@champion", str(face), "--registry", str(tmp_path / "r")]) == cli_models.EXIT_USER_ERROR
+    assert (
+        run_cli(["predict", "nope@champion", str(face), "--registry", str(tmp_path / "r")])
+        == cli_models.EXIT_USER_ERROR
+    )
     assert capsys.readouterr().err.startswith("error: Model 'nope@champion'")
 
 

@@ -27,16 +27,43 @@ json_values = st.recursive(
 )
 # Documents close to the real shapes, so that the deeper fields are reached too.
 registry_like = st.fixed_dictionaries(
-    {"format_version": st.just(1) | json_values,
-     "models": st.dictionaries(st.text(min_size=1, max_size=6), st.fixed_dictionaries(
-         {"versions": st.lists(st.dictionaries(st.sampled_from(["version", "path", "metrics", "labels", "description",
-                                                                  "primary_metric"]), json_values), max_size=3),
-          "aliases": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
-          "default_version": json_values}), max_size=2) | json_values})
+    {
+        "format_version": st.just(1) | json_values,
+        "models": st.dictionaries(
+            st.text(min_size=1, max_size=6),
+            st.fixed_dictionaries(
+                {
+                    "versions": st.lists(
+                        st.dictionaries(
+                            st.sampled_from(["version", "path", "metrics", "labels", "description", "primary_metric"]),
+                            json_values,
+                        ),
+                        max_size=3,
+                    ),
+                    "aliases": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+                    "default_version": json_values,
+                }
+            ),
+            max_size=2,
+        )
+        | json_values,
+    }
+)
 run_index_like = st.fixed_dictionaries(
-    {"format_version": st.just(1) | json_values,
-     "runs": st.lists(st.dictionaries(st.sampled_from(["run_id", "kind", "params", "metrics", "started", "duration_s"]),
-                                      json_values, max_size=6) | json_values, max_size=4) | json_values})
+    {
+        "format_version": st.just(1) | json_values,
+        "runs": st.lists(
+            st.dictionaries(
+                st.sampled_from(["run_id", "kind", "params", "metrics", "started", "duration_s"]),
+                json_values,
+                max_size=6,
+            )
+            | json_values,
+            max_size=4,
+        )
+        | json_values,
+    }
+)
 
 
 @FAST
@@ -69,15 +96,19 @@ def test_run_index_loader_refuses_or_reads(document):
 
 
 csv_rows = st.lists(
-    st.tuples(st.sampled_from(["0", "3", "6", "7", "-1", "x", ""]),
-              st.sampled_from(["0 " * 2303 + "0", "1 2 3", "abc", "", "255 " * 2304, "256 " * 2304]),
-              st.sampled_from(["Training", "PublicTest", "PrivateTest", "Validation", ""])),
+    st.tuples(
+        st.sampled_from(["0", "3", "6", "7", "-1", "x", ""]),
+        st.sampled_from(["0 " * 2303 + "0", "1 2 3", "abc", "", "255 " * 2304, "256 " * 2304]),
+        st.sampled_from(["Training", "PublicTest", "PrivateTest", "Validation", ""]),
+    ),
     max_size=12,
 )
 
 
 @FAST
-@given(rows=csv_rows, header=st.sampled_from(["emotion,pixels,Usage", "pixels,emotion,Usage", "emotion,pixels", "a,b,c"]))
+@given(
+    rows=csv_rows, header=st.sampled_from(["emotion,pixels,Usage", "pixels,emotion,Usage", "emotion,pixels", "a,b,c"])
+)
 def test_csv_reader_refuses_or_reads(rows, header):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "fer2013.csv")
@@ -88,10 +119,13 @@ def test_csv_reader_refuses_or_reads(rows, header):
             pass
 
 
-entry_names = st.sampled_from(["train/happy/", "test/sad/", "train/", "test/", "", "__MACOSX/", "train/happy/x/",
-                               "other/"]).flatmap(
-    lambda folder: st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\\\0"), min_size=1,
-                           max_size=8).map(lambda name: folder + name))
+entry_names = st.sampled_from(
+    ["train/happy/", "test/sad/", "train/", "test/", "", "__MACOSX/", "train/happy/x/", "other/"]
+).flatmap(
+    lambda folder: st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="/\\\0"), min_size=1, max_size=8
+    ).map(lambda name: folder + name)
+)
 entry_bytes = st.sampled_from([b"", b"not an image", b"\xff\xd8\xff\xe0garbage", bytes(20000)]) | st.binary(max_size=64)
 
 
@@ -112,8 +146,12 @@ def test_zip_reader_refuses_or_reads(entries):
 
 
 @FAST
-@given(convert=st.booleans(), policy=st.text(max_size=6) | st.sampled_from(["keep", "drop", "fail"]),
-       size=st.integers(-3, 10**9), ratio=st.floats(allow_nan=False, allow_infinity=False, min_value=-5, max_value=1e6))
+@given(
+    convert=st.booleans(),
+    policy=st.text(max_size=6) | st.sampled_from(["keep", "drop", "fail"]),
+    size=st.integers(-3, 10**9),
+    ratio=st.floats(allow_nan=False, allow_infinity=False, min_value=-5, max_value=1e6),
+)
 def test_ingest_options_refuse_or_build(convert, policy, size, ratio):
     try:
         IngestOptions(convert=convert, duplicate_policy=policy, max_member_bytes=size, max_compression_ratio=ratio)

@@ -34,8 +34,15 @@ def _echo(text: str, rate: float) -> str:
 
 
 @dsl.pipeline(name="tiny-pipeline")
-def _tiny(data_source: str, rate: float = 0.5, project: str = "", location: str = "us-central1",
-          experiment: str = "", tensorboard: str = "", commit: str = "unknown"):
+def _tiny(
+    data_source: str,
+    rate: float = 0.5,
+    project: str = "",
+    location: str = "us-central1",
+    experiment: str = "",
+    tensorboard: str = "",
+    commit: str = "unknown",
+):
     _echo(text=data_source, rate=rate)
 
 
@@ -105,8 +112,15 @@ def test_publish_main_exit_code(tmp_path, monkeypatch, capsys):
 
 # ------------------------------------------------------------------ schedule
 def _env(template: Path, **extra: str) -> dict:
-    return {"PROJECT": PROJECT, "REGION": REGION, "PIPELINE_ROOT": ROOT, "SERVICE_ACCOUNT": SA,
-            "TEMPLATE": str(template), "PARAM_data_source": "gs://b/fer2013.zip", **extra}
+    return {
+        "PROJECT": PROJECT,
+        "REGION": REGION,
+        "PIPELINE_ROOT": ROOT,
+        "SERVICE_ACCOUNT": SA,
+        "TEMPLATE": str(template),
+        "PARAM_data_source": "gs://b/fer2013.zip",
+        **extra,
+    }
 
 
 @pytest.fixture()
@@ -125,10 +139,18 @@ def created():
 
 
 def test_schedule_request_fields(template, created, capsys):
-    settings = load_settings("vertex", None, environ=_env(
-        template, NETWORK=NETWORK, EXPERIMENT="fer-exp", TENSORBOARD=TB, LABELS="team=ml", PARAM_rate="0.1"))
+    settings = load_settings(
+        "vertex",
+        None,
+        environ=_env(
+            template, NETWORK=NETWORK, EXPERIMENT="fer-exp", TENSORBOARD=TB, LABELS="team=ml", PARAM_rate="0.1"
+        ),
+    )
     schedule_mod.create_schedule(
-        settings, cron="TZ=Europe/Amsterdam  0 3 * * 1", credentials=AnonymousCredentials(), max_runs=10,
+        settings,
+        cron="TZ=Europe/Amsterdam  0 3 * * 1",
+        credentials=AnonymousCredentials(),
+        max_runs=10,
         start_time="2026-02-01T00:00:00Z",
     )
     assert len(created) == 1
@@ -182,8 +204,10 @@ def test_schedule_main_checks_settings_and_cron(template, tmp_path, monkeypatch,
         monkeypatch.setenv(key, value)
     assert schedule_mod.main(["--cron", "0 3 * * 1", "--dry-run", "--param", "rate=0.3"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["schedule"]["create_pipeline_job_request"]["pipeline_job"]["runtime_config"][
-        "parameter_values"]["rate"] == 0.3
+    assert (
+        printed["schedule"]["create_pipeline_job_request"]["pipeline_job"]["runtime_config"]["parameter_values"]["rate"]
+        == 0.3
+    )
 
 
 def test_bad_experiment_and_tensorboard_settings_are_reported(template):

@@ -9,8 +9,16 @@ import pytest
 from fer_pipeline import trainer as train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.model import (BACKBONE_NAME, Shift, block_names, build_model, load_model, tta_offsets, unfreeze_backbone,
-                                with_flip_tta)
+from fer_pipeline.model import (
+    BACKBONE_NAME,
+    Shift,
+    block_names,
+    build_model,
+    load_model,
+    tta_offsets,
+    unfreeze_backbone,
+    with_flip_tta,
+)
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
 from fer_pipeline.presets import PRESETS
 from fer_pipeline.recipe import RECIPE_FIELDS, from_parameters, resolve
@@ -49,8 +57,15 @@ def test_compact_refuses_a_weights_file_and_names_the_fix(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("backbone", "resnet"), ("schedule", "linear"), ("rotation", 1.5), ("label_smoothing", -0.1), ("compact_widths", ()),
-     ("head_pooling", "max"), ("class_weight_power", 2.0)],
+    [
+        ("backbone", "resnet"),
+        ("schedule", "linear"),
+        ("rotation", 1.5),
+        ("label_smoothing", -0.1),
+        ("compact_widths", ()),
+        ("head_pooling", "max"),
+        ("class_weight_power", 2.0),
+    ],
 )
 def test_bad_recipe_values_are_refused_by_name(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -92,8 +107,9 @@ def test_shift_moves_the_image_and_repeats_its_edges(dy, dx):
     x = _pixels(2)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(Shift(dy, dx)(x)), _numpy_shift(x, dy, dx))
     if dy > 0:  # the top rows are copies of the first row; the content moved down
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(Shift(dy, dx)(x))[:, :dy], np.repeat(
-            _numpy_shift(x, 0, dx)[:, :1], dy, axis=1))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(Shift(dy, dx)(x))[:, :dy], np.repeat(_numpy_shift(x, 0, dx)[:, :1], dy, axis=1)
+        )
 
 
 def test_shifted_tta_averages_ten_views_and_survives_save_and_load(tmp_path):
@@ -131,17 +147,32 @@ def test_cosine_schedule_decays_to_zero_over_the_phase_and_plateau_keeps_a_const
     assert learning_rate_for(TrainConfig(), 1e-3, epochs=5, steps_per_epoch=10) == 1e-3
     schedule = learning_rate_for(TrainConfig(schedule="cosine"), 1e-3, epochs=5, steps_per_epoch=10)
     rates = [float(schedule(step)) for step in (0, 25, 50)]
-    assert rates[0] == pytest.approx(1e-3) and rates[1] == pytest.approx(5e-4, rel=1e-3) and rates[2] == pytest.approx(0)
-    assert not any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train.phase_callbacks(TrainConfig(schedule="cosine")))
+    assert (
+        rates[0] == pytest.approx(1e-3) and rates[1] == pytest.approx(5e-4, rel=1e-3) and rates[2] == pytest.approx(0)
+    )
+    assert not any(
+        isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train.phase_callbacks(TrainConfig(schedule="cosine"))
+    )
     assert any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in train.phase_callbacks(TrainConfig()))
 
 
 def test_compact_two_phases_with_cosine_smoothing_and_tta_end_in_a_tta_model(tmp_path):
     dataset = _dataset([6] * 7)
     split = make_split(dataset, SplitConfig(val_fraction=0.3, seed=1))
-    cfg = TrainConfig(**{**COMPACT.to_dict(), "batch_size": 16, "frozen_epochs": 2, "finetune_epochs": 1,
-                         "schedule": "cosine", "label_smoothing": 0.1, "tta": True, "class_weighting": False,
-                         "run_eagerly": True, "frozen_lr": 1e-2})
+    cfg = TrainConfig(
+        **{
+            **COMPACT.to_dict(),
+            "batch_size": 16,
+            "frozen_epochs": 2,
+            "finetune_epochs": 1,
+            "schedule": "cosine",
+            "label_smoothing": 0.1,
+            "tta": True,
+            "class_weighting": False,
+            "run_eagerly": True,
+            "frozen_lr": 1e-2,
+        }
+    )
     frozen = train.train_frozen(dataset, split, cfg, tmp_path / "frozen")
     rates = frozen.history["learning_rate"]
     assert rates[0] == pytest.approx(1e-2) and rates[1] < rates[0]  # the cosine schedule moved between epochs

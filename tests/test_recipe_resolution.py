@@ -74,9 +74,11 @@ def test_text_values_from_settings_files_are_typed_as_the_fields_are():
     recipe = resolve("", {"frozen_epochs": "2", "tta": "true", "frozen_lr": "3e-4", "compact_widths": "[8, 16]"})
     assert (recipe.train.frozen_epochs, recipe.train.tta, recipe.train.frozen_lr) == (2, True, 3e-4)
     assert recipe.train.compact_widths == (8, 16)
-    for bad, named in (({"frozen_epochs": "many"}, "frozen_epochs takes whole numbers"),
-                       ({"tta": "maybe"}, "tta takes true or false"),
-                       ({"frozen_lr": "fast"}, "frozen_lr takes a number"),
-                       ({"compact_widths": "8,16"}, "compact_widths takes a JSON list")):
+    for bad, named in (
+        ({"frozen_epochs": "many"}, "frozen_epochs takes whole numbers"),
+        ({"tta": "maybe"}, "tta takes true or false"),
+        ({"frozen_lr": "fast"}, "frozen_lr takes a number"),
+        ({"compact_widths": "8,16"}, "compact_widths takes a JSON list"),
+    ):
         with pytest.raises(ConfigError, match=named):
             resolve("", bad)

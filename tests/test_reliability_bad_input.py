@@ -243,7 +243,8 @@ def test_duplicate_policies_and_leakage_are_all_reported(tmp_path):
     assert len(results["keep"].dataset) == 37 and len(results["drop"].dataset) == 35
     assert len(no_leak.dataset) == 36 and [d.path for d in no_leak.report.dropped] == ["train/fear/Training_901.jpg"]
     assert sorted(d.path for d in results["drop"].report.dropped) == [
-        first(root, "train", "happy").relative_to(root).as_posix(), "train/sad/Training_900.jpg"
+        first(root, "train", "happy").relative_to(root).as_posix(),
+        "train/sad/Training_900.jpg",
     ]
 
 

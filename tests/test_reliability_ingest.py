@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -105,7 +104,9 @@ def test_ingest_killed_mid_upload_leaves_nothing_readable_and_the_rerun_publishe
     with log.open("w") as out:
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, stage, str(marker), str(source), str(tmp_path / "out1"), PREFIX],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
         )
         try:
             deadline = time.monotonic() + 60
@@ -150,7 +151,9 @@ def test_emulator_stopped_mid_ingest_fails_retriably_and_the_rerun_succeeds(gcs,
             os.environ["STORAGE_EMULATOR_HOST"] = gcs.url  # clients keep calling the stopped emulator
 
     monkeypatch.setattr(storage, "upload_file", upload_then_stop)
-    with pytest.raises(storage.TransientStorageError, match=r"within the 2 s retry deadline.*retriable: run the step again"):
+    with pytest.raises(
+        storage.TransientStorageError, match=r"within the 2 s retry deadline.*retriable: run the step again"
+    ):
         steps.ingest_step(str(source), tmp_path / "a", gcs_prefix=PREFIX)
     assert len(uploaded) == 1  # the second upload never got through
 
@@ -217,11 +220,23 @@ def test_storage_retries_retriable_errors_only_for_the_configured_deadline(monke
     from google.api_core import exceptions as api
 
     predicate = storage._retry()._predicate
-    for retriable in (api.TooManyRequests("x"), api.InternalServerError("x"), api.ServiceUnavailable("x"),
-                      api.GatewayTimeout("x"), requests.ConnectionError("x"), ConnectionResetError()):
+    for retriable in (
+        api.TooManyRequests("x"),
+        api.InternalServerError("x"),
+        api.ServiceUnavailable("x"),
+        api.GatewayTimeout("x"),
+        requests.ConnectionError("x"),
+        ConnectionResetError(),
+    ):
         assert predicate(retriable), retriable
-    for final in (api.NotFound("x"), api.Forbidden("x"), api.Unauthorized("x"), api.BadRequest("x"),
-                  api.PreconditionFailed("x"), ValueError("x")):
+    for final in (
+        api.NotFound("x"),
+        api.Forbidden("x"),
+        api.Unauthorized("x"),
+        api.BadRequest("x"),
+        api.PreconditionFailed("x"),
+        ValueError("x"),
+    ):
         assert not predicate(final), final
 
     monkeypatch.delenv(storage.RETRY_DEADLINE_ENV, raising=False)
@@ -270,9 +285,10 @@ def test_training_components_back_up_beside_their_output_model():
 def test_only_storage_talks_to_cloud_storage():
     root = Path(__file__).resolve().parents[1]
     users = sorted(
-        str(path.relative_to(root)) for folder in ("src", "components", "pipelines")
-        for path in (root / folder).rglob("*.py") if "google.cloud import storage" in path.read_text()
-        or "google.cloud.storage" in path.read_text()
+        str(path.relative_to(root))
+        for folder in ("src", "components", "pipelines")
+        for path in (root / folder).rglob("*.py")
+        if "google.cloud import storage" in path.read_text() or "google.cloud.storage" in path.read_text()
     )
     assert users == ["src/fer_pipeline/storage.py"], users
 
@@ -282,9 +298,13 @@ def test_bucket_expires_what_interrupted_ingests_staged():
     root = Path(__file__).resolve().parents[1] / "infra" / "gcp"
     options = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
     with (root / "storage.tf").open() as handle:
-        bucket = hcl2.load(handle, serialization_options=options)["resource"][0]["google_storage_bucket"]["pipeline_root"]
+        bucket = hcl2.load(handle, serialization_options=options)["resource"][0]["google_storage_bucket"][
+            "pipeline_root"
+        ]
     with (root / "outputs.tf").open() as handle:
-        outputs = {k: v for block in hcl2.load(handle, serialization_options=options)["output"] for k, v in block.items()}
+        outputs = {
+            k: v for block in hcl2.load(handle, serialization_options=options)["output"] for k, v in block.items()
+        }
     data_prefix = outputs["data_prefix"]["value"].split("}/", 1)[1]  # gs://${bucket}/data -> data
     staged = storage.staging_prefix(f"gs://b/{data_prefix}/datasets/KEY")
     expected_prefix = staged.name.rsplit("/", 1)[0] + "/"

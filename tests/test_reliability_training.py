@@ -49,10 +49,33 @@ def prepared(tmp_path_factory) -> Path:
 def train_command(root: Path, out: str, backup: str) -> list[str]:
     """`fer-pipeline train-frozen` on the prepared data: one batch per epoch, no early stop."""
     return [
-        sys.executable, "-m", "fer_pipeline.cli", "train-frozen", str(root / "dataset"),
-        "--split", str(root / "split.json"), "--out", str(root / out), "--backup-dir", str(root / backup),
-        "--weights", "none", "--dense-units", "8", "--dropouts", "0.1", "--batch-size", "32",
-        "--frozen-epochs", str(EPOCHS), "--early-stopping-patience", "10", "--run-eagerly", "true", "--seed", "3",
+        sys.executable,
+        "-m",
+        "fer_pipeline.cli",
+        "train-frozen",
+        str(root / "dataset"),
+        "--split",
+        str(root / "split.json"),
+        "--out",
+        str(root / out),
+        "--backup-dir",
+        str(root / backup),
+        "--weights",
+        "none",
+        "--dense-units",
+        "8",
+        "--dropouts",
+        "0.1",
+        "--batch-size",
+        "32",
+        "--frozen-epochs",
+        str(EPOCHS),
+        "--early-stopping-patience",
+        "10",
+        "--run-eagerly",
+        "true",
+        "--seed",
+        "3",
     ]
 
 
@@ -95,10 +118,15 @@ def test_killed_training_process_resumes_and_ends_with_the_same_epoch_count(prep
     done = killed_state["epochs_done"]
     assert 1 <= done < EPOCHS and not (root / "run" / "model.keras").exists()
 
-    resumed = subprocess.run(train_command(root, "run", "backup"), capture_output=True, text=True, env=_env(), timeout=300)
+    resumed = subprocess.run(
+        train_command(root, "run", "backup"), capture_output=True, text=True, env=_env(), timeout=300
+    )
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output
-    assert f"Resuming phase frozen from its backup in {root / 'backup' / 'frozen'}: {done} of {EPOCHS} epoch(s) done" in output
+    assert (
+        f"Resuming phase frozen from its backup in {root / 'backup' / 'frozen'}: {done} of {EPOCHS} epoch(s) done"
+        in output
+    )
     epochs_trained = [line for line in output.splitlines() if line.startswith("Epoch ")]
     assert epochs_trained == [f"Epoch {n}/{EPOCHS}" for n in range(done + 1, EPOCHS + 1)], output
 
@@ -128,8 +156,14 @@ def _small_fit(backup_dir: Path, epochs: int, interrupt_at: int | None = None, l
     x = rng.normal(size=(64, 6)).astype("float32")
     y = (x[:, 0] + 0.5 * rng.normal(size=64) > 0).astype("int32")
     vx, vy = x[:16] + 0.6 * rng.normal(size=(16, 6)).astype("float32"), y[:16]
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dropout(0.3, seed=1), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3, seed=1),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy")
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True),
@@ -144,8 +178,9 @@ def _small_fit(backup_dir: Path, epochs: int, interrupt_at: int | None = None, l
     backup = PhaseBackup(backup_dir, {"phase": "small", "epochs": epochs, "lr": lr})
     stop = Stop()
     callbacks += [stop, backup.callback(callbacks + [stop])]
-    model.fit(x, y, validation_data=(vx, vy), batch_size=16, epochs=epochs, shuffle=False, verbose=0,
-              callbacks=callbacks)
+    model.fit(
+        x, y, validation_data=(vx, vy), batch_size=16, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks
+    )
     return model, backup.history, backup.resumed_from
 
 

@@ -34,8 +34,17 @@ def _metrics() -> dict:
 def _plots(tmp_path) -> dict:
     metrics = _metrics()
     curves = {name: {"fpr": [0, 0.2, 1], "tpr": [0, 0.7, 1]} for name in CLASSES}
-    history = [{"phase": "frozen", "history": {"loss": [1.2, 1.0], "val_loss": [1.3, 1.1],
-                                               "accuracy": [0.4, 0.5], "val_accuracy": [0.35, 0.45]}}]
+    history = [
+        {
+            "phase": "frozen",
+            "history": {
+                "loss": [1.2, 1.0],
+                "val_loss": [1.3, 1.1],
+                "accuracy": [0.4, 0.5],
+                "val_accuracy": [0.35, 0.45],
+            },
+        }
+    ]
     return {
         "history": plots.plot_history(history, tmp_path / "history.png"),
         "confusion_matrix": plots.plot_confusion_matrix(metrics["confusion_matrix"], CLASSES, tmp_path / "cm.png"),
@@ -87,8 +96,10 @@ def test_every_string_is_html_escaped(tmp_path):
 
 def test_history_plot_marks_both_phases_and_copes_with_no_history(tmp_path):
     two_phases = [
-        {"phase": "frozen", "history": {"loss": [1.0, 0.9], "val_loss": [1.1, 1.0],
-                                        "accuracy": [0.4, 0.5], "val_accuracy": [0.3, 0.4]}},
+        {
+            "phase": "frozen",
+            "history": {"loss": [1.0, 0.9], "val_loss": [1.1, 1.0], "accuracy": [0.4, 0.5], "val_accuracy": [0.3, 0.4]},
+        },
         {"loss": [0.8], "val_loss": [0.95], "accuracy": [0.6], "val_accuracy": [0.45]},  # bare history
     ]
     for histories, name in ((two_phases, "two.png"), ([], "none.png")):

@@ -19,7 +19,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402  (tests/browser.py, a helper)
-
 from fer_pipeline.classes import CLASSES  # noqa: E402
 
 CHROMIUM = browser.find_chromium()
@@ -47,17 +46,38 @@ def report(tmp_path_factory) -> Path:
     source = synthetic.write_kaggle_zip(tmp / "fer2013.zip", n_train=6, n_test=4)
     dataset = read_source(source, IngestOptions()).dataset  # with the duplicate and leakage analysis
     inputs = keras.Input((48, 48, 1))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, strides=2)(keras.layers.Rescaling(1 / 255)(inputs)))
+    x = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3, strides=2)(keras.layers.Rescaling(1 / 255)(inputs))
+    )
     model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
     model.save(tmp / "model.keras")
     histories = [
-        {"phase": "frozen", "history": {"loss": [1.9, 1.7, 1.6], "val_loss": [1.95, 1.8, 1.75],
-                                        "accuracy": [0.2, 0.3, 0.35], "val_accuracy": [0.18, 0.25, 0.3]}},
-        {"phase": "finetune", "history": {"loss": [1.5, 1.4], "val_loss": [1.7, 1.68],
-                                          "accuracy": [0.4, 0.45], "val_accuracy": [0.33, 0.34]}},
+        {
+            "phase": "frozen",
+            "history": {
+                "loss": [1.9, 1.7, 1.6],
+                "val_loss": [1.95, 1.8, 1.75],
+                "accuracy": [0.2, 0.3, 0.35],
+                "val_accuracy": [0.18, 0.25, 0.3],
+            },
+        },
+        {
+            "phase": "finetune",
+            "history": {
+                "loss": [1.5, 1.4],
+                "val_loss": [1.7, 1.68],
+                "accuracy": [0.4, 0.45],
+                "val_accuracy": [0.33, 0.34],
+            },
+        },
     ]
-    evaluate(tmp / "model.keras", dataset, tmp / "evaluation", histories=histories,
-             run_info={"frozen_lr": 1e-4, "finetune_lr": 1e-5, "weights": "imagenet", "source": "<fer2013.zip>"})
+    evaluate(
+        tmp / "model.keras",
+        dataset,
+        tmp / "evaluation",
+        histories=histories,
+        run_info={"frozen_lr": 1e-4, "finetune_lr": 1e-5, "weights": "imagenet", "source": "<fer2013.zip>"},
+    )
     return tmp / "evaluation" / "report.html"
 
 

@@ -23,17 +23,33 @@ from tests.tiny_models import tiny_model
 def _histories(frozen_lr=1e-4, finetune_lr=1e-5):
     base = {"weights": "none", "batch_size": 64, "frozen_lr": 1e-4, "finetune_lr": 1e-5, "unfreeze_from": ""}
     return [
-        {"phase": "frozen", "epochs_run": 2, "best_epoch": 2, "seconds": 10.0,
-         "config": base | {"frozen_lr": frozen_lr}},
-        {"phase": "finetune", "epochs_run": 1, "best_epoch": 1, "seconds": 5.5,
-         "config": base | {"finetune_lr": finetune_lr, "unfreeze_from": "conv5"}},
+        {
+            "phase": "frozen",
+            "epochs_run": 2,
+            "best_epoch": 2,
+            "seconds": 10.0,
+            "config": base | {"frozen_lr": frozen_lr},
+        },
+        {
+            "phase": "finetune",
+            "epochs_run": 1,
+            "best_epoch": 1,
+            "seconds": 5.5,
+            "config": base | {"finetune_lr": finetune_lr, "unfreeze_from": "conv5"},
+        },
     ]
 
 
 def _metrics(accuracy=0.5, f1=0.4):
     return {
-        "accuracy": accuracy, "macro_f1": f1, "weighted_f1": 0.45, "macro_roc_auc": 0.8, "log_loss": 1.5,
-        "public_test_accuracy": accuracy, "private_test_accuracy": None, "num_test_samples": 70,
+        "accuracy": accuracy,
+        "macro_f1": f1,
+        "weighted_f1": 0.45,
+        "macro_roc_auc": 0.8,
+        "log_loss": 1.5,
+        "public_test_accuracy": accuracy,
+        "private_test_accuracy": None,
+        "num_test_samples": 70,
         "per_class": {name: {"f1": f1 + 0.01 * k} for k, name in enumerate(CLASSES)},
     }
 
@@ -41,8 +57,12 @@ def _metrics(accuracy=0.5, f1=0.4):
 def _record(run_id, lr=1e-4, accuracy=0.5, f1=0.4, **extra):
     histories = _histories(frozen_lr=lr)
     return runs.run_record(
-        run_id=run_id, kind="cli", params=histories[0]["config"] | extra,
-        metrics=_metrics(accuracy, f1), histories=histories, started="2026-01-01T10:00:00+00:00",
+        run_id=run_id,
+        kind="cli",
+        params=histories[0]["config"] | extra,
+        metrics=_metrics(accuracy, f1),
+        histories=histories,
+        started="2026-01-01T10:00:00+00:00",
         duration_s=125.0,
     )
 
@@ -135,11 +155,29 @@ def two_runs(tmp_path_factory):
     index = tmp / "runs.json"
     with mock.patch.object(train, "build_model", tiny_model), mock.patch.object(train, "unfreeze_backbone"):
         for name, lr in (("lr-high", "0.01"), ("lr-low", "0.001")):
-            code = cli.main([
-                "-q", "run", str(source), "--out", str(tmp / name), "--runs-index", str(index), "--weights", "none",
-                "--frozen-epochs", "2", "--finetune-epochs", "1", "--batch-size", "16", "--frozen-lr", lr,
-                "--run-eagerly", "true",
-            ])
+            code = cli.main(
+                [
+                    "-q",
+                    "run",
+                    str(source),
+                    "--out",
+                    str(tmp / name),
+                    "--runs-index",
+                    str(index),
+                    "--weights",
+                    "none",
+                    "--frozen-epochs",
+                    "2",
+                    "--finetune-epochs",
+                    "1",
+                    "--batch-size",
+                    "16",
+                    "--frozen-lr",
+                    lr,
+                    "--run-eagerly",
+                    "true",
+                ]
+            )
             assert code == 0
     return tmp, index
 

@@ -63,8 +63,9 @@ def test_the_patterns_catch_what_they_are_for():
 def test_no_keys_in_any_commit():
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    history = subprocess.run(["git", "log", "--all", "-p", "--no-color", "--no-ext-diff"], cwd=ROOT,
-                             capture_output=True, check=True).stdout.decode(errors="replace")
+    history = subprocess.run(
+        ["git", "log", "--all", "-p", "--no-color", "--no-ext-diff"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode(errors="replace")
     added = "\n".join(line for line in history.splitlines() if line.startswith("+"))
     assert key_hits(added) == []
 
@@ -88,8 +89,9 @@ def _images(engine: list[str]) -> list[str]:
     """FER_TEST_IMAGES, else the newest local fer-pipeline-cpu and -gpu images."""
     if os.environ.get("FER_TEST_IMAGES"):
         return os.environ["FER_TEST_IMAGES"].split()
-    listed = subprocess.run([*engine, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                            text=True, timeout=60)
+    listed = subprocess.run(
+        [*engine, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, timeout=60
+    )
     found = []
     for suffix in ("fer-pipeline-cpu", "fer-pipeline-gpu"):
         names = [n for n in listed.stdout.split() if n.rsplit(":", 1)[0].endswith(suffix) and not n.endswith(":<none>")]
@@ -139,14 +141,22 @@ def built_images():
 def test_images_carry_no_secret_variables_or_keys_in_their_history(built_images):
     engine, images = built_images
     for image in images:
-        inspected = json.loads(subprocess.run([*engine, "image", "inspect", image], capture_output=True, text=True,
-                                              check=True, timeout=60).stdout)[0]
+        inspected = json.loads(
+            subprocess.run(
+                [*engine, "image", "inspect", image], capture_output=True, text=True, check=True, timeout=60
+            ).stdout
+        )[0]
         config = inspected.get("Config") or {}
         for entry in config.get("Env") or []:
             name, _, value = entry.partition("=")
             assert not (SECRET_NAME.search(name) and value), f"{image}: ENV {name} has a value"
-        history = subprocess.run([*engine, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
-                                 capture_output=True, text=True, check=True, timeout=60).stdout
+        history = subprocess.run(
+            [*engine, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
         assert key_hits(history) == [], image
         assert key_hits(json.dumps(config.get("Labels") or {})) == [], image
 
@@ -155,9 +165,26 @@ def test_images_hold_no_credential_files_or_keys(built_images):
     engine, images = built_images
     for image in images:
         result = subprocess.run(
-            [*engine, "run", "--rm", "--network", "none", "--user", "0", *_run_options(engine), "--entrypoint", "python", image, "-c", IMAGE_SCAN,
-             json.dumps([p.pattern for p in KEY_PATTERNS]), CREDENTIAL_FILES.pattern],
-            capture_output=True, text=True, timeout=300,
+            [
+                *engine,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--user",
+                "0",
+                *_run_options(engine),
+                "--entrypoint",
+                "python",
+                image,
+                "-c",
+                IMAGE_SCAN,
+                json.dumps([p.pattern for p in KEY_PATTERNS]),
+                CREDENTIAL_FILES.pattern,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr[-2000:]
         assert json.loads(result.stdout.strip().splitlines()[-1]) == [], image
@@ -177,18 +204,28 @@ FAKE_SECRETS = {
 
 def test_step_logs_and_reports_never_show_credentials_from_the_environment(tmp_path):
     key_file = tmp_path / "sa-key.json"
-    key_file.write_text(json.dumps({"type": "service_account", "private_key_id": "ab" * 20,
-                                    "private_key": "-----BEGIN " + "PRIVATE KEY-----\nMIIfake\n-----END PRIVATE KEY-----\n"}))
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "private_key_id": "ab" * 20,
+                "private_key": "-----BEGIN " + "PRIVATE KEY-----\nMIIfake\n-----END PRIVATE KEY-----\n",
+            }
+        )
+    )
     env = {**os.environ, **FAKE_SECRETS, "GOOGLE_APPLICATION_CREDENTIALS": str(key_file), "TF_CPP_MIN_LOG_LEVEL": "2"}
     source = synthetic.write_kaggle_zip(tmp_path / "fer2013.zip", n_train=3, n_test=2)
     cli = [sys.executable, "-m", "fer_pipeline.cli"]
     outputs = []
-    for args in (["validate", str(source), "--json", str(tmp_path / "report.json")],
-                 ["ingest", str(source), "--out", str(tmp_path / "dataset")],
-                 ["split", str(tmp_path / "dataset"), "--out", str(tmp_path / "split.json")],
-                 ["ingest", "gs://no-such-bucket/fer2013.zip", "--out", str(tmp_path / "gcs")]):  # fails: auth
-        result = subprocess.run([*cli, *args], capture_output=True, text=True, env={**env, "FER_GCS_RETRY_DEADLINE": "1"},
-                                timeout=120)
+    for args in (
+        ["validate", str(source), "--json", str(tmp_path / "report.json")],
+        ["ingest", str(source), "--out", str(tmp_path / "dataset")],
+        ["split", str(tmp_path / "dataset"), "--out", str(tmp_path / "split.json")],
+        ["ingest", "gs://no-such-bucket/fer2013.zip", "--out", str(tmp_path / "gcs")],
+    ):  # fails: auth
+        result = subprocess.run(
+            [*cli, *args], capture_output=True, text=True, env={**env, "FER_GCS_RETRY_DEADLINE": "1"}, timeout=120
+        )
         outputs.append(result.stdout + result.stderr)
     assert "dataset usable" in outputs[0] and "error:" in outputs[3], outputs
     written = [p.read_text(errors="replace") for p in tmp_path.rglob("*.json") if p != key_file]

@@ -106,8 +106,12 @@ def test_export_scores_the_same_in_the_serving_images_tensorflow(name, request_b
     script = tmp_path / "score.py"
     script.write_text(SCORE_REQUEST)
 
-    run = subprocess.run([COMPAT_PYTHON, str(script), str(serving), SIGNATURE_NAME, str(body), INPUT_NAME],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [COMPAT_PYTHON, str(script), str(serving), SIGNATURE_NAME, str(body), INPUT_NAME],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     older = json.loads(run.stdout.strip().splitlines()[-1])
     assert older["version"].startswith(serving_image_tensorflow() + "."), older["version"]

@@ -21,10 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_env_file_syntax(tmp_path):
     config = tmp_path / "submit.env"
-    config.write_text("# comment\nexport PROJECT=p\nREGION = europe-west4  # trailing\n\n"
-                      "LABELS='a=b, c=d'\nDISPLAY_NAME=\"x # y\"\nJOB_ID=\nPARAM_data_source=gs://b/x.zip\n")
-    assert read_env_file(config) == {"PROJECT": "p", "REGION": "europe-west4", "LABELS": "a=b, c=d",
-                                     "DISPLAY_NAME": "x # y", "JOB_ID": "", "PARAM_data_source": "gs://b/x.zip"}
+    config.write_text(
+        "# comment\nexport PROJECT=p\nREGION = europe-west4  # trailing\n\n"
+        "LABELS='a=b, c=d'\nDISPLAY_NAME=\"x # y\"\nJOB_ID=\nPARAM_data_source=gs://b/x.zip\n"
+    )
+    assert read_env_file(config) == {
+        "PROJECT": "p",
+        "REGION": "europe-west4",
+        "LABELS": "a=b, c=d",
+        "DISPLAY_NAME": "x # y",
+        "JOB_ID": "",
+        "PARAM_data_source": "gs://b/x.zip",
+    }
 
 
 @pytest.mark.parametrize("text, line", [("PROJECT=p\n\n\noops\n", 4), ("A.B=1\n", 1), ("X='open\n", 1)])
@@ -35,8 +43,9 @@ def test_a_bad_line_is_named_by_file_and_number(tmp_path, text, line):
         read_env_file(config)
 
 
-@pytest.mark.parametrize("name, text", [("s.yaml", "project: [\n"), ("s.json", '{"project": \n'),
-                                        ("s.env", b"PROJECT=\xff\n")])
+@pytest.mark.parametrize(
+    "name, text", [("s.yaml", "project: [\n"), ("s.json", '{"project": \n'), ("s.env", b"PROJECT=\xff\n")]
+)
 def test_unreadable_files_are_one_line_errors(tmp_path, name, text):
     config = tmp_path / name
     config.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -48,10 +57,15 @@ def test_unreadable_files_are_one_line_errors(tmp_path, name, text):
 def test_make_values(tmp_path):
     assert make_values(tmp_path / "absent.env") == {}
     config = tmp_path / "s.yaml"
-    config.write_text("project: p\nregion: europe-west4\nregistry: europe-west4-docker.pkg.dev/p/fer\n"
-                      "parameters:\n  data_source: gs://b/x.zip\n")
-    assert make_values(config) == {"PROJECT": "p", "REGION": "europe-west4",
-                                   "REGISTRY": "europe-west4-docker.pkg.dev/p/fer"}
+    config.write_text(
+        "project: p\nregion: europe-west4\nregistry: europe-west4-docker.pkg.dev/p/fer\n"
+        "parameters:\n  data_source: gs://b/x.zip\n"
+    )
+    assert make_values(config) == {
+        "PROJECT": "p",
+        "REGION": "europe-west4",
+        "REGISTRY": "europe-west4-docker.pkg.dev/p/fer",
+    }
     config = tmp_path / "s.env"
     config.write_text("REGSTRY=x\n")
     with pytest.raises(ConfigError, match="unknown setting.*REGSTRY"):
@@ -89,15 +103,21 @@ def test_from_terraform_failure_writes_nothing(tmp_path, capsys):
 def test_the_old_entry_point_still_runs(tmp_path):
     config = tmp_path / "s.env"
     config.write_text("REGION=europe-west4\n")
-    result = subprocess.run([sys.executable, "-m", "pipelines.settings", "make-vars", "--config", str(config)],
-                            cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.settings", "make-vars", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and result.stdout == "REGION=europe-west4\n", result.stderr
 
 
 def _make(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY", "TAG", "CONFIG", "PROJECT", "REGION", "REPO")}
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
-                          check=False, env=env)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, check=False, env=env
+    )
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
@@ -105,7 +125,9 @@ def test_make_reads_the_file_through_the_python_loader(tmp_path):
     config = tmp_path / "s.yaml"  # a format only the Python loader reads
     config.write_text("project: p\nregion: europe-west4\n")
     out = _make("-n", "cloudbuild", "TAG=t", f"CONFIG={config}").stdout
-    assert "--project 'p' --region 'europe-west4'" in out and "_REGISTRY=europe-west4-docker.pkg.dev/p/fer-pipeline" in out
+    assert (
+        "--project 'p' --region 'europe-west4'" in out and "_REGISTRY=europe-west4-docker.pkg.dev/p/fer-pipeline" in out
+    )
     out = _make("-n", "cloudbuild", "TAG=t", f"CONFIG={config}", "PROJECT=q").stdout
     assert "--project 'q'" in out  # the command line wins over the file
     bad = tmp_path / "bad.env"

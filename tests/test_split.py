@@ -11,12 +11,18 @@ from fer_pipeline.split import Split, balanced_class_weights, make_split
 
 
 def _dataset(per_class: list[int], n_test: int = 2) -> FerDataset:
-    labels = np.concatenate([np.full(n, i) for i, n in enumerate(per_class)] + [np.arange(7).repeat(n_test)]).astype(np.uint8)
+    labels = np.concatenate([np.full(n, i) for i, n in enumerate(per_class)] + [np.arange(7).repeat(n_test)]).astype(
+        np.uint8
+    )
     n = len(labels)
     splits = np.array(["train"] * sum(per_class) + ["test"] * (7 * n_test))
     return FerDataset(
         np.random.default_rng(0).integers(0, 255, (n, 48, 48), dtype=np.uint8),
-        labels, splits, np.array([""] * n), np.array([f"k{i}" for i in range(n)]), {},
+        labels,
+        splits,
+        np.array([""] * n),
+        np.array([f"k{i}" for i in range(n)]),
+        {},
     )
 
 

@@ -32,8 +32,15 @@ def _echo(text: str, times: int, rate: float, flag: bool) -> str:
 
 
 @dsl.pipeline(name="tiny-pipeline")
-def _tiny(data_source: str, times: int = 2, rate: float = 0.5, flag: bool = False,
-          project: str = "", location: str = "us-central1", commit: str = "unknown"):
+def _tiny(
+    data_source: str,
+    times: int = 2,
+    rate: float = 0.5,
+    flag: bool = False,
+    project: str = "",
+    location: str = "us-central1",
+    commit: str = "unknown",
+):
     _echo(text=data_source, times=times, rate=rate, flag=flag)
 
 
@@ -77,8 +84,10 @@ def captured():
         response.name = f"{parent}/pipelineJobs/{pipeline_job_id}"
         return response
 
-    with mock.patch.object(PipelineServiceClient, "create_pipeline_job", autospec=True, side_effect=fake_create), \
-         mock.patch.object(gcs_utils, "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"):
+    with (
+        mock.patch.object(PipelineServiceClient, "create_pipeline_job", autospec=True, side_effect=fake_create),
+        mock.patch.object(gcs_utils, "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist"),
+    ):
         yield calls
 
 
@@ -169,11 +178,19 @@ def test_missing_template_is_named(tmp_path):
 
 def test_precedence_file_env_override(tiny_template, tmp_path):
     config = tmp_path / "s.json"
-    config.write_text(json.dumps({"project": "from-file", "region": REGION, "pipeline_root": ROOT,
-                                  "service_account": SA, "template": str(tiny_template),
-                                  "parameters": {"data_source": "file", "times": 5}}))
-    settings = load_settings("vertex", config, environ={"PROJECT": "from-env"},
-                             overrides={"PARAM_data_source": "cli"})
+    config.write_text(
+        json.dumps(
+            {
+                "project": "from-file",
+                "region": REGION,
+                "pipeline_root": ROOT,
+                "service_account": SA,
+                "template": str(tiny_template),
+                "parameters": {"data_source": "file", "times": 5},
+            }
+        )
+    )
+    settings = load_settings("vertex", config, environ={"PROJECT": "from-env"}, overrides={"PARAM_data_source": "cli"})
     assert settings.project == "from-env"
     assert settings.parameters["data_source"] == "cli" and settings.parameters["times"] == 5
 
@@ -201,14 +218,23 @@ def test_main_exit_code_and_message(tmp_path, capsys, monkeypatch):
 # ------------------------------------------------------------------ the project's pipeline
 def test_real_pipeline_vertex_request(compiled, captured):
     vertex, _ = compiled
-    env = _env(vertex, PARAM_data_source="gs://b/fer2013.zip", PARAM_data_prefix="gs://b/data",
-               PARAM_frozen_epochs="2", PARAM_max_train_samples="200", PARAM_allow_conversion="true")
+    env = _env(
+        vertex,
+        PARAM_data_source="gs://b/fer2013.zip",
+        PARAM_data_prefix="gs://b/data",
+        PARAM_frozen_epochs="2",
+        PARAM_max_train_samples="200",
+        PARAM_allow_conversion="true",
+    )
     settings = load_settings("vertex", None, environ=env)
     submit_mod.submit(settings, credentials=AnonymousCredentials())
     job = captured[0]["pipeline_job"]
     params = dict(job.runtime_config.parameter_values.items())
     # recipe fields given by name travel in the one recipe parameter, typed
-    assert params["data_source"] == "gs://b/fer2013.zip" and params["recipe"] == {"frozen_epochs": 2, "max_train_samples": 200}
+    assert params["data_source"] == "gs://b/fer2013.zip" and params["recipe"] == {
+        "frozen_epochs": 2,
+        "max_train_samples": 200,
+    }
     assert params["allow_conversion"] is True and params["project"] == PROJECT
     assert job.service_account == SA and job.runtime_config.gcs_output_directory == ROOT
     assert job.labels["commit"] == "abc123"
@@ -245,17 +271,26 @@ def test_kfp_client_call(compiled, monkeypatch, capsys):
     client.create_run_from_pipeline_package.return_value = mock.Mock(run_id="run-1")
     factory = mock.Mock(return_value=client)
     monkeypatch.setattr(kfp, "Client", factory)
-    env = {"KFP_HOST": "http://localhost:9999", "KFP_TEMPLATE": str(kfp_file), "KFP_EXPERIMENT": "fer",
-           "PARAM_data_source": "/data/fer2013.zip", "PARAM_data_prefix": "gs://fake/data",
-           "PARAM_frozen_epochs": "1", "ENABLE_CACHING": "0"}
+    env = {
+        "KFP_HOST": "http://localhost:9999",
+        "KFP_TEMPLATE": str(kfp_file),
+        "KFP_EXPERIMENT": "fer",
+        "PARAM_data_source": "/data/fer2013.zip",
+        "PARAM_data_prefix": "gs://fake/data",
+        "PARAM_frozen_epochs": "1",
+        "ENABLE_CACHING": "0",
+    }
     settings = load_settings("kind", None, environ=env)
     submit_mod.submit(settings)
 
     factory.assert_called_once_with(host="http://localhost:9999", namespace="kubeflow")
     kwargs = client.create_run_from_pipeline_package.call_args.kwargs
     assert kwargs["pipeline_file"] == str(kfp_file)
-    assert kwargs["arguments"] == {"data_source": "/data/fer2013.zip", "data_prefix": "gs://fake/data",
-                                   "recipe": {"frozen_epochs": 1}}
+    assert kwargs["arguments"] == {
+        "data_source": "/data/fer2013.zip",
+        "data_prefix": "gs://fake/data",
+        "recipe": {"frozen_epochs": 1},
+    }
     assert kwargs["experiment_name"] == "fer" and kwargs["enable_caching"] is False
     assert "project" not in kwargs["arguments"]  # no Vertex auto-fill on kind
     assert "run-1" in capsys.readouterr().out
@@ -281,14 +316,19 @@ def test_kind_needs_no_settings_at_all(compiled, capsys):
     assert json.loads(capsys.readouterr().out) == request
     storage = PROFILES["kind"].storage
     in_effect = request["parameters_in_effect"]
-    assert in_effect["data_prefix"].startswith(f"gs://{storage.bucket}/") and in_effect["registry"] == storage.registry_mount
+    assert (
+        in_effect["data_prefix"].startswith(f"gs://{storage.bucket}/")
+        and in_effect["registry"] == storage.registry_mount
+    )
     assert request["create_run_from_pipeline_package"]["arguments"] == {}
 
 
 def test_kind_still_checks_parameters(compiled):
     _, kfp_file = compiled
     with pytest.raises(SettingsError) as info:
-        load_settings("kind", None, environ={"KFP_TEMPLATE": str(kfp_file), "PARAM_frozen_epochs": "many", "PARAM_nope": "1"})
+        load_settings(
+            "kind", None, environ={"KFP_TEMPLATE": str(kfp_file), "PARAM_frozen_epochs": "many", "PARAM_nope": "1"}
+        )
     assert {key for key, _ in info.value.problems} == {"PARAM_frozen_epochs", "PARAM_nope"}
 
 
@@ -296,9 +336,14 @@ def test_kind_still_checks_parameters(compiled):
 def test_terraform_outputs_update_the_config(tmp_path):
     config = tmp_path / "submit.env"
     config.write_text("# keep me\nPROJECT=old\nPARAM_data_source=gs://x\n")
-    outputs = {"project_id": {"value": "p1"}, "region": {"value": REGION}, "network": {"value": ""},
-               "pipeline_root": {"value": ROOT}, "service_account_email": {"value": SA},
-               "docker_registry": {"value": f"{REGION}-docker.pkg.dev/p1/fer-pipeline"}}
+    outputs = {
+        "project_id": {"value": "p1"},
+        "region": {"value": REGION},
+        "network": {"value": ""},
+        "pipeline_root": {"value": ROOT},
+        "service_account_email": {"value": SA},
+        "docker_registry": {"value": f"{REGION}-docker.pkg.dev/p1/fer-pipeline"},
+    }
     settings_mod.update_env_file(config, settings_mod.terraform_values(outputs))
     values = settings_mod.read_env_file(config)
     assert config.read_text().startswith("# keep me\nPROJECT=p1\n")

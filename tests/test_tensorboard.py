@@ -47,8 +47,14 @@ def phases(tmp_path_factory):
     dataset = _dataset()
     split = make_split(dataset, SplitConfig(val_fraction=0.25, seed=1))
     cfg = TrainConfig(
-        weights="none", batch_size=16, frozen_epochs=2, finetune_epochs=1, early_stopping_patience=5,
-        reduce_lr_patience=1, run_eagerly=True, seed=5,
+        weights="none",
+        batch_size=16,
+        frozen_epochs=2,
+        finetune_epochs=1,
+        early_stopping_patience=5,
+        reduce_lr_patience=1,
+        run_eagerly=True,
+        seed=5,
     )
     frozen = train.train_frozen(dataset, split, cfg, out / "frozen")
     tuned = train.fine_tune(frozen.model_path, dataset, split, cfg, out / "finetune")

@@ -103,8 +103,18 @@ def test_class_weighting_gives_each_training_image_its_class_weight():
     np.testing.assert_allclose(data.train_sample_weights, expected)
     assert by_index[1] > by_index[3]  # the rare class weighs more than the common one
 
-    batch = next(iter(make_dataset(dataset.images[data.train_indices], dataset.labels[data.train_indices], 8,
-                                   shuffle=False, seed=0, sample_weights=data.train_sample_weights)))
+    batch = next(
+        iter(
+            make_dataset(
+                dataset.images[data.train_indices],
+                dataset.labels[data.train_indices],
+                8,
+                shuffle=False,
+                seed=0,
+                sample_weights=data.train_sample_weights,
+            )
+        )
+    )
     images, labels, weights = batch
     assert images.dtype.name == "float32" and tuple(images.shape) == (8, 48, 48, 1)
     np.testing.assert_allclose(weights.numpy(), expected[:8])
@@ -165,11 +175,14 @@ def test_both_phases_train_save_and_record_history(tmp_path, monkeypatch, caplog
     # pretrained statistics to protect, so that block's BatchNorm trains too (with
     # pretrained weights it stays frozen: tests/test_model.py).
     before, after = frozen.model.get_layer(BACKBONE_NAME), tuned.model.get_layer(BACKBONE_NAME)
-    changed = lambda name: not np.array_equal(before.get_layer(name).get_weights()[0],  # noqa: E731
-                                              after.get_layer(name).get_weights()[0])
+    changed = lambda name: (
+        not np.array_equal(
+            before.get_layer(name).get_weights()[0],  # noqa: E731
+            after.get_layer(name).get_weights()[0],
+        )
+    )
     assert changed("conv5_block32_1_conv")
     assert not changed("conv5_block31_1_conv")
     assert not changed("conv1_conv")
     assert changed("conv5_block32_1_bn") and changed("bn")
     assert not changed("conv5_block31_1_bn")
-

@@ -242,11 +242,17 @@ def test_module_is_the_only_aiplatform_importer():
 
 
 def test_family_lookup_retries_a_transient_error_only():
-    with mock.patch.object(vertex_registry.aiplatform.Model, "list", side_effect=[api_exceptions.ServiceUnavailable("x"), []]) as listed, \
-            mock.patch("time.sleep"):
+    with (
+        mock.patch.object(
+            vertex_registry.aiplatform.Model, "list", side_effect=[api_exceptions.ServiceUnavailable("x"), []]
+        ) as listed,
+        mock.patch("time.sleep"),
+    ):
         assert vertex_registry.find_family_and_champion("fer") == (None, None)
     assert listed.call_count == 2
-    with mock.patch.object(vertex_registry.aiplatform.Model, "list", side_effect=api_exceptions.PermissionDenied("no")) as listed:
+    with mock.patch.object(
+        vertex_registry.aiplatform.Model, "list", side_effect=api_exceptions.PermissionDenied("no")
+    ) as listed:
         with pytest.raises(api_exceptions.PermissionDenied):
             vertex_registry.find_family_and_champion("fer")
     assert listed.call_count == 1

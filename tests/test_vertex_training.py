@@ -22,12 +22,23 @@ from fer_pipeline.config import TrainConfig  # noqa: E402
 from fer_pipeline.errors import ConfigError  # noqa: E402
 
 JOB = MultiWorkerJob(
-    project="my-project", location="europe-west4", image="europe-docker.pkg.dev/p/r/fer-pipeline-gpu:abc",
-    staging_bucket="gs://bucket/fer", replicas=3, accelerator_type="NVIDIA_L4", accelerator_count=2,
+    project="my-project",
+    location="europe-west4",
+    image="europe-docker.pkg.dev/p/r/fer-pipeline-gpu:abc",
+    staging_bucket="gs://bucket/fer",
+    replicas=3,
+    accelerator_type="NVIDIA_L4",
+    accelerator_count=2,
 )
 PATHS = dict(dataset="/gcs/b/run/dataset", split="/gcs/b/run/split", model="/gcs/b/run/frozen/model.keras")
-CFG = TrainConfig(batch_size=32, finetune_epochs=4, finetune_lr=2e-5, dense_units=(128, 64), jit_compile=True,
-                  backup_dir="/gcs/b/run/finetune-backup")
+CFG = TrainConfig(
+    batch_size=32,
+    finetune_epochs=4,
+    finetune_lr=2e-5,
+    dense_units=(128, 64),
+    jit_compile=True,
+    backup_dir="/gcs/b/run/finetune-backup",
+)
 
 
 @pytest.fixture()
@@ -42,8 +53,9 @@ def custom_job(monkeypatch):
 def test_job_has_a_chief_pool_and_a_worker_pool_running_the_cli(custom_job, tmp_path):
     out = tmp_path / "finetune"
     out.mkdir()
-    (out / "history.json").write_text(json.dumps({"epochs_run": 3, "best_epoch": 2, "seconds": 90.5,
-                                                  "history": {"val_loss": [1.0, 0.9, 0.95]}}))
+    (out / "history.json").write_text(
+        json.dumps({"epochs_run": 3, "best_epoch": 2, "seconds": 90.5, "history": {"val_loss": [1.0, 0.9, 0.95]}})
+    )
 
     outcome = run_fine_tune_job(JOB, out_dir=str(out), cfg=CFG, **PATHS)
 
@@ -58,8 +70,16 @@ def test_job_has_a_chief_pool_and_a_worker_pool_running_the_cli(custom_job, tmp_
         assert pool["container_spec"]["image_uri"] == JOB.image
         assert pool["container_spec"]["command"] == ["fer-pipeline"]
     chief_args, worker_args = chief["container_spec"]["args"], workers["container_spec"]["args"]
-    assert chief_args[:8] == ["fine-tune", PATHS["dataset"], "--split", PATHS["split"], "--model", PATHS["model"],
-                              "--out", str(out)]
+    assert chief_args[:8] == [
+        "fine-tune",
+        PATHS["dataset"],
+        "--split",
+        PATHS["split"],
+        "--model",
+        PATHS["model"],
+        "--out",
+        str(out),
+    ]
     assert worker_args[7] == WORKER_SCRATCH  # workers keep their identical copy off the output artifact
     assert "--backup-dir" in chief_args and "--backup-dir" not in worker_args
     custom_job.return_value.run.assert_called_once_with(sync=True, service_account=None)
@@ -76,7 +96,9 @@ def test_replicas_rebuild_the_same_config_from_the_cli_flags():
 
 def test_missing_settings_are_one_error_naming_each(custom_job):
     bad = MultiWorkerJob(project="", location="europe-west4", image="", staging_bucket="bucket", replicas=1)
-    with pytest.raises(ConfigError, match=r"project, image must be set.*replicas must be >= 2.*gs:// URI.*finetune_image"):
+    with pytest.raises(
+        ConfigError, match=r"project, image must be set.*replicas must be >= 2.*gs:// URI.*finetune_image"
+    ):
         run_fine_tune_job(bad, out_dir="/tmp/out", cfg=CFG, **PATHS)
     custom_job.assert_not_called()
 

@@ -72,7 +72,7 @@ class PhaseBackup:
         self.resumed_from = 0
 
     @classmethod
-    def for_phase(cls, cfg, phase: str, data, epochs: int, learning_rate: float) -> "PhaseBackup | None":
+    def for_phase(cls, cfg, phase: str, data, epochs: int, learning_rate: float) -> PhaseBackup | None:
         """The phase's backup under ``cfg.backup_dir``; None when backups are off ("")."""
         if not cfg.backup_dir:
             return None
@@ -161,7 +161,10 @@ class _BackupCallback(keras.callbacks.Callback):
         self.model._initial_epoch = total if state.get("stopped") else done
         logger.info(
             "Resuming phase %s from its backup in %s: %d of %d epoch(s) done%s.",
-            backup.fingerprint["phase"], backup.directory, done, total,
+            backup.fingerprint["phase"],
+            backup.directory,
+            done,
+            total,
             ", early stopping had ended it" if state.get("stopped") else "",
         )
 
@@ -209,7 +212,10 @@ class _BackupCallback(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         arrays = {f"m{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
         arrays |= {f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
-        arrays |= {"n_model": np.asarray(len(self.model.variables)), "n_optimizer": np.asarray(len(optimizer.variables))}
+        arrays |= {
+            "n_model": np.asarray(len(self.model.variables)),
+            "n_optimizer": np.asarray(len(optimizer.variables)),
+        }
         _write_npz(directory / variables_file, arrays)
         callbacks_state = {}
         for callback in self.others:

@@ -18,15 +18,16 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fer_pipeline import __version__, cli_models, runs
 from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
+from fer_pipeline.errors import FerError
 from fer_pipeline.presets import PRESETS
 from fer_pipeline.recipe import RECIPE_FIELDS, resolve
-from fer_pipeline.errors import FerError
 
 log = logging.getLogger("fer_pipeline.cli")
 
@@ -63,7 +64,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, only: Sequence[st
             kind = _parse_tuple(type(default[0]) if default else str)
         else:
             kind = type(default)
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None, help=f"default: {default!r}")
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None, help=f"default: {default!r}"
+        )
 
 
 def recipe_from_args(args: argparse.Namespace):
@@ -73,8 +76,12 @@ def recipe_from_args(args: argparse.Namespace):
 
 
 def add_preset_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="", choices=["", *PRESETS],
-                        help="named recipe (fer_pipeline/presets.py); the field flags override it")
+    parser.add_argument(
+        "--preset",
+        default="",
+        choices=["", *PRESETS],
+        help="named recipe (fer_pipeline/presets.py); the field flags override it",
+    )
 
 
 def _print_json(data: Any) -> None:
@@ -109,7 +116,9 @@ def cmd_ingest(args) -> int:
     from fer_pipeline.ingest import IngestOptions
     from fer_pipeline.steps import ingest_step
 
-    outcome = ingest_step(args.source, args.out, gcs_prefix=args.gcs_prefix or "", options=IngestOptions(convert=args.convert))
+    outcome = ingest_step(
+        args.source, args.out, gcs_prefix=args.gcs_prefix or "", options=IngestOptions(convert=args.convert)
+    )
     _print_json({k: v for k, v in outcome.to_json().items() if k != "manifest"})
     return 0
 
@@ -147,8 +156,10 @@ def cmd_evaluate(args) -> int:
 
 
 def _print_headline(metrics: dict, out_dir: Path) -> None:
-    print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-          f"macro ROC-AUC {metrics.get('macro_roc_auc') or float('nan'):.4f}")
+    print(
+        f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"macro ROC-AUC {metrics.get('macro_roc_auc') or float('nan'):.4f}"
+    )
     print(f"report: {out_dir / 'report.html'}")
 
 
@@ -181,18 +192,28 @@ def cmd_run(args) -> int:
     tuned = fine_tune_step(outcome.uri, out / "split.json", frozen.model_path, out / "finetune", cfg)
     log.info("[5/5] evaluate")
     histories = [out / "frozen" / "history.json", out / "finetune" / "history.json"]
-    params = {**recipe.params(), "source": args.source,
-              "dataset_sha256": str(outcome.manifest.get("source_sha256", ""))[:16]}
+    params = {
+        **recipe.params(),
+        "source": args.source,
+        "dataset_sha256": str(outcome.manifest.get("source_sha256", ""))[:16],
+    }
     metrics = evaluate_step(outcome.uri, tuned.model_path, out / "evaluation", history_paths=histories, run_info=params)
     _print_headline(metrics, out / "evaluation")
     index = args.runs_index or runs.default_index()
     record = runs.record_finished_run(
-        out / "evaluation", histories, params, run_id=runs.run_id_for(out.name, started), kind="cli",
-        started=started, finished=time.time(), index=index,
+        out / "evaluation",
+        histories,
+        params,
+        run_id=runs.run_id_for(out.name, started),
+        kind="cli",
+        started=started,
+        finished=time.time(),
+        index=index,
         artifacts={"tensorboard": [str(out / phase / "tensorboard") for phase in ("frozen", "finetune")]},
     )
-    print(f"total {time.time() - started:.0f} s; run {record['run_id']} recorded in {index} "
-          "(fer-pipeline runs compare)")
+    print(
+        f"total {time.time() - started:.0f} s; run {record['run_id']} recorded in {index} (fer-pipeline runs compare)"
+    )
     return 0
 
 
@@ -200,7 +221,9 @@ def cmd_run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fer-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fer-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
@@ -251,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", help="step 6: export and register a model version")
     p.add_argument("--model", type=Path, required=True, help="model.keras")
     p.add_argument("--metrics", type=Path, required=True, help="metrics.json from evaluate")
-    p.add_argument("--registry", default=os.environ.get("FER_REGISTRY", "build/registry"), help='directory, or "vertex"')
+    p.add_argument(
+        "--registry", default=os.environ.get("FER_REGISTRY", "build/registry"), help='directory, or "vertex"'
+    )
     p.add_argument("--name", default="fer-emotion", help="model family (display name)")
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE label (repeatable)")
     p.set_defaults(func=cmd_register)
@@ -259,11 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="all steps in a row, no KFP: ingest, split, both phases, evaluate")
     p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
     p.add_argument("--out", type=output_dir, required=True, help="output directory for everything")
-    p.add_argument("--val-fraction", type=float, default=None, help=f"default: {SplitConfig.val_fraction} or the preset's")
+    p.add_argument(
+        "--val-fraction", type=float, default=None, help=f"default: {SplitConfig.val_fraction} or the preset's"
+    )
     add_preset_argument(p)
     p.add_argument("--convert", action="store_true")
-    p.add_argument("--runs-index", type=output_file, default=None,
-                   help="run index to append this run to (default: $FER_RUNS or build/runs.json)")
+    p.add_argument(
+        "--runs-index",
+        type=output_file,
+        default=None,
+        help="run index to append this run to (default: $FER_RUNS or build/runs.json)",
+    )
     add_config_arguments(p, TrainConfig)
     p.set_defaults(func=cmd_run)
 
@@ -274,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(args.func(args) or 0)

@@ -16,8 +16,8 @@ import argparse
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fer_pipeline.cli_paths import output_dir
 from fer_pipeline.errors import FerError
@@ -39,7 +39,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=run_models_list)
 
     show = models_sub.add_parser("show", help="Show one version as JSON: NAME, NAME@champion, NAME@<version>.")
-    show.add_argument("ref", metavar="REF", help="NAME (default version), NAME@champion, NAME@challenger or NAME@<version>.")
+    show.add_argument(
+        "ref", metavar="REF", help="NAME (default version), NAME@champion, NAME@challenger or NAME@<version>."
+    )
     add_registry_option(show)
     show.set_defaults(func=run_models_show)
 
@@ -66,8 +68,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "--margin", type=float, default=0.2, help="Crop size beyond the face box, as a fraction (default 0.2)."
     )
     predict.add_argument(
-        "--max-pixels", type=positive_int, default=None,
-        help="Refuse photos with more pixels than this, unread (default 100,000,000: predict.MAX_PHOTO_PIXELS)."
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        help="Refuse photos with more pixels than this, unread (default 100,000,000: predict.MAX_PHOTO_PIXELS).",
     )
     add_registry_option(predict)
     predict.set_defaults(func=run_predict)
@@ -175,6 +179,6 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     print(json.dumps(results, indent=2))
     if all("error" in entry for entry in results):
-        print("error: none of the images could be read (see the \"error\" fields).", file=sys.stderr)
+        print('error: none of the images could be read (see the "error" fields).', file=sys.stderr)
         return EXIT_NO_IMAGE_READ
     return EXIT_OK

@@ -12,7 +12,9 @@ def output_dir(value: str) -> Path:
     """A folder to write into: absent (it is made) or a folder, not a file."""
     path = Path(value).expanduser()
     if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value} is a file, not a folder; give a folder to write into (it is made if absent)")
+        raise argparse.ArgumentTypeError(
+            f"{value} is a file, not a folder; give a folder to write into (it is made if absent)"
+        )
     _check_parent(path, value)
     return path
 

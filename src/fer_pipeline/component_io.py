@@ -76,10 +76,19 @@ def _thin(values: list[float], limit: int) -> list[float]:
     return [values[round(i * step)] for i in range(limit)]
 
 
-def evaluation_outputs(result: dict, evaluation_dir: str | Path, report_path: str | Path, metrics, classification) -> None:
+def evaluation_outputs(
+    result: dict, evaluation_dir: str | Path, report_path: str | Path, metrics, classification
+) -> None:
     """Scalars to Metrics, confusion matrix and ROC to ClassificationMetrics, report to HTML."""
     shutil.copyfile(Path(evaluation_dir) / "report.html", report_path)
-    for key in ("accuracy", "macro_f1", "weighted_f1", "macro_roc_auc", "public_test_accuracy", "private_test_accuracy"):
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "macro_roc_auc",
+        "public_test_accuracy",
+        "private_test_accuracy",
+    ):
         if result.get(key) is not None:
             metrics.log_metric(key, round(float(result[key]), 4))
     for name, row in result.get("per_class", {}).items():

@@ -14,7 +14,6 @@ from typing import Any
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.files import parse_bool
 
-
 BACKBONES = ("densenet169", "compact")
 SCHEDULES = ("plateau", "cosine")
 HEAD_POOLINGS = ("avg", "flatten")
@@ -46,18 +45,25 @@ class TrainConfig:
 
     # model
     backbone: str = opt(
-        "densenet169", "`densenet169` (the seed's transfer learning) or `compact`: a VGG-style CNN trained from "
-        "scratch, for CPUs and machines without ImageNet weights (docs/model-quality.md)")
+        "densenet169",
+        "`densenet169` (the seed's transfer learning) or `compact`: a VGG-style CNN trained from "
+        "scratch, for CPUs and machines without ImageNet weights (docs/model-quality.md)",
+    )
     image_size: int = opt(48, "model input side in pixels; >48 upsamples inside the model")
-    weights: str = opt("imagenet", "DenseNet169 weights: `imagenet`, a local .h5/.weights.h5 path or gs:// URI, or `none`")
+    weights: str = opt(
+        "imagenet", "DenseNet169 weights: `imagenet`, a local .h5/.weights.h5 path or gs:// URI, or `none`"
+    )
     compact_widths: tuple[int, ...] = opt(
-        (32, 64, 128, 256), "compact: filters of each conv block (two 3x3 convs + 2x2 pool)")
+        (32, 64, 128, 256), "compact: filters of each conv block (two 3x3 convs + 2x2 pool)"
+    )
     dense_units: tuple[int, ...] = opt((256, 512), "head Dense widths, in order")
     dropouts: tuple[float, ...] = opt((0.4, 0.5), "dropout after each head Dense")
     # the head knowing where on the aligned face a feature fired is what "flatten" buys
     head_pooling: str = opt(
-        "avg", "how the head reads the last feature map: `avg` (global average pooling, the seed's) or `flatten` "
-        "(keeps each position; compact: 3x3x256)")
+        "avg",
+        "how the head reads the last feature map: `avg` (global average pooling, the seed's) or `flatten` "
+        "(keeps each position; compact: 3x3x256)",
+    )
     # data
     batch_size: int = opt(64, "global batch")
     horizontal_flip: bool = opt(True, "random mirror image of training batches")
@@ -69,7 +75,9 @@ class TrainConfig:
     label_smoothing: float = opt(0.0, "targets (1 - s) one-hot + s / 7; 0 = plain cross-entropy")
     class_weighting: bool = opt(True, "balanced class weights n / (k * count_k) in the loss")
     class_weight_power: float = opt(1.0, "exponent on the class weights: 1 = balanced, 0.5 = square root (milder)")
-    max_train_samples: int = opt(0, "cap on training images for quick runs, stratified, validation shrunk alike; 0 = all")
+    max_train_samples: int = opt(
+        0, "cap on training images for quick runs, stratified, validation shrunk alike; 0 = all"
+    )
     seed: int = opt(12, "random seed (shared with the split)")
     # phase 1: frozen backbone
     frozen_epochs: int = opt(20, "phase 1 (frozen backbone) epochs; early stopping may end it sooner")
@@ -77,17 +85,23 @@ class TrainConfig:
     # phase 2: fine-tuning
     finetune_epochs: int = opt(10, "phase 2 (fine-tuning) epochs; 0 = keep phase 1's model")
     finetune_lr: float = opt(1e-5, "phase 2 Adam learning rate, very low so ImageNet features survive")
-    unfreeze_from: str = opt("", "backbone layer phase 2 unfreezes from; `\"\"` = the whole backbone")
+    unfreeze_from: str = opt("", 'backbone layer phase 2 unfreezes from; `""` = the whole backbone')
     # cosine: planned budgets, with early stopping still applying
     schedule: str = opt(
-        "plateau", "learning rate of both phases: `plateau` (x reduce_lr_factor on plateaus, the seed's) or "
-        "`cosine` (decay to 0 over the phase's epochs)")
+        "plateau",
+        "learning rate of both phases: `plateau` (x reduce_lr_factor on plateaus, the seed's) or "
+        "`cosine` (decay to 0 over the phase's epochs)",
+    )
     tta: bool = opt(
-        False, "the final model averages its predictions on the image and its mirror image (evaluation and the "
-        "exported model; twice the inference cost)")
+        False,
+        "the final model averages its predictions on the image and its mirror image (evaluation and the "
+        "exported model; twice the inference cost)",
+    )
     tta_shift: int = opt(
-        0, "with tta: also each of the two views shifted this many pixels four ways (10 views, 5x the flip's "
-        "cost); 0 = the flip only (bench/tta_views.py)")
+        0,
+        "with tta: also each of the two views shifted this many pixels four ways (10 views, 5x the flip's "
+        "cost); 0 = the flip only (bench/tta_views.py)",
+    )
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")
     reduce_lr_patience: int = opt(2, "plateau schedule: epochs without improvement before the rate drops")
@@ -98,16 +112,22 @@ class TrainConfig:
     mixed_precision: bool = opt(True, "mixed_float16 when a GPU is visible (ignored on CPU); the output stays float32")
     # trainer.scale_for_replicas explains the linear scaling rule
     scale_with_replicas: bool = opt(
-        True, "several replicas: batch_size per replica and learning rates x replicas; false = batch_size is the "
-        "global batch, rates unchanged")
+        True,
+        "several replicas: batch_size per replica and learning rates x replicas; false = batch_size is the "
+        "global batch, rates unchanged",
+    )
     run_eagerly: bool = opt(False, "no tf.function: for debugging and tiny CPU runs (saves ~30 s tracing per phase)")
     deterministic: bool = opt(
-        False, "repeatable GPU runs (op determinism for the whole process), at some speed cost; CPU runs repeat "
-        "without it (docs/reliability.md)")
+        False,
+        "repeatable GPU runs (op determinism for the whole process), at some speed cost; CPU runs repeat "
+        "without it (docs/reliability.md)",
+    )
     # The KFP training components put it beside their output model, so a retried task resumes.
     backup_dir: str = opt(
-        "", "each phase backs up its whole state every epoch under {backup_dir}/{phase}/ and resumes from it; "
-        "`\"\"` = none (fer_pipeline.checkpoint)")
+        "",
+        "each phase backs up its whole state every epoch under {backup_dir}/{phase}/ and resumes from it; "
+        '`""` = none (fer_pipeline.checkpoint)',
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -133,9 +153,7 @@ class TrainConfig:
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.dense_units) != len(self.dropouts):
-            problems.append(
-                f"dense_units {self.dense_units} and dropouts {self.dropouts} must have the same length"
-            )
+            problems.append(f"dense_units {self.dense_units} and dropouts {self.dropouts} must have the same length")
         if self.frozen_epochs < 0 or self.finetune_epochs < 0:
             problems.append("epochs must be >= 0")
         for name in ("frozen_lr", "finetune_lr"):
@@ -168,7 +186,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, ignoring None values (unset parameters keep their default)."""
         return config_from_dict(cls, values)
 

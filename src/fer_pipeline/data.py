@@ -20,7 +20,7 @@ the same numbers in the same order on every run.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

@@ -43,7 +43,7 @@ class FerDataset:
         """Sample indices of one split ("train" or "test")."""
         return np.flatnonzero(self.splits == split)
 
-    def subset(self, index: np.ndarray) -> "FerDataset":
+    def subset(self, index: np.ndarray) -> FerDataset:
         return FerDataset(
             self.images[index],
             self.labels[index],
@@ -69,7 +69,7 @@ class FerDataset:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "FerDataset":
+    def load(cls, directory: str | Path) -> FerDataset:
         directory = Path(directory)
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():

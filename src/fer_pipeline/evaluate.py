@@ -35,9 +35,7 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 VERTEX_FILE = "vertex_evaluation.json"
 PLOTS_DIR = "plots"
-VERTEX_CLASSIFICATION_SCHEMA = (
-    "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
-)
+VERTEX_CLASSIFICATION_SCHEMA = "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
 SOURCE_SPLITS = ("PublicTest", "PrivateTest")
 MAX_ROC_POINTS = 200
 PREDICT_BATCH = 256  # images per inference batch
@@ -73,7 +71,7 @@ def evaluate(
     test = dataset.subset(dataset.indices("test"))
     if len(test) == 0:
         raise DatasetError(
-            "The dataset has no \"test\" split rows to evaluate on; re-run ingest with a source that has a test split."
+            'The dataset has no "test" split rows to evaluate on; re-run ingest with a source that has a test split.'
         )
     model = load_model(model_path)
     probabilities = predict_probabilities(model, test.images)

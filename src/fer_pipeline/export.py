@@ -56,7 +56,6 @@ def resolve_keras_file(path: Path) -> Path:
 
 def load_keras_model(path: Path):
     """Load a saved Keras model (no custom objects, no optimizer state) for inference."""
-    import keras
 
     return load_model(resolve_keras_file(path))
 

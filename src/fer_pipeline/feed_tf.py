@@ -34,15 +34,25 @@ class TfDataFeed:
     def model_config(self, cfg: TrainConfig) -> TrainConfig:
         return cfg
 
-    def batches(self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int,
-                augment: keras.Model | None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    def batches(
+        self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int, augment: keras.Model | None
+    ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         train = make_dataset(
-            dataset.images[data.train_indices], dataset.labels[data.train_indices], batch_size, shuffle=True,
-            seed=cfg.seed, sample_weights=data.train_sample_weights, augment=_input_stage(augment, training=True),
+            dataset.images[data.train_indices],
+            dataset.labels[data.train_indices],
+            batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            sample_weights=data.train_sample_weights,
+            augment=_input_stage(augment, training=True),
         )
         val = make_dataset(
-            dataset.images[data.val_indices], dataset.labels[data.val_indices], batch_size, shuffle=False,
-            seed=cfg.seed, augment=_input_stage(augment, training=False),
+            dataset.images[data.val_indices],
+            dataset.labels[data.val_indices],
+            batch_size,
+            shuffle=False,
+            seed=cfg.seed,
+            augment=_input_stage(augment, training=False),
         )
         return train, val
 
@@ -81,7 +91,10 @@ def configure_devices(cfg: TrainConfig) -> tf.distribute.Strategy:
         strategy = tf.distribute.get_strategy()
     logger.info(
         "Devices: %d GPU(s), dtype policy %s, %s with %d replica(s).",
-        len(gpus), policy, type(strategy).__name__, strategy.num_replicas_in_sync,
+        len(gpus),
+        policy,
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
     )
     return strategy
 

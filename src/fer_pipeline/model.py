@@ -111,12 +111,14 @@ def _compact_backbone(cfg: TrainConfig) -> keras.Model:
     """
     if cfg.weights.strip().lower() not in ("none", "imagenet"):
         raise ConfigError(
-            f"backbone=\"compact\" trains from scratch and takes no weights file, got weights={cfg.weights!r}. "
-            "Pass weights=\"none\", or backbone=\"densenet169\" for a DenseNet169 weights file."
+            f'backbone="compact" trains from scratch and takes no weights file, got weights={cfg.weights!r}. '
+            'Pass weights="none", or backbone="densenet169" for a DenseNet169 weights file.'
         )
     if cfg.weights.strip().lower() == "imagenet":  # the pipeline's default: say it is not used
-        logger.warning("backbone=\"compact\" has no ImageNet weights; weights=\"imagenet\" is ignored, "
-                       "training starts from random weights (pass weights=\"none\" to silence this).")
+        logger.warning(
+            'backbone="compact" has no ImageNet weights; weights="imagenet" is ignored, '
+            'training starts from random weights (pass weights="none" to silence this).'
+        )
     inputs = keras.Input((cfg.image_size, cfg.image_size, 1), name="compact_input")
     x = inputs
     for block, width in enumerate(cfg.compact_widths, start=1):
@@ -197,13 +199,16 @@ def load_model(path: str | Path) -> keras.Model:
     if not path.is_file():
         raise UnusableFileError(f"{path} does not exist or is not a file; pass a model.keras written by training.")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise UnusableFileError(f"{path} is not a Keras model file (a .keras file is a zip archive); it is damaged or "
-                                "something else. Pass a model.keras written by training.")
+        raise UnusableFileError(
+            f"{path} is not a Keras model file (a .keras file is a zip archive); it is damaged or "
+            "something else. Pass a model.keras written by training."
+        )
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:  # what Keras raises for bad files
-        raise UnusableFileError(f"{path} cannot be loaded as a Keras model ({exc}); pass a model.keras written by "
-                                "training.") from None
+        raise UnusableFileError(
+            f"{path} cannot be loaded as a Keras model ({exc}); pass a model.keras written by training."
+        ) from None
 
 
 def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "", *, freeze_batchnorm: bool = True) -> int:
@@ -292,7 +297,7 @@ def _densenet169(weights: str, image_size: int) -> keras.Model:
         raise ConfigError(
             f"Could not load DenseNet169 weights for parameter `weights`={weights!r}: {error}. "
             "Pass a local DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
-            "or weights=\"none\" to start from random weights."
+            'or weights="none" to start from random weights.'
         ) from error
 
 
@@ -305,9 +310,9 @@ def _weights_source(weights: str) -> str | None:
     path = _local_copy(weights) if weights.startswith("gs://") else Path(weights).expanduser()
     if not path.is_file():
         raise ConfigError(
-            f"Parameter `weights`={weights!r} is neither \"imagenet\" nor \"none\", and no such file exists. "
+            f'Parameter `weights`={weights!r} is neither "imagenet" nor "none", and no such file exists. '
             "Pass the path of a DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
-            "\"imagenet\" (needs internet access) or \"none\"."
+            '"imagenet" (needs internet access) or "none".'
         )
     return str(path)
 
@@ -322,7 +327,7 @@ def _local_copy(uri: str) -> Path:
     except Exception as error:  # NotFoundError, permission and network errors
         raise ConfigError(
             f"Could not read parameter `weights`={uri!r}: {error}. Check the URI and the service "
-            "account's read access, or pass a local weights file or \"none\"."
+            'account\'s read access, or pass a local weights file or "none".'
         ) from error
     return target
 
@@ -336,6 +341,6 @@ def _layer_position(backbone: keras.Model, name: str) -> int:
             return position
     examples = _block_starts(backbone)
     raise ConfigError(
-        f"unfreeze_from={name!r} is not a layer of the backbone. Use \"\" for the whole "
+        f'unfreeze_from={name!r} is not a layer of the backbone. Use "" for the whole '
         f"backbone or a layer name such as {', '.join(examples)}."
     )

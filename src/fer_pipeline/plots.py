@@ -6,8 +6,9 @@ needs a display or touches global pyplot state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -111,12 +112,21 @@ def _plot_metric(ax, phases: list[tuple[str, dict[str, list[float]]]], metric: s
         epochs = np.arange(offset + 1, offset + n + 1)
         if index > 0 and offset > 0:
             ax.axvline(offset + 0.5, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(f"{name} starts", (offset + 0.5, 0.02), xycoords=("data", "axes fraction"),
-                        fontsize=8, color="grey", ha="right", va="bottom", rotation=90)
+            ax.annotate(
+                f"{name} starts",
+                (offset + 0.5, 0.02),
+                xycoords=("data", "axes fraction"),
+                fontsize=8,
+                color="grey",
+                ha="right",
+                va="bottom",
+                rotation=90,
+            )
         for key, style, label in ((metric, "-", "training"), (f"val_{metric}", "--", "validation")):
             if key in history:
-                ax.plot(epochs, history[key], style, marker="o", markersize=3, color=f"C{index}",
-                        label=f"{label} ({name})")
+                ax.plot(
+                    epochs, history[key], style, marker="o", markersize=3, color=f"C{index}", label=f"{label} ({name})"
+                )
         offset += n
     if offset:
         ax.legend(fontsize=8)
@@ -135,8 +145,9 @@ def _heatmap(ax, values: np.ndarray, names: Sequence[str], title: str, fmt) -> N
     ax.set_title(title)
     threshold = values.max() / 2 if values.size and values.max() > 0 else 1
     for (row, col), value in np.ndenumerate(values):
-        ax.text(col, row, fmt(value), ha="center", va="center", fontsize=8,
-                color="white" if value > threshold else "black")
+        ax.text(
+            col, row, fmt(value), ha="center", va="center", fontsize=8, color="white" if value > threshold else "black"
+        )
 
 
 def _figure(width: float, height: float) -> Figure:

@@ -14,8 +14,9 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,8 +78,9 @@ def read_image(path: Path, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
         raise UnreadableImage(f"cannot read {path}: empty file")
     pixels = _declared_pixels(data)
     if pixels is not None and pixels > max_pixels:
-        raise UnreadableImage(f"{path} has {pixels:,} pixels, over the {max_pixels:,}-pixel limit "
-                              "(--max-pixels); scale it down first")
+        raise UnreadableImage(
+            f"{path} has {pixels:,} pixels, over the {max_pixels:,}-pixel limit (--max-pixels); scale it down first"
+        )
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

@@ -64,8 +64,11 @@ def differences(text: str) -> list[str]:
     present = set(block.splitlines())
     problems = [f"row for {name!r} missing or out of date" for name, row in rows().items() if row not in present]
     known = {f"| `{name}` |" for name in rows()}
-    problems += [f"row {line.split('|')[1].strip()} names no recipe field" for line in present
-                 if line.startswith("| `") and not any(line.startswith(k) for k in known)]
+    problems += [
+        f"row {line.split('|')[1].strip()} names no recipe field"
+        for line in present
+        if line.startswith("| `") and not any(line.startswith(k) for k in known)
+    ]
     return problems
 
 

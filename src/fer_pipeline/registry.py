@@ -24,10 +24,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -233,7 +234,9 @@ class LocalRegistry:
             CHAMPION if wins else CHALLENGER,
             primary_metric,
             metrics[primary_metric],
-            f"v{champion_entry['version']}={champion_entry['metrics'].get(primary_metric)}" if champion_entry else "none",
+            f"v{champion_entry['version']}={champion_entry['metrics'].get(primary_metric)}"
+            if champion_entry
+            else "none",
         )
         return registered
 
@@ -265,7 +268,9 @@ class LocalRegistry:
         try:
             index = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RegistryFileError(f"{path} is not valid JSON ({exc}); restore it from a backup or start a new registry.") from exc
+            raise RegistryFileError(
+                f"{path} is not valid JSON ({exc}); restore it from a backup or start a new registry."
+            ) from exc
         if isinstance(index, dict) and index.get("format_version") != INDEX_FORMAT_VERSION:
             raise RegistryFileError(
                 f"{path} has format_version {index.get('format_version')!r}; this version reads {INDEX_FORMAT_VERSION}."
@@ -281,7 +286,9 @@ class LocalRegistry:
             return index["models"][name]
         except KeyError:
             known = ", ".join(sorted(index["models"])) or "none yet"
-            raise RegistryError(f"No model named {name!r} in the registry at {self.root}; registered: {known}.") from None
+            raise RegistryError(
+                f"No model named {name!r} in the registry at {self.root}; registered: {known}."
+            ) from None
 
     @staticmethod
     def _entry_for_alias(model: dict[str, Any], alias: str) -> dict[str, Any] | None:
@@ -354,8 +361,12 @@ def check_shape(shape: type[BaseModel], data: Any, path: Path, what: str, error:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the top level"
-        plain = {"missing": "a required field is missing", "model_type": "expected a JSON object",
-                 "dict_type": "expected a JSON object", "list_type": "expected a JSON list"}
+        plain = {
+            "missing": "a required field is missing",
+            "model_type": "expected a JSON object",
+            "dict_type": "expected a JSON object",
+            "list_type": "expected a JSON list",
+        }
         problem = plain.get(first["type"], first["msg"].lower())
         raise error(
             f"{path} is valid JSON but not {what}: at {where}, {problem} "

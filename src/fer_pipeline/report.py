@@ -76,13 +76,11 @@ def render_report(
     if run_info:
         sections.append(_key_value_section("Run parameters", run_info))
     document = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         "<title>FER evaluation report</title>\n"
-        "<link rel=\"icon\" href=\"data:,\">\n"  # no favicon request from a file:// page
-        f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        + "\n".join(sections)
-        + "\n</main>\n</body>\n</html>\n"
+        '<link rel="icon" href="data:,">\n'  # no favicon request from a file:// page
+        f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n" + "\n".join(sections) + "\n</main>\n</body>\n</html>\n"
     )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,8 +157,7 @@ def _key_value_section(title: str, values: dict) -> str:
         for key, value in values.items()
     )
     return (
-        f'<section><h2>{_esc(title)}</h2><div class="table-wrap"><table>'
-        f"<tbody>{rows}</tbody></table></div></section>"
+        f'<section><h2>{_esc(title)}</h2><div class="table-wrap"><table><tbody>{rows}</tbody></table></div></section>'
     )
 
 

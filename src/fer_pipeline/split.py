@@ -49,7 +49,7 @@ class Split:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Split":
+    def load(cls, path: str | Path) -> Split:
         data = json.loads(Path(path).read_text())
         if data.get("format_version") != SPLIT_FORMAT_VERSION:
             raise DatasetError(f"{path}: unknown split format {data.get('format_version')!r}; re-run the split step.")

@@ -41,7 +41,12 @@ class IngestOutcome:
     reused: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"uri": self.uri, "manifest": self.manifest, "uploaded_files": self.uploaded_files, "reused": self.reused}
+        return {
+            "uri": self.uri,
+            "manifest": self.manifest,
+            "uploaded_files": self.uploaded_files,
+            "reused": self.reused,
+        }
 
 
 def fetch_source(source: str, workdir: Path) -> Path:
@@ -98,10 +103,16 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
     with tempfile.TemporaryDirectory(prefix="fer-source-") as workdir:
         local = fetch_source(source, Path(workdir))
         checksum = source_checksum(local)
-        target = storage.GcsPath.parse(gcs_prefix).child("datasets", dataset_key(checksum, options)).uri if gcs_prefix else ""
+        target = (
+            storage.GcsPath.parse(gcs_prefix).child("datasets", dataset_key(checksum, options)).uri
+            if gcs_prefix
+            else ""
+        )
         manifest = _published_manifest(target, Path(workdir), options) if target else None
         if manifest is not None:
-            log.info("ingest: uploaded nothing: %s was already published at %s (sha256 %s)", source, target, checksum[:16])
+            log.info(
+                "ingest: uploaded nothing: %s was already published at %s (sha256 %s)", source, target, checksum[:16]
+            )
             return IngestOutcome(target, manifest, 0, True)
         result = read_source(local, options)
     result.dataset.manifest["source"] = source
@@ -111,7 +122,8 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
     # The manifest lists every other file with its MD5, so readers can tell a whole dataset from a mix.
     result.dataset.manifest["files"] = {
         p.name: {"md5": storage.md5_base64(p), "bytes": p.stat().st_size}
-        for p in sorted(out_dir.iterdir()) if p.is_file() and p.name != MANIFEST_FILE
+        for p in sorted(out_dir.iterdir())
+        if p.is_file() and p.name != MANIFEST_FILE
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(result.dataset.manifest, indent=2, sort_keys=True))
     log.info("ingest: read %d samples from %s", len(result.dataset), source)
@@ -191,9 +203,13 @@ def load_dataset(uri: str) -> FerDataset:
 def _check_download(uri: str, directory: Path) -> None:
     """Refuse a downloaded dataset without its manifest, or with files other than it lists."""
     manifest_path = directory / MANIFEST_FILE
-    problems = ["no manifest.json"] if not manifest_path.is_file() else file_problems(
-        json.loads(manifest_path.read_text()),
-        {p.relative_to(directory).as_posix(): storage.md5_base64(p) for p in directory.rglob("*") if p.is_file()},
+    problems = (
+        ["no manifest.json"]
+        if not manifest_path.is_file()
+        else file_problems(
+            json.loads(manifest_path.read_text()),
+            {p.relative_to(directory).as_posix(): storage.md5_base64(p) for p in directory.rglob("*") if p.is_file()},
+        )
     )
     if problems:
         shutil.rmtree(directory, ignore_errors=True)
@@ -212,7 +228,12 @@ def split_step(dataset_uri: str, out_path: Path, cfg: SplitConfig):
 
     split = make_split(load_dataset(dataset_uri), cfg)
     split.save(out_path)
-    log.info("split: %d train, %d validation; weights %s", len(split.train_indices), len(split.val_indices), split.class_weights)
+    log.info(
+        "split: %d train, %d validation; weights %s",
+        len(split.train_indices),
+        len(split.val_indices),
+        split.class_weights,
+    )
     return split
 
 
@@ -284,7 +305,9 @@ def register_step(
         export_dir = export_serving_model(Path(model_path), Path(tmp) / "model")
         shutil.copy2(model_path, export_dir / "model.keras")  # keep the Keras file beside the SavedModel
         if registry == "vertex":
-            return _register_vertex(export_dir, metrics, metrics_path, display_name, labels, primary_metric, vertex or {})
+            return _register_vertex(
+                export_dir, metrics, metrics_path, display_name, labels, primary_metric, vertex or {}
+            )
         return _register_local(export_dir, metrics, registry, display_name, labels, primary_metric, started)
 
 

@@ -55,7 +55,7 @@ class GcsPath:
     name: str  # object name or prefix, no leading slash
 
     @classmethod
-    def parse(cls, uri: str) -> "GcsPath":
+    def parse(cls, uri: str) -> GcsPath:
         if not is_gcs_uri(uri):
             raise FerError(f"Not a Cloud Storage URI: {uri!r}; expected gs://BUCKET/PATH.")
         bucket, _, name = uri[len(GCS_SCHEME) :].partition("/")
@@ -63,7 +63,7 @@ class GcsPath:
             raise FerError(f"Cloud Storage URI {uri!r} has no bucket; expected gs://BUCKET/PATH.")
         return cls(bucket, name.strip("/"))
 
-    def child(self, *parts: str) -> "GcsPath":
+    def child(self, *parts: str) -> GcsPath:
         return GcsPath(self.bucket, "/".join(p.strip("/") for p in (self.name, *parts) if p))
 
     @property
@@ -84,7 +84,9 @@ def client():
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "fer-local"), credentials=AnonymousCredentials())
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT", "fer-local"), credentials=AnonymousCredentials()
+        )
     from google.auth.exceptions import DefaultCredentialsError
 
     try:

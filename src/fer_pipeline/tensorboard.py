@@ -46,7 +46,7 @@ def scalar_destination(key: str) -> tuple[str, str]:
     if key == LEARNING_RATE_TAG:
         return TRAIN_RUN, LEARNING_RATE_TAG
     if key.startswith("val_"):
-        return VALIDATION_RUN, f"epoch_{key[len('val_'):]}"
+        return VALIDATION_RUN, f"epoch_{key[len('val_') :]}"
     return TRAIN_RUN, f"epoch_{key}"
 
 
@@ -89,12 +89,14 @@ class EpochSummaries(keras.callbacks.Callback):
 
     def _writer(self, run: str) -> tf.summary.SummaryWriter:
         import tensorflow as tf
+
         if run not in self._writers:
             self._writers[run] = tf.summary.create_file_writer(str(self.directory / run))
         return self._writers[run]
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
+
         self.last_step = self.first_step + epoch + 1
         for key, value in (logs or {}).items():
             try:
@@ -120,6 +122,7 @@ class EpochSummaries(keras.callbacks.Callback):
 
     def _write_confusion_matrix(self) -> None:
         import tensorflow as tf
+
         from fer_pipeline.classes import CLASSES
 
         labels, predicted = [], []
@@ -169,6 +172,7 @@ def read_scalars(directory: str | Path) -> dict[str, dict[str, list[tuple[int, f
 
 def _read_run(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     import tensorflow as tf
+
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:

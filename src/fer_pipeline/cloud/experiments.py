@@ -23,8 +23,9 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.runs import flat_metrics, flat_params

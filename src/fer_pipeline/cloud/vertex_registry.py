@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
@@ -118,7 +119,9 @@ def register_vertex_model(
 # Read-only lookups are retried on transient errors (429, 5xx, connection resets) with
 # backoff. Upload and evaluation import are not: a retry after a lost response could
 # add a second version or evaluation.
-_READ_RETRY = api_retry.Retry(predicate=api_retry.if_transient_error, initial=1.0, multiplier=2.0, maximum=30.0, timeout=120.0)
+_READ_RETRY = api_retry.Retry(
+    predicate=api_retry.if_transient_error, initial=1.0, multiplier=2.0, maximum=30.0, timeout=120.0
+)
 
 
 def find_family_and_champion(display_name: str):
@@ -169,9 +172,7 @@ def read_version_metrics(version) -> dict[str, Any]:
 
 def describe_version(metrics: Mapping[str, Any], primary_metric: str, labels: Mapping[str, str]) -> str:
     """The version description: compact JSON of the scalar metrics and the original labels."""
-    scalars = {
-        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return json.dumps(
         {"primary_metric": primary_metric, "metrics": scalars, "labels": {str(k): str(v) for k, v in labels.items()}},
         sort_keys=True,

@@ -139,8 +139,13 @@ def run_fine_tune_job(
         location=job.location,
         staging_bucket=job.staging_bucket,
     )
-    log.info("fine-tune: custom job on %d replicas of %s + %dx %s", job.replicas, job.machine_type,
-             job.accelerator_count, job.accelerator_type)
+    log.info(
+        "fine-tune: custom job on %d replicas of %s + %dx %s",
+        job.replicas,
+        job.machine_type,
+        job.accelerator_count,
+        job.accelerator_type,
+    )
     custom_job.run(sync=True, service_account=job.service_account or None)
     history_path = Path(out_dir) / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}

@@ -164,9 +164,7 @@ def _data_warnings(dataset: FerDataset, report: IngestReport, options: IngestOpt
     expected_split = np.array([USAGE_TO_SPLIT.get(u, s) for u, s in zip(dataset.source_splits, dataset.splits)])
     misplaced = int(np.sum(expected_split != dataset.splits))
     if misplaced:
-        found.append(
-            f"{misplaced} sample(s) sit in a split their name prefix contradicts (e.g. Training_* in test/)"
-        )
+        found.append(f"{misplaced} sample(s) sit in a split their name prefix contradicts (e.g. Training_* in test/)")
     if report.rejected and not options.strict:
         found.append(f"{report.rejected} file(s) rejected and left out (strict=False)")
     if report.converted:

@@ -45,9 +45,7 @@ def _read_csv(path: Path) -> _Collected:
 def _csv_columns(header: list[str] | None, name: str) -> dict[str, int]:
     """Column positions of emotion, pixels and Usage; DatasetError naming any missing."""
     if not header:
-        raise DatasetError(
-            f"{name} is empty; expected a header row {','.join(CSV_COLUMNS)} and one row per image."
-        )
+        raise DatasetError(f"{name} is empty; expected a header row {','.join(CSV_COLUMNS)} and one row per image.")
     positions = {column.strip(): i for i, column in enumerate(header)}
     missing = [c for c in CSV_COLUMNS if c not in positions]
     if missing:

@@ -33,7 +33,7 @@ class _DirTree:
         self._paths: dict[str, Path] = {}  # shown name -> the file on disk
         self._scan(self._real_root, "", {self._real_root})
 
-    def __enter__(self) -> "_DirTree":
+    def __enter__(self) -> _DirTree:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

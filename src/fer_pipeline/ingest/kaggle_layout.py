@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 
-from fer_pipeline.classes import CLASSES, CLASS_INDEX
+from fer_pipeline.classes import CLASS_INDEX, CLASSES
 from fer_pipeline.dataset import SPLITS
 from fer_pipeline.errors import DatasetError
 from fer_pipeline.ingest.decoding import decode_image
@@ -106,7 +106,7 @@ def _plan_layout(
     images_in: dict[tuple[str, str], int] = {}
     samples, outside = [], []
     for name in real_files:
-        parts = name[len(root):].split("/")
+        parts = name[len(root) :].split("/")
         if not name.startswith(root) or parts[0] not in SPLITS:
             outside.append(name)
         elif len(parts) == 2:
@@ -116,7 +116,7 @@ def _plan_layout(
         else:
             images_in[(parts[0], parts[1])] = images_in.get((parts[0], parts[1]), 0) + 1
             if parts[1] in CLASS_INDEX:
-                samples.append((name, name[len(root):], parts[0], parts[1]))
+                samples.append((name, name[len(root) :], parts[0], parts[1]))
     _ignore_outside(outside, root, collected)
     _check_classes(folders, images_in, root, source)
     return samples
@@ -135,7 +135,7 @@ def _folders_below(root: str, folder_paths: list[str]) -> dict[str, set[str]]:
         relative = "/".join(parts[:cut]) + "/"
         if not relative.startswith(root):
             continue
-        below = relative[len(root):].strip("/").split("/")
+        below = relative[len(root) :].strip("/").split("/")
         if below[0] in SPLITS:
             classes = folders.setdefault(below[0], set())
             if len(below) >= 2:
@@ -148,14 +148,14 @@ def _ignore_outside(outside: list[str], root: str, collected: _Collected) -> Non
     for name in outside:
         collected.issue(name, IGNORED, f"outside {root}train/ and {root}test/")
     if outside:
-        places = sorted({n[len(root):].split("/")[0] if n.startswith(root) else n.split("/")[0] for n in outside})
+        places = sorted({n[len(root) :].split("/")[0] if n.startswith(root) else n.split("/")[0] for n in outside})
         collected.warnings.append(
             f"ignored {len(outside)} file(s) outside train/ and test/ (in {', '.join(places[:MAX_LISTED])})"
         )
 
 
 def _find_root(files: list[str], dirs: list[str], source: str) -> str:
-    """"" when train/ or test/ is at the top, else the one top folder holding them."""
+    """ "" when train/ or test/ is at the top, else the one top folder holding them."""
     tops = {p.split("/")[0] for p in files + dirs}
     if tops & set(SPLITS):
         return ""
@@ -175,9 +175,7 @@ def _find_root(files: list[str], dirs: list[str], source: str) -> str:
     )
 
 
-def _check_classes(
-    folders: dict[str, set[str]], images_in: dict[tuple[str, str], int], root: str, source: str
-) -> None:
+def _check_classes(folders: dict[str, set[str]], images_in: dict[tuple[str, str], int], root: str, source: str) -> None:
     """Raise one DatasetError listing every missing split, missing, unknown or empty class folder."""
     problems = []
     for split in SPLITS:

@@ -39,8 +39,7 @@ class IngestOptions:
     def __post_init__(self) -> None:
         if self.duplicate_policy not in DUPLICATE_POLICIES:
             raise ConfigError(
-                f"duplicate_policy must be one of {', '.join(DUPLICATE_POLICIES)}, "
-                f"got {self.duplicate_policy!r}."
+                f"duplicate_policy must be one of {', '.join(DUPLICATE_POLICIES)}, got {self.duplicate_policy!r}."
             )
         if self.max_member_bytes <= 0 or self.max_compression_ratio <= 1:
             raise ConfigError(

@@ -15,7 +15,7 @@ from fer_pipeline.ingest.folders import _DirTree
 from fer_pipeline.ingest.kaggle_layout import _read_tree
 from fer_pipeline.ingest.policies import IngestOptions
 from fer_pipeline.ingest.report import IngestResult
-from fer_pipeline.ingest.zip_source import _ZipTree, _file_sha256
+from fer_pipeline.ingest.zip_source import _file_sha256, _ZipTree
 
 logger = logging.getLogger("fer_pipeline.ingest")
 
@@ -51,9 +51,7 @@ def read_source(path: str | Path, options: IngestOptions = IngestOptions()) -> I
             collected = _read_tree(tree, options)
             checksum = tree.checksum()
     result = _finish(path, source_format, checksum, collected, options)
-    logger.info(
-        "read %d samples from %s in %.1f s", len(result.dataset), path.name, time.monotonic() - started
-    )
+    logger.info("read %d samples from %s in %.1f s", len(result.dataset), path.name, time.monotonic() - started)
     return result
 
 
@@ -72,7 +70,7 @@ def source_checksum(path: str | Path) -> str:
 
 
 def detect_format(path: Path) -> str:
-    """"kaggle-zip", "kaggle-dir" or "fer2013-csv", from what ``path`` is."""
+    """ "kaggle-zip", "kaggle-dir" or "fer2013-csv", from what ``path`` is."""
     if path.is_dir():
         return "kaggle-dir"
     if not path.is_file():
@@ -82,6 +80,4 @@ def detect_format(path: Path) -> str:
         return "fer2013-csv"
     if suffix == ".zip" or zipfile.is_zipfile(path):
         return "kaggle-zip"
-    raise DatasetError(
-        f"Cannot tell what {path} is (suffix {path.suffix!r}); {_SOURCE_KINDS}."
-    )
+    raise DatasetError(f"Cannot tell what {path} is (suffix {path.suffix!r}); {_SOURCE_KINDS}.")

@@ -21,7 +21,7 @@ class _ZipTree:
     """A zip archive read in memory: entry names, and entry bytes by name. An entry is
     inflated only within the size and compression-ratio limits (archive bombs)."""
 
-    def __init__(self, path: Path, options: "IngestOptions" = IngestOptions()):
+    def __init__(self, path: Path, options: IngestOptions = IngestOptions()):
         self.path = path
         self.max_bytes = options.max_member_bytes
         self.max_ratio = options.max_compression_ratio
@@ -51,7 +51,7 @@ class _ZipTree:
             else:
                 self.files.append(name)
 
-    def __enter__(self) -> "_ZipTree":
+    def __enter__(self) -> _ZipTree:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -66,17 +66,23 @@ class _ZipTree:
         (its declared size and ratio are checked first, then the bytes actually read)."""
         info = self._infos[name]
         if info.file_size > self.max_bytes:
-            raise _Rejected(f"inflates to {info.file_size:,} bytes, over the {self.max_bytes:,}-byte limit "
-                            "(max_member_bytes); not read")
+            raise _Rejected(
+                f"inflates to {info.file_size:,} bytes, over the {self.max_bytes:,}-byte limit "
+                "(max_member_bytes); not read"
+            )
         ratio = info.file_size / max(info.compress_size, 1)
         if ratio > self.max_ratio:
-            raise _Rejected(f"compressed {ratio:,.0f}:1, over the {self.max_ratio:g}:1 limit "
-                            "(max_compression_ratio; an archive bomb?); not read")
+            raise _Rejected(
+                f"compressed {ratio:,.0f}:1, over the {self.max_ratio:g}:1 limit "
+                "(max_compression_ratio; an archive bomb?); not read"
+            )
         with self._archive.open(info) as member:
             data = member.read(self.max_bytes + 1)  # a lying header cannot make it read more
         if len(data) > self.max_bytes:
-            raise _Rejected(f"inflates past the {self.max_bytes:,}-byte limit (max_member_bytes) although its "
-                            f"header says {info.file_size:,}; not read")
+            raise _Rejected(
+                f"inflates past the {self.max_bytes:,}-byte limit (max_member_bytes) although its "
+                f"header says {info.file_size:,}; not read"
+            )
         return data
 
     def checksum(self) -> str:

@@ -1,7 +1,7 @@
 """``fer-pipeline runs list|compare``: recorded runs from the run index, side by side.
 
-    fer-pipeline runs list [--index PATH]
-    fer-pipeline runs compare [-n 2] [--index PATH] [--all-params] [--json]
+fer-pipeline runs list [--index PATH]
+fer-pipeline runs compare [-n 2] [--index PATH] [--all-params] [--json]
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.runs.index import DEFAULT_INDEX, RUNS_ENV, RunIndex, RunIndexError, default_index
@@ -28,7 +29,8 @@ def differing_params(records: Sequence[dict]) -> list[str]:
     return [
         name
         for name in names
-        if len({json.dumps((r.get("params") or {}).get(name, marker), default=repr, sort_keys=True) for r in records}) > 1
+        if len({json.dumps((r.get("params") or {}).get(name, marker), default=repr, sort_keys=True) for r in records})
+        > 1
     ]
 
 
@@ -74,9 +76,7 @@ def compare_table(records: Sequence[dict], *, all_params: bool = False) -> str:
 def _marked(values: list, *, lower_is_better: bool = False) -> list[str]:
     numbers = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     best = (min(numbers) if lower_is_better else max(numbers)) if len(set(numbers)) > 1 else None  # no mark on a tie
-    return [
-        "n/a" if v is None else f"{v:.4f}{' *' if best is not None and v == best else '  '}" for v in values
-    ]
+    return ["n/a" if v is None else f"{v:.4f}{' *' if best is not None and v == best else '  '}" for v in values]
 
 
 def _render(rows: list, columns: int) -> str:
@@ -144,7 +144,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 def _index_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--index", type=Path, default=None,
+        "--index",
+        type=Path,
+        default=None,
         help=f"run index file (default: ${RUNS_ENV} or {DEFAULT_INDEX}; make run-local writes build/local/runs.json)",
     )
 
@@ -180,7 +182,7 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
             raise RunIndexError(f"No run {', '.join(missing)} in {index.path}; `fer-pipeline runs list` shows them.")
         records = [by_id[run] for run in args.run]
     else:
-        records = records[-args.last:] if args.last > 0 else records
+        records = records[-args.last :] if args.last > 0 else records
     if not records:
         print(f"No runs recorded in {index.path}.", file=sys.stderr)
         return 1

@@ -67,7 +67,9 @@ class RunIndex:
         try:
             data = json.loads(self.path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunIndexFileError(f"{self.path} is not valid JSON ({exc}); move it away to start a new index.") from exc
+            raise RunIndexFileError(
+                f"{self.path} is not valid JSON ({exc}); move it away to start a new index."
+            ) from exc
         if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
             raise RunIndexFileError(
                 f"{self.path} has format_version {data.get('format_version')!r}; this version reads {FORMAT_VERSION}."

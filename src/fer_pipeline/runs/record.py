@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.registry import json_ready
@@ -199,4 +200,3 @@ def flat_metrics(record: dict) -> dict[str, float]:
         for key, value in values.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     }
-
