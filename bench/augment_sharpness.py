@@ -7,8 +7,7 @@ Every bilinear resampling at a fractional offset blurs, and the model's Keras la
 network trained on their output sees softer faces than the unaugmented test images.
 Prints, as JSON lines, the mean absolute Laplacian of the images after each layer
 relative to the originals (1.0 = as sharp), for the cpu preset's flip and shift plus
-the given rotation and zoom (default: runs 1-3's 0.03 and 0.1). With
-``KERAS_BACKEND=jax`` it also scores ``bench/gpu.py``'s single affine resampling.
+the given rotation and zoom (default: runs 1-3's 0.03 and 0.1). It also scores the NumPy feed's single affine resampling (``fer_pipeline.feed_numpy``).
 
 Images: the first ``--images`` validation images of .gpu/fer-trainval.npz.xz
 (``python -m bench.gpu_data``); the test split is not touched.
@@ -71,11 +70,10 @@ def main() -> None:
             }
         )
     )
-    if keras.backend.backend() == "jax":
-        from bench.gpu import jax_augmenter
+    from fer_pipeline.feed_numpy import device_augmenter  # one affine resampling, on any backend
 
-        single = sharpness(jax_augmenter(cfg)(images, cfg.seed)) / sharpness(images)
-        print(json.dumps({"single_affine_resampling": round(single, 3)}))
+    single = sharpness(device_augmenter(cfg)(images, cfg.seed)) / sharpness(images)
+    print(json.dumps({"single_affine_resampling": round(single, 3)}))
 
 
 if __name__ == "__main__":

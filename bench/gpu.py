@@ -1,11 +1,10 @@
 """GPU measurements with Keras 3 on JAX, for a GPU machine that has no TensorFlow.
 
-The model, the loss and the schedule are the library's own (``fer_pipeline.model`` and
-``fer_pipeline.optim`` use Keras and ``keras.ops`` only); the input is in-memory NumPy
-instead of tf.data. Training augmentation is not: Keras' random augmentation layers hold
-a JAX step to 1% of the card (``probe``), so ``sweep`` builds the model without them and
-augments each epoch's images on the device instead (``jax_augmenter``: the same flip,
-shift, rotation and zoom ranges, bilinear sampling, edge pixels repeated).
+Training is the library's own: ``fer_pipeline.trainer`` (phase loop, callbacks, class
+weights, schedule) with ``fer_pipeline.feed_numpy.NumpyFeed``, which augments each
+epoch's images on the device (Keras' random augmentation layers hold a JAX step to 1%
+of the card: ``probe``). What is here is only what the benchmark adds: its data file,
+its deadline, its candidates and its records.
 
     python bench/gpu.py throughput [compact]     # DenseNet169 and/or compact images/s, both phases
     python bench/gpu.py sweep NAME[@SEED] ...    # compact-backbone recipe candidates (validation only)
@@ -28,6 +27,7 @@ import json
 import lzma
 import os
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,27 +38,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fer_pipeline import trainer  # noqa: E402
 from fer_pipeline.classes import CLASSES  # noqa: E402
-from fer_pipeline.config import TrainConfig  # noqa: E402
+from fer_pipeline.config import SplitConfig, TrainConfig  # noqa: E402
+from fer_pipeline.dataset import FerDataset  # noqa: E402
+from fer_pipeline.feed_numpy import AUGMENTATION_OFF, NumpyFeed  # noqa: E402
 from fer_pipeline.model import build_model, unfreeze_backbone, with_flip_tta  # noqa: E402
-from fer_pipeline.optim import SparseCrossentropy, learning_rate_for  # noqa: E402
-from fer_pipeline.presets import PRESETS  # noqa: E402
-from fer_pipeline.split import balanced_class_weights  # noqa: E402
+from fer_pipeline.optim import learning_rate_for  # noqa: E402
+from fer_pipeline.recipe import resolve  # noqa: E402
+from fer_pipeline.split import Split, balanced_class_weights  # noqa: E402
 
 RESULTS = Path(os.environ.get("FER_GPU_RESULTS", "gpu-results.jsonl"))
 DEADLINE = float(os.environ.get("FER_GPU_DEADLINE", "inf"))
 EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter budgets, same shape
 
-AUGMENTATION_OFF = {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0}
-
 # The compact recipe candidates: one change each to the cpu preset (its validation split is 10% too).
-COMPACT_BASE = TrainConfig(**{k: v for k, v in PRESETS["cpu"].items() if k in TrainConfig.__dataclass_fields__})
+COMPACT_BASE = resolve("cpu").train
 CANDIDATES = {
     "base": {},
     "no_class_weights": {"class_weighting": False},
     "balanced_class_weights": {"class_weight_power": 1.0},
     "flatten_head": {"head_pooling": "flatten", "frozen_lr": 3e-4},
-    "rotation_zoom": {"rotation": 0.03, "zoom": 0.1},  # run 3's augmentation (the sweep's base before ebea084)
+    "rotation_zoom": {"rotation": 0.03, "zoom": 0.1},  # run 3's augmentation
     "no_augmentation": AUGMENTATION_OFF,
     "no_smoothing": {"label_smoothing": 0.0},
     "plateau": {"schedule": "plateau", "early_stopping_patience": 3},
@@ -100,125 +101,39 @@ def record(**values) -> None:
         out.write(line + "\n")
 
 
-def compile_for(model, cfg: TrainConfig, rate: float, epochs: int, n_train: int, steps_per_execution: int = 1) -> None:
-    steps = -(-n_train // cfg.batch_size)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate_for(cfg, rate, epochs, steps)),
-        loss=SparseCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
-    )
-
-
-def callbacks_for(cfg: TrainConfig) -> list:
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
-                                               restore_best_weights=True), Deadline()]
-    if cfg.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.reduce_lr_factor,
-                                                           patience=cfg.reduce_lr_patience, min_lr=cfg.min_lr))
-    return callbacks
-
-
-def class_sample_weights(labels: np.ndarray, power: float) -> np.ndarray:
-    """Each image's loss weight: the split's balanced weight of its class, to ``power`` (as train.phase_data)."""
-    counts = np.bincount(labels, minlength=len(CLASSES))
-    weights = balanced_class_weights({name: int(count) for name, count in zip(CLASSES, counts)})
-    return (np.array([weights[name] for name in CLASSES], dtype=np.float32) ** power)[labels]
-
-
-def jax_augmenter(cfg: TrainConfig):
-    """``augment(images, seed)``: ``cfg``'s flip, shift, rotation and zoom on the device.
-
-    The ranges are those of the model's Keras layers (``fer_pipeline.model._augment``):
-    mirror with probability 1/2, shifts up to ``width_shift`` / ``height_shift`` of the
-    side, rotation up to ``rotation`` of a full turn, scale 1 +- ``zoom``; one affine map
-    per image, sampled bilinearly with the edge pixels repeated (Keras' "nearest" fill).
-    """
-    if cfg.erasing > 0:
-        raise ValueError("bench/gpu.py has no device-side random erasing; leave erasing at 0 here.")
-    import jax
-    import jax.numpy as jnp
-    from jax.scipy.ndimage import map_coordinates
-
-    def one(key, image):  # image (H, W, 1)
-        h, w = image.shape[:2]
-        k_flip, k_shift, k_turn, k_zoom = jax.random.split(key, 4)
-        flip = cfg.horizontal_flip & (jax.random.uniform(k_flip) < 0.5)
-        ty, tx = jax.random.uniform(k_shift, (2,), minval=-1.0, maxval=1.0) * jnp.array(
-            [cfg.height_shift * h, cfg.width_shift * w])
-        angle = jax.random.uniform(k_turn, minval=-1.0, maxval=1.0) * cfg.rotation * 2 * jnp.pi
-        scale = 1.0 + jax.random.uniform(k_zoom, minval=-1.0, maxval=1.0) * cfg.zoom
-        # Each output pixel reads the input where the inverse map sends it: centre, rotate, scale, shift, mirror.
-        yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
-        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-        y0, x0 = yy - cy, xx - cx
-        cos, sin = jnp.cos(angle), jnp.sin(angle)
-        sy = (cos * y0 - sin * x0) * scale + cy - ty
-        sx = (sin * y0 + cos * x0) * scale + cx - tx
-        sx = jnp.where(flip, (w - 1) - sx, sx)
-        return map_coordinates(image[..., 0], [sy, sx], order=1, mode="nearest")[..., None]
-
-    batched = jax.jit(jax.vmap(one))
-
-    def augment(images: np.ndarray, seed: int, chunk: int = 8192) -> np.ndarray:
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(images))
-        return np.concatenate([np.asarray(batched(keys[i:i + chunk], images[i:i + chunk]))
-                               for i in range(0, len(images), chunk)])
-
-    return augment
-
-
-class AugmentedEpochs(keras.utils.PyDataset):
-    """Training batches of a freshly shuffled, device-augmented copy of the images each epoch."""
-
-    def __init__(self, x, y, weights, batch_size: int, augment, seed: int):
-        super().__init__()
-        self.x, self.y, self.weights, self.batch_size, self.augment, self.seed = x, y, weights, batch_size, augment, seed
-        self.epoch = 0
-        self._prepare()
-
-    def _prepare(self) -> None:
-        order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.y))
-        self.x_epoch = self.augment(self.x[order], self.seed + self.epoch)
-        self.y_epoch = self.y[order]
-        self.w_epoch = None if self.weights is None else self.weights[order]
-
-    def __len__(self) -> int:
-        return -(-len(self.y) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        if self.w_epoch is None:
-            return self.x_epoch[batch], self.y_epoch[batch]
-        return self.x_epoch[batch], self.y_epoch[batch], self.w_epoch[batch]
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._prepare()
+def as_dataset(data: dict) -> tuple[FerDataset, Split]:
+    """The npz's train and validation arrays as the trainer's dataset and split."""
+    n_train, n_val = len(data["y_train"]), len(data["y_val"])
+    images = np.concatenate([data["x_train"], data["x_val"]])[..., 0].astype("uint8")
+    labels = np.concatenate([data["y_train"], data["y_val"]]).astype("int64")
+    dataset = FerDataset(images=images, labels=labels, splits=np.array(["train"] * (n_train + n_val)),
+                         source_splits=np.array(["Training"] * (n_train + n_val)),
+                         keys=np.array([f"gpu-{i}" for i in range(n_train + n_val)]))
+    counts = lambda y: {name: int(c) for name, c in zip(CLASSES, np.bincount(y, minlength=len(CLASSES)))}  # noqa: E731
+    split = Split(np.arange(n_train), np.arange(n_train, n_train + n_val), counts(data["y_train"]),
+                  counts(data["y_val"]), balanced_class_weights(counts(data["y_train"])), SplitConfig(val_fraction=0.1))
+    return dataset, split
 
 
 def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
-    """Both phases as the library runs them, augmenting on the device; returns validation scores and times."""
-    keras.utils.set_random_seed(cfg.seed)
-    x, y, xv, yv = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
-    weights = class_sample_weights(y, cfg.class_weight_power) if cfg.class_weighting else None
-    batches = AugmentedEpochs(x, y, weights, cfg.batch_size, jax_augmenter(cfg), cfg.seed)
-    model = build_model(replace(cfg, **AUGMENTATION_OFF))  # same weights; augmentation is the input's
-    phases = {}
-    for phase, epochs, rate in (("frozen", cfg.frozen_epochs, cfg.frozen_lr), ("finetune", cfg.finetune_epochs, cfg.finetune_lr)):
-        if phase == "finetune":
-            unfreeze_backbone(model, cfg.unfreeze_from, freeze_batchnorm=cfg.pretrained)
-        if epochs == 0 or Deadline.hit:
-            continue
-        compile_for(model, cfg, rate, epochs, len(y))
-        start = time.time()
-        history = model.fit(batches, epochs=epochs, validation_data=(xv, yv), callbacks=callbacks_for(cfg),
-                            verbose=2)
-        val_loss = history.history["val_loss"]
-        phases[phase] = {"seconds": round(time.time() - start, 1), "epochs": len(history.history["loss"]),
-                         "best_epoch": int(np.argmin(val_loss)) + 1,
-                         "val_accuracy": [round(v, 4) for v in history.history["val_accuracy"]]}
-    return {"phases": phases, **validation_scores(model, xv, yv)}
+    """Both phases through the library's trainer, on the NumPy feed; returns validation scores and times."""
+    dataset, split = as_dataset(data)
+    cfg = replace(cfg, tta=False, tta_shift=0)  # the scores below wrap the bare network in 1, 2 and 10 views themselves
+    feed, phases = NumpyFeed(), {}
+    with tempfile.TemporaryDirectory() as out:
+        result = trainer.train_frozen(dataset, split, cfg, Path(out) / "frozen", feed=feed, extra_callbacks=(Deadline(),))
+        phases["frozen"] = phase_summary(result)
+        if cfg.finetune_epochs > 0 and not Deadline.hit:
+            result = trainer.fine_tune(result.model_path, dataset, split, cfg, Path(out) / "finetune", feed=feed,
+                                       extra_callbacks=(Deadline(),))
+            phases["finetune"] = phase_summary(result)
+        model = result.model
+    return {"phases": phases, **validation_scores(model, data["x_val"], data["y_val"])}
+
+
+def phase_summary(result: trainer.PhaseResult) -> dict:
+    return {"seconds": round(result.seconds, 1), "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+            "val_accuracy": [round(v, 4) for v in result.history.get("val_accuracy", [])]}
 
 
 def validation_scores(model, xv, yv) -> dict:
@@ -237,10 +152,11 @@ def images_per_second(model, cfg: TrainConfig, rate: float, steps: int = 30, ste
     batch = cfg.batch_size
     x = np.random.default_rng(0).uniform(0, 255, (batch * steps, 48, 48, 1)).astype("float32")
     y = np.random.default_rng(1).integers(0, 7, batch * steps)
-    compile_for(model, cfg, rate, 1, len(y), steps_per_execution)
-    model.fit(x[: batch * 3], y[: batch * 3], batch_size=batch, epochs=1, verbose=0)  # compile
+    schedule = learning_rate_for(cfg, rate, 1, steps)
+    compiled = trainer.compile_model(model, cfg, schedule, steps_per_execution=steps_per_execution).trainable
+    compiled.fit(x[: batch * 3], y[: batch * 3], batch_size=batch, epochs=1, verbose=0)  # compile
     start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    compiled.fit(x, y, batch_size=batch, epochs=1, verbose=0)
     return len(y) / (time.perf_counter() - start)
 
 
@@ -249,7 +165,7 @@ def throughput(backbones: list[str]) -> None:
     import jax
 
     record(kind="devices", backend=keras.backend.backend(), devices=[str(d) for d in jax.devices()])
-    configs = {"densenet169": TrainConfig(weights="none"), "compact": COMPACT_BASE}
+    configs = {"densenet169": TrainConfig(weights="none"), "compact": COMPACT_BASE}  # with the layers' augmentation
     for name in backbones or list(configs):
         cfg = configs[name]
         model = build_model(cfg)

@@ -82,7 +82,8 @@ def default_feed() -> Feed:
     return NumpyFeed()
 
 
-def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path, feed: Feed | None = None) -> PhaseResult:
+def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path, feed: Feed | None = None,
+                 extra_callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> PhaseResult:
     """Phase 1 ("frozen"): train the new head on a frozen, pretrained backbone.
 
     Args:
@@ -91,6 +92,7 @@ def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: P
         cfg: Training config (``frozen_epochs``, ``frozen_lr`` and the shared settings).
         out_dir: Directory for ``model.keras`` and ``history.json``; created if missing.
         feed: The backend's input (default: ``default_feed()``).
+        extra_callbacks: Run after the phase's own (a benchmark's deadline, say).
 
     Returns:
         The phase's result; the model holds the weights of the best validation epoch.
@@ -98,12 +100,12 @@ def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: P
     feed = feed or default_feed()
     return run_phase(
         "frozen", lambda: build_model(feed.model_config(cfg)), dataset, split, cfg, Path(out_dir), cfg.frozen_epochs,
-        cfg.frozen_lr, feed,
+        cfg.frozen_lr, feed, extra_callbacks=extra_callbacks,
     )
 
 
 def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path,
-              feed: Feed | None = None) -> PhaseResult:
+              feed: Feed | None = None, extra_callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> PhaseResult:
     """Phase 2 ("finetune"): unfreeze the backbone (BatchNorm stays frozen) and train at a low rate.
 
     Args:
@@ -114,6 +116,7 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
             and the shared settings).
         out_dir: Directory for ``model.keras`` and ``history.json``; created if missing.
         feed: The backend's input (default: ``default_feed()``).
+        extra_callbacks: Run after the phase's own.
 
     Returns:
         The phase's result. With ``finetune_epochs`` 0 the model is saved unchanged. With
@@ -131,6 +134,7 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr,
         feed or default_feed(),
         first_step=epochs_before(model_path),  # TensorBoard: fine-tuning continues phase 1's epoch axis
+        extra_callbacks=extra_callbacks,
     )
     if cfg.tta:  # the final model: evaluation and export then use all views with no change of their own
         result.model = with_flip_tta(result.model, shift=cfg.tta_shift)
@@ -237,6 +241,7 @@ def compile_model(
     cfg: TrainConfig,
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     optimizer: keras.optimizers.Optimizer | None = None,
+    steps_per_execution: int = 1,
 ) -> CompiledModel:
     """Compile ``model`` for a training phase: Adam (or ``optimizer``), cross-entropy
     (with ``cfg.label_smoothing``) on integer labels, accuracy.
@@ -263,6 +268,7 @@ def compile_model(
         metrics=["accuracy"],
         jit_compile=cfg.jit_compile,
         run_eagerly=cfg.run_eagerly,
+        steps_per_execution=steps_per_execution,  # >1: several steps per device call (bench/gpu.py probe)
     )
     return CompiledModel(trainable, augment)
 
@@ -394,5 +400,3 @@ def best_epoch_of(history: dict[str, list[float]]) -> int:
     if not losses or np.all(np.isnan(losses)):
         return len(history.get("loss", []))
     return int(np.nanargmin(losses)) + 1
-
-

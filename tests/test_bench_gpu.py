@@ -1,0 +1,38 @@
+"""bench/gpu.py trains through the library's trainer on Keras' JAX backend (as on the GPU
+machines, which have no TensorFlow): a one-epoch sweep on a tiny data file."""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_pipeline import synthetic
+
+pytest.importorskip("jax", reason="bench/gpu.py runs Keras on JAX (the dev extra installs it)")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp_path):
+    x, y = synthetic.make_images(12, seed=1)
+    xv, yv = synthetic.make_images(3, seed=2)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x, y_train=y, x_val=xv, y_val=yv)
+    (tmp_path / "data.npz.xz").write_bytes(lzma.compress(buffer.getvalue()))
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", FER_GPU_DATA=str(tmp_path / "data.npz.xz"),
+               FER_GPU_RESULTS=str(tmp_path / "results.jsonl"), FER_GPU_EPOCH_SCALE="0.02")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "sweep", "finetune_2@3"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = (tmp_path / "results.jsonl").read_text().splitlines()
+    result = json.loads(line)
+    assert result["kind"] == "sweep" and result["seed"] == 3 and result["epochs"] == [1, 0]
+    assert result["phases"]["frozen"]["epochs"] == 1 and "finetune" not in result["phases"]
+    assert 0.0 <= result["val_accuracy_tta10"] <= 1.0
