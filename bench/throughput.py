@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     from fer_pipeline.config import SplitConfig, TrainConfig
     from fer_pipeline.ingest import read_source
     from fer_pipeline.split import make_split
-    from fer_pipeline.trainer import phase_data
+    from fer_pipeline.training_data import phase_data
 
     started = time.perf_counter()
     dataset = read_source(args.zip).dataset

@@ -99,6 +99,7 @@ TRAIN_CHILD = """
     import keras
     import numpy as np
     from fer_pipeline import trainer as train
+    from fer_pipeline.training_data import phase_data
     from fer_pipeline.config import TrainConfig
     from fer_pipeline.data import make_dataset
     from fer_pipeline.model import unfreeze_backbone
@@ -121,7 +122,7 @@ TRAIN_CHILD = """
     unfreeze_backbone(model, "conv5_block32_0_bn")
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", run_eagerly=True)
     keras.utils.set_random_seed(cfg.seed)
-    rows = train.phase_data(dataset, split, cfg).train_indices
+    rows = phase_data(dataset, split, cfg).train_indices
     fitted = model.fit(make_dataset(dataset.images[rows], dataset.labels[rows], 32, shuffle=True, seed=cfg.seed),
                        epochs=1, verbose=0)
     print(json.dumps({"frozen": [frozen_digest, frozen.history["loss"], frozen.history["val_loss"]],

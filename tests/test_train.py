@@ -13,6 +13,7 @@ import pytest
 
 from fer_pipeline import feed_tf, synthetic
 from fer_pipeline import trainer as train
+from fer_pipeline import training_data
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.data import make_dataset
@@ -66,7 +67,7 @@ def test_max_train_samples_caps_train_and_val_keeping_every_class():
     split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=1))
     cfg = _cfg(max_train_samples=30)
 
-    data = train.phase_data(dataset, split, cfg)
+    data = training_data.phase_data(dataset, split, cfg)
 
     assert len(data.train_indices) == 30
     assert len(data.val_indices) <= round(30 * len(split.val_indices) / len(split.train_indices))
@@ -77,18 +78,18 @@ def test_max_train_samples_caps_train_and_val_keeping_every_class():
     counts = np.bincount(dataset.labels[data.train_indices], minlength=NUM_CLASSES)
     assert counts.argmax() == int(np.argmax(IMBALANCED))  # shares kept: the largest class stays largest
 
-    again = train.phase_data(dataset, split, cfg)
+    again = training_data.phase_data(dataset, split, cfg)
     np.testing.assert_array_equal(again.train_indices, data.train_indices)
-    other_seed = train.phase_data(dataset, split, _cfg(max_train_samples=30, seed=8))
+    other_seed = training_data.phase_data(dataset, split, _cfg(max_train_samples=30, seed=8))
     assert not np.array_equal(other_seed.train_indices, data.train_indices)
 
-    uncapped = train.phase_data(dataset, split, _cfg(max_train_samples=0))
+    uncapped = training_data.phase_data(dataset, split, _cfg(max_train_samples=0))
     np.testing.assert_array_equal(uncapped.train_indices, split.train_indices)
 
 
 def test_a_cap_below_the_class_count_keeps_one_per_class():
     labels = np.repeat(np.arange(NUM_CLASSES), [50, 2, 9, 80, 30, 20, 10])
-    kept = train.stratified_cap(np.arange(len(labels)) + 1000, labels, cap=3, seed=0)
+    kept = training_data.stratified_cap(np.arange(len(labels)) + 1000, labels, cap=3, seed=0)
     assert len(kept) == NUM_CLASSES
     assert set(labels[kept - 1000]) == set(range(NUM_CLASSES))
 
@@ -97,7 +98,7 @@ def test_class_weighting_gives_each_training_image_its_class_weight():
     dataset = _dataset(IMBALANCED)
     split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=1))
 
-    data = train.phase_data(dataset, split, _cfg(class_weighting=True))
+    data = training_data.phase_data(dataset, split, _cfg(class_weighting=True))
     by_index = split.class_weight_by_index()
     expected = np.array([by_index[int(k)] for k in dataset.labels[data.train_indices]], dtype=np.float32)
     np.testing.assert_allclose(data.train_sample_weights, expected)
@@ -119,9 +120,9 @@ def test_class_weighting_gives_each_training_image_its_class_weight():
     assert images.dtype.name == "float32" and tuple(images.shape) == (8, 48, 48, 1)
     np.testing.assert_allclose(weights.numpy(), expected[:8])
 
-    assert train.phase_data(dataset, split, _cfg(class_weighting=False)).train_sample_weights is None
+    assert training_data.phase_data(dataset, split, _cfg(class_weighting=False)).train_sample_weights is None
 
-    milder = train.phase_data(dataset, split, _cfg(class_weighting=True, class_weight_power=0.5))
+    milder = training_data.phase_data(dataset, split, _cfg(class_weighting=True, class_weight_power=0.5))
     np.testing.assert_allclose(milder.train_sample_weights, np.sqrt(expected), rtol=1e-6)
 
 
@@ -175,12 +176,10 @@ def test_both_phases_train_save_and_record_history(tmp_path, monkeypatch, caplog
     # pretrained statistics to protect, so that block's BatchNorm trains too (with
     # pretrained weights it stays frozen: tests/test_model.py).
     before, after = frozen.model.get_layer(BACKBONE_NAME), tuned.model.get_layer(BACKBONE_NAME)
-    changed = lambda name: (
-        not np.array_equal(
-            before.get_layer(name).get_weights()[0],  # noqa: E731
-            after.get_layer(name).get_weights()[0],
-        )
-    )
+
+    def changed(name: str) -> bool:
+        return not np.array_equal(before.get_layer(name).get_weights()[0], after.get_layer(name).get_weights()[0])
+
     assert changed("conv5_block32_1_conv")
     assert not changed("conv5_block31_1_conv")
     assert not changed("conv1_conv")

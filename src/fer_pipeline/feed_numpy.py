@@ -23,7 +23,7 @@ import numpy as np
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.trainer import PhaseData
+from fer_pipeline.training_data import PhaseData
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -16,7 +17,7 @@ from fer_pipeline.config import TrainConfig
 from fer_pipeline.data import make_dataset
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.tensorboard import EpochSummaries, log_dir
-from fer_pipeline.trainer import PhaseData
+from fer_pipeline.training_data import PhaseData
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class TfDataFeed:
     """tf.data over the in-memory images; the model's own layers augment (or, with XLA,
     its augmentation stage runs in the input pipeline: ``trainer.compile_model``)."""
 
-    def prepare(self, cfg: TrainConfig) -> tuple[ContextManager[Any], int]:
+    def prepare(self, cfg: TrainConfig) -> tuple[AbstractContextManager[Any], int]:
         if cfg.deterministic:  # process-wide and irreversible; docs/reliability.md
             tf.config.experimental.enable_op_determinism()
         strategy = configure_devices(cfg)

@@ -20,13 +20,13 @@ import keras
 import numpy as np
 
 from fer_pipeline.checkpoint import PhaseBackup
-from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.files import MODEL_FILE, write_json
 from fer_pipeline.model import build_model, load_model, tta_offsets, unfreeze_backbone, with_flip_tta
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
 from fer_pipeline.split import Split
+from fer_pipeline.training_data import PhaseData, phase_data
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +43,6 @@ class PhaseResult:
     best_epoch: int  # 1-based epoch with the lowest val_loss (its weights are kept); 0 if none ran
     seconds: float  # wall-clock seconds spent in fit
     model_path: Path
-
-
-@dataclass(frozen=True)
-class PhaseData:
-    """Which samples a phase trains and validates on, and the training loss weights."""
-
-    train_indices: np.ndarray
-    val_indices: np.ndarray
-    train_sample_weights: np.ndarray | None  # per training sample; None without class weighting
 
 
 class Feed(Protocol):
@@ -143,72 +134,6 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         logger.info("Saved %s with test-time augmentation (mean over %d views: the image and its mirror%s).",
                     result.model_path, views, f", each shifted {cfg.tta_shift} px four ways" if cfg.tta_shift else "")
     return result
-
-
-def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData:
-    """Training/validation indices (capped by ``cfg.max_train_samples``) and loss weights.
-
-    Args:
-        dataset: The canonical dataset.
-        split: Training and validation indices and class weights.
-        cfg: Uses ``max_train_samples`` (images; 0 = all), ``class_weighting``,
-            ``class_weight_power`` and ``seed``.
-
-    Returns:
-        The indices to use and, with class weighting, each training image's weight
-        ``class_weights[label] ** class_weight_power``. Validation loss stays unweighted.
-    """
-    train_idx, val_idx = split.train_indices, split.val_indices
-    if cfg.max_train_samples > 0:
-        # Validation shrinks by the same ratio; at least 1 (raised to one per class below).
-        val_cap = max(1, round(cfg.max_train_samples * len(val_idx) / max(len(train_idx), 1)))
-        train_idx = stratified_cap(train_idx, dataset.labels[train_idx], cfg.max_train_samples, cfg.seed)
-        val_idx = stratified_cap(val_idx, dataset.labels[val_idx], val_cap, cfg.seed + 1)
-    weights = None
-    if cfg.class_weighting:
-        by_index = split.class_weight_by_index()
-        table = np.array([by_index[i] for i in range(NUM_CLASSES)], dtype=np.float32) ** cfg.class_weight_power
-        weights = table[dataset.labels[train_idx].astype(np.int64)]
-    return PhaseData(train_idx, val_idx, weights)
-
-
-def stratified_cap(indices: np.ndarray, labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """A seeded random subset of at most ``cap`` indices, class shares kept, every class kept.
-
-    Args:
-        indices: Sample indices.
-        labels: Class of each entry of ``indices``.
-        cap: Most indices to keep; raised to the number of classes present so that
-            each keeps at least one. ``cap`` <= 0 or >= ``len(indices)`` keeps all.
-        seed: Random seed.
-
-    Returns:
-        The kept indices, sorted.
-    """
-    if cap <= 0 or cap >= len(indices):
-        return indices
-    classes, counts = np.unique(labels, return_counts=True)
-    if cap < len(classes):
-        logger.warning("A cap of %d samples is below the %d classes present; keeping one per class.", cap, len(classes))
-        cap = len(classes)
-    quota = _class_quota(counts, cap)
-    rng = np.random.default_rng(seed)
-    kept = [rng.choice(indices[labels == c], size=n, replace=False) for c, n in zip(classes, quota)]
-    return np.sort(np.concatenate(kept))
-
-
-def _class_quota(counts: np.ndarray, cap: int) -> np.ndarray:
-    """Per-class sample numbers summing to ``cap``: proportional, at least 1, at most the count."""
-    exact = counts * cap / counts.sum()
-    quota = np.clip(np.floor(exact).astype(np.int64), 1, counts)
-    by_remainder = np.argsort(-(exact - np.floor(exact)), kind="stable")
-    while quota.sum() < cap:  # hand out the rest by largest remainder
-        for i in by_remainder:
-            if quota.sum() < cap and quota[i] < counts[i]:
-                quota[i] += 1
-    while quota.sum() > cap:  # the minimum of one overshot: take back from the largest
-        quota[np.argmax(np.where(quota > 1, quota, -1))] -= 1
-    return quota
 
 
 def scale_for_replicas(cfg: TrainConfig, replicas: int, learning_rate: float) -> tuple[int, float]:
