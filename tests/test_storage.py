@@ -44,3 +44,16 @@ def test_uri_parsing_and_fuse_mapping():
     assert storage.fuse_path("gs://b/x/y") == "/gcs/b/x/y"
     with pytest.raises(FerError, match="expected gs://BUCKET/PATH"):
         storage.GcsPath.parse("/local/path")
+
+
+def test_backbone_weights_from_gs_are_read_through_the_emulator_or_refused_naming_the_parameter(bucket, tmp_path):
+    from fer_pipeline.errors import ConfigError
+    from fer_pipeline.model import _local_copy
+
+    source = tmp_path / "densenet.weights.h5"
+    source.write_bytes(b"weights" * 10)
+    storage.upload_file(source, f"{bucket}/w/densenet.weights.h5")
+    copy = _local_copy(f"{bucket}/w/densenet.weights.h5")  # tf.io.gfile would ignore the emulator
+    assert copy.name == "densenet.weights.h5" and copy.read_bytes() == source.read_bytes()
+    with pytest.raises(ConfigError, match="parameter `weights`"):
+        _local_copy(f"{bucket}/w/missing.weights.h5")

@@ -5,12 +5,12 @@ else itself with standard Keras layers: optional resizing, augmentation (active 
 in training), grayscale to RGB and DenseNet's 'torch' preprocessing (or a plain
 rescale for the compact backbone), the backbone and the head. So serving and
 evaluation feed the same pixels as training. Load saved files with ``load_model``
-below: it registers the two custom objects a file can name (``HorizontalFlip`` for
-test-time augmentation, and the label-smoothing loss in a TTA model's inner compile
-config).
+below: it registers the three custom objects a file can name (``HorizontalFlip`` and
+``Shift`` for test-time augmentation, and ``optim.SparseCrossentropy``, the
+label-smoothing loss in a TTA model's inner compile config).
 
-The code uses Keras layers and ``keras.ops`` only, so the model also builds under
-the JAX backend (bench/gpu.py runs it on a GPU machine that has no TensorFlow).
+The code uses Keras layers and ``keras.ops`` only, so the model also builds and trains
+under the JAX backend (``trainer`` with ``feed_numpy``; the GPU machines have no TensorFlow).
 """
 
 from __future__ import annotations
@@ -318,13 +318,14 @@ def _weights_source(weights: str) -> str | None:
 
 
 def _local_copy(uri: str) -> Path:
-    """Copy a gs:// weights file to a temporary local file (tf.io.gfile reads GCS natively)."""
-    import tensorflow as tf
+    """Copy a gs:// weights file to a temporary local file, through ``storage`` (which, unlike
+    tf.io.gfile, honours the Cloud Storage emulator and needs no TensorFlow)."""
+    from fer_pipeline import storage
 
     target = Path(tempfile.mkdtemp(prefix="fer-weights-")) / Path(uri).name
     try:
-        tf.io.gfile.copy(uri, str(target), overwrite=True)
-    except Exception as error:  # NotFoundError, permission and network errors
+        storage.download_file(uri, target)
+    except Exception as error:  # missing object, permission and network errors
         raise ConfigError(
             f"Could not read parameter `weights`={uri!r}: {error}. Check the URI and the service "
             'account\'s read access, or pass a local weights file or "none".'
