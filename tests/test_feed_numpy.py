@@ -45,3 +45,23 @@ def test_each_epoch_is_a_new_order_and_new_augmentation_with_its_weights_alongsi
     order = np.random.default_rng(5).permutation(10)[:4]  # the first epoch's order: its labels and weights
     np.testing.assert_array_equal(y0, labels[order])
     np.testing.assert_allclose(w0, weights[order])
+
+
+def test_brightness_moves_each_image_by_one_offset_within_its_range_on_both_feeds():
+    import keras
+
+    from fer_pipeline.model import build_model
+
+    images = np.full((64, 48, 48, 1), 128.0, "float32")
+    cfg = TrainConfig(**{**AUGMENTATION_OFF, "brightness": 0.2})
+    brighter = device_augmenter(cfg)(images, seed=2)
+    offsets = brighter.reshape(64, -1)
+    assert np.ptp(offsets, axis=1).max() < 1e-3  # one offset per image
+    assert 0.2 * 255 * 0.5 < np.abs(offsets[:, 0] - 128).max() <= 0.2 * 255 + 1e-3
+    # the model's own layer (TensorFlow feed) does the same: only in training
+    model = build_model(TrainConfig(backbone="compact", weights="none", compact_widths=(4,), brightness=0.2))
+    assert model.get_layer("augment_brightness") is not None
+    assert "augment_brightness" not in [layer.name for layer in build_model(TrainConfig(backbone="compact",
+                                        weights="none", compact_widths=(4,))).layers]
+    layer = model.get_layer("augment_brightness")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(images[:2], training=False)), images[:2])

@@ -72,6 +72,7 @@ class TrainConfig:
     rotation: float = opt(0.0, "max random rotation, fraction of a full turn (0.03 = 11 degrees; RandomRotation)")
     zoom: float = opt(0.0, "max random zoom in/out, fraction of the side (RandomZoom)")
     erasing: float = opt(0.0, "probability of erasing a random rectangle (RandomErasing); 0 = off")
+    brightness: float = opt(0.0, "max random brightness change, fraction of the 0-255 range (RandomBrightness); 0 = off")
     label_smoothing: float = opt(0.0, "targets (1 - s) one-hot + s / 7; 0 = plain cross-entropy")
     class_weighting: bool = opt(True, "balanced class weights n / (k * count_k) in the loss")
     class_weight_power: float = opt(1.0, "exponent on the class weights: 1 = balanced, 0.5 = square root (milder)")
@@ -141,7 +142,7 @@ class TrainConfig:
             problems.append(f"class_weight_power must be in [0, 1], got {self.class_weight_power!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("rotation", "zoom", "erasing", "label_smoothing"):
+        for name in ("rotation", "zoom", "erasing", "brightness", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not self.compact_widths or min(self.compact_widths) < 1:

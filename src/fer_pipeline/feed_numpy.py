@@ -27,7 +27,9 @@ from fer_pipeline.training_data import PhaseData
 
 logger = logging.getLogger(__name__)
 
-AUGMENTATION_OFF = {"horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0}
+AUGMENTATION_OFF = {
+    "horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0,
+}
 CHUNK = 8192  # images per device call
 
 
@@ -60,13 +62,19 @@ def device_augmenter(cfg: TrainConfig) -> Callable[[np.ndarray, int], np.ndarray
     def augment(images: np.ndarray, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
         rows = affine_rows(cfg, len(images), images.shape[1:3], rng)
-        return np.concatenate([
-            keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
-                images[i : i + CHUNK], rows[i : i + CHUNK], interpolation="bilinear", fill_mode="nearest"))
-            for i in range(0, len(images), CHUNK)
-        ]) if len(images) else images
+        # RandomBrightness: one offset per image, up to ``brightness`` of the 0-255 range, then clipped
+        offsets = (rng.uniform(-1.0, 1.0, len(images)) * cfg.brightness * 255.0).astype("float32")
+        if not len(images):
+            return images
+        return np.concatenate([_transform(images[i : i + CHUNK], rows[i : i + CHUNK], offsets[i : i + CHUNK])
+                               for i in range(0, len(images), CHUNK)])
 
     return augment
+
+
+def _transform(images: np.ndarray, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    moved = keras.ops.image.affine_transform(images, rows, interpolation="bilinear", fill_mode="nearest")
+    return keras.ops.convert_to_numpy(keras.ops.clip(moved + offsets[:, None, None, None], 0.0, 255.0))
 
 
 class AugmentedEpochs(keras.utils.PyDataset):

@@ -263,7 +263,7 @@ def _block_starts(backbone: keras.Model) -> list[str]:
 
 
 def _augment(x, cfg: TrainConfig):
-    """Random flip, shift, rotation, zoom and erasing; Keras skips these layers at inference."""
+    """Random flip, shift, rotation, zoom, erasing and brightness; Keras skips these layers at inference."""
     if cfg.horizontal_flip:
         x = layers.RandomFlip("horizontal", seed=cfg.seed, name="augment_flip")(x)
     if cfg.width_shift > 0 or cfg.height_shift > 0:
@@ -280,6 +280,8 @@ def _augment(x, cfg: TrainConfig):
         x = layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 102, name="augment_zoom")(x)
     if cfg.erasing > 0:
         x = layers.RandomErasing(cfg.erasing, value_range=(0, 255), seed=cfg.seed + 103, name="augment_erase")(x)
+    if cfg.brightness > 0:
+        x = layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=cfg.seed + 104, name="augment_brightness")(x)
     return x
 
 
