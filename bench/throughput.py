@@ -12,7 +12,7 @@ and BatchNorm frozen), with the same DenseNet169 + head, the same batch, in one 
   .flow_from_directory`` over the zip's extracted ``train/`` folder, feeding ``fit`` with
   ``class_weight``;
 - **project**: ``fer_pipeline``'s own path: ``build_model`` / ``unfreeze_backbone``,
-  ``trainer.compile_model`` and ``data.make_dataset`` over the in-memory canonical
+  ``trainer.compile_model`` and ``tf_data.make_dataset`` over the in-memory canonical
   dataset (the real train split), class weights as sample weights;
 - **project, synthetic batch**: the same compiled model fed one in-memory batch over and
   over: its step time is the model's alone, so the gap to "project" is what the input
@@ -183,7 +183,7 @@ class Project:
         import tensorflow as tf
 
         from fer_pipeline import trainer as train
-        from fer_pipeline.data import make_dataset
+        from fer_pipeline.tf_data import make_dataset
         from fer_pipeline.feed_tf import configure_devices
         from fer_pipeline.model import build_model
 

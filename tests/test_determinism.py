@@ -101,7 +101,7 @@ TRAIN_CHILD = """
     from fer_pipeline import trainer as train
     from fer_pipeline.training_data import phase_data
     from fer_pipeline.config import TrainConfig
-    from fer_pipeline.data import make_dataset
+    from fer_pipeline.tf_data import make_dataset
     from fer_pipeline.model import unfreeze_backbone
     from fer_pipeline.split import Split
     from fer_pipeline.steps import load_dataset

@@ -6,7 +6,7 @@ loss on its half of the batch, Keras scales it by the global batch, and the grad
 are all-reduced before one shared update. The check goes through the project's own
 pieces: ``trainer.scale_for_replicas`` (two replicas of ``batch_size`` 4 make the global
 batch 8 and double the learning rate), ``trainer.compile_model`` and
-``data.make_dataset`` with class weights as sample weights.
+``tf_data.make_dataset`` with class weights as sample weights.
 
 The model is a small convolutional one, so the test stays fast: DenseNet169 adds
 nothing to what is checked here (the strategy, the loss scaling, the batch and rate
@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent(
     import keras
     from fer_pipeline import trainer as train
     from fer_pipeline.config import TrainConfig
-    from fer_pipeline.data import make_dataset
+    from fer_pipeline.tf_data import make_dataset
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (16, 48, 48), dtype=np.uint8)

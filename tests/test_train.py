@@ -16,7 +16,7 @@ from fer_pipeline import trainer as train
 from fer_pipeline import training_data
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.data import make_dataset
+from fer_pipeline.tf_data import make_dataset
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.model import BACKBONE_NAME
 from fer_pipeline.split import make_split

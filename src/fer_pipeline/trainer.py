@@ -175,7 +175,7 @@ def compile_model(
     has no XLA kernel (and Keras then silently drops XLA for the whole model), so the
     model is cut after its last augmentation layer: the part after it (all the compute,
     sharing the model's weights) is compiled with XLA, and the part up to it is returned
-    as ``augment`` for ``data.make_dataset``, which runs it on whole batches in the
+    as ``augment`` for ``tf_data.make_dataset``, which runs it on whole batches in the
     input pipeline. Saving ``model`` afterwards saves the trained weights either way.
 
     Call inside the distribution strategy's scope.
