@@ -26,6 +26,7 @@ from fer_pipeline import __version__, cli_models, runs
 from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
+from fer_pipeline.files import write_json
 from fer_pipeline.presets import PRESETS
 from fer_pipeline.recipe import RECIPE_FIELDS, resolve
 
@@ -104,7 +105,7 @@ def cmd_validate(args) -> int:
     print(result.report.summary_text())
     print(f"\nread in {time.time() - started:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(result.report.to_dict(), indent=2))
+        write_json(args.json, result.report.to_dict())
     if not result.report.usable:
         print("dataset NOT usable: see the problems above", file=sys.stderr)
         return 1

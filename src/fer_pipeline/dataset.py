@@ -20,6 +20,7 @@ import numpy as np
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import DatasetError
+from fer_pipeline.files import write_json
 
 FORMAT_VERSION = 1
 IMAGES_FILE = "images.npz"
@@ -65,7 +66,7 @@ class FerDataset:
             keys=self.keys.astype(str),
         )
         # Manifest last: its presence marks the directory complete.
-        (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
+        write_json(directory / MANIFEST_FILE, self.manifest, sort_keys=True)
         return directory
 
     @classmethod

@@ -14,9 +14,9 @@ import keras
 import tensorflow as tf
 
 from fer_pipeline.config import TrainConfig
-from fer_pipeline.tf_data import make_dataset
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.tensorboard import EpochSummaries, log_dir
+from fer_pipeline.tf_data import make_dataset
 from fer_pipeline.training_data import PhaseData
 
 logger = logging.getLogger(__name__)

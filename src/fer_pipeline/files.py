@@ -22,13 +22,15 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: str | Path, data: Any, *, strict: bool = False, sort_keys: bool = False) -> None:
+def write_json(
+    path: str | Path, data: Any, *, strict: bool = False, sort_keys: bool = False, indent: int | None = 2
+) -> None:
     """Write ``data`` as indented JSON: to a temp file in the same folder, then ``os.replace``
     it over ``path``, so readers see the old file or the new one. ``strict`` refuses NaN
     and values JSON has no form for; otherwise they are written with ``str``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=not strict, default=None if strict else str)
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=not strict, default=None if strict else str)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); give it the mode any new file gets, so a

@@ -15,6 +15,7 @@ from fer_pipeline.classes import CLASSES
 from fer_pipeline.config import SplitConfig
 from fer_pipeline.dataset import FerDataset, class_counts
 from fer_pipeline.errors import DatasetError
+from fer_pipeline.files import write_json
 
 SPLIT_FORMAT_VERSION = 1
 
@@ -45,7 +46,7 @@ class Split:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json()))
+        write_json(path, self.to_json(), indent=None)
         return path
 
     @classmethod

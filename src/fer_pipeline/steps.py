@@ -22,6 +22,7 @@ from fer_pipeline import storage
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import MANIFEST_FILE, FerDataset
 from fer_pipeline.errors import FerError, UnusableFileError, read_json_file
+from fer_pipeline.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,14 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
     result.dataset.manifest["source"] = source
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused ingest writes nothing
     result.dataset.save(out_dir)
-    (out_dir / INGEST_REPORT).write_text(json.dumps(result.report.to_dict(), indent=2))
+    write_json(out_dir / INGEST_REPORT, result.report.to_dict())
     # The manifest lists every other file with its MD5, so readers can tell a whole dataset from a mix.
     result.dataset.manifest["files"] = {
         p.name: {"md5": storage.md5_base64(p), "bytes": p.stat().st_size}
         for p in sorted(out_dir.iterdir())
         if p.is_file() and p.name != MANIFEST_FILE
     }
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(result.dataset.manifest, indent=2, sort_keys=True))
+    write_json(out_dir / MANIFEST_FILE, result.dataset.manifest, sort_keys=True)
     log.info("ingest: read %d samples from %s", len(result.dataset), source)
     if not target:
         return IngestOutcome(str(out_dir), result.dataset.manifest, 0, False)

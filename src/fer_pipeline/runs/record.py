@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline.classes import CLASSES
+from fer_pipeline.files import write_json
 from fer_pipeline.registry import json_ready
 from fer_pipeline.runs.index import RunIndex
 
@@ -169,7 +170,7 @@ def write_record(evaluation_dir: str | Path, record: dict) -> Path:
     """Write ``run.json`` into an evaluation directory."""
     path = Path(evaluation_dir) / RECORD_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    write_json(path, record, sort_keys=True)
     return path
 
 
