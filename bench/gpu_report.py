@@ -29,7 +29,9 @@ def load_sweep(paths: list[Path]) -> dict[str, list[dict]]:
             try:
                 result = json.loads(line)
             except ValueError as error:
-                raise SystemExit(f"{path}:{number}: not a JSON line ({error}); is this a bench/gpu.py results file?")
+                raise SystemExit(
+                    f"{path}:{number}: not a JSON line ({error}); is this a bench/gpu.py results file?"
+                ) from error
             if result.get("kind") == "sweep":
                 runs[result["name"]].append(result)
     return runs

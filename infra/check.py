@@ -135,7 +135,7 @@ def findings(parsed: dict[str, dict[str, Any]], tf_dir: Path = TF_DIR, doc: Path
     for role in sorted(roles & PRIMITIVE_ROLES):
         problems.append(f"primitive role {role} is not allowed")
     project_roles = set()
-    for (_, name), body in resources(parsed, "google_project_iam_member").items():
+    for (_, _name), body in resources(parsed, "google_project_iam_member").items():
         role = str(body.get("role", ""))
         project_roles.update(ROLE_RE.findall(role))
         if role.startswith("${"):  # for_each over a local: resolve the local's roles

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Protocol
+from typing import Any, Protocol
 
 from fer_pipeline import synthetic
 from fer_pipeline.presets import PRESETS
@@ -263,7 +263,7 @@ class Executor(Protocol):
 
     def session(
         self, run: LocalRun, source: str, emulator_url: str
-    ) -> ContextManager[tuple[Any, Callable[..., Any]]]: ...
+    ) -> contextlib.AbstractContextManager[tuple[Any, Callable[..., Any]]]: ...
 
 
 def record_run(run: LocalRun, run_dir: Path, arguments: dict, started: float, kind: str = "kfp-local") -> dict | None:

@@ -85,7 +85,7 @@ def test_evaluate_writes_consistent_metrics_plots_report_and_vertex_file(tmp_pat
     assert sum(c["support"] for c in metrics["per_class"].values()) == n_test
     assert list(metrics["per_class"]) == list(CLASSES)
     assert set(metrics["roc_curves"]) == set(CLASSES) | {"micro"}
-    for name, curve in metrics["roc_curves"].items():
+    for curve in metrics["roc_curves"].values():
         assert 0 < len(curve["fpr"]) == len(curve["tpr"]) == len(curve["thresholds"]) <= ev.MAX_ROC_POINTS
     for key, source in (("public_test_accuracy", "PublicTest"), ("private_test_accuracy", "PrivateTest")):
         rows = dataset.source_splits[dataset.indices("test")] == source

@@ -102,7 +102,10 @@ def test_killed_training_process_resumes_and_ends_with_the_same_epoch_count(prep
     process = subprocess.Popen(train_command(root, "run", "backup"), stdout=log, stderr=subprocess.STDOUT, env=_env())
     try:
         deadline = time.monotonic() + 240
-        in_second_epoch = lambda: _epochs_done(state_path) >= 1 and f"Epoch 2/{EPOCHS}" in _read(root / "killed.log")
+
+        def in_second_epoch() -> bool:
+            return _epochs_done(state_path) >= 1 and f"Epoch 2/{EPOCHS}" in _read(root / "killed.log")
+
         while not in_second_epoch() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert process.poll() is None, f"training ended before it could be killed: {_read(root / 'killed.log')}"

@@ -23,9 +23,13 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
+
+if TYPE_CHECKING:  # for annotations only: TensorFlow is imported where the logs are written
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
