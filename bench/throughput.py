@@ -183,9 +183,9 @@ class Project:
         import tensorflow as tf
 
         from fer_pipeline import trainer as train
-        from fer_pipeline.tf_data import make_dataset
         from fer_pipeline.feed_tf import configure_devices
         from fer_pipeline.model import build_model
+        from fer_pipeline.tf_data import make_dataset
 
         self.cfg = cfg
         configure_devices(cfg)

@@ -26,10 +26,22 @@ def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp
     buffer = io.BytesIO()
     np.savez(buffer, x_train=x, y_train=y, x_val=xv, y_val=yv)
     (tmp_path / "data.npz.xz").write_bytes(lzma.compress(buffer.getvalue()))
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", FER_GPU_DATA=str(tmp_path / "data.npz.xz"),
-               FER_GPU_RESULTS=str(tmp_path / "results.jsonl"), FER_GPU_EPOCH_SCALE="0.02")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "sweep", "finetune_2@3"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        FER_GPU_DATA=str(tmp_path / "data.npz.xz"),
+        FER_GPU_RESULTS=str(tmp_path / "results.jsonl"),
+        FER_GPU_EPOCH_SCALE="0.02",
+    )
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "sweep", "finetune_2@3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = (tmp_path / "results.jsonl").read_text().splitlines()
     result = json.loads(line)

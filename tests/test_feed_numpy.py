@@ -61,7 +61,8 @@ def test_brightness_moves_each_image_by_one_offset_within_its_range_on_both_feed
     # the model's own layer (TensorFlow feed) does the same: only in training
     model = build_model(TrainConfig(backbone="compact", weights="none", compact_widths=(4,), brightness=0.2))
     assert model.get_layer("augment_brightness") is not None
-    assert "augment_brightness" not in [layer.name for layer in build_model(TrainConfig(backbone="compact",
-                                        weights="none", compact_widths=(4,))).layers]
+    assert "augment_brightness" not in [
+        layer.name for layer in build_model(TrainConfig(backbone="compact", weights="none", compact_widths=(4,))).layers
+    ]
     layer = model.get_layer("augment_brightness")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(images[:2], training=False)), images[:2])

@@ -11,15 +11,14 @@ import json
 import numpy as np
 import pytest
 
-from fer_pipeline import feed_tf, synthetic
+from fer_pipeline import feed_tf, synthetic, training_data
 from fer_pipeline import trainer as train
-from fer_pipeline import training_data
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.tf_data import make_dataset
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.model import BACKBONE_NAME
 from fer_pipeline.split import make_split
+from fer_pipeline.tf_data import make_dataset
 
 HISTORY_KEYS = {"phase", "history", "epochs_run", "best_epoch", "seconds", "config", "train_samples", "val_samples"}
 EPOCH_KEYS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}

@@ -72,7 +72,9 @@ class TrainConfig:
     rotation: float = opt(0.0, "max random rotation, fraction of a full turn (0.03 = 11 degrees; RandomRotation)")
     zoom: float = opt(0.0, "max random zoom in/out, fraction of the side (RandomZoom)")
     erasing: float = opt(0.0, "probability of erasing a random rectangle (RandomErasing); 0 = off")
-    brightness: float = opt(0.0, "max random brightness change, fraction of the 0-255 range (RandomBrightness); 0 = off")
+    brightness: float = opt(
+        0.0, "max random brightness change, fraction of the 0-255 range (RandomBrightness); 0 = off"
+    )
     label_smoothing: float = opt(0.0, "targets (1 - s) one-hot + s / 7; 0 = plain cross-entropy")
     class_weighting: bool = opt(True, "balanced class weights n / (k * count_k) in the loss")
     class_weight_power: float = opt(1.0, "exponent on the class weights: 1 = balanced, 0.5 = square root (milder)")

@@ -281,7 +281,9 @@ def _augment(x, cfg: TrainConfig):
     if cfg.erasing > 0:
         x = layers.RandomErasing(cfg.erasing, value_range=(0, 255), seed=cfg.seed + 103, name="augment_erase")(x)
     if cfg.brightness > 0:
-        x = layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=cfg.seed + 104, name="augment_brightness")(x)
+        x = layers.RandomBrightness(
+            cfg.brightness, value_range=(0, 255), seed=cfg.seed + 104, name="augment_brightness"
+        )(x)
     return x
 
 
