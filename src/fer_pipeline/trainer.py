@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -48,14 +50,15 @@ class PhaseResult:
 class Feed(Protocol):
     """How one backend feeds a phase: devices, the model's in-graph augmentation, batches."""
 
-    def prepare(self, cfg: TrainConfig) -> tuple[ContextManager[Any], int]:
+    def prepare(self, cfg: TrainConfig) -> tuple[AbstractContextManager[Any], int]:
         """Set devices and dtype policy; the scope to build and compile in, and the replica count."""
 
     def model_config(self, cfg: TrainConfig) -> TrainConfig:
         """The config to build a new model from (a feed that augments itself turns the model's layers off)."""
 
-    def batches(self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int,
-                augment: keras.Model | None) -> tuple[Any, Any]:
+    def batches(
+        self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int, augment: keras.Model | None
+    ) -> tuple[Any, Any]:
         """Training and validation input for ``fit``."""
 
     def callbacks(self, out_dir: Path, phase: str, first_step: int, validation: Any) -> list[keras.callbacks.Callback]:
@@ -73,8 +76,14 @@ def default_feed() -> Feed:
     return NumpyFeed()
 
 
-def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path, feed: Feed | None = None,
-                 extra_callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> PhaseResult:
+def train_frozen(
+    dataset: FerDataset,
+    split: Split,
+    cfg: TrainConfig,
+    out_dir: Path,
+    feed: Feed | None = None,
+    extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
+) -> PhaseResult:
     """Phase 1 ("frozen"): train the new head on a frozen, pretrained backbone.
 
     Args:
@@ -90,13 +99,28 @@ def train_frozen(dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: P
     """
     feed = feed or default_feed()
     return run_phase(
-        "frozen", lambda: build_model(feed.model_config(cfg)), dataset, split, cfg, Path(out_dir), cfg.frozen_epochs,
-        cfg.frozen_lr, feed, extra_callbacks=extra_callbacks,
+        "frozen",
+        lambda: build_model(feed.model_config(cfg)),
+        dataset,
+        split,
+        cfg,
+        Path(out_dir),
+        cfg.frozen_epochs,
+        cfg.frozen_lr,
+        feed,
+        extra_callbacks=extra_callbacks,
     )
 
 
-def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainConfig, out_dir: Path,
-              feed: Feed | None = None, extra_callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> PhaseResult:
+def fine_tune(
+    model_path: Path,
+    dataset: FerDataset,
+    split: Split,
+    cfg: TrainConfig,
+    out_dir: Path,
+    feed: Feed | None = None,
+    extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
+) -> PhaseResult:
     """Phase 2 ("finetune"): unfreeze the backbone (BatchNorm stays frozen) and train at a low rate.
 
     Args:
@@ -122,7 +146,14 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         return model
 
     result = run_phase(
-        "finetune", load_and_unfreeze, dataset, split, cfg, Path(out_dir), cfg.finetune_epochs, cfg.finetune_lr,
+        "finetune",
+        load_and_unfreeze,
+        dataset,
+        split,
+        cfg,
+        Path(out_dir),
+        cfg.finetune_epochs,
+        cfg.finetune_lr,
         feed or default_feed(),
         first_step=epochs_before(model_path),  # TensorBoard: fine-tuning continues phase 1's epoch axis
         extra_callbacks=extra_callbacks,
@@ -131,8 +162,12 @@ def fine_tune(model_path: Path, dataset: FerDataset, split: Split, cfg: TrainCon
         result.model = with_flip_tta(result.model, shift=cfg.tta_shift)
         result.model.save(result.model_path)
         views = 2 * len(tta_offsets(cfg.tta_shift))
-        logger.info("Saved %s with test-time augmentation (mean over %d views: the image and its mirror%s).",
-                    result.model_path, views, f", each shifted {cfg.tta_shift} px four ways" if cfg.tta_shift else "")
+        logger.info(
+            "Saved %s with test-time augmentation (mean over %d views: the image and its mirror%s).",
+            result.model_path,
+            views,
+            f", each shifted {cfg.tta_shift} px four ways" if cfg.tta_shift else "",
+        )
     return result
 
 
@@ -285,16 +320,19 @@ def run_phase(
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     model.save(model_path)
-    write_json(out_dir / HISTORY_FILE, {
-        "phase": phase,
-        "history": history,
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
-        "seconds": round(seconds, 3),
-        "train_samples": int(len(data.train_indices)),
-        "val_samples": int(len(data.val_indices)),
-        "config": cfg.to_dict(),
-    })
+    write_json(
+        out_dir / HISTORY_FILE,
+        {
+            "phase": phase,
+            "history": history,
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "seconds": round(seconds, 3),
+            "train_samples": int(len(data.train_indices)),
+            "val_samples": int(len(data.val_indices)),
+            "config": cfg.to_dict(),
+        },
+    )
     if backup is not None:  # outputs written: the backup is no longer needed
         backup.clear()
     logger.info(
