@@ -280,3 +280,15 @@ def test_detects_real_fer_faces_pasted_into_a_photo(real_zip, model, tmp_path):
     for result in found:
         fx, fy = center_of(result["faces"][0]["box"])
         assert abs(fx - 222) < 30 and abs(fy - 172) < 30
+
+
+def test_classify_photo_finds_the_faces_of_one_decoded_photo_as_predict_images_does(model, tmp_path):
+    import cv2
+
+    from fer_pipeline.predict import classify_photo, decode_image, predict_images
+
+    photo = tmp_path / "crop.png"
+    cv2.imwrite(str(photo), np.full((48, 48), 120, np.uint8))
+    faces = classify_photo(model, decode_image(photo.read_bytes(), "crop.png"), skip_detection=True)
+    (entry,) = predict_images(model, [photo], skip_detection=True)
+    assert faces == entry["faces"] and len(faces[0]["scores"]) == 7

@@ -273,13 +273,15 @@ def test_repeatable_pipeline_steps_carry_set_retry_and_registration_does_not(tmp
     assert tasks["ingest"]["retryPolicy"]["backoffDuration"] == "30s"
 
 
-def test_training_components_back_up_beside_their_output_model():
+def test_training_components_back_up_beside_their_output_model(tmp_path):
     import inspect
 
     from components import fine_tune, train_frozen
+    from fer_pipeline.component_io import phase_config
 
     for component in (train_frozen, fine_tune):
-        assert 'backup_dir=f"{model.path}-backup"' in inspect.getsource(component.python_func)
+        assert "phase_config(preset, recipe, model.path)" in inspect.getsource(component.python_func)
+    assert phase_config("", {}, tmp_path / "model").backup_dir == f"{tmp_path / 'model'}-backup"
 
 
 def test_only_storage_talks_to_cloud_storage():

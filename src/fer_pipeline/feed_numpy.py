@@ -15,7 +15,9 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import keras
 import numpy as np
@@ -114,7 +116,7 @@ def _images(dataset: FerDataset, indices: np.ndarray) -> np.ndarray:
 class NumpyFeed:
     """In-memory batches for any backend; augmentation on the device, once per epoch."""
 
-    def prepare(self, cfg: TrainConfig) -> tuple[ContextManager[Any], int]:
+    def prepare(self, cfg: TrainConfig) -> tuple[AbstractContextManager[Any], int]:
         if cfg.jit_compile:
             logger.info("jit_compile: Keras compiles the whole step on %s by itself.", keras.backend.backend())
         return contextlib.nullcontext(), 1

@@ -69,24 +69,35 @@ def read_image(path: Path, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
     Raises:
         UnreadableImage: missing, empty, not an image, too many pixels, or undecodable.
     """
-    cv2 = _cv2()
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # imdecode also copes with non-ASCII paths
     except OSError as exc:
         raise UnreadableImage(f"cannot read {path}: {exc.strerror or exc}") from None
-    if data.size == 0:
-        raise UnreadableImage(f"cannot read {path}: empty file")
-    pixels = _declared_pixels(data)
+    return decode_image(data.tobytes(), str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
+    """Decode an encoded image (JPEG, PNG, ...) to a BGR (or gray) uint8 array; ``name`` is
+    what messages call it (a path, or "the request's image").
+
+    Raises:
+        UnreadableImage: empty, not an image, too many pixels, or undecodable.
+    """
+    cv2 = _cv2()
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise UnreadableImage(f"cannot read {name}: empty file")
+    pixels = _declared_pixels(buffer)
     if pixels is not None and pixels > max_pixels:
         raise UnreadableImage(
-            f"{path} has {pixels:,} pixels, over the {max_pixels:,}-pixel limit (--max-pixels); scale it down first"
+            f"{name} has {pixels:,} pixels, over the {max_pixels:,}-pixel limit (--max-pixels); scale it down first"
         )
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise UnreadableImage(f"cannot decode {path}: {str(exc).strip().splitlines()[-1]}") from None
+        raise UnreadableImage(f"cannot decode {name}: {str(exc).strip().splitlines()[-1]}") from None
     if image is None:
-        raise UnreadableImage(f"cannot read {path}: not an image format OpenCV can decode")
+        raise UnreadableImage(f"cannot read {name}: not an image format OpenCV can decode")
     return image
 
 
@@ -228,6 +239,25 @@ def predict_images(
     if annotate_dir is not None:
         write_annotations(results, images, Path(annotate_dir))
     return results
+
+
+def classify_photo(
+    model, image: np.ndarray, *, skip_detection: bool = False, margin: float = 0.2
+) -> list[dict[str, Any]]:
+    """The faces of one decoded photo (``decode_image``'s array), left to right, each as
+    ``face_result`` gives it: ``{"box", "scores", "label"}``; [] when none was found."""
+    side = model_input_side(model)
+    gray = to_gray(image)
+    if skip_detection:
+        boxes = [(0, 0, gray.shape[1], gray.shape[0])]
+        crops = [resize_to_model(gray, side)]
+    else:
+        boxes = detect_faces(gray)
+        crops = [crop_face(gray, box, side, margin) for box in boxes]
+    if not crops:
+        return []
+    probabilities = np.asarray(model.predict(np.stack(crops)[..., np.newaxis], verbose=0), dtype=np.float64)
+    return [face_result(list(box), probs) for box, probs in zip(boxes, probabilities)]
 
 
 def face_result(box: list[int], probabilities: np.ndarray) -> dict[str, Any]:
