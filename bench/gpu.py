@@ -106,12 +106,22 @@ def as_dataset(data: dict) -> tuple[FerDataset, Split]:
     n_train, n_val = len(data["y_train"]), len(data["y_val"])
     images = np.concatenate([data["x_train"], data["x_val"]])[..., 0].astype("uint8")
     labels = np.concatenate([data["y_train"], data["y_val"]]).astype("int64")
-    dataset = FerDataset(images=images, labels=labels, splits=np.array(["train"] * (n_train + n_val)),
-                         source_splits=np.array(["Training"] * (n_train + n_val)),
-                         keys=np.array([f"gpu-{i}" for i in range(n_train + n_val)]))
+    dataset = FerDataset(
+        images=images,
+        labels=labels,
+        splits=np.array(["train"] * (n_train + n_val)),
+        source_splits=np.array(["Training"] * (n_train + n_val)),
+        keys=np.array([f"gpu-{i}" for i in range(n_train + n_val)]),
+    )
     counts = lambda y: {name: int(c) for name, c in zip(CLASSES, np.bincount(y, minlength=len(CLASSES)))}  # noqa: E731
-    split = Split(np.arange(n_train), np.arange(n_train, n_train + n_val), counts(data["y_train"]),
-                  counts(data["y_val"]), balanced_class_weights(counts(data["y_train"])), SplitConfig(val_fraction=0.1))
+    split = Split(
+        np.arange(n_train),
+        np.arange(n_train, n_train + n_val),
+        counts(data["y_train"]),
+        counts(data["y_val"]),
+        balanced_class_weights(counts(data["y_train"])),
+        SplitConfig(val_fraction=0.1),
+    )
     return dataset, split
 
 
@@ -121,19 +131,26 @@ def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
     cfg = replace(cfg, tta=False, tta_shift=0)  # the scores below wrap the bare network in 1, 2 and 10 views themselves
     feed, phases = NumpyFeed(), {}
     with tempfile.TemporaryDirectory() as out:
-        result = trainer.train_frozen(dataset, split, cfg, Path(out) / "frozen", feed=feed, extra_callbacks=(Deadline(),))
+        result = trainer.train_frozen(
+            dataset, split, cfg, Path(out) / "frozen", feed=feed, extra_callbacks=(Deadline(),)
+        )
         phases["frozen"] = phase_summary(result)
         if cfg.finetune_epochs > 0 and not Deadline.hit:
-            result = trainer.fine_tune(result.model_path, dataset, split, cfg, Path(out) / "finetune", feed=feed,
-                                       extra_callbacks=(Deadline(),))
+            result = trainer.fine_tune(
+                result.model_path, dataset, split, cfg, Path(out) / "finetune", feed=feed, extra_callbacks=(Deadline(),)
+            )
             phases["finetune"] = phase_summary(result)
         model = result.model
     return {"phases": phases, **validation_scores(model, data["x_val"], data["y_val"])}
 
 
 def phase_summary(result: trainer.PhaseResult) -> dict:
-    return {"seconds": round(result.seconds, 1), "epochs": result.epochs_run, "best_epoch": result.best_epoch,
-            "val_accuracy": [round(v, 4) for v in result.history.get("val_accuracy", [])]}
+    return {
+        "seconds": round(result.seconds, 1),
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "val_accuracy": [round(v, 4) for v in result.history.get("val_accuracy", [])],
+    }
 
 
 def validation_scores(model, xv, yv) -> dict:
@@ -172,8 +189,13 @@ def throughput(backbones: list[str]) -> None:
         frozen = images_per_second(model, cfg, cfg.frozen_lr)
         unfreeze_backbone(model, "", freeze_batchnorm=cfg.pretrained)
         tuned = images_per_second(model, cfg, cfg.finetune_lr)
-        record(kind="throughput", backbone=name, batch=cfg.batch_size, frozen_img_s=round(frozen),
-               finetune_img_s=round(tuned))
+        record(
+            kind="throughput",
+            backbone=name,
+            batch=cfg.batch_size,
+            frozen_img_s=round(frozen),
+            finetune_img_s=round(tuned),
+        )
 
 
 def probe() -> None:
@@ -200,12 +222,22 @@ def sweep(names: list[str]) -> None:
     for entry in names:
         name, _, seed = entry.partition("@")
         cfg = replace(COMPACT_BASE, **CANDIDATES[name], **({"seed": int(seed)} if seed else {}))
-        cfg = replace(cfg, frozen_epochs=max(1, round(cfg.frozen_epochs * EPOCH_SCALE)),
-                      finetune_epochs=round(cfg.finetune_epochs * EPOCH_SCALE))
+        cfg = replace(
+            cfg,
+            frozen_epochs=max(1, round(cfg.frozen_epochs * EPOCH_SCALE)),
+            finetune_epochs=round(cfg.finetune_epochs * EPOCH_SCALE),
+        )
         start = time.time()
         result = train_two_phases(cfg, data)
-        record(kind="sweep", name=name, seed=cfg.seed, seconds=round(time.time() - start, 1),
-               overrides=CANDIDATES[name], epochs=[cfg.frozen_epochs, cfg.finetune_epochs], **result)
+        record(
+            kind="sweep",
+            name=name,
+            seed=cfg.seed,
+            seconds=round(time.time() - start, 1),
+            overrides=CANDIDATES[name],
+            epochs=[cfg.frozen_epochs, cfg.finetune_epochs],
+            **result,
+        )
 
 
 def densenet() -> None:
@@ -214,11 +246,20 @@ def densenet() -> None:
     cfg = TrainConfig(weights="none")
     start = time.time()
     result = train_two_phases(cfg, data)
-    record(kind="densenet", seconds=round(time.time() - start, 1), config="TrainConfig(weights='none')",
-           train_images=len(data["y_train"]), **result)
+    record(
+        kind="densenet",
+        seconds=round(time.time() - start, 1),
+        config="TrainConfig(weights='none')",
+        train_images=len(data["y_train"]),
+        **result,
+    )
 
 
 if __name__ == "__main__":
     command, *rest = sys.argv[1:] or ["throughput"]
-    {"throughput": lambda: throughput(rest), "sweep": lambda: sweep(rest or list(CANDIDATES)), "densenet": densenet,
-     "probe": probe}[command]()
+    {
+        "throughput": lambda: throughput(rest),
+        "sweep": lambda: sweep(rest or list(CANDIDATES)),
+        "densenet": densenet,
+        "probe": probe,
+    }[command]()

@@ -63,10 +63,21 @@ print(json.dumps({"backend": keras.backend.backend(), "history": result.history,
 
 
 def _train(backend: str, tmp_path: Path, weights: Path) -> dict:
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="3",
-               JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-c", TRAIN_ONE_PHASE, str(tmp_path / backend), str(weights)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        PYTHONPATH=str(ROOT / "src"),
+        TF_CPP_MIN_LOG_LEVEL="3",
+        JAX_PLATFORMS="cpu",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_ONE_PHASE, str(tmp_path / backend), str(weights)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

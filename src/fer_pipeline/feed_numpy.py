@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from pathlib import Path
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -30,7 +30,12 @@ from fer_pipeline.training_data import PhaseData
 logger = logging.getLogger(__name__)
 
 AUGMENTATION_OFF = {
-    "horizontal_flip": False, "width_shift": 0.0, "height_shift": 0.0, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0,
+    "horizontal_flip": False,
+    "width_shift": 0.0,
+    "height_shift": 0.0,
+    "rotation": 0.0,
+    "zoom": 0.0,
+    "brightness": 0.0,
 }
 CHUNK = 8192  # images per device call
 
@@ -59,7 +64,9 @@ def affine_rows(cfg: TrainConfig, n: int, size: tuple[int, int], rng: np.random.
 def device_augmenter(cfg: TrainConfig) -> Callable[[np.ndarray, int], np.ndarray]:
     """``augment(images, seed)``: ``cfg``'s augmentation of (N, H, W, 1) float32 images on the device."""
     if cfg.erasing > 0:
-        raise ConfigError("erasing > 0 needs the TensorFlow backend (the NumPy feed has no random erasing); set erasing=0.")
+        raise ConfigError(
+            "erasing > 0 needs the TensorFlow backend (the NumPy feed has no random erasing); set erasing=0."
+        )
 
     def augment(images: np.ndarray, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -68,8 +75,12 @@ def device_augmenter(cfg: TrainConfig) -> Callable[[np.ndarray, int], np.ndarray
         offsets = (rng.uniform(-1.0, 1.0, len(images)) * cfg.brightness * 255.0).astype("float32")
         if not len(images):
             return images
-        return np.concatenate([_transform(images[i : i + CHUNK], rows[i : i + CHUNK], offsets[i : i + CHUNK])
-                               for i in range(0, len(images), CHUNK)])
+        return np.concatenate(
+            [
+                _transform(images[i : i + CHUNK], rows[i : i + CHUNK], offsets[i : i + CHUNK])
+                for i in range(0, len(images), CHUNK)
+            ]
+        )
 
     return augment
 
@@ -84,7 +95,14 @@ class AugmentedEpochs(keras.utils.PyDataset):
 
     def __init__(self, x, y, weights, batch_size: int, augment, seed: int):
         super().__init__()
-        self.x, self.y, self.weights, self.batch_size, self.augment, self.seed = x, y, weights, batch_size, augment, seed
+        self.x, self.y, self.weights, self.batch_size, self.augment, self.seed = (
+            x,
+            y,
+            weights,
+            batch_size,
+            augment,
+            seed,
+        )
         self.epoch = 0
         self._prepare()
 
@@ -124,11 +142,18 @@ class NumpyFeed:
     def model_config(self, cfg: TrainConfig) -> TrainConfig:
         return dataclasses.replace(cfg, **AUGMENTATION_OFF)  # same weights; augmentation is the feed's
 
-    def batches(self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int,
-                augment: keras.Model | None) -> tuple[AugmentedEpochs, tuple[np.ndarray, np.ndarray]]:
+    def batches(
+        self, dataset: FerDataset, data: PhaseData, cfg: TrainConfig, batch_size: int, augment: keras.Model | None
+    ) -> tuple[AugmentedEpochs, tuple[np.ndarray, np.ndarray]]:
         augmenter = None if _augmentation_off(cfg) else device_augmenter(cfg)
-        train = AugmentedEpochs(_images(dataset, data.train_indices), dataset.labels[data.train_indices].astype("int32"),
-                                data.train_sample_weights, batch_size, augmenter, cfg.seed)
+        train = AugmentedEpochs(
+            _images(dataset, data.train_indices),
+            dataset.labels[data.train_indices].astype("int32"),
+            data.train_sample_weights,
+            batch_size,
+            augmenter,
+            cfg.seed,
+        )
         val = (_images(dataset, data.val_indices), dataset.labels[data.val_indices].astype("int32"))
         return train, val
 
