@@ -292,3 +292,20 @@ def test_classify_photo_finds_the_faces_of_one_decoded_photo_as_predict_images_d
     faces = classify_photo(model, decode_image(photo.read_bytes(), "crop.png"), skip_detection=True)
     (entry,) = predict_images(model, [photo], skip_detection=True)
     assert faces == entry["faces"] and len(faces[0]["scores"]) == 7
+
+
+def test_observe_sees_each_face_crop_the_model_saw_with_its_probabilities(model, tmp_path):
+    import cv2
+
+    from fer_pipeline.predict import classify_photo, decode_image, predict_images
+
+    photo = tmp_path / "crop.png"
+    cv2.imwrite(str(photo), np.full((60, 60), 90, np.uint8))
+    seen = []
+    (entry,) = predict_images(model, [photo], skip_detection=True, observe=lambda c, p: seen.append((c, p)))
+    faces = classify_photo(
+        model, decode_image(photo.read_bytes(), "p"), skip_detection=True, observe=lambda c, p: seen.append((c, p))
+    )
+    assert len(seen) == 2 and seen[0][0].shape == (48, 48) and float(seen[0][0].mean()) == pytest.approx(90, abs=1)
+    assert max(entry["faces"][0]["scores"].values()) == pytest.approx(float(seen[0][1].max()), abs=1e-6)
+    assert faces == entry["faces"]

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ from fer_pipeline.errors import FerError, UnusableFileError
 from fer_pipeline.export import model_input_side
 
 log = logging.getLogger(__name__)
+
+# Sees each face the model classified: (the (side, side) float32 crop, its class probabilities).
+Observer = Callable[[np.ndarray, np.ndarray], None]
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Haar detection cost grows with pixels; faces stay detectable at this size.
@@ -182,6 +185,7 @@ def predict_images(
     annotate_dir: Path | None = None,
     margin: float = 0.2,
     max_pixels: int = MAX_PHOTO_PIXELS,
+    observe: Observer | None = None,
 ) -> list[dict[str, Any]]:
     """Detect faces in each image and classify their emotions with one model call.
 
@@ -193,6 +197,8 @@ def predict_images(
         annotate_dir: when given, write each readable image there with boxes and labels.
         margin: the crop is ``1 + margin`` times the detected box, centred on it.
         max_pixels: photos with more pixels are refused unread (an "error" entry).
+        observe: called with each face's crop (what the model saw) and probabilities
+            (a prediction log, say).
 
     Returns:
         One dict per image, in order: ``{"image": path, "faces": [{"box": [x, y, w, h],
@@ -233,8 +239,10 @@ def predict_images(
 
     if crops:
         probabilities = np.asarray(model.predict(np.stack(crops)[..., np.newaxis], verbose=0), dtype=np.float64)
-        for (entry, box), probs in zip(owners, probabilities):
+        for (entry, box), crop, probs in zip(owners, crops, probabilities):
             entry["faces"].append(face_result(box, probs))
+            if observe is not None:
+                observe(crop, probs)
 
     if annotate_dir is not None:
         write_annotations(results, images, Path(annotate_dir))
@@ -242,10 +250,11 @@ def predict_images(
 
 
 def classify_photo(
-    model, image: np.ndarray, *, skip_detection: bool = False, margin: float = 0.2
+    model, image: np.ndarray, *, skip_detection: bool = False, margin: float = 0.2, observe: Observer | None = None
 ) -> list[dict[str, Any]]:
     """The faces of one decoded photo (``decode_image``'s array), left to right, each as
-    ``face_result`` gives it: ``{"box", "scores", "label"}``; [] when none was found."""
+    ``face_result`` gives it: ``{"box", "scores", "label"}``; [] when none was found.
+    ``observe`` is called with each face's crop and probabilities, as in ``predict_images``."""
     side = model_input_side(model)
     gray = to_gray(image)
     if skip_detection:
@@ -257,6 +266,9 @@ def classify_photo(
     if not crops:
         return []
     probabilities = np.asarray(model.predict(np.stack(crops)[..., np.newaxis], verbose=0), dtype=np.float64)
+    if observe is not None:
+        for crop, probs in zip(crops, probabilities):
+            observe(crop, probs)
     return [face_result(list(box), probs) for box, probs in zip(boxes, probabilities)]
 
 
