@@ -30,7 +30,7 @@ help: ## List the targets with a one-line description
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[pipeline,kaggle,detect,containers,dev]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[pipeline,kaggle,detect,serve,containers,dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
