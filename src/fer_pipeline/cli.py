@@ -6,7 +6,7 @@ without KFP, plus `validate` for a dataset and `run` for all steps in a row.
 
 Exit codes: 0 done; 1 an input (dataset, photo, registry or run index) is unusable as it
 is; 2 the command line or configuration is wrong (the message names the value or option);
-130 interrupted. Errors are one line; --debug shows the traceback instead.
+3 `monitor` found drift; 130 interrupted. Errors are one line; --debug shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fer_pipeline import __version__, cli_models, runs
+from fer_pipeline import __version__, cli_models, cli_monitor, runs
 from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_models.add_subcommands(sub)  # models list/show, predict
     runs.add_subcommands(sub)  # runs list/compare
+    cli_monitor.add_subcommand(sub)  # monitor (prediction log vs training set)
     return parser
 
 

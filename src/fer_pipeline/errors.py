@@ -2,11 +2,13 @@
 
 Each carries the exit code the CLI ends with (documented in `fer-pipeline --help`):
 1 = an input (dataset, photo, registry or run index) is unusable as it is;
-2 = the command line or configuration is wrong (a value, an option, a name).
+2 = the command line or configuration is wrong (a value, an option, a name);
+3 = `fer-pipeline monitor` found drift (not an error: the command worked and says so).
 """
 
 EXIT_UNUSABLE_INPUT = 1
 EXIT_USAGE = 2
+EXIT_DRIFT = 3
 
 
 class FerError(Exception):
