@@ -256,3 +256,34 @@ def test_real_monitor_command_against_the_canonical_dataset(real_dataset, tmp_pa
     log = write_log(tmp_path / "p.jsonl", rotated(real_dataset.images[index]), real_dataset.labels[index])
     code, out, _ = monitor(log, folder, capsys)
     assert code == EXIT_DRIFT and "verdict: DRIFT in brightness" in out
+
+
+# ---- fer-pipeline predict --log ---------------------------------------------------------------
+
+
+def test_predict_log_appends_a_line_per_face_named_by_the_registry_version(tmp_path, capsys):
+    keras = pytest.importorskip("keras")
+    cv2 = pytest.importorskip("cv2")
+    from fer_pipeline.registry import LocalRegistry
+    from tiny_models import tiny_model
+
+    (tmp_path / "trained").mkdir()
+    keras.utils.set_random_seed(1)
+    tiny_model().save(tmp_path / "trained" / "model.keras")
+    LocalRegistry(tmp_path / "registry").register(
+        "fer", tmp_path / "trained", {"macro_f1": 0.4}, labels={}, description=""
+    )
+    photos = [tmp_path / "a.png", tmp_path / "b.png"]
+    for photo, level in zip(photos, (90, 160)):
+        cv2.imwrite(str(photo), np.full((60, 60), level, np.uint8))
+    log = tmp_path / "logs" / "p.jsonl"
+
+    for ref in ("fer@1", str(tmp_path / "trained")):
+        argv = ["-q", "predict", ref, *map(str, photos), "--no-detect", "--log", str(log)]
+        assert cli.main([*argv, "--registry", str(tmp_path / "registry")]) == 0
+    results, _ = json.JSONDecoder().raw_decode(capsys.readouterr().out)  # the first run's
+    records = read_log(log)
+    assert [r["model_version"] for r in records] == ["fer@1"] * 2 + [str(tmp_path / "trained")] * 2
+    assert [r["face_size"] for r in records] == [60] * 4
+    assert [round(r["brightness"]) for r in records] == [90, 160, 90, 160]
+    assert records[0]["predicted"] == results[0]["faces"][0]["label"]

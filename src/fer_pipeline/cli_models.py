@@ -2,7 +2,7 @@
 
     fer-pipeline models list [--registry DIR] [--json]
     fer-pipeline models show REF [--registry DIR]
-    fer-pipeline predict MODEL IMAGE... [--no-detect] [--annotate DIR] [--margin F] [--registry DIR]
+    fer-pipeline predict MODEL IMAGE... [--no-detect] [--annotate DIR] [--margin F] [--log PATH] [--registry DIR]
 
 The main CLI calls ``add_subcommands(subparsers)`` and then ``args.func(args)``, which
 returns the exit code. Errors meant for the user (``FerError``) are printed to stderr
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fer_pipeline.cli_paths import output_dir
+from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.errors import FerError
 from fer_pipeline.registry import LocalRegistry, ModelVersion, default_registry_root
 
@@ -72,6 +72,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=None,
         help="Refuse photos with more pixels than this, unread (default 100,000,000: predict.MAX_PHOTO_PIXELS).",
+    )
+    predict.add_argument(
+        "--log",
+        metavar="PATH",
+        type=output_file,
+        help="Append one JSON line per face to this prediction log (for `fer-pipeline monitor`).",
     )
     add_registry_option(predict)
     predict.set_defaults(func=run_predict)
@@ -167,8 +173,10 @@ def run_models_show(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """``predict MODEL IMAGE...``: JSON results; exit 1 only when no image could be read."""
     from fer_pipeline.predict import MAX_PHOTO_PIXELS, load_model_ref, predict_images
+    from fer_pipeline.prediction_log import Observed, PredictionLog, model_version_for
 
     model = load_model_ref(args.model, args.registry)
+    seen = Observed()
     results = predict_images(
         model,
         args.images,
@@ -176,7 +184,11 @@ def run_predict(args: argparse.Namespace) -> int:
         annotate_dir=args.annotate,
         margin=args.margin,
         max_pixels=args.max_pixels or MAX_PHOTO_PIXELS,
+        observe=seen if args.log else None,
     )
+    if args.log:
+        with PredictionLog(args.log, model_version_for(args.model, args.registry)) as prediction_log:
+            prediction_log.observe_faces(seen, [face for entry in results for face in entry["faces"]])
     print(json.dumps(results, indent=2))
     if all("error" in entry for entry in results):
         print('error: none of the images could be read (see the "error" fields).', file=sys.stderr)
