@@ -7,7 +7,7 @@ one line with exit 1 or 2, show no traceback, and write nothing.
 The inputs: a damaged zip, an archive bomb, a zip with a false UTF-8 flag, a CSV of
 garbage, a folder with a Latin-1 file name and no layout, a damaged `.keras` file, a
 metrics file that is not JSON, a photo whose header claims 900 Mpx, a registry and a run
-index of the wrong shape, out-of-range options, and output paths that are files where
+index of the wrong shape, a prediction log that is not one, out-of-range options, and output paths that are files where
 folders are needed.
 """
 
@@ -63,6 +63,9 @@ def make_inputs(root: Path) -> dict[str, Path]:
     (made["bad_registry"] / "index.json").write_text(json.dumps({"format_version": 1, "models": []}))
     made["bad_runs"] = root / "runs.json"
     made["bad_runs"].write_text(json.dumps({"format_version": 1, "runs": [3, "x"]}))
+    made["monitor_log"] = root / "predictions.jsonl"  # one valid prediction-log line
+    line = {"time": "t", "model_version": "m", "face_size": None, "brightness": 90, "contrast": 30}
+    made["monitor_log"].write_text(json.dumps(line | {"predicted": "sad", "confidence": 0.5}) + "\n")
     made["a_file"] = root / "a-file"
     made["a_file"].write_text("in the way")
     return made
@@ -129,6 +132,10 @@ CASES = [
     Case("predict --annotate a file", ("predict", "{damaged_keras}", "{huge_png}", "--annotate", "{a_file}")),
     Case("runs list a wrong-shape index", ("runs", "list", "--index", "{bad_runs}")),
     Case("runs compare a wrong-shape index", ("runs", "compare", "--index", "{bad_runs}")),
+    Case("predict --log a folder", ("predict", "{damaged_keras}", "{huge_png}", "--log", "{root}")),
+    Case("monitor a log that is not JSON lines", ("monitor", "{bad_metrics}", "--against", "{damaged_zip}")),
+    Case("monitor against a damaged zip", ("monitor", "{monitor_log}", "--against", "{damaged_zip}")),
+    Case("monitor --drift below --watch", ("monitor", "{monitor_log}", "--against", "{root}", "--drift", "0.05")),
 ]
 
 
