@@ -106,6 +106,9 @@ def test_evaluate_writes_consistent_metrics_plots_report_and_vertex_file(tmp_pat
     assert report.count('<tr class="class-row">') == NUM_CLASSES
     assert report.count('src="data:image/png;base64,') == 3
     assert "<b>unescaped?</b>" not in report and "&lt;b&gt;unescaped?&lt;/b&gt;" in report
+    card = (out / "model_card.md").read_text()  # the card registered with the model, also in the report
+    assert "| frozen_epochs | 3 |" in card and "## Intended and out-of-scope uses" in card
+    assert '<section class="model-card">' in report
 
 
 def test_metrics_agree_with_their_definitions_on_many_samples():

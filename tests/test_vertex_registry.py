@@ -102,9 +102,10 @@ def expected_description() -> str:
     )
 
 
-def assert_uploaded(vertex, *, parent_model, alias, is_default):
+def assert_uploaded(vertex, *, parent_model, alias, is_default, description=None):
     vertex.Model.upload.assert_called_once_with(
         display_name="fer-densenet169",
+        description=description,
         parent_model=parent_model,
         artifact_uri=ARTIFACT_URI,
         serving_container_image_uri=SERVING_IMAGE,

@@ -164,8 +164,15 @@ def format_versions_table(versions: list[ModelVersion]) -> str:
 
 @reports_user_errors
 def run_models_show(args: argparse.Namespace) -> int:
-    """``models show REF``: the resolved version as JSON."""
-    print(json.dumps(registry_from(args).resolve(args.ref).to_dict(), indent=2))
+    """``models show REF``: the resolved version as JSON, with ``model_card``: the path of
+    its model card (null for a version registered before cards, with a note on stderr)."""
+    from fer_pipeline.model_card import MODEL_CARD_FILE
+
+    version = registry_from(args).resolve(args.ref)
+    card = version.path / MODEL_CARD_FILE
+    print(json.dumps(version.to_dict() | {"model_card": str(card) if card.is_file() else None}, indent=2))
+    if not card.is_file():
+        print(f"note: {version.ref} was registered without a model card ({MODEL_CARD_FILE}).", file=sys.stderr)
     return EXIT_OK
 
 

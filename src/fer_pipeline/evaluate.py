@@ -4,7 +4,8 @@ ModelEvaluation-shaped summary.
 Writes, under ``out_dir``:
   - ``metrics.json``: everything ``evaluate`` returns;
   - ``plots/history.png``, ``plots/confusion_matrix.png``, ``plots/roc.png``;
-  - ``report.html``: self-contained, the plots embedded;
+  - ``report.html``: self-contained, the plots embedded, the model card as a section;
+  - ``model_card.md``: the model card (``fer_pipeline.model_card``), registered with the model;
   - ``vertex_evaluation.json``: ``{"metrics_schema_uri", "metrics"}`` for the
     classification schema, ready for a registration step to import.
 """
@@ -26,6 +27,7 @@ from fer_pipeline.dataset import FerDataset, class_counts
 from fer_pipeline.errors import DatasetError
 from fer_pipeline.files import write_json
 from fer_pipeline.model import load_model
+from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, to_markdown
 from fer_pipeline.report import render_report
 from fer_pipeline.tf_data import make_dataset
 
@@ -88,8 +90,15 @@ def evaluate(
     # Strict JSON: NaN is not allowed (every undefined value is already None).
     write_json(out_dir / METRICS_FILE, metrics, strict=True)
     plot_paths = write_plots(metrics, histories or [], out_dir / PLOTS_DIR)
+    card = build_card(metrics, run_info)  # one card: the registered file and the report's section
+    (out_dir / MODEL_CARD_FILE).write_text(to_markdown(card), encoding="utf-8")
     render_report(
-        metrics, plot_paths, out_dir / REPORT_FILE, dataset_summary=dataset_summary(dataset), run_info=run_info
+        metrics,
+        plot_paths,
+        out_dir / REPORT_FILE,
+        dataset_summary=dataset_summary(dataset),
+        run_info=run_info,
+        model_card=card,
     )
     write_json(out_dir / VERTEX_FILE, vertex_evaluation(metrics, test.labels, probabilities), strict=True)
     return metrics

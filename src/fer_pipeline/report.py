@@ -50,6 +50,7 @@ def render_report(
     *,
     dataset_summary: dict | None = None,
     run_info: dict | None = None,
+    model_card: list | None = None,
 ) -> Path:
     """Write the evaluation report as one self-contained HTML file.
 
@@ -61,6 +62,8 @@ def render_report(
         out_path: HTML file to write; its directory is created.
         dataset_summary: Optional flat or nested dict describing the data.
         run_info: Optional run parameters (config, pipeline run id, ...).
+        model_card: Optional ``fer_pipeline.model_card.build_card`` sections, shown as
+            the report's last section (the same card that is registered with the model).
 
     Returns:
         ``out_path``.
@@ -75,6 +78,10 @@ def render_report(
         sections.append(_key_value_section("Dataset", dataset_summary))
     if run_info:
         sections.append(_key_value_section("Run parameters", run_info))
+    if model_card:
+        from fer_pipeline.model_card import to_html
+
+        sections.append(to_html(model_card))
     document = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'

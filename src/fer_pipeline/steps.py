@@ -23,6 +23,7 @@ from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import MANIFEST_FILE, FerDataset
 from fer_pipeline.errors import FerError, UnusableFileError, read_json_file
 from fer_pipeline.files import write_json
+from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, short_description, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -305,11 +306,22 @@ def register_step(
     with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp:
         export_dir = export_serving_model(Path(model_path), Path(tmp) / "model")
         shutil.copy2(model_path, export_dir / "model.keras")  # keep the Keras file beside the SavedModel
+        _place_model_card(export_dir, metrics, metrics_path)  # travels with the model into either registry
         if registry == "vertex":
             return _register_vertex(
                 export_dir, metrics, metrics_path, display_name, labels, primary_metric, vertex or {}
             )
         return _register_local(export_dir, metrics, registry, display_name, labels, primary_metric, started)
+
+
+def _place_model_card(export_dir: Path, metrics: dict, metrics_path: Path) -> None:
+    """Put the evaluation's model card beside the model; an evaluation from before cards
+    gets one built from its metrics (without the run's recipe, which it did not keep)."""
+    written = Path(metrics_path).with_name(MODEL_CARD_FILE)
+    if written.is_file():
+        shutil.copy2(written, export_dir / MODEL_CARD_FILE)
+    else:
+        (export_dir / MODEL_CARD_FILE).write_text(to_markdown(build_card(metrics)), encoding="utf-8")
 
 
 def _register_local(export_dir, metrics, registry, display_name, labels, primary_metric, started) -> dict:
@@ -322,7 +334,7 @@ def _register_local(export_dir, metrics, registry, display_name, labels, primary
         display_name, export_dir, metrics, labels=labels, description=description, primary_metric=primary_metric
     )
     log.info("register: %s in %.1f s", version, time.time() - started)
-    return _version_dict(version)
+    return _version_dict(version) | {"model_card": str(version.path / MODEL_CARD_FILE)}
 
 
 def _version_dict(version) -> dict:
@@ -342,7 +354,8 @@ def _register_vertex(export_dir, metrics, metrics_path, display_name, labels, pr
     storage.upload_dir(export_dir, artifact_uri)
     evaluation_path = Path(metrics_path).with_name("vertex_evaluation.json")
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
-    return register_vertex_model(
+    card_uri = f"{artifact_uri}/{MODEL_CARD_FILE}"  # uploaded with the model's files just above
+    registered = register_vertex_model(
         project=vertex["project"],
         location=vertex["location"],
         display_name=display_name,
@@ -352,4 +365,6 @@ def _register_vertex(export_dir, metrics, metrics_path, display_name, labels, pr
         evaluation=evaluation,
         labels=labels,
         primary_metric=primary_metric,
+        description=short_description(metrics, card_uri),
     )
+    return registered | {"model_card": card_uri}

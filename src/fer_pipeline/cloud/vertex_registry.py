@@ -51,6 +51,7 @@ def register_vertex_model(
     evaluation: Mapping[str, Any],
     labels: Mapping[str, str],
     primary_metric: str = DEFAULT_PRIMARY_METRIC,
+    description: str = "",
 ) -> dict[str, Any]:
     """Upload a SavedModel as a new version of ``display_name`` and import its evaluation.
 
@@ -65,6 +66,8 @@ def register_vertex_model(
             dict (snake_case or camelCase keys).
         labels: e.g. ``{"dataset_checksum": ..., "commit": ...}``; sanitised to Vertex rules.
         primary_metric: what the champion gate compares; higher is better.
+        description: the version's human description (the model card's headline and
+            where the card is); ``version_description`` stays the machine-read metrics.
 
     Returns:
         ``resource_name``, ``version_id``, ``versioned_resource_name``, ``alias``,
@@ -88,6 +91,7 @@ def register_vertex_model(
         parent_model=family.resource_name if family is not None else None,
         artifact_uri=artifact_uri,
         serving_container_image_uri=serving_image,
+        description=description or None,
         labels=sanitize_labels(labels),
         version_aliases=[alias],
         is_default_version=wins,
