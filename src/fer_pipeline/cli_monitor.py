@@ -26,7 +26,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "--against",
         required=True,
         metavar="DATASET",
-        help="canonical dataset folder (from ingest), Kaggle zip or folder, or fer2013.csv; its train split",
+        help="canonical dataset folder or gs:// prefix (from ingest), Kaggle zip or folder, or fer2013.csv; its train split",
     )
     p.add_argument("--watch", type=float, default=0.1, help="PSI above this is worth watching (default 0.1)")
     p.add_argument("--drift", type=float, default=0.2, help="PSI above this is drift (default 0.2)")

@@ -123,8 +123,13 @@ def reference_from_dataset(dataset: FerDataset, split: str = "train") -> Sample:
 
 
 def load_reference_dataset(path: str | Path) -> FerDataset:
-    """A canonical dataset folder (from ``ingest``), or any source ``read_source`` reads
-    (Kaggle zip, folder, fer2013.csv). DatasetError names the path when it is neither."""
+    """A canonical dataset folder (from ``ingest``; or its ``gs://`` prefix), or any source
+    ``read_source`` reads (Kaggle zip, folder, fer2013.csv). DatasetError names the path
+    when it is neither."""
+    if str(path).startswith("gs://"):
+        from fer_pipeline.steps import load_dataset
+
+        return load_dataset(str(path))
     path = Path(path)
     if (path / MANIFEST_FILE).is_file():
         return FerDataset.load(path)
