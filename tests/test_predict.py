@@ -19,7 +19,12 @@ from fer_pipeline.registry import LocalRegistry
 cv2 = pytest.importorskip("cv2")
 keras = pytest.importorskip("keras")
 
-from fer_pipeline.predict import crop_face, load_model_ref, predict_images  # noqa: E402
+from fer_pipeline.predict import DetectorOptions, crop_face, load_model_ref, predict_images  # noqa: E402
+
+# The drawn faces below are cartoons: the Haar cascade finds them, MTCNN (the default,
+# trained on photos) mostly does not. These tests are about batching, boxes, crops and
+# annotation, so they use Haar; tests/test_faces.py covers the detectors themselves.
+HAAR = DetectorOptions(name="haar")
 
 
 def build_tiny_model():
@@ -99,7 +104,7 @@ def test_finds_each_face_and_classifies_all_in_one_batch(model, tmp_path):
     one = write(tmp_path / "one.png", scene(300, 300, [(150, 150, 130)], seed=1))
     counting = CountingModel(model)
 
-    results = predict_images(counting, [two, one])
+    results = predict_images(counting, [two, one], detector=HAAR)
 
     assert counting.calls == 1 and counting.batch_sizes == [3]
     assert [r["image"] for r in results] == [str(two), str(one)]
@@ -119,7 +124,7 @@ def test_finds_each_face_and_classifies_all_in_one_batch(model, tmp_path):
 def test_scores_are_the_models_on_the_crop(model, tmp_path):
     image = scene(300, 300, [(150, 150, 130)], seed=2)
     path = write(tmp_path / "face.png", image)
-    face = predict_images(model, [path], margin=0.3)[0]["faces"][0]
+    face = predict_images(model, [path], margin=0.3, detector=HAAR)[0]["faces"][0]
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     expected = model.predict(crop_face(gray, face["box"], 48, 0.3)[None, ..., None], verbose=0)[0]
     np.testing.assert_allclose([face["scores"][c] for c in CLASSES], expected, atol=1e-6)
@@ -127,7 +132,7 @@ def test_scores_are_the_models_on_the_crop(model, tmp_path):
 
 def test_large_photo_boxes_are_in_original_pixels(model, tmp_path):
     path = write(tmp_path / "big.jpg", scene(2400, 1600, [(1800, 500, 480)]))
-    faces = predict_images(model, [path])[0]["faces"]
+    faces = predict_images(model, [path], detector=HAAR)[0]["faces"]
     assert len(faces) == 1
     fx, fy = center_of(faces[0]["box"])
     assert abs(fx - 1800) < 96 and abs(fy - 500) < 96 and faces[0]["box"][2] > 300
@@ -147,7 +152,7 @@ def test_unreadable_files_get_an_error_entry_and_the_rest_is_classified(model, t
     missing = tmp_path / "missing.png"
     good = write(tmp_path / "good.png", scene(300, 300, [(150, 150, 130)]))
 
-    results = predict_images(model, [text, empty, missing, good])
+    results = predict_images(model, [text, empty, missing, good], detector=HAAR)
 
     for entry, path in zip(results[:3], [text, empty, missing]):
         assert entry["faces"] == [] and str(path) in entry["error"]
@@ -171,7 +176,7 @@ def test_annotations_get_one_file_per_readable_image(model, tmp_path):
     b = write(tmp_path / "b" / "photo.jpg", scene(320, 240, []))
     out = tmp_path / "annotated"
 
-    results = predict_images(model, [a, b, tmp_path / "missing.png"], annotate_dir=out)
+    results = predict_images(model, [a, b, tmp_path / "missing.png"], annotate_dir=out, detector=HAAR)
 
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 2  # same stem twice: no overwrite; the unreadable file gets none
@@ -242,7 +247,7 @@ def test_predict_cli_prints_json_and_exit_codes(model_dir, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_text("nope")
 
-    assert run_cli(["predict", str(model_dir), str(face), str(wall), str(broken)]) == 0
+    assert run_cli(["predict", str(model_dir), str(face), str(wall), str(broken), "--detector", "haar"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [len(r["faces"]) for r in results] == [1, 0, 0]
     assert "note" in results[1] and "error" in results[2]
@@ -272,7 +277,7 @@ def test_detects_real_fer_faces_pasted_into_a_photo(real_zip, model, tmp_path):
         canvas[100:244, 150:294] = cv2.resize(crop, (144, 144), interpolation=cv2.INTER_CUBIC)
         paths.append(write(tmp_path / f"real_{i}.png", cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)))
 
-    results = predict_images(model, paths)
+    results = predict_images(model, paths, detector=HAAR)
 
     # The Haar cascade finds about two thirds of FER-2013's tightly cropped faces.
     found = [r for r in results if r["faces"]]

@@ -2,7 +2,8 @@
 
     fer-pipeline models list [--registry DIR] [--json]
     fer-pipeline models show REF [--registry DIR]
-    fer-pipeline predict MODEL IMAGE... [--no-detect] [--annotate DIR] [--margin F] [--log PATH] [--registry DIR]
+    fer-pipeline predict MODEL IMAGE... [--no-detect] [--annotate DIR] [--margin F] [--log PATH]
+        [--detector mtcnn|haar] [--min-confidence P] [--min-face PIXELS] [--registry DIR]
 
 The main CLI calls ``add_subcommands(subparsers)`` and then ``args.func(args)``, which
 returns the exit code. Errors meant for the user (``FerError``) are printed to stderr
@@ -48,8 +49,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="Detect faces in images and classify their emotions; prints JSON.",
-        description="Detect faces with OpenCV's Haar cascade, classify each face, print one JSON "
-        "object per image. Exit 0 when at least one image was read (images without a face get "
+        description="Detect faces (MTCNN by default, or OpenCV's Haar cascade), classify each face, "
+        "print one JSON object per image. Exit 0 when at least one image was read (images without a face get "
         "a note), 1 when none could be read, 2 on a usage error.",
     )
     predict.add_argument(
@@ -73,6 +74,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Refuse photos with more pixels than this, unread (default 100,000,000: predict.MAX_PHOTO_PIXELS).",
     )
+    add_detector_options(predict)
     predict.add_argument(
         "--log",
         metavar="PATH",
@@ -81,6 +83,39 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     add_registry_option(predict)
     predict.set_defaults(func=run_predict)
+
+
+def add_detector_options(parser: argparse.ArgumentParser) -> None:
+    """--detector, --min-confidence, --min-face; their values are checked by DetectorOptions
+    (one line, exit 2) before the model is loaded; the defaults are faces.DetectorOptions'."""
+    from fer_pipeline.faces import DEFAULT_OPTIONS, DETECTORS
+
+    parser.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=DEFAULT_OPTIONS.name,
+        help="Face detector: mtcnn (default; finds more faces, turns them upright) or haar (several times faster).",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=DEFAULT_OPTIONS.min_confidence,
+        help=f"MTCNN only: drop faces below this confidence, 0..1 (default {DEFAULT_OPTIONS.min_confidence}).",
+    )
+    parser.add_argument(
+        "--min-face",
+        type=int,
+        default=DEFAULT_OPTIONS.min_face,
+        metavar="PIXELS",
+        help=f"Ignore faces smaller than this many pixels (default {DEFAULT_OPTIONS.min_face}).",
+    )
+
+
+def detector_options(args: argparse.Namespace):
+    """The predict command's DetectorOptions (ConfigError on a bad value)."""
+    from fer_pipeline.faces import DetectorOptions
+
+    return DetectorOptions(name=args.detector, min_confidence=args.min_confidence, min_face=args.min_face)
 
 
 def add_registry_option(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +217,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from fer_pipeline.predict import MAX_PHOTO_PIXELS, load_model_ref, predict_images
     from fer_pipeline.prediction_log import Observed, PredictionLog, model_version_for
 
+    detector = detector_options(args)  # checked before the (slow) model load
     model = load_model_ref(args.model, args.registry)
     seen = Observed()
     results = predict_images(
@@ -192,6 +228,7 @@ def run_predict(args: argparse.Namespace) -> int:
         margin=args.margin,
         max_pixels=args.max_pixels or MAX_PHOTO_PIXELS,
         observe=seen if args.log else None,
+        detector=detector,
     )
     if args.log:
         with PredictionLog(args.log, model_version_for(args.model, args.registry)) as prediction_log:

@@ -1,20 +1,18 @@
-"""Classify the emotions of the faces in photos: detect, crop, classify, annotate.
+"""Classify the emotions of the faces in photos: read, detect, classify, annotate.
 
-Faces are found with OpenCV's bundled Haar cascade (no download). Each face box is
-grown by ``margin``, cut out as a square, converted to grayscale and resized to the
-model's input (48x48), the way FER-2013's crops look. All faces of all images go to
-the model in one batch. ``skip_detection`` treats each whole image as one face crop,
-for inputs that already are FER-style crops.
+faces.py finds the faces (MTCNN by default, OpenCV's Haar cascade as the fast option;
+``DetectorOptions``) and cuts each out as the model was trained: turned so the eyes are
+level, a square grown by ``margin``, gray, resized to the model's input (48x48). All faces
+of all images go to the model in one batch. ``skip_detection`` treats each whole image as
+one face crop, for inputs that already are FER-style crops.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,14 @@ import numpy as np
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError, UnusableFileError
 from fer_pipeline.export import model_input_side
+from fer_pipeline.faces import DEFAULT_OPTIONS, DetectorOptions, align_face, detect_faces, resize_to_model
+from fer_pipeline.faces import crop_face as crop_face  # callers of predict.crop_face keep working
 
 log = logging.getLogger(__name__)
 
 # Sees each face the model classified: (the (side, side) float32 crop, its class probabilities).
 Observer = Callable[[np.ndarray, np.ndarray], None]
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
-# Haar detection cost grows with pixels; faces stay detectable at this size.
-DETECTION_MAX_SIDE = 1024
 NO_FACE_NOTE = (
     "no face found; if the image is already a face crop (FER-style, e.g. 48x48), "
     "classify it whole with --no-detect (skip_detection=True)"
@@ -44,17 +41,6 @@ def _cv2():
     except ImportError as exc:  # the `detect` extra
         raise FerError("Face detection needs OpenCV: pip install 'fer-pipeline[detect]'.") from exc
     return cv2
-
-
-@functools.lru_cache(maxsize=1)
-def load_face_detector():
-    """OpenCV's bundled frontal-face Haar cascade (loaded once per process)."""
-    cv2 = _cv2()
-    path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
-    detector = cv2.CascadeClassifier(path)
-    if detector.empty():
-        raise FerError(f"Could not load the face detector from {path}; reinstall opencv-python-headless.")
-    return detector
 
 
 # Photos above this many pixels are refused before decoding: decoding allocates width x
@@ -140,41 +126,19 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Face boxes ``(x, y, w, h)`` in ``gray``'s pixel coordinates, left to right."""
-    cv2 = _cv2()
-    scale = min(1.0, DETECTION_MAX_SIDE / max(gray.shape))
-    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1.0 else gray
-    # No histogram equalisation: on FER-2013 faces pasted into scenes it cost a fifth of
-    # the detections (66 -> 45 of 100 found).
-    found = load_face_detector().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-    boxes = [tuple(int(round(v / scale)) for v in box) for box in np.asarray(found).reshape(-1, 4)]
-    return sorted(boxes)
+def face_crops(
+    gray: np.ndarray, side: int, *, skip_detection: bool, margin: float, detector: DetectorOptions
+) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
+    """Each face's box and its (side, side) crop; the whole image as one face with ``skip_detection``."""
+    if skip_detection:
+        return [(0, 0, gray.shape[1], gray.shape[0])], [resize_to_model(gray, side)]
+    faces = detect_faces(gray, detector)
+    return [face.box for face in faces], [align_face(gray, face, side, margin) for face in faces]
 
 
-def crop_face(gray: np.ndarray, box: Sequence[int], side: int, margin: float) -> np.ndarray:
-    """A square crop around ``box``, ``1 + margin`` times its larger side, as (side, side) float32.
-
-    Parts of the square outside the image repeat the edge pixels, so faces at the
-    border keep their position and aspect ratio.
-    """
-    cv2 = _cv2()
-    x, y, w, h = box
-    size = max(1, int(round(max(w, h) * (1.0 + margin))))
-    left = int(round(x + w / 2 - size / 2))
-    top = int(round(y + h / 2 - size / 2))
-    pad = max(0, -left, -top, left + size - gray.shape[1], top + size - gray.shape[0])
-    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
-    square = padded[top + pad : top + pad + size, left + pad : left + pad + size]
-    return resize_to_model(square, side)
-
-
-def resize_to_model(gray: np.ndarray, side: int) -> np.ndarray:
-    """Resize to (side, side) float32 gray levels 0..255 (area averaging when shrinking)."""
-    cv2 = _cv2()
-    if gray.shape != (side, side):
-        gray = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
-    return gray.astype(np.float32)
+def check_margin(margin: float) -> None:
+    if margin < 0:
+        raise FerError(f"margin must be >= 0 (a fraction of the face box), got {margin}.")
 
 
 def predict_images(
@@ -186,6 +150,7 @@ def predict_images(
     margin: float = 0.2,
     max_pixels: int = MAX_PHOTO_PIXELS,
     observe: Observer | None = None,
+    detector: DetectorOptions = DEFAULT_OPTIONS,
 ) -> list[dict[str, Any]]:
     """Detect faces in each image and classify their emotions with one model call.
 
@@ -199,14 +164,14 @@ def predict_images(
         max_pixels: photos with more pixels are refused unread (an "error" entry).
         observe: called with each face's crop (what the model saw) and probabilities
             (a prediction log, say).
+        detector: which face detector and which of its faces to keep (MTCNN by default).
 
     Returns:
         One dict per image, in order: ``{"image": path, "faces": [{"box": [x, y, w, h],
         "scores": {class: p}, "label": class}]}``, plus ``"note"`` when no face was found
         and ``"error"`` (naming the file) when it could not be read.
     """
-    if margin < 0:
-        raise FerError(f"margin must be >= 0 (a fraction of the face box), got {margin}.")
+    check_margin(margin)
     if max_pixels <= 0:
         raise FerError(f"max_pixels must be a positive number of pixels, got {max_pixels}.")
     side = model_input_side(model)
@@ -224,13 +189,10 @@ def predict_images(
             entry["error"] = str(exc)
             log.warning(entry["error"])
             continue
-        gray = to_gray(image)
-        if skip_detection:
-            boxes = [(0, 0, gray.shape[1], gray.shape[0])]
-            crops.append(resize_to_model(gray, side))
-        else:
-            boxes = detect_faces(gray)
-            crops.extend(crop_face(gray, box, side, margin) for box in boxes)
+        boxes, image_crops = face_crops(
+            to_gray(image), side, skip_detection=skip_detection, margin=margin, detector=detector
+        )
+        crops.extend(image_crops)
         owners.extend((entry, list(box)) for box in boxes)
         if not boxes:
             entry["note"] = NO_FACE_NOTE
@@ -250,19 +212,21 @@ def predict_images(
 
 
 def classify_photo(
-    model, image: np.ndarray, *, skip_detection: bool = False, margin: float = 0.2, observe: Observer | None = None
+    model,
+    image: np.ndarray,
+    *,
+    skip_detection: bool = False,
+    margin: float = 0.2,
+    observe: Observer | None = None,
+    detector: DetectorOptions = DEFAULT_OPTIONS,
 ) -> list[dict[str, Any]]:
     """The faces of one decoded photo (``decode_image``'s array), left to right, each as
     ``face_result`` gives it: ``{"box", "scores", "label"}``; [] when none was found.
-    ``observe`` is called with each face's crop and probabilities, as in ``predict_images``."""
+    ``observe`` is called with each face's crop and probabilities, and ``detector`` picks
+    the face detector, as in ``predict_images``."""
+    check_margin(margin)
     side = model_input_side(model)
-    gray = to_gray(image)
-    if skip_detection:
-        boxes = [(0, 0, gray.shape[1], gray.shape[0])]
-        crops = [resize_to_model(gray, side)]
-    else:
-        boxes = detect_faces(gray)
-        crops = [crop_face(gray, box, side, margin) for box in boxes]
+    boxes, crops = face_crops(to_gray(image), side, skip_detection=skip_detection, margin=margin, detector=detector)
     if not crops:
         return []
     probabilities = np.asarray(model.predict(np.stack(crops)[..., np.newaxis], verbose=0), dtype=np.float64)

@@ -1,0 +1,241 @@
+"""Find faces in a photo and cut them out the way FER-2013's crops look.
+
+Two detectors, picked by ``DetectorOptions.name``:
+
+- ``mtcnn`` (default): the MTCNN cascade of the ``mtcnn`` package (weights in its wheel,
+  runs on TensorFlow), loaded once per process. It gives a confidence and five landmarks;
+  the eyes are used to rotate each face upright before cropping.
+- ``haar``: OpenCV's bundled frontal-face Haar cascade, several times faster and with no
+  landmarks (no rotation), for when speed matters more than recall.
+
+Each face becomes a square ``1 + margin`` times its box, centred on it, gray, resized to
+the model's side (48): FER-2013's framing. docs/benchmarks.md ("Face detection") has the
+measured recall, false positives and speed of both (``DETECTOR_RECALL`` below).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fer_pipeline.errors import ConfigError, FerError
+
+DETECTORS = ("mtcnn", "haar")
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+# Detection cost grows with pixels; larger photos are searched at this size (boxes are
+# mapped back to the photo's pixels). Faces smaller than min_face after that are lost.
+DETECTION_MAX_SIDE = 1024
+# The smallest face each detector can see in the searched image: MTCNN's PNet window
+# is 12 pixels, the cascade's 24.
+SMALLEST_WINDOW = {"mtcnn": 12, "haar": 24}
+# Eyes closer to level than this are left as they are: a sub-degree turn changes nothing
+# visible at 48x48 and only adds interpolation blur.
+MIN_ROTATION_DEGREES = 1.0
+
+# Measured by bench/face_detection.py on FER-2013 test crops pasted into photos
+# (docs/benchmarks.md, "Face detection"); the model card quotes these.
+DETECTOR_RECALL: dict[str, dict[str, object]] = {}
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """Which detector, and which of its faces to keep.
+
+    Attributes:
+        name: ``"mtcnn"`` (default) or ``"haar"``.
+        min_confidence: MTCNN faces below this confidence (0..1) are dropped; the Haar
+            cascade has no confidence and ignores it.
+        min_face: faces whose box is smaller than this many pixels (the larger side, in
+            the photo's pixels) are dropped, and not searched for.
+    """
+
+    name: str = "mtcnn"
+    min_confidence: float = 0.9
+    min_face: int = 20
+
+    def __post_init__(self) -> None:
+        if self.name not in DETECTORS:
+            raise ConfigError(
+                f"detector (--detector) must be one of {', '.join(DETECTORS)}, got {self.name!r}; pick one of those."
+            )
+        if isinstance(self.min_confidence, bool) or not isinstance(self.min_confidence, (int, float)):
+            raise ConfigError(
+                f"min_confidence (--min-confidence) must be a number from 0 to 1, got {self.min_confidence!r}."
+            )
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(
+                f"min_confidence (--min-confidence) must be from 0 to 1 (MTCNN's face probability), got {self.min_confidence}; "
+                "lower it to find more faces, raise it for fewer false ones."
+            )
+        if isinstance(self.min_face, bool) or not isinstance(self.min_face, int):
+            raise ConfigError(f"min_face (--min-face) must be a whole number of pixels, got {self.min_face!r}.")
+        if self.min_face < SMALLEST_WINDOW["mtcnn"]:
+            raise ConfigError(
+                f"min_face (--min-face) must be at least {SMALLEST_WINDOW['mtcnn']} pixels (the smallest face MTCNN sees), "
+                f"got {self.min_face}; scale small photos up instead."
+            )
+
+
+DEFAULT_OPTIONS = DetectorOptions()
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: its box ``(x, y, w, h)`` in the photo's pixels, the detector's
+    confidence (None for Haar), and the eye centres ``((x, y), (x, y))``, the eye on the
+    photo's left first (None for Haar)."""
+
+    box: tuple[int, int, int, int]
+    confidence: float | None = None
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
+
+
+def cv2_module():
+    try:
+        import cv2
+    except ImportError as exc:  # the `detect` extra
+        raise FerError("Face detection needs OpenCV: pip install 'fer-pipeline[detect]'.") from exc
+    return cv2
+
+
+# ---- detection -------------------------------------------------------------------------
+
+
+def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -> list[Face]:
+    """The faces in a gray uint8 photo, left to right, boxes in its pixel coordinates."""
+    cv2 = cv2_module()
+    scale = min(1.0, DETECTION_MAX_SIDE / max(gray.shape))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1.0 else gray
+    # Search down to min_face in the photo's pixels, but no smaller than the detector's window.
+    min_window = max(SMALLEST_WINDOW[options.name], int(round(options.min_face * scale)))
+    if min(small.shape) < min_window:
+        return []
+    if options.name == "mtcnn":
+        found = detect_mtcnn(small, min_window, options.min_confidence)
+    else:
+        found = detect_haar(small, min_window)
+    faces = [scaled_face(face, 1.0 / scale) for face in found]
+    return sorted((f for f in faces if max(f.box[2:]) >= options.min_face), key=lambda f: f.box)
+
+
+def detect_haar(gray: np.ndarray, min_window: int) -> list[Face]:
+    # No histogram equalisation: on FER-2013 faces pasted into scenes it cost a fifth of
+    # the detections (66 -> 45 of 100 found).
+    found = load_haar().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_window, min_window))
+    return [Face(tuple(int(v) for v in box)) for box in np.asarray(found).reshape(-1, 4)]
+
+
+def detect_mtcnn(gray: np.ndarray, min_window: int, min_confidence: float) -> list[Face]:
+    cv2 = cv2_module()
+    rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)  # MTCNN takes 3 channels; gray in each
+    found = load_mtcnn().detect_faces(rgb, min_face_size=min_window)
+    faces = []
+    for item in found:
+        if float(item["confidence"]) < min_confidence:
+            continue
+        keypoints = item["keypoints"]
+        eyes = sorted((float(x), float(y)) for x, y in (keypoints["left_eye"], keypoints["right_eye"]))
+        faces.append(Face(tuple(int(v) for v in item["box"]), float(item["confidence"]), (eyes[0], eyes[1])))
+    return faces
+
+
+def scaled_face(face: Face, factor: float) -> Face:
+    """``face`` in coordinates ``factor`` times larger (the search image back to the photo)."""
+    if factor == 1.0:
+        return face
+    box = tuple(int(round(v * factor)) for v in face.box)
+    eyes = None if face.eyes is None else tuple((x * factor, y * factor) for x, y in face.eyes)
+    return Face(box, face.confidence, eyes)
+
+
+@functools.lru_cache(maxsize=1)
+def load_haar():
+    """OpenCV's bundled frontal-face Haar cascade (loaded once per process)."""
+    cv2 = cv2_module()
+    path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
+    detector = cv2.CascadeClassifier(path)
+    if detector.empty():
+        raise FerError(f"Could not load the face detector from {path}; reinstall opencv-python-headless.")
+    return detector
+
+
+@functools.lru_cache(maxsize=1)
+def load_mtcnn():
+    """The MTCNN detector (three small networks; weights from the package), built once
+    per process: building it takes seconds, detecting a photo a tenth of one."""
+    try:
+        from mtcnn import MTCNN
+    except ImportError as exc:
+        raise FerError(
+            "The MTCNN face detector is not installed: pip install 'fer-pipeline[detect]', "
+            "or use the Haar cascade (--detector haar)."
+        ) from exc
+    return MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+
+
+# ---- alignment and cropping --------------------------------------------------------------
+
+
+def eye_angle(eyes: tuple[tuple[float, float], tuple[float, float]]) -> float:
+    """Degrees the line from the left eye to the right one turns clockwise on screen
+    (image y points down); rotating the photo by this much counter-clockwise levels them."""
+    (lx, ly), (rx, ry) = eyes
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+def rotate_points(points: np.ndarray, center: tuple[float, float], degrees: float) -> np.ndarray:
+    """Where ``points`` (N, 2) land when the image is turned ``degrees`` counter-clockwise
+    about ``center``: the same affine map cv2.warpAffine applies in ``align_face``."""
+    cv2 = cv2_module()
+    matrix = cv2.getRotationMatrix2D(center, degrees, 1.0)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def align_face(gray: np.ndarray, face: Face, side: int, margin: float) -> np.ndarray:
+    """The face as the model saw faces in training: turned so the eyes are level (when
+    the detector found them), a square ``1 + margin`` times the box around its centre,
+    gray, (side, side) float32."""
+    angle = eye_angle(face.eyes) if face.eyes is not None else 0.0
+    if abs(angle) < MIN_ROTATION_DEGREES:
+        return crop_face(gray, face.box, side, margin)
+    cv2 = cv2_module()
+    x, y, w, h = face.box
+    size = max(1, int(round(max(w, h) * (1.0 + margin))))
+    center = (x + w / 2, y + h / 2)
+    matrix = cv2.getRotationMatrix2D(center, angle, 1.0)
+    # Move the box centre to the middle of a size x size output: the rotation and the crop
+    # are one warp, and corners outside the photo repeat its edge, as crop_face does.
+    matrix[:, 2] += (size / 2 - center[0], size / 2 - center[1])
+    square = cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return resize_to_model(square, side)
+
+
+def crop_face(gray: np.ndarray, box: Sequence[int], side: int, margin: float) -> np.ndarray:
+    """A square crop around ``box``, ``1 + margin`` times its larger side, as (side, side) float32.
+
+    Parts of the square outside the image repeat the edge pixels, so faces at the
+    border keep their position and aspect ratio.
+    """
+    cv2 = cv2_module()
+    x, y, w, h = box
+    size = max(1, int(round(max(w, h) * (1.0 + margin))))
+    left = int(round(x + w / 2 - size / 2))
+    top = int(round(y + h / 2 - size / 2))
+    pad = max(0, -left, -top, left + size - gray.shape[1], top + size - gray.shape[0])
+    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
+    square = padded[top + pad : top + pad + size, left + pad : left + pad + size]
+    return resize_to_model(square, side)
+
+
+def resize_to_model(gray: np.ndarray, side: int) -> np.ndarray:
+    """Resize to (side, side) float32 gray levels 0..255 (area averaging when shrinking)."""
+    cv2 = cv2_module()
+    if gray.shape != (side, side):
+        gray = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
+    return gray.astype(np.float32)
