@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fer_pipeline import __version__, cli_models, cli_monitor, runs
+from fer_pipeline import __version__, cli_models, cli_monitor, cli_serve, runs
 from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     cli_models.add_subcommands(sub)  # models list/show, predict
+    cli_serve.add_subcommands(sub)  # serve
     runs.add_subcommands(sub)  # runs list/compare
     cli_monitor.add_subcommand(sub)  # monitor (prediction log vs training set)
     return parser

@@ -1,0 +1,149 @@
+"""`fer-pipeline serve`: a real server in a subprocess on a free loopback port, serving a
+tiny exported model, answers Vertex's body with the exported signature's 7 scores per
+instance, classifies a raw photo, refuses each malformed request with a 4xx JSON error
+naming the problem, and still answers afterwards."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+
+import httpx
+import numpy as np
+import pytest
+
+from bench.load_test import face_pngs, malformed_requests, running_server, send_bad_requests, vertex_body
+from fer_pipeline import cli
+from fer_pipeline.classes import CLASSES
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+MAX_INSTANCES = 8
+MAX_BODY_BYTES = 200_000
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A registry-style version folder: the serving SavedModel with model.keras beside it."""
+    import keras
+
+    from fer_pipeline.export import export_serving_model
+    from tiny_models import tiny_model
+
+    keras.utils.set_random_seed(0)
+    work = tmp_path_factory.mktemp("served")
+    tiny_model().save(work / "model.keras")
+    folder = export_serving_model(work / "model.keras", work / "version")
+    shutil.copy2(work / "model.keras", folder / "model.keras")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prediction_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("log") / "predictions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def server(model_folder, prediction_log, tmp_path_factory):
+    output = tmp_path_factory.mktemp("server") / "server.log"
+    options = ("--name", "fer-test", "--log", str(prediction_log))
+    limits = ("--max-instances", str(MAX_INSTANCES), "--max-body-bytes", str(MAX_BODY_BYTES))
+    with running_server(str(model_folder), output, *options, *limits, startup_s=120) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+        yield http
+
+
+def test_a_vertex_body_gets_the_exported_signatures_seven_scores_per_instance(client, model_folder):
+    faces = face_pngs()[:3]
+    response = client.post(
+        "/v1/models/fer-test:predict", content=vertex_body(faces), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 3
+    signature = tf.saved_model.load(str(model_folder)).signatures["serving_default"]
+    expected = signature(image_bytes=tf.constant(faces))["scores"].numpy()
+    for row, scores in zip(predictions, expected):
+        assert len(row["scores"]) == 7 and row["classes"] == list(CLASSES)
+        assert row["label"] == CLASSES[int(np.argmax(row["scores"]))]
+        np.testing.assert_allclose(row["scores"], scores, atol=1e-6)
+
+
+def test_status_metadata_and_health_answer_as_tf_serving(client):
+    status = client.get("/v1/models/fer-test").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    signature = client.get("/v1/models/fer-test/metadata").json()["metadata"]["signature_def"]["signature_def"]
+    assert signature["serving_default"]["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert set(signature["serving_default"]["outputs"]) == {"scores", "label", "classes"}
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/v1/models/fer-test/versions/1").status_code == 200
+
+
+def test_a_raw_photo_gets_each_faces_box_and_emotions(client):
+    photo = face_pngs()[0]
+    response = client.post(
+        "/v1/models/fer-test:detect?skip_detection=true", content=photo, headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == 200, response.text
+    (face,) = response.json()["faces"]
+    assert face["box"] == [0, 0, 48, 48]
+    assert set(face["emotions"]) == set(CLASSES) and face["label"] in CLASSES
+
+
+def test_each_malformed_request_gets_a_4xx_json_error_and_the_server_lives_on(client, server):
+    bad = malformed_requests("fer-test", max_instances=MAX_INSTANCES, max_body_bytes=MAX_BODY_BYTES)
+    answers = send_bad_requests(server.base_url, bad)
+    wrong = [(a.label, a.status, a.error) for a, b in zip(answers, bad) if a.status != b.expected or not a.error]
+    assert wrong == []
+    assert server.healthy()
+    again = client.post("/v1/models/fer-test:predict", content=vertex_body(face_pngs()[:1]))
+    assert again.status_code == 200 and len(again.json()["predictions"][0]["scores"]) == 7
+    assert "Unexpected error" not in server.output.read_text(errors="replace")
+
+
+def test_a_full_server_refuses_at_once_with_503():
+    from fer_pipeline.serve import AdmissionGate, ApiError
+
+    gate = AdmissionGate(max_concurrent=1, max_queue=1)
+    with gate.admit(), gate.admit():
+        with pytest.raises(ApiError) as refused:
+            with gate.admit():
+                pass
+    assert refused.value.status == 503 and "busy" in refused.value.message
+    with gate.admit():  # the slots came back
+        pass
+
+
+def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
+    code = cli.main(["serve", "no-such-model@champion", "--registry", str(tmp_path), "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: Model 'no-such-model@champion' is not a local path"), err
+
+
+def test_a_busy_port_is_one_line_before_any_loading(model_folder, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(["serve", str(model_folder), "--port", str(port)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: cannot listen on 127.0.0.1:{port}"), err
+
+
+def test_the_prediction_log_gets_a_line_per_face(client, prediction_log, model_folder):
+    from fer_pipeline.prediction_log import read_log
+
+    before = len(prediction_log.read_text().splitlines()) if prediction_log.exists() else 0
+    assert client.post("/v1/models/fer-test:predict", content=vertex_body(face_pngs()[:2])).is_success
+    assert client.post("/v1/models/fer-test:detect?skip_detection=1", content=face_pngs()[3]).is_success
+    records = read_log(prediction_log)[before:]
+    assert len(records) == 3 and [r["face_size"] for r in records] == [48, 48, 48]
+    assert {r["model_version"] for r in records} == {str(model_folder)}
