@@ -21,7 +21,7 @@ REGISTRY ?= fer-pipeline
 IMAGE ?= $(REGISTRY)/fer-pipeline-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
-.PHONY: help setup serving-compat lint format test test-fast docs run-local run-containers container-engine compile validate clean bench bench-setup bench-containers
+.PHONY: help setup serving-compat lint format test test-fast docs run-local run-containers container-engine compile validate clean bench bench-setup bench-containers serve
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -106,6 +106,14 @@ bench-containers: setup container-engine ## Image build times (cold, warm) and r
 
 validate: setup ## Validate a dataset: make validate DATA=path/to/fer2013.zip
 	$(VENV)/bin/fer-pipeline validate "$(DATA)"
+
+# serve: MODEL= a registry reference (in run-local's registry), a model folder or a .keras file;
+# PORT= the loopback port; `fer-pipeline serve --help` lists the limits.
+MODEL ?= fer-emotion-local@champion
+PORT ?= 8080
+
+serve: setup ## Serve MODEL (default run-local's champion) on http://127.0.0.1:$(PORT) as Vertex's TensorFlow container does; MODEL=, PORT=
+	$(VENV)/bin/fer-pipeline serve "$(MODEL)" --registry build/local/registry --port $(PORT)
 
 clean: ## Remove build outputs and local runs (keeps .venv)
 	rm -rf build .pytest_cache
