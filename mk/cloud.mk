@@ -42,6 +42,26 @@ ALLOW_DIRTY ?=
 TARGET ?= vertex
 DRY_RUN ?=
 
+# deploy / batch-predict (pipelines/deploy.py; docs/cloud.md). Empty: the script's default.
+# MODEL_NAME: Vertex model display name (fer-emotion); MODEL_VERSION: alias or number
+# (champion); ENDPOINT: endpoint display name, reused or created (fer-emotion); TRAFFIC:
+# percent of the endpoint's traffic for this version (100); MACHINE_TYPE (n1-standard-2),
+# MIN_REPLICAS (1), MAX_REPLICAS (MIN_REPLICAS); batch-predict: INPUT, a gs:// folder of
+# images or a .jsonl of image URIs, and OUTPUT, a gs:// prefix (PIPELINE_ROOT/batch-predictions/JOB).
+MODEL_NAME ?=
+MODEL_VERSION ?=
+ENDPOINT ?=
+TRAFFIC ?=
+MACHINE_TYPE ?=
+MIN_REPLICAS ?=
+MAX_REPLICAS ?=
+INPUT ?=
+OUTPUT ?=
+SERVE_FLAGS = --config '$(CONFIG)' $(if $(MODEL_NAME),--model-name '$(MODEL_NAME)') \
+  $(if $(MODEL_VERSION),--version '$(MODEL_VERSION)') $(if $(MACHINE_TYPE),--machine-type '$(MACHINE_TYPE)') \
+  $(if $(MIN_REPLICAS),--min-replicas '$(MIN_REPLICAS)') $(if $(MAX_REPLICAS),--max-replicas '$(MAX_REPLICAS)') \
+  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+
 # Terraform
 TF ?= terraform
 TF_DIR := infra/gcp
@@ -59,7 +79,7 @@ export ENGINE BASE_IMAGE GPU_BASE_IMAGE
 
 .PHONY: base-image-local build build-cpu build-gpu test-images push cloudbuild \
         infra-check infra-plan infra-apply infra-config submit \
-        kind-up kind-down kind-load kind-upload kfp-forward images-check
+        kind-up kind-down kind-load kind-upload kfp-forward images-check deploy batch-predict
 
 # ---- images -------------------------------------------------------------------------
 base-image-local: ## Make a local Debian bookworm base image (debootstrap; no registry): then make build BASE_IMAGE=$(LOCAL_BASE_IMAGE)
@@ -128,3 +148,10 @@ kind-down: ## Delete the kind cluster
 # ---- submit -------------------------------------------------------------------------
 submit: setup ## Submit the compiled pipeline: TARGET=vertex|kind, CONFIG=, DRY_RUN=1 (make compile first)
 	$(PY) -m pipelines.submit --target '$(TARGET)' --config '$(CONFIG)' $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+
+# ---- serve --------------------------------------------------------------------------
+deploy: setup ## Deploy the registry's champion to a Vertex AI endpoint (reused by name or created): ENDPOINT=, MODEL_VERSION=challenger TRAFFIC=10, MACHINE_TYPE=, DRY_RUN=1
+	$(PY) -m pipelines.deploy deploy $(SERVE_FLAGS) $(if $(ENDPOINT),--endpoint '$(ENDPOINT)') $(if $(TRAFFIC),--traffic '$(TRAFFIC)')
+
+batch-predict: setup ## Score a gs:// folder of images or a .jsonl of image URIs with a Vertex batch prediction job: INPUT=, OUTPUT=, DRY_RUN=1
+	$(PY) -m pipelines.deploy batch-predict $(SERVE_FLAGS) --input '$(INPUT)' $(if $(OUTPUT),--output '$(OUTPUT)')
