@@ -296,6 +296,40 @@ async def closed_loop(base_url: str, path: str, bodies: list[bytes], clients: in
     return LevelResult(clients, latencies, failures, elapsed)
 
 
+@dataclass(frozen=True)
+class Burst:
+    """``clients`` requests sent at once, one each: what a full server does with the rest."""
+
+    clients: int
+    statuses: list[int]
+    latencies_s: list[float]
+
+    def count(self, status: int) -> int:
+        return self.statuses.count(status)
+
+    def slowest_ms(self, status: int) -> float:
+        times = [t for s, t in zip(self.statuses, self.latencies_s) if s == status]
+        return max(times) * 1000 if times else float("nan")
+
+
+async def burst(base_url: str, path: str, body: bytes, clients: int) -> Burst:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+
+        async def one() -> tuple[int, float]:
+            started = time.perf_counter()
+            response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+            return response.status_code, time.perf_counter() - started
+
+        answers = await asyncio.gather(*(one() for _ in range(clients)))
+    return Burst(clients, [s for s, _ in answers], [t for _, t in answers])
+
+
+def overload(server: RunningServer, clients: int) -> Burst:
+    body = vertex_body(face_pngs()[:1])
+    return asyncio.run(burst(server.base_url, f"/v1/models/{server.name}:predict", body, clients))
+
+
 def measure(server: RunningServer, levels: list[int], requests: int, seconds: float) -> list[LevelResult]:
     bodies = [vertex_body([blob]) for blob in face_pngs()]
     path = f"/v1/models/{server.name}:predict"
@@ -366,6 +400,19 @@ def load_rows(variant: str, results: list[LevelResult]) -> list[list[object]]:
     ]
 
 
+def burst_row(variant: str, result: Burst) -> list[object]:
+    others = len(result.statuses) - result.count(200) - result.count(503)
+    return [
+        variant,
+        result.clients,
+        result.count(200),
+        f"{result.slowest_ms(200):.0f}",
+        result.count(503),
+        f"{result.slowest_ms(503):.0f}",
+        others,
+    ]
+
+
 def barrage_row(variant: str, answers: list[Answer], healthy: bool) -> list[object]:
     statuses = [a.status for a in answers]
     with_message = sum(1 for a in answers if 400 <= a.status < 500 and a.error)
@@ -396,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = load_average()
     limits = Limits()
-    rows, barrage, answers_by_variant = [], [], {}
+    rows, bursts, barrage, answers_by_variant = [], [], [], {}
     with tempfile.TemporaryDirectory(prefix="fer-load-") as tmp:
         scratch = Path(tmp)
         for variant, target in write_variants(args.model, args.registry, scratch).items():
@@ -404,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
             with running_server(target, log_file, "--registry", str(args.registry), "--name", BENCH_NAME) as server:
                 print(f"{variant}: serving {target} at {server.base_url}", flush=True)
                 rows += load_rows(variant, measure(server, levels, args.requests, args.seconds))
+                full = overload(server, 4 * (limits.max_concurrent + limits.max_queue))
+                bursts.append(burst_row(variant, full))
                 answers = send_bad_requests(
                     server.base_url,
                     malformed_requests(
@@ -419,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
 
     headers = ["variant", "clients", "answered", "failed", "s", "req/s", "p50 ms", "p95 ms", "p99 ms"]
     table = markdown_table(headers, rows)
+    table += "\n\n" + markdown_table(
+        ["variant", "requests at once", "200", "slowest 200 ms", "503 (full)", "slowest 503 ms", "other"], bursts
+    )
     table += "\n\n" + markdown_table(
         ["variant", "malformed requests", "4xx", "4xx with a JSON message", "5xx", "other/dropped", "healthy after"],
         barrage,

@@ -210,7 +210,8 @@ def parse_json(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except (ValueError, RecursionError) as exc:  # digits beyond int's limit, nesting beyond the parser's
-        raise ApiError(400, f"the body is not JSON this server reads: {exc}") from None
+        reason = str(exc).split(";")[0]  # not Python's advice on raising its limits
+        raise ApiError(400, f"the body is not JSON this server reads: {reason}") from None
 
 
 def instance_blobs(document: Any, limits: Limits) -> list[bytes]:
