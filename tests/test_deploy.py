@@ -224,6 +224,19 @@ def test_an_unknown_version_names_the_aliases(vertex, config, capsys):
     assert "deploy_model" not in vertex.names()
 
 
+def test_a_dry_run_without_credentials_says_how_to_log_in(vertex, config, capsys, monkeypatch):
+    from google.auth import exceptions as auth_exceptions
+
+    def no_credentials(*args, **kwargs):
+        raise auth_exceptions.DefaultCredentialsError("none found")
+
+    monkeypatch.setattr("google.auth.default", no_credentials)
+    assert deploy_cli.main(["deploy", "--config", str(config), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gcloud auth application-default login" in err
+    assert vertex.calls == []
+
+
 def test_traffic_split_keeps_the_others_proportions_and_sums_to_100():
     assert traffic_split({}, 100) == {"0": 100}
     assert traffic_split({"a": 50, "b": 50}, 15) == {"0": 15, "a": 43, "b": 42}

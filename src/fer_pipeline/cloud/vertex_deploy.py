@@ -90,7 +90,11 @@ def find_model_version(clients: Clients, parent: str, display_name: str, version
             f"No Vertex model named {display_name!r} in {parent}; register one first (the pipeline's register "
             "step with registry=vertex), or name the model the registry holds."
         )
-    family = families[0].name.split("@")[0]
+    # As vertex_registry adds versions: to the model holding the champion when several share the name.
+    with_champion = [m for m in families if "champion" in m.version_aliases]
+    family = (with_champion or families)[0].name.split("@")[0]
+    if len(families) > 1:
+        log.warning("%d Vertex models are named %r; using %s.", len(families), display_name, family)
     try:
         return clients.models.get_model(name=f"{family}@{version}", retry=_READ_RETRY)
     except api_exceptions.NotFound:
