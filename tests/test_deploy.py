@@ -65,6 +65,13 @@ class FakeVertex:
         self.calls.append(("list_endpoints", request))
         return list(self.endpoints)
 
+    def get_endpoint(self, client, request=None, *, name=None, **kwargs):
+        self.calls.append(("get_endpoint", name))
+        for endpoint in self.endpoints:
+            if endpoint.name == name:
+                return endpoint
+        raise api_exceptions.NotFound(name)
+
     def create_endpoint(self, client, request=None, **kwargs):
         self.calls.append(("create_endpoint", request))
         created = aiplatform_v1.Endpoint(name=f"{request.parent}/endpoints/{request.endpoint_id or '555'}")
@@ -95,7 +102,7 @@ def vertex(monkeypatch):
     ]
     patches += [
         mock.patch.object(aiplatform_v1.EndpointServiceClient, name, autospec=True, side_effect=getattr(fake, name))
-        for name in ("list_endpoints", "create_endpoint", "deploy_model")
+        for name in ("list_endpoints", "get_endpoint", "create_endpoint", "deploy_model")
     ]
     patches.append(
         mock.patch.object(
@@ -208,6 +215,16 @@ def test_dry_run_for_a_new_endpoint_prints_its_creation(vertex, config, capsys):
     assert "endpoint_id" not in printed["create_endpoint"]  # not a valid id: Vertex names it
     assert printed["deploy_model"]["endpoint"] == "<the endpoint create_endpoint makes>"
     assert "create_endpoint" not in vertex.names()
+
+
+def test_an_endpoint_named_by_resource_name_is_read_not_searched(vertex, config, capsys):
+    vertex.endpoints = [serving_endpoint({"111": "3"}, {"111": 100})]
+    name = f"{PARENT}/endpoints/fer-emotion"
+    assert run(config, "deploy", "--endpoint", name, "--version", "challenger", "--traffic", "50") == 0
+    assert vertex.names() == ["list_models", "get_model", "get_endpoint", "deploy_model"]
+    assert dict(vertex.request("deploy_model").traffic_split) == {"0": 50, "111": 50}
+    assert run(config, "deploy", "--endpoint", f"{PARENT}/endpoints/404") == 1
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_a_version_already_deployed_is_not_deployed_twice(vertex, config, capsys):
