@@ -136,6 +136,12 @@ CASES = [
     Case("monitor a log that is not JSON lines", ("monitor", "{bad_metrics}", "--against", "{damaged_zip}")),
     Case("monitor against a damaged zip", ("monitor", "{monitor_log}", "--against", "{damaged_zip}")),
     Case("monitor --drift below --watch", ("monitor", "{monitor_log}", "--against", "{root}", "--drift", "0.05")),
+    Case("serve a damaged model", ("serve", "{damaged_keras}", "--port", "0")),
+    Case(
+        "serve from a wrong-shape registry", ("serve", "nope@champion", "--registry", "{bad_registry}", "--port", "0")
+    ),
+    Case("serve --max-instances 0", ("serve", "{damaged_keras}", "--max-instances", "0")),
+    Case("serve --log a folder", ("serve", "{damaged_keras}", "--log", "{root}")),
 ]
 
 

@@ -60,6 +60,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         field = flag[2:].replace("-", "_")
         limits.add_argument(
             flag,
+            metavar="N",
             type=positive_int,
             default=getattr(defaults, field),
             help=f"{help_text} (default {getattr(defaults, field):,}).",

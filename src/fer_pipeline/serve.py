@@ -116,6 +116,10 @@ def locate_model(ref: str, registry_root: Path | None) -> tuple[str, int, Path]:
     path = Path(ref)
     if path.exists():
         return DEFAULT_MODEL_NAME, 1, path
+    if "/" in ref or ref.endswith(".keras"):  # registry names have no "/": this was meant as a path
+        raise FerError(
+            f"{ref} does not exist; pass a model folder, a .keras file or a registry reference (NAME@champion)."
+        )
     registry = LocalRegistry(registry_root if registry_root is not None else default_registry_root())
     try:
         version = registry.resolve(ref)
