@@ -303,6 +303,7 @@ class Burst:
     clients: int
     statuses: list[int]
     latencies_s: list[float]
+    json_errors: int  # refusals that came with a JSON {"error": ...}
 
     def count(self, status: int) -> int:
         return self.statuses.count(status)
@@ -316,13 +317,13 @@ async def burst(base_url: str, path: str, body: bytes, clients: int) -> Burst:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
 
-        async def one() -> tuple[int, float]:
+        async def one() -> tuple[int, float, bool]:
             started = time.perf_counter()
             response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
-            return response.status_code, time.perf_counter() - started
+            return response.status_code, time.perf_counter() - started, bool(json_error(response))
 
         answers = await asyncio.gather(*(one() for _ in range(clients)))
-    return Burst(clients, [s for s, _ in answers], [t for _, t in answers])
+    return Burst(clients, [a[0] for a in answers], [a[1] for a in answers], sum(a[2] for a in answers))
 
 
 def overload(server: RunningServer, clients: int) -> Burst:
@@ -408,6 +409,7 @@ def burst_row(variant: str, result: Burst) -> list[object]:
         result.count(200),
         f"{result.slowest_ms(200):.0f}",
         result.count(503),
+        result.json_errors,
         f"{result.slowest_ms(503):.0f}",
         others,
     ]
@@ -469,7 +471,17 @@ def main(argv: list[str] | None = None) -> int:
     headers = ["variant", "clients", "answered", "failed", "s", "req/s", "p50 ms", "p95 ms", "p99 ms"]
     table = markdown_table(headers, rows)
     table += "\n\n" + markdown_table(
-        ["variant", "requests at once", "200", "slowest 200 ms", "503 (full)", "slowest 503 ms", "other"], bursts
+        [
+            "variant",
+            "requests at once",
+            "200",
+            "slowest 200 ms",
+            "503 (full)",
+            "with a JSON error",
+            "slowest 503 ms",
+            "other",
+        ],
+        bursts,
     )
     table += "\n\n" + markdown_table(
         ["variant", "malformed requests", "4xx", "4xx with a JSON message", "5xx", "other/dropped", "healthy after"],

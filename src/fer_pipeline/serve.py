@@ -701,9 +701,9 @@ def serve(
             access_log=access_log,
             server_header=False,
             timeout_keep_alive=5,
-            # A backstop for connection floods, above what the admission gate lets in: the
-            # gate answers first, with a JSON 503.
-            limit_concurrency=2 * (limits.max_concurrent + limits.max_queue) + 32,
+            # A backstop for connection floods, well above what the admission gate lets in,
+            # so that the gate's JSON 503 answers first; past it uvicorn answers a plain 503.
+            limit_concurrency=8 * (limits.max_concurrent + limits.max_queue) + 64,
         )
         announce(
             f"serving {model.name} v{model.version} ({model.source}) at "
