@@ -43,7 +43,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -630,10 +629,6 @@ def add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             message += "; routes: GET /v1/models/NAME[/metadata], POST /v1/models/NAME:predict or :detect, GET /health"
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": f"invalid request: {exc.errors()[0].get('msg', exc)}"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
