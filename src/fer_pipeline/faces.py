@@ -33,6 +33,14 @@ DETECTION_MAX_SIDE = 1024
 # The smallest face each detector can see in the searched image: MTCNN's PNet window
 # is 12 pixels, the cascade's 24.
 SMALLEST_WINDOW = {"mtcnn": 12, "haar": 24}
+# MTCNN is always asked for faces from 20 pixels (its own default), and the photo is
+# scaled so that min_face lands there: mtcnn 1.0.0's image pyramid is sized for that
+# start, and finds nothing at all from min_face_size of about 25 up (its smallest level
+# gets under PNet's 12-pixel window and the error is taken for "no face").
+MTCNN_MIN_FACE = 20
+# The first two stages' thresholds (the last stage's is min_confidence); see
+# docs/benchmarks.md, "Face detection", for the sweep that chose them.
+MTCNN_THRESHOLDS = {"threshold_pnet": 0.6, "threshold_rnet": 0.7}
 # Eyes closer to level than this are left as they are: a sub-degree turn changes nothing
 # visible at 48x48 and only adds interpolation blur.
 MIN_ROTATION_DEGREES = 1.0
@@ -109,18 +117,28 @@ def cv2_module():
 def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -> list[Face]:
     """The faces in a gray uint8 photo, left to right, boxes in its pixel coordinates."""
     cv2 = cv2_module()
-    scale = min(1.0, DETECTION_MAX_SIDE / max(gray.shape))
-    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1.0 else gray
-    # Search down to min_face in the photo's pixels, but no smaller than the detector's window.
-    min_window = max(SMALLEST_WINDOW[options.name], int(round(options.min_face * scale)))
-    if min(small.shape) < min_window:
+    scale = search_scale(gray.shape, options)
+    if scale != 1.0:
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation)
+    if min(gray.shape) < SMALLEST_WINDOW[options.name]:
         return []
     if options.name == "mtcnn":
-        found = detect_mtcnn(small, min_window, options.min_confidence)
+        found = detect_mtcnn(gray, options.min_confidence)
     else:
-        found = detect_haar(small, min_window)
+        found = detect_haar(gray, max(SMALLEST_WINDOW["haar"], int(round(options.min_face * scale))))
     faces = [scaled_face(face, 1.0 / scale) for face in found]
     return sorted((f for f in faces if max(f.box[2:]) >= options.min_face), key=lambda f: f.box)
+
+
+def search_scale(shape: tuple[int, ...], options: DetectorOptions) -> float:
+    """How much the photo is resized before the search: large photos down to
+    DETECTION_MAX_SIDE; for MTCNN also so that a min_face face is MTCNN_MIN_FACE pixels
+    (smaller photos of small faces are scaled up)."""
+    largest = DETECTION_MAX_SIDE / max(shape)
+    if options.name == "haar":
+        return min(1.0, largest)
+    return min(largest, MTCNN_MIN_FACE / options.min_face)
 
 
 def detect_haar(gray: np.ndarray, min_window: int) -> list[Face]:
@@ -130,13 +148,15 @@ def detect_haar(gray: np.ndarray, min_window: int) -> list[Face]:
     return [Face(tuple(int(v) for v in box)) for box in np.asarray(found).reshape(-1, 4)]
 
 
-def detect_mtcnn(gray: np.ndarray, min_window: int, min_confidence: float) -> list[Face]:
+def detect_mtcnn(gray: np.ndarray, min_confidence: float) -> list[Face]:
     cv2 = cv2_module()
     rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)  # MTCNN takes 3 channels; gray in each
-    found = load_mtcnn().detect_faces(rgb, min_face_size=min_window)
+    found = load_mtcnn().detect_faces(
+        rgb, min_face_size=MTCNN_MIN_FACE, threshold_onet=min_confidence, **MTCNN_THRESHOLDS
+    )
     faces = []
     for item in found:
-        if float(item["confidence"]) < min_confidence:
+        if float(item["confidence"]) < min_confidence:  # the last stage's threshold, checked here too
             continue
         keypoints = item["keypoints"]
         eyes = sorted((float(x), float(y)) for x, y in (keypoints["left_eye"], keypoints["right_eye"]))
