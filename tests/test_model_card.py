@@ -102,6 +102,7 @@ def test_the_html_card_is_escaped_and_shows_in_the_report(tmp_path):
     card = build_card(METRICS, {"note": "<script>alert(1)</script>"})
     section = to_html(card)
     assert "<script>" not in section and "&lt;script&gt;" in section
+    assert "<code>disgust</code>" in section and "`" not in section  # Markdown code spans as <code>
     report = render_report(METRICS, {}, tmp_path / "report.html", model_card=card).read_text()
     assert section in report
     assert '<tr class="class-row"><th scope="row">disgust</th>' in report  # the report's own table

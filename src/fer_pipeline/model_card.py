@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import importlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ MODEL_CARD_FILE = "model_card.md"
 DATA_README = "shared/data/fer2013/README.md"
 QUALITY_DOC = "docs/model-quality.md"
 DETECTION_DOC = 'docs/benchmarks.md, "Face detection"'
+_CODE_SPAN = re.compile(r"`([^`]+)`")
 TITLE = "Model card: facial-emotion classifier (FER-2013, 7 classes)"
 
 
@@ -227,8 +229,8 @@ def _html_block(block: Block) -> str:
 
 
 def _esc(text: str) -> str:
-    # Markdown's backticks stay as they are: the report shows the same text as the file.
-    return html.escape(text, quote=True)
+    """Escaped text, the Markdown's `code` spans as <code> (html.escape leaves backticks alone)."""
+    return _CODE_SPAN.sub(r"<code>\1</code>", html.escape(text, quote=True))
 
 
 def _number(value: Any, digits: int = 4) -> str:
