@@ -12,7 +12,14 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.load_test import face_pngs, malformed_requests, running_server, send_bad_requests, vertex_body
+from bench.load_test import (
+    face_pngs,
+    malformed_requests,
+    png_bytes,
+    running_server,
+    send_bad_requests,
+    vertex_body,
+)
 from fer_pipeline import cli
 from fer_pipeline.classes import CLASSES
 
@@ -95,6 +102,14 @@ def test_a_raw_photo_gets_each_faces_box_and_emotions(client):
     (face,) = response.json()["faces"]
     assert face["box"] == [0, 0, 48, 48]
     assert set(face["emotions"]) == set(CLASSES) and face["label"] in CLASSES
+
+
+def test_a_photo_without_a_face_gets_no_faces_and_a_note(client):
+    blank = png_bytes(np.full((120, 160), 128, np.uint8))
+    response = client.post("/v1/models/fer-test:detect", content=blank, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["faces"] == [] and "skip_detection=true" in body["note"]
 
 
 def test_each_malformed_request_gets_a_4xx_json_error_and_the_server_lives_on(client, server):
