@@ -156,5 +156,8 @@ def test_evaluate_fills_metrics_classification_and_report(chain):
 def test_register_adds_a_champion_version_with_labels(chain):
     version = json.loads(Path(chain["registered"].path).read_text())
     assert version["name"] == "fer-test" and "champion" in version["aliases"]
+    card = Path(version["model_card"])  # the evaluation's card, beside the registered model
+    assert card.parent == Path(version["path"]) and card.read_text().startswith("# Model card")
+    assert card.read_text() == (Path(chain["evaluation"].path) / "model_card.md").read_text()
     index = json.loads((chain["registry"] / "index.json").read_text())
     assert "abc123" in json.dumps(index) and chain["dataset"].metadata["source_sha256"][:16] in json.dumps(index)
