@@ -162,3 +162,22 @@ def test_the_prediction_log_gets_a_line_per_face(client, prediction_log, model_f
     records = read_log(prediction_log)[before:]
     assert len(records) == 3 and [r["face_size"] for r in records] == [48, 48, 48]
     assert {r["model_version"] for r in records} == {str(model_folder)}
+
+
+def test_vertex_routes_from_the_environment_reach_health_and_predict():
+    import asyncio
+
+    from fer_pipeline.serve import ServedModel, build_app
+    from fer_pipeline.serve_limits import Limits
+
+    model = ServedModel(name="m", version=3, source="nowhere", signature=None, keras_model=None)
+    vertex_predict = "/v1/endpoints/1/deployedModels/2:predict"
+    app = build_app(model, Limits(), health_routes=("/ready",), predict_routes=(vertex_predict,))
+
+    async def ask() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as http:
+            return await http.get("/ready"), await http.post(vertex_predict, content=b"{")
+
+    health, refused = asyncio.run(ask())
+    assert health.json() == {"status": "ok", "model": "m", "version": "3"}
+    assert refused.status_code == 400 and "not valid JSON" in refused.json()["error"]

@@ -13,7 +13,8 @@ Routes (NAME is the registry model name, or ``--name``; ``/versions/V`` may foll
   - ``POST /v1/models/NAME:detect``: a photo's bytes (``Content-Type: image/...``) in,
     ``{"faces": [{"box": [x, y, w, h], "emotions": {class: p}, "label": ...}]}`` out
     (``predict.classify_photo``); ``?skip_detection=true`` classifies the whole photo as one face.
-  - ``GET /health`` (and ``$AIP_HEALTH_ROUTE`` when set): 200 once the model is loaded.
+  - ``GET /health`` (and ``$AIP_HEALTH_ROUTE`` when set): 200 once the model is loaded;
+    ``$AIP_PREDICT_ROUTE``, when set, is one more :predict route.
 
 Every refusal is a JSON ``{"error": "..."}`` (TensorFlow Serving's shape) with a 4xx status
 naming the problem; 503 when the server is full; 500 only for a bug, logged with its
@@ -509,14 +510,18 @@ def check_content_type(request: Request, accepted: tuple[str, ...], images: bool
 # ---- the application -------------------------------------------------------------------
 
 
-def build_app(model: ServedModel, limits: Limits, *, health_routes: tuple[str, ...] = ()) -> FastAPI:
-    """The FastAPI application serving ``model`` under ``limits``."""
+def build_app(
+    model: ServedModel, limits: Limits, *, health_routes: tuple[str, ...] = (), predict_routes: tuple[str, ...] = ()
+) -> FastAPI:
+    """The FastAPI application serving ``model`` under ``limits``; ``health_routes`` and
+    ``predict_routes`` are extra paths (Vertex's) for /health and :predict."""
     app = FastAPI(title="fer-pipeline serve", docs_url=None, redoc_url=None, openapi_url=None)
     gate = AdmissionGate(limits.max_concurrent, limits.max_queue)
     add_error_handlers(app)
 
     def served(request: Request) -> ServedModel:
-        check_model(model, request.path_params["name"], request.path_params.get("version"))
+        # Vertex's own routes name no model: they mean this one.
+        check_model(model, request.path_params.get("name", model.name), request.path_params.get("version"))
         return model
 
     async def status(request: Request) -> dict[str, Any]:
@@ -559,6 +564,8 @@ def build_app(model: ServedModel, limits: Limits, *, health_routes: tuple[str, .
         app.add_api_route(prefix + ":detect", detect, methods=["POST"])
     for route in ("/health", *health_routes):
         app.add_api_route(route, health, methods=["GET"])
+    for route in predict_routes:
+        app.add_api_route(route, predict, methods=["POST"])
     return app
 
 
@@ -661,10 +668,10 @@ def bind_socket(host: str, port: int):
     return sock
 
 
-def vertex_health_routes() -> tuple[str, ...]:
-    """``$AIP_HEALTH_ROUTE``, the route Vertex probes, when it is set."""
-    route = os.environ.get("AIP_HEALTH_ROUTE", "").strip()
-    return (route,) if route.startswith("/") and route != "/health" else ()
+def vertex_route(variable: str, *taken: str) -> tuple[str, ...]:
+    """The route Vertex names in ``$AIP_HEALTH_ROUTE`` or ``$AIP_PREDICT_ROUTE``, when set."""
+    route = os.environ.get(variable, "").strip()
+    return (route,) if route.startswith("/") and route not in taken else ()
 
 
 def serve(
@@ -688,7 +695,12 @@ def serve(
         stack.callback(sock.close)
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fer-serve-")))
         model = load_served_model(ref, registry_root, scratch, name, log_path)
-        app = build_app(model, limits, health_routes=vertex_health_routes())
+        app = build_app(
+            model,
+            limits,
+            health_routes=vertex_route("AIP_HEALTH_ROUTE", "/health"),
+            predict_routes=vertex_route("AIP_PREDICT_ROUTE"),
+        )
         bound_host, bound_port = sock.getsockname()[:2]
         config = uvicorn.Config(
             app,
