@@ -75,8 +75,8 @@ def test_a_vertex_body_gets_the_exported_signatures_seven_scores_per_instance(cl
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert len(predictions) == 3
-    signature = tf.saved_model.load(str(model_folder)).signatures["serving_default"]
-    expected = signature(image_bytes=tf.constant(faces))["scores"].numpy()
+    loaded = tf.saved_model.load(str(model_folder))  # the signature's variables live as long as this
+    expected = loaded.signatures["serving_default"](image_bytes=tf.constant(faces))["scores"].numpy()
     for row, scores in zip(predictions, expected):
         assert len(row["scores"]) == 7 and row["classes"] == list(CLASSES)
         assert row["label"] == CLASSES[int(np.argmax(row["scores"]))]
