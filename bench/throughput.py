@@ -33,13 +33,13 @@ Needs tf-keras for the baseline (a benchmark-only dependency; see the message be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._common import (
@@ -52,6 +52,7 @@ from bench._common import (
     median,
     training_flops,
 )
+from bench.timing import Timer, keras3_timer, tf_keras_timer
 
 log = logging.getLogger("bench.throughput")
 
@@ -70,38 +71,6 @@ def require_tf_keras():
             "(--no-deps: its only dependency, tensorflow, is already there as tensorflow-cpu.)"
         )
     return tf_keras
-
-
-@dataclass
-class Timer:
-    """Per-fit-call step end times, so each call's warm-up steps can be dropped."""
-
-    ends: list[float] = field(default_factory=list)
-
-    def reset(self) -> None:
-        self.ends = []
-
-    def images_per_second(self, batch: int, warmup: int) -> float:
-        timed = self.ends[warmup - 1 :] if warmup > 0 else self.ends
-        return batch * (len(timed) - 1) / (timed[-1] - timed[0])
-
-
-def keras3_timer(timer: Timer):
-    import keras
-
-    class Callback(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            timer.ends.append(time.perf_counter())
-
-    return Callback()
-
-
-def tf_keras_timer(timer: Timer, tf_keras):
-    class Callback(tf_keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            timer.ends.append(time.perf_counter())
-
-    return Callback()
 
 
 # --- the baseline: written as the seed's users write it ----------------------------------
@@ -188,7 +157,7 @@ class Project:
         from fer_pipeline.tf_data import make_dataset
 
         self.cfg = cfg
-        configure_devices(cfg)
+        configure_devices(cfg)  # sets cfg.precision's dtype policy; the model keeps it
         self.model = build_model(cfg)
         self.train = train
         self.compiled = train.compile_model(self.model, cfg, cfg.frozen_lr)
@@ -256,6 +225,12 @@ def parse_args(argv):
     parser.add_argument("--intra", type=int, default=0, help="intra-op threads (0 = TensorFlow's default)")
     parser.add_argument("--inter", type=int, default=0, help="inter-op threads (0 = TensorFlow's default)")
     parser.add_argument("--image-size", type=int, default=48, help="the project's image_size (baseline stays 48)")
+    parser.add_argument(
+        "--precision",
+        default="",
+        help="also time the project under this precision (e.g. mixed_bfloat16), interleaved with float32",
+    )
+    parser.add_argument("--preset", default="", help="the project's recipe preset (cpu: the compact CNN; no baseline)")
     parser.add_argument("--no-append", action="store_true", help="print the table only")
     return parser.parse_args(argv)
 
@@ -264,7 +239,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    tf_keras = None if args.no_baseline else require_tf_keras()
+    tf_keras = None if args.no_baseline or args.preset else require_tf_keras()
     if not args.zip.is_file():
         sys.exit(f"FER-2013 zip not found at {args.zip}; pass --zip or set FER2013_ZIP.")
     load_before = load_average()
@@ -275,15 +250,17 @@ def main(argv=None) -> int:
     if args.inter:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
-    from fer_pipeline.config import SplitConfig, TrainConfig
+    from fer_pipeline.config import SplitConfig
     from fer_pipeline.ingest import read_source
+    from fer_pipeline.recipe import resolve
     from fer_pipeline.split import make_split
     from fer_pipeline.training_data import phase_data
 
     started = time.perf_counter()
     dataset = read_source(args.zip).dataset
     split = make_split(dataset, SplitConfig())
-    cfg = TrainConfig(weights="none", batch_size=args.batch, jit_compile=args.jit == "on", image_size=args.image_size)
+    wanted = {"weights": "none", "batch_size": args.batch, "jit_compile": args.jit == "on", "precision": "float32"}
+    cfg = resolve(args.preset, wanted | ({} if args.preset else {"image_size": args.image_size})).train
     data = phase_data(dataset, split, cfg)
     log.info("read %d images in %.1f s", len(dataset), time.perf_counter() - started)
 
@@ -298,21 +275,26 @@ def main(argv=None) -> int:
             train_dir = extract_train_folder(args.zip, Path(tmp))
             baseline = Baseline(train_dir, args.batch, split.class_weight_by_index(), cfg.seed, tf_keras)
         project = Project(dataset, data, cfg)
+        other = Project(dataset, data, dataclasses.replace(cfg, precision=args.precision)) if args.precision else None
         forward = forward_flops(project.model, (48, 48, 1))
         for phase in phases:
             if phase == "finetune":
                 project.unfreeze()
+                if other:
+                    other.unfreeze()
                 if baseline:
                     baseline.unfreeze()
-            flops[phase] = training_flops(forward, phase)
+            flops[phase] = training_flops(
+                forward, "finetune" if cfg.backbone == "compact" else phase
+            )  # compact trains whole
             runners = {"project": lambda n: project.run(n), "project, synthetic batch": lambda n: project.run(n, True)}
+            timers = {"project": project.timer, "project, synthetic batch": project.timer}
+            if other:
+                runners[f"project, {args.precision}"] = lambda n: other.run(n)
+                timers[f"project, {args.precision}"] = other.timer
             if baseline:
                 runners = {"seed-style baseline": baseline.run, **runners}
-            timers = {
-                "seed-style baseline": baseline.timer if baseline else None,
-                "project": project.timer,
-                "project, synthetic batch": project.timer,
-            }
+                timers["seed-style baseline"] = baseline.timer
             for name, run in runners.items():  # warm-up: tracing, first batches
                 t0 = time.perf_counter()
                 run(args.warmup + 1)
@@ -338,13 +320,15 @@ def main(argv=None) -> int:
     rows = []
     for phase in phases:
         baseline_rates = results.get((phase, "seed-style baseline"), [])
-        for name in ("seed-style baseline", "project", "project, synthetic batch"):
+        for name in ("seed-style baseline", "project", "project, synthetic batch", f"project, {args.precision}"):
             if (phase, name) not in results:
                 continue
             rates, matmuls = results[(phase, name)], probes[(phase, name)]
             rate, matmul = median(rates), median(matmuls)
             shares = [r * flops[phase] / 1e9 / m for r, m in zip(rates, matmuls)]
             # per-round ratios: each round's project window against the same round's baseline window
+            if not baseline_rates and name != "project":  # no baseline: against the float32 project
+                baseline_rates = results[(phase, "project")]
             ratio = median([r / b for r, b in zip(rates, baseline_rates)]) if baseline_rates else None
             rows.append(
                 [
@@ -374,7 +358,10 @@ def main(argv=None) -> int:
         rows,
     )
     notes = [
-        f"batch {args.batch}, image_size {args.image_size}, project jit_compile={args.jit}, threads intra={args.intra or 'default'} "
+        f"preset {args.preset or 'none'} (backbone {cfg.backbone}), precision float32"
+        + (f" and {args.precision}" if args.precision else "")
+        + "; without the baseline, 'vs baseline' is against the float32 project",
+        f"batch {args.batch}, image_size {cfg.image_size}, project jit_compile={args.jit}, threads intra={args.intra or 'default'} "
         f"inter={args.inter or 'default'}; {args.rounds} interleaved rounds, medians; timed steps per call: "
         f"frozen {args.frozen_steps}, finetune {args.finetune_steps} (after {args.warmup} warm-up steps)",
         f"forward FLOPs per image (TensorFlow profiler): {forward['total'] / 1e9:.3f} GFLOP; training FLOPs as in "

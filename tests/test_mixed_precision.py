@@ -1,4 +1,6 @@
-"""Mixed precision: with a GPU visible the project trains in mixed_float16 with a float32 output.
+"""Mixed precision: with a GPU of unknown (or < 8.0) compute capability visible the project
+trains in mixed_float16 with a float32 output (tests/test_precision.py covers the rest of
+``precision=auto``).
 
 This machine has no GPU, so ``tf.config.list_physical_devices`` is patched to report
 one; nothing runs on it: the checks are the dtype policy ``configure_devices`` sets,
@@ -12,7 +14,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from fer_pipeline import feed_tf
+from fer_pipeline import feed_tf, precision
 from fer_pipeline import trainer as train
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.model import BACKBONE_NAME, OUTPUT_NAME, build_model
@@ -52,5 +54,6 @@ def test_mixed_precision_off_or_no_gpu_keeps_float32(one_gpu, monkeypatch):
     assert keras.mixed_precision.global_policy().name == "float32"
 
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))  # no AMX, no AVX-512-BF16
     feed_tf.configure_devices(CFG)
     assert keras.mixed_precision.global_policy().name == "float32"

@@ -17,6 +17,7 @@ from fer_pipeline.files import parse_bool
 BACKBONES = ("densenet169", "compact")
 SCHEDULES = ("plateau", "cosine")
 HEAD_POOLINGS = ("avg", "flatten")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # fer_pipeline.precision
 
 
 def opt(default: Any, doc: str):
@@ -85,6 +86,12 @@ class TrainConfig:
     # phase 1: frozen backbone
     frozen_epochs: int = opt(20, "phase 1 (frozen backbone) epochs; early stopping may end it sooner")
     frozen_lr: float = opt(1e-4, "phase 1 Adam learning rate")
+    frozen_feature_cache: int = opt(
+        0,
+        "phase 1 on a frozen DenseNet169: N >= 1 computes the backbone's features once for N augmented views of "
+        "each training image (epoch e trains the head on view e mod N) and once for validation; 0 = off, the "
+        "seed's fresh augmentation through the whole model each epoch (fer_pipeline.feature_cache)",
+    )
     # phase 2: fine-tuning
     finetune_epochs: int = opt(10, "phase 2 (fine-tuning) epochs; 0 = keep phase 1's model")
     finetune_lr: float = opt(1e-5, "phase 2 Adam learning rate, very low so ImageNet features survive")
@@ -112,7 +119,13 @@ class TrainConfig:
     min_lr: float = opt(1e-7, "plateau schedule: lowest rate")
     # devices and execution
     jit_compile: bool = opt(False, "XLA-compile the train step (augmentation then runs in tf.data; docs/benchmarks.md)")
-    mixed_precision: bool = opt(True, "mixed_float16 when a GPU is visible (ignored on CPU); the output stays float32")
+    precision: str = opt(
+        "auto",
+        "dtype policy: `auto` (bfloat16 on GPUs of compute capability >= 8.0 and on CPUs with AMX or AVX-512-BF16, "
+        "float16 on older GPUs, else float32; fer_pipeline.precision), `float32`, `mixed_bfloat16` or `mixed_float16`; "
+        "the output stays float32",
+    )
+    mixed_precision: bool = opt(True, "deprecated, use `precision`: false = `float32` when precision is `auto`")
     # trainer.scale_for_replicas explains the linear scaling rule
     scale_with_replicas: bool = opt(
         True,
@@ -142,6 +155,10 @@ class TrainConfig:
             problems.append(f"head_pooling must be one of {', '.join(HEAD_POOLINGS)}, got {self.head_pooling!r}")
         if not 0.0 <= self.class_weight_power <= 1.0:
             problems.append(f"class_weight_power must be in [0, 1], got {self.class_weight_power!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.frozen_feature_cache < 0:
+            problems.append(f"frozen_feature_cache must be >= 0 (0 = off), got {self.frozen_feature_cache}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name in ("rotation", "zoom", "erasing", "brightness", "label_smoothing"):

@@ -25,6 +25,7 @@ import numpy as np
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.precision import apply_precision
 from fer_pipeline.training_data import PhaseData
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class NumpyFeed:
     """In-memory batches for any backend; augmentation on the device, once per epoch."""
 
     def prepare(self, cfg: TrainConfig) -> tuple[AbstractContextManager[Any], int]:
+        apply_precision(cfg)
         if cfg.jit_compile:
             logger.info("jit_compile: Keras compiles the whole step on %s by itself.", keras.backend.backend())
         return contextlib.nullcontext(), 1

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
+from fer_pipeline.precision import apply_precision
 from fer_pipeline.tensorboard import EpochSummaries, log_dir
 from fer_pipeline.tf_data import make_dataset
 from fer_pipeline.training_data import PhaseData
@@ -74,16 +75,14 @@ def configure_devices(cfg: TrainConfig) -> tf.distribute.Strategy:
     """Set the Keras dtype policy and pick a distribution strategy for the visible GPUs.
 
     Args:
-        cfg: Uses ``mixed_precision``.
+        cfg: Uses ``precision`` (and the deprecated ``mixed_precision``).
 
     Returns:
         MirroredStrategy over all GPUs when there are several, else the default
-        strategy. Sets the global policy to mixed_float16 when a GPU is visible (and
-        ``cfg.mixed_precision``), float32 otherwise.
+        strategy. Sets the global policy ``precision.apply_precision`` chooses.
     """
     gpus = tf.config.list_physical_devices("GPU")
-    policy = "mixed_float16" if gpus and cfg.mixed_precision else "float32"
-    keras.mixed_precision.set_global_policy(policy)
+    policy = apply_precision(cfg)
     if is_multi_worker():  # a Vertex custom job with several replicas sets TF_CONFIG
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif len(gpus) > 1:

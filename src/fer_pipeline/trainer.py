@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
+from fer_pipeline import feature_cache
 from fer_pipeline.checkpoint import PhaseBackup
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
@@ -287,13 +288,27 @@ def run_phase(
     ``extra_callbacks`` run after the phase's own (before the backup, which must see their state).
     """
     keras.utils.set_random_seed(cfg.seed)
-    scope, replicas = feed.prepare(cfg)
+    previous_policy = keras.config.dtype_policy()
+    try:
+        return _run_phase(
+            phase, make_model, dataset, split, cfg, out_dir, epochs, learning_rate, feed, first_step, extra_callbacks
+        )
+    finally:  # the model keeps its layers' policy; what runs after the phase builds under the caller's
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _run_phase(
+    phase, make_model, dataset, split, cfg, out_dir, epochs, learning_rate, feed, first_step, extra_callbacks
+):
+    scope, replicas = feed.prepare(cfg)  # sets the dtype policy (fer_pipeline.precision)
     batch_size, learning_rate = scale_for_replicas(cfg, replicas, learning_rate)
     data = phase_data(dataset, split, cfg)
     steps_per_epoch = -(-len(data.train_indices) // batch_size)
     with scope:
         model = make_model()
-        compiled = compile_model(model, cfg, learning_rate_for(cfg, learning_rate, epochs, steps_per_epoch))
+        cache = feature_cache.plan(cfg, model, phase) if epochs > 0 else None  # None: off or not exact
+        trained = cache.head if cache else model  # the head shares the model's weights
+        compiled = compile_model(trained, cfg, learning_rate_for(cfg, learning_rate, epochs, steps_per_epoch))
     logger.info(
         "Phase %s: start, %d training / %d validation images, %d epoch(s) at learning rate %g, "
         "batch %d, class weighting %s, backend %s.",
@@ -310,7 +325,10 @@ def run_phase(
     backup = PhaseBackup.for_phase(cfg, phase, data, epochs, learning_rate)  # None without cfg.backup_dir
     history = {}
     if epochs > 0:
-        train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
+        if cache:
+            train, val = cache.batches(dataset, data, cfg, batch_size, feature_cache.feed_augmenter(feed, cfg))
+        else:
+            train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
         callbacks = [*phase_callbacks(cfg), *feed.callbacks(out_dir, phase, first_step, val), *extra_callbacks]
         history = fit(compiled.trainable, train, val, epochs, callbacks, backup)
     seconds = time.monotonic() - start
@@ -331,6 +349,8 @@ def run_phase(
             "train_samples": int(len(data.train_indices)),
             "val_samples": int(len(data.val_indices)),
             "config": cfg.to_dict(),
+            "dtype_policy": keras.config.dtype_policy().name,  # what precision resolved to (fer_pipeline.precision)
+            "frozen_feature_cache_views": cache.views if cache else 0,  # 0: not used (off or not exact)
         },
     )
     if backup is not None:  # outputs written: the backup is no longer needed

@@ -1,0 +1,79 @@
+"""float32 against a 16-bit policy on the running Keras backend: train steps of a recipe's
+model on one in-memory batch, interleaved rounds, medians. For the JAX backend (bench/
+throughput.py's ``--precision`` covers TensorFlow with its tf.data pipeline).
+
+    KERAS_BACKEND=jax .venv/bin/python -m bench.precision --preset cpu --batch 128
+
+Prints a Markdown table (``--append`` adds it to docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench._common import append_section, load_average, markdown_table, median
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--recipe", default="{}", help='JSON overrides, e.g. \'{"backbone": "densenet169"}\'')
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--append", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    load_before = load_average()
+    import json
+
+    import keras
+    import numpy as np
+
+    from fer_pipeline import trainer
+    from fer_pipeline.feed_numpy import AUGMENTATION_OFF
+    from fer_pipeline.model import build_model
+    from fer_pipeline.precision import apply_precision
+    from fer_pipeline.recipe import resolve
+
+    overrides = {"weights": "none", "batch_size": args.batch, **AUGMENTATION_OFF, **json.loads(args.recipe)}
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (args.batch, 48, 48, 1)).astype("float32")
+    y = rng.integers(0, 7, args.batch).astype("int32")
+    models = {}
+    for name in args.precisions.split(","):
+        cfg = resolve(args.preset, overrides | {"precision": name}).train
+        apply_precision(cfg)
+        model = build_model(cfg)
+        trainer.compile_model(model, cfg, 1e-3)
+        model.fit(x, y, batch_size=args.batch, epochs=2, verbose=0)  # warm-up: tracing
+        models[name] = model
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.fit(np.tile(x, (args.steps, 1, 1, 1)), np.tile(y, args.steps), batch_size=args.batch, verbose=0)
+            rates[name].append(args.batch * args.steps / (time.perf_counter() - start))
+    first = median(rates[next(iter(rates))])
+    rows = [
+        [keras.backend.backend(), name, f"{median(r):.1f}", f"{median(r) / first:.2f}x"] for name, r in rates.items()
+    ]
+    table = markdown_table(["backend", "precision", "images/s (train step)", "vs first"], rows)
+    notes = [
+        f"preset {args.preset}, recipe {args.recipe}, batch {args.batch}, {args.rounds} rounds x {args.steps} steps"
+    ]
+    if args.append:
+        append_section("Precision: train steps per backend", table, load_before=load_before, notes=notes)
+    else:
+        print(table + "\n" + "\n".join(notes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
