@@ -144,6 +144,10 @@ def recipe_fields(run: LocalRun) -> dict:
         "frozen_lr": run.frozen_lr,
         "finetune_lr": run.finetune_lr,
         "max_train_samples": run.max_train_samples,
+        # The sample's few DenseNet169 steps cost less run eagerly than tracing its graph
+        # (fine-tuning's one epoch: 144 s traced, 26 s eager; docs/benchmarks.md). A preset
+        # decides for itself, so PRESET=cpu trains as preset=cpu does on Vertex.
+        "run_eagerly": not run.data and not run.preset,
     }
 
 

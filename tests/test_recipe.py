@@ -220,3 +220,9 @@ def test_flatten_head_keeps_every_position_of_the_last_feature_map():
     assert model.get_layer("head_dense_1").kernel.shape[0] == 12 * 12 * 8
     avg = build_model(TrainConfig(backbone="compact", weights="none", compact_widths=(4, 8)))
     assert avg.get_layer("head_dense_1").kernel.shape[0] == 8
+
+
+def test_the_generated_sample_runs_eagerly_unless_a_preset_or_real_data_decides():
+    assert from_parameters(pipeline_arguments(parse_args([]), "sample.zip")).train.run_eagerly
+    assert not from_parameters(pipeline_arguments(parse_args(["--data", "fer.zip"]), "fer.zip")).train.run_eagerly
+    assert not from_parameters(pipeline_arguments(parse_args(["--preset", "cpu"]), "sample.zip")).train.run_eagerly
