@@ -4,12 +4,17 @@ throughput.py's ``--precision`` covers TensorFlow with its tf.data pipeline).
 
     KERAS_BACKEND=jax .venv/bin/python -m bench.precision --preset cpu --batch 128
 
+    .venv/bin/python -m bench.precision --quality --samples 3000 --epochs 4   # short real-data runs
+
+``--quality`` trains phase 1 of the recipe on a stratified subset of the real zip once
+per precision instead, and reports its seconds and best validation accuracy.
 Prints a Markdown table (``--append`` adds it to docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -24,15 +29,57 @@ def parse_args(argv):
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--quality", action="store_true", help="short real-data phase 1 runs instead of steps")
+    parser.add_argument("--samples", type=int, default=3000, help="--quality: max_train_samples")
+    parser.add_argument("--epochs", type=int, default=4, help="--quality: frozen_epochs")
     parser.add_argument("--append", action="store_true")
     return parser.parse_args(argv)
+
+
+def quality(args) -> tuple[str, list[str]]:
+    """Phase 1 on a real-data subset per precision: seconds, best val_accuracy and its loss."""
+    import tempfile
+    from pathlib import Path
+
+    from bench._common import DEFAULT_ZIP
+    from fer_pipeline.config import SplitConfig
+    from fer_pipeline.ingest import read_source
+    from fer_pipeline.recipe import resolve
+    from fer_pipeline.split import make_split
+    from fer_pipeline.trainer import train_frozen
+
+    dataset = read_source(DEFAULT_ZIP).dataset
+    split = make_split(dataset, SplitConfig(val_fraction=resolve(args.preset).split.val_fraction))
+    rows = []
+    for name in args.precisions.split(","):
+        wanted = {"max_train_samples": args.samples, "frozen_epochs": args.epochs, "precision": name}
+        cfg = resolve(args.preset, wanted | json.loads(args.recipe)).train
+        with tempfile.TemporaryDirectory(prefix="fer-precision-") as tmp:
+            result = train_frozen(dataset, split, cfg, Path(tmp))
+        best = result.best_epoch - 1
+        rows.append(
+            [
+                name,
+                f"{result.seconds:.1f}",
+                f"{result.history['val_accuracy'][best]:.4f}",
+                f"{result.history['val_loss'][best]:.4f}",
+            ]
+        )
+    table = markdown_table(["precision", "phase 1 seconds", "best val_accuracy", "its val_loss"], rows)
+    return table, [
+        f"preset {args.preset}, recipe {args.recipe}, max_train_samples {args.samples}, frozen_epochs {args.epochs}"
+    ]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     load_before = load_average()
-    import json
-
+    if args.quality:
+        table, notes = quality(args)
+        print(table + "\n" + "\n".join(notes))
+        if args.append:
+            append_section("Precision: short training runs", table, load_before=load_before, notes=notes)
+        return 0
     import keras
     import numpy as np
 
