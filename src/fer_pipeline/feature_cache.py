@@ -111,7 +111,7 @@ class FeatureCache:
         """Pooled backbone features of ``images`` (float32 pixels, (N, 48, 48, 1)).
 
         ``view`` None: no augmentation (validation). Else one augmented view: the model's
-        augmentation layers in training mode, or ``feed_augments(images, seed + view)``.
+        augmentation layers in training mode, or ``feed_augments(images, seed + 1000 * (view + 1))``.
         """
         stage, rest = self.augment_stage, self.backbone_stage
         if view is not None and feed_augments is not None:
