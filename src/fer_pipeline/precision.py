@@ -28,6 +28,7 @@ before: no mixed precision); with any explicit ``precision`` it is ignored.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -95,26 +96,27 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 def gpu_capabilities() -> list[Capability]:
-    """Compute capability of each GPU the running Keras backend sees (None where unknown)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
+    """Compute capability of each GPU the running Keras backend sees (None where unknown).
 
+    The backend's own package is taken from ``sys.modules``: Keras imported it already, and
+    naming it here would make every image look as if it needed all three backends."""
+    backend = keras.backend.backend()
+    module = sys.modules.get(backend)
+    if module is None:
+        return []
+    if backend == "tensorflow":
         found: list[Capability] = []
-        for gpu in tf.config.list_physical_devices("GPU"):
+        for gpu in module.config.list_physical_devices("GPU"):
             try:
-                found.append(_capability(tf.config.experimental.get_device_details(gpu).get("compute_capability")))
+                found.append(_capability(module.config.experimental.get_device_details(gpu).get("compute_capability")))
             except Exception:  # a device TensorFlow cannot describe
                 found.append(None)
         return found
     if backend == "jax":
-        import jax
-
-        return [_capability(getattr(d, "compute_capability", None)) for d in jax.devices() if d.platform == "gpu"]
+        return [_capability(getattr(d, "compute_capability", None)) for d in module.devices() if d.platform == "gpu"]
     if backend == "torch":
-        import torch
-
-        return [_capability(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
+        cuda = module.cuda
+        return [_capability(cuda.get_device_capability(i)) for i in range(cuda.device_count())]
     return []
 
 
