@@ -12,7 +12,6 @@ import pytest
 
 from fer_pipeline import feature_cache, synthetic
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.dataset import FerDataset
 from fer_pipeline.model import BACKBONE_NAME, build_model, load_model
 from fer_pipeline.split import make_split
 
@@ -100,15 +99,7 @@ def test_the_numpy_feed_augments_the_views_itself():
 def test_phase_1_with_the_cache_saves_the_full_model_with_the_trained_head(tmp_path):
     from fer_pipeline.trainer import train_frozen
 
-    images, labels = synthetic.make_images(3, seed=2)
-    n = len(labels)
-    dataset = FerDataset(
-        images=images,
-        labels=labels,
-        splits=np.array(["train"] * n),
-        source_splits=np.array(["Training"] * n),
-        keys=np.array([f"s{i}" for i in range(n)]),
-    )
+    dataset = synthetic.train_dataset(3, seed=2)
     split = make_split(dataset, SplitConfig(val_fraction=0.34, seed=2))
     result = train_frozen(dataset, split, CFG, tmp_path)
 

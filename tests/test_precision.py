@@ -107,23 +107,13 @@ def test_a_bfloat16_model_keeps_a_float32_output():
 
 
 def test_history_records_the_resolved_policy(tmp_path):
-    import numpy as np
 
     from fer_pipeline import synthetic
     from fer_pipeline.config import SplitConfig
-    from fer_pipeline.dataset import FerDataset
     from fer_pipeline.split import make_split
     from fer_pipeline.trainer import train_frozen
 
-    images, labels = synthetic.make_images(4, seed=1)
-    n = len(labels)
-    dataset = FerDataset(
-        images=images,
-        labels=labels,
-        splits=np.array(["train"] * n),
-        source_splits=np.array(["Training"] * n),
-        keys=np.array([f"s{i}" for i in range(n)]),
-    )
+    dataset = synthetic.train_dataset(4, seed=1)
     split = make_split(dataset, SplitConfig(val_fraction=0.5, seed=1))
     cfg = TrainConfig(
         backbone="compact",

@@ -39,6 +39,21 @@ def make_images(n_per_class: int, seed: int = 0, size: int = IMAGE_SIZE) -> tupl
     return np.stack(images), np.asarray(labels, dtype=np.uint8)
 
 
+def train_dataset(n_per_class: int, seed: int = 0):
+    """A canonical dataset of ``make_images`` in the train split only (for training tests)."""
+    from fer_pipeline.dataset import FerDataset
+
+    images, labels = make_images(n_per_class, seed=seed)
+    n = len(labels)
+    return FerDataset(
+        images=images,
+        labels=labels,
+        splits=np.array(["train"] * n),
+        source_splits=np.array(["Training"] * n),
+        keys=np.array([f"s{i}" for i in range(n)]),
+    )
+
+
 def _samples(n_train: int, n_test: int, seed: int):
     """Yield ``(usage, label, image)`` with test split evenly into PublicTest/PrivateTest."""
     train_x, train_y = make_images(n_train, seed)
