@@ -31,3 +31,10 @@ def test_a_missing_or_stale_row_is_named_by_its_field():
     assert differences(stale) == ["row for 'tta' missing or out of date"]
     extra = table.replace(rows()["tta"], rows()["tta"] + "\n| `turbo` | 1 | | gone |")
     assert differences(extra) == ["row `turbo` names no recipe field"]
+
+
+def test_the_table_command_names_a_missing_file_in_one_line(tmp_path, capsys):
+    from fer_pipeline.recipe_table import main
+
+    assert main([str(tmp_path / "nope.md")]) == 2
+    assert "nope.md does not exist" in capsys.readouterr().err and not (tmp_path / "nope.md").exists()

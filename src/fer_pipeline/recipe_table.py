@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if the table is out of date")
     args = parser.parse_args(argv)
+    if not args.file.is_file():
+        print(
+            f"error: {args.file} does not exist; pass the README (or another Markdown file) that holds the table.",
+            file=sys.stderr,
+        )
+        return 2
     text = args.file.read_text()
     block = current(text)
     if block is None:
