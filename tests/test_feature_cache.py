@@ -4,6 +4,7 @@ the full model with the trained head. Backbone passes run eagerly (no tracing)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
@@ -72,6 +73,8 @@ def test_refused_where_not_exact(caplog):
         assert feature_cache.plan(compact, build_model(compact), "frozen") is None
     assert "compact backbone trains whole" in caplog.text
     assert feature_cache.refusal(CFG, build_model(CFG), "finetune").startswith("phase finetune")
+    mixed = dataclasses.replace(CFG, mix="mixup")  # stored features are of whole images
+    assert feature_cache.refusal(mixed, build_model(mixed), "frozen").startswith("mix=mixup mixes the images")
     assert feature_cache.plan(TrainConfig(weights="none"), None, "frozen") is None  # 0 = off, nothing checked
 
 

@@ -47,6 +47,24 @@ def test_each_epoch_is_a_new_order_and_new_augmentation_with_its_weights_alongsi
     np.testing.assert_allclose(w0, weights[order])
 
 
+def test_mixed_batches_repeat_by_seed_epoch_and_index_and_mix_none_leaves_them_alone():
+    from fer_pipeline.mixing import mixer
+
+    images, labels = _images(10), np.arange(10) % 7
+    weights = np.linspace(1, 2, 10).astype("float32")
+    plain = AugmentedEpochs(images, labels, weights, 4, None, seed=5, mix=mixer(TrainConfig()))
+    x, y, w = plain[0]
+    order = np.random.default_rng(5).permutation(10)[:4]
+    np.testing.assert_array_equal(x, images[order])
+    np.testing.assert_array_equal(y, labels[order])  # class ids, as without the option
+    mixed = AugmentedEpochs(images, labels, weights, 4, None, seed=5, mix=mixer(TrainConfig(mix="mixup")))
+    x0, targets, w0 = mixed[0]
+    assert targets.shape == (4, 7) and not np.array_equal(x0, x)
+    np.testing.assert_array_equal(mixed[0][0], x0)  # the same batch again: the same draw
+    mixed.on_epoch_end()
+    assert not np.array_equal(mixed[0][1], targets) or not np.array_equal(mixed[0][0], x0)
+
+
 def test_brightness_moves_each_image_by_one_offset_within_its_range_on_both_feeds():
     import keras
 

@@ -18,6 +18,8 @@ BACKBONES = ("densenet169", "compact")
 SCHEDULES = ("plateau", "cosine")
 HEAD_POOLINGS = ("avg", "flatten")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # fer_pipeline.precision
+OPTIMIZERS = ("adam", "adamw", "sgd")  # fer_pipeline.optim.make_optimizer
+MIXES = ("none", "mixup", "cutmix")  # fer_pipeline.mixing
 
 
 def opt(default: Any, doc: str):
@@ -85,7 +87,7 @@ class TrainConfig:
     seed: int = opt(12, "random seed (shared with the split)")
     # phase 1: frozen backbone
     frozen_epochs: int = opt(20, "phase 1 (frozen backbone) epochs; early stopping may end it sooner")
-    frozen_lr: float = opt(1e-4, "phase 1 Adam learning rate")
+    frozen_lr: float = opt(1e-4, "phase 1 learning rate (of `optimizer`)")
     frozen_feature_cache: int = opt(
         0,
         "phase 1 on a frozen DenseNet169: N >= 1 computes the backbone's features once for N augmented views of "
@@ -94,8 +96,29 @@ class TrainConfig:
     )
     # phase 2: fine-tuning
     finetune_epochs: int = opt(10, "phase 2 (fine-tuning) epochs; 0 = keep phase 1's model")
-    finetune_lr: float = opt(1e-5, "phase 2 Adam learning rate, very low so ImageNet features survive")
+    finetune_lr: float = opt(1e-5, "phase 2 learning rate, very low so ImageNet features survive")
     unfreeze_from: str = opt("", 'backbone layer phase 2 unfreezes from; `""` = the whole backbone')
+    # optimizer (both phases, at frozen_lr / finetune_lr); issue 24's anchors
+    optimizer: str = opt(
+        "adam",
+        "optimizer of both phases: `adam` (the seed's), `adamw` (Adam with `weight_decay`) or `sgd` "
+        "(Nesterov momentum 0.9; the VGG anchor trains at lr 0.01, weight_decay 1e-4)",
+    )
+    weight_decay: float = opt(
+        0.0,
+        "`adamw` and `sgd`: decoupled weight decay, as Keras 3 does it: each step multiplies every trainable "
+        "weight by 1 - learning rate x weight_decay, outside the gradient and momentum (PyTorch's SGD adds the "
+        "decay to the gradient, so its 1e-4 at momentum 0.9 shrinks about as 1e-3 here); 0 = none, as `adam` needs",
+    )
+    # mixing of training batches (validation is never mixed)
+    mix: str = opt(
+        "none",
+        "`none` (the seed's), `mixup` (each training batch blended with a shuffled copy of itself, weight lambda) "
+        "or `cutmix` (a rectangle of 1 - lambda of the image pasted from the shuffled copy); targets and class "
+        "weights become lambda x the image's + (1 - lambda) x its partner's (fer_pipeline.mixing)",
+    )
+    mix_alpha: float = opt(1.0, "mix: lambda ~ Beta(mix_alpha, mix_alpha), one per batch; 1 = uniform (the anchors')")
+    mix_prob: float = opt(1.0, "mix: share of training batches mixed; the others train on their own labels")
     # cosine: planned budgets, with early stopping still applying
     schedule: str = opt(
         "plateau",
@@ -161,6 +184,7 @@ class TrainConfig:
             problems.append(f"frozen_feature_cache must be >= 0 (0 = off), got {self.frozen_feature_cache}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        problems += self._optimizer_and_mix_problems()
         for name in ("rotation", "zoom", "erasing", "brightness", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -196,6 +220,25 @@ class TrainConfig:
             problems.append(f"min_lr must be >= 0, got {self.min_lr!r}")
         if problems:
             raise ConfigError("Invalid training config: " + "; ".join(problems) + ".")
+
+    def _optimizer_and_mix_problems(self) -> list[str]:
+        problems = []
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay must be >= 0 (0 = none), got {self.weight_decay!r}")
+        elif self.weight_decay > 0 and self.optimizer == "adam":
+            problems.append(
+                f"weight_decay={self.weight_decay!r} needs optimizer adamw or sgd (Keras decays weights apart "
+                "from the gradient, which makes Adam AdamW); set optimizer=adamw"
+            )
+        if self.mix not in MIXES:
+            problems.append(f"mix must be one of {', '.join(MIXES)}, got {self.mix!r}")
+        elif self.mix != "none" and not self.mix_alpha > 0:
+            problems.append(f"mix_alpha must be > 0 with mix={self.mix}, got {self.mix_alpha!r}")
+        if not 0.0 < self.mix_prob <= 1.0:
+            problems.append(f"mix_prob must be in (0, 1], got {self.mix_prob!r}")
+        return problems
 
     @property
     def pretrained(self) -> bool:

@@ -60,6 +60,8 @@ def refusal(cfg: TrainConfig, model: keras.Model, phase: str) -> str | None:
         return f"phase {phase} trains the backbone; the cache is for phase 1 (frozen) only"
     if cfg.backbone != "densenet169":
         return f"the {cfg.backbone} backbone trains whole in phase 1, so its features change every step"
+    if cfg.mix != "none":
+        return f"mix={cfg.mix} mixes the images of each batch, which stored features of whole images cannot"
     try:
         backbone = model.get_layer(BACKBONE_NAME)
     except ValueError:

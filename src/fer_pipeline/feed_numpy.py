@@ -22,6 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from fer_pipeline import mixing
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.errors import ConfigError
@@ -92,10 +93,12 @@ def _transform(images: np.ndarray, rows: np.ndarray, offsets: np.ndarray) -> np.
 
 
 class AugmentedEpochs(keras.utils.PyDataset):
-    """Training batches of a freshly shuffled, augmented copy of the images each epoch."""
+    """Training batches of a freshly shuffled, augmented copy of the images each epoch;
+    with ``mix`` (``mixing.mixer``) each batch is mixed, its draws seeded by seed, epoch and index."""
 
-    def __init__(self, x, y, weights, batch_size: int, augment, seed: int):
+    def __init__(self, x, y, weights, batch_size: int, augment, seed: int, mix=None):
         super().__init__()
+        self.mix = mix
         self.x, self.y, self.weights, self.batch_size, self.augment, self.seed = (
             x,
             y,
@@ -118,9 +121,11 @@ class AugmentedEpochs(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        if self.w_epoch is None:
-            return self.x_epoch[batch], self.y_epoch[batch]
-        return self.x_epoch[batch], self.y_epoch[batch], self.w_epoch[batch]
+        x, y = self.x_epoch[batch], self.y_epoch[batch]
+        w = None if self.w_epoch is None else self.w_epoch[batch]
+        if self.mix is not None:
+            x, y, w = self.mix(x, y, w, np.random.default_rng((self.seed, self.epoch, index)))
+        return (x, y) if w is None else (x, y, w)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -155,6 +160,7 @@ class NumpyFeed:
             batch_size,
             augmenter,
             cfg.seed,
+            mix=mixing.mixer(cfg),
         )
         val = (_images(dataset, data.val_indices), dataset.labels[data.val_indices].astype("int32"))
         return train, val

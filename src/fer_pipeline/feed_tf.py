@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
+from fer_pipeline.mixing import mixer
 from fer_pipeline.precision import apply_precision
 from fer_pipeline.tensorboard import EpochSummaries, log_dir
 from fer_pipeline.tf_data import make_dataset
@@ -47,6 +48,7 @@ class TfDataFeed:
             seed=cfg.seed,
             sample_weights=data.train_sample_weights,
             augment=_input_stage(augment, training=True),
+            mix=mixer(cfg),  # None unless cfg.mix; validation is never mixed
         )
         val = make_dataset(
             dataset.images[data.val_indices],

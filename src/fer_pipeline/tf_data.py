@@ -25,6 +25,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from fer_pipeline.classes import NUM_CLASSES
+
 
 def make_dataset(
     images: np.ndarray,
@@ -36,6 +38,7 @@ def make_dataset(
     sample_weights: np.ndarray | None = None,
     augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
     repeat: bool = False,
+    mix: Callable | None = None,
 ) -> tf.data.Dataset:
     """Batched ``(image, label[, sample_weight])`` dataset for ``fit``/``predict``.
 
@@ -50,11 +53,13 @@ def make_dataset(
             inside the pipeline, e.g. the model's augmentation layers in training mode;
             it may change the image shape (a resize). None leaves images as they are.
         repeat: Repeat forever (reshuffling each pass), for ``steps_per_epoch`` loops.
+        mix: Optional ``mixing.mixer``, applied to each batch after ``augment``, its
+            NumPy generator seeded from ``seed`` and new for each batch of each pass.
 
     Returns:
         A dataset of float32 images (B, 48, 48, 1) with raw 0..255 values (or what
-        ``augment`` returns), int32 labels (B,) and, when given, float32 weights (B,);
-        prefetched.
+        ``augment`` returns), int32 labels (B,) (with ``mix``: float32 soft targets
+        (B, 7)) and, when given, float32 weights (B,); prefetched.
     """
     if images.ndim == 3:
         images = images[..., np.newaxis]
@@ -75,7 +80,32 @@ def make_dataset(
     if augment is not None:
         # Sequential on purpose: one batch at a time keeps seeded random draws in order.
         dataset = dataset.map(lambda batch, *rest: (augment(batch), *rest))
+    if mix is not None:
+        dataset = _mixed(dataset, mix, seed)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _mixed(dataset: tf.data.Dataset, mix: Callable, seed: int) -> tf.data.Dataset:
+    """Each batch through ``mix(images, labels, weights, rng)`` (NumPy), one seed per batch."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    weighted = len(dataset.element_spec) == 3
+
+    def run(key, images, labels, weights=None):
+        rng = np.random.default_rng(int(key) % 2**63)
+        mixed = mix(images, labels, weights if weighted else None, rng)
+        return mixed if weighted else mixed[:2]
+
+    def map_batch(batch, key):
+        spec = batch[0].shape
+        types = [batch[0].dtype, tf.float32] + ([tf.float32] if weighted else [])  # images keep their dtype
+        out = tf.numpy_function(run, [key, *batch], types, stateful=False)
+        out[0].set_shape(spec)
+        out[1].set_shape([spec[0], NUM_CLASSES])
+        if weighted:
+            out[2].set_shape([spec[0]])
+        return tuple(out)
+
+    return tf.data.Dataset.zip((dataset, seeds)).map(map_batch)
 
 
 def _to_float(images, *rest):

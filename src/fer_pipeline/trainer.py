@@ -27,7 +27,7 @@ from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.files import MODEL_FILE, write_json
 from fer_pipeline.model import build_model, load_model, tta_offsets, unfreeze_backbone, with_flip_tta
-from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
+from fer_pipeline.optim import SparseCrossentropy, learning_rate_for, make_optimizer, metrics_for
 from fer_pipeline.split import Split
 from fer_pipeline.training_data import PhaseData, phase_data
 
@@ -204,8 +204,9 @@ def compile_model(
     optimizer: keras.optimizers.Optimizer | None = None,
     steps_per_execution: int = 1,
 ) -> CompiledModel:
-    """Compile ``model`` for a training phase: Adam (or ``optimizer``), cross-entropy
-    (with ``cfg.label_smoothing``) on integer labels, accuracy.
+    """Compile ``model`` for a training phase: ``cfg.optimizer`` (or ``optimizer``),
+    cross-entropy (with ``cfg.label_smoothing``) on integer labels or, with ``cfg.mix``,
+    on mixed targets, accuracy.
 
     With ``cfg.jit_compile`` the train step is XLA-compiled. Keras' RandomTranslation
     has no XLA kernel (and Keras then silently drops XLA for the whole model), so the
@@ -224,9 +225,9 @@ def compile_model(
             augment = keras.Model(model.inputs, cut, name=f"{model.name}_input_stage")
             trainable = keras.Model(cut, model.outputs, name=f"{model.name}_xla")
     trainable.compile(
-        optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=optimizer or make_optimizer(cfg, learning_rate),
         loss=SparseCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=["accuracy"],
+        metrics=metrics_for(cfg),
         jit_compile=cfg.jit_compile,
         run_eagerly=cfg.run_eagerly,
         steps_per_execution=steps_per_execution,  # >1: several steps per device call (bench/gpu.py probe)
