@@ -30,7 +30,7 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--quality", action="store_true", help="short real-data phase 1 runs instead of steps")
-    parser.add_argument("--samples", type=int, default=3000, help="--quality: max_train_samples")
+    parser.add_argument("--samples", type=int, default=3000, help="--quality: max_train_samples (0 = all)")
     parser.add_argument("--epochs", type=int, default=4, help="--quality: frozen_epochs")
     parser.add_argument("--append", action="store_true")
     return parser.parse_args(argv)
@@ -46,7 +46,7 @@ def quality(args) -> tuple[str, list[str]]:
     from fer_pipeline.ingest import read_source
     from fer_pipeline.recipe import resolve
     from fer_pipeline.split import make_split
-    from fer_pipeline.trainer import train_frozen
+    from fer_pipeline.trainer import HISTORY_FILE, train_frozen
 
     dataset = read_source(DEFAULT_ZIP).dataset
     split = make_split(dataset, SplitConfig(val_fraction=resolve(args.preset).split.val_fraction))
@@ -56,16 +56,32 @@ def quality(args) -> tuple[str, list[str]]:
         cfg = resolve(args.preset, wanted | json.loads(args.recipe)).train
         with tempfile.TemporaryDirectory(prefix="fer-precision-") as tmp:
             result = train_frozen(dataset, split, cfg, Path(tmp))
-        best = result.best_epoch - 1
+            policy = json.loads((Path(tmp) / HISTORY_FILE).read_text())["dtype_policy"]
+        best, history = result.best_epoch - 1, result.history
+        epochs = len(history["val_accuracy"])
         rows.append(
             [
                 name,
+                policy,
                 f"{result.seconds:.1f}",
-                f"{result.history['val_accuracy'][best]:.4f}",
-                f"{result.history['val_loss'][best]:.4f}",
+                f"{result.seconds / epochs:.1f}",
+                f"{history['val_accuracy'][best]:.4f}",
+                f"{history['val_loss'][best]:.4f}",
+                f"{history['val_accuracy'][-1]:.4f} (epoch {epochs})",
             ]
         )
-    table = markdown_table(["precision", "phase 1 seconds", "best val_accuracy", "its val_loss"], rows)
+    table = markdown_table(
+        [
+            "precision",
+            "dtype policy",
+            "phase 1 seconds",
+            "seconds / epoch",
+            "best val_accuracy",
+            "its val_loss",
+            "last epoch's val_accuracy",
+        ],
+        rows,
+    )
     return table, [
         f"preset {args.preset}, recipe {args.recipe}, max_train_samples {args.samples}, frozen_epochs {args.epochs}"
     ]

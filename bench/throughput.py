@@ -16,7 +16,19 @@ and BatchNorm frozen), with the same DenseNet169 + head, the same batch, in one 
   dataset (the real train split), class weights as sample weights;
 - **project, synthetic batch**: the same compiled model fed one in-memory batch over and
   over: its step time is the model's alone, so the gap to "project" is what the input
-  pipeline costs (none, when tf.data keeps up).
+  pipeline costs (none, when tf.data keeps up);
+- **project, PRECISION** (``--precision``, e.g. ``auto``): the project under that dtype policy;
+- **project, feature cache** (``--cache N``, frozen phase of DenseNet169): phase 1 as
+  ``frozen_feature_cache=N`` runs it, under ``--precision``: the backbone's features of N
+  augmented views of each image once (``feature_cache.FeatureCache.features``), then the
+  head alone each epoch. Its two parts are timed apart in each round and folded into the
+  training images/s of a whole phase of ``frozen_epochs`` epochs (``phase_rate``), the
+  quantity that compares with the other rows' (validation passes, which the cache also
+  saves, are left out of every row).
+
+``--cpu-isa AVX512_CORE`` (or ``AVX2``) runs the whole benchmark as on an older CPU:
+oneDNN's kernels are capped there (``ONEDNN_MAX_CPU_ISA``) and ``precision=auto`` is shown
+the CPU flags without the extensions above it, so it decides as it would on such a CPU.
 
 The machine is shared, so the three are interleaved in rounds (after a warm-up fit
 call each that pays for tracing), and a float32 matmul probe runs right before and
@@ -41,6 +53,8 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from bench._common import (
     DEFAULT_ZIP,
@@ -206,6 +220,90 @@ class Project:
         )
 
 
+class CachedProject:
+    """Phase 1 with the frozen feature cache: the backbone's pooled features once per image
+    and view, then the head alone each epoch (``fer_pipeline.feature_cache``)."""
+
+    def __init__(self, dataset, data, cfg, pool: int):
+        from fer_pipeline import feature_cache
+        from fer_pipeline import trainer as train
+        from fer_pipeline.feed_tf import configure_devices
+        from fer_pipeline.model import build_model
+
+        configure_devices(cfg)
+        self.cfg = cfg
+        self.cache = feature_cache.plan(cfg, build_model(cfg), "frozen")
+        if self.cache is None:
+            sys.exit("bench.throughput: --cache does not apply to this recipe (the warning above says why)")
+        self.compiled = train.compile_model(self.cache.head, cfg, cfg.frozen_lr)
+        rows = data.train_indices[:pool]
+        self.images = dataset.images[rows].astype("float32").reshape(len(rows), *dataset.images.shape[1:3], 1)
+        self.labels = dataset.labels[rows].astype("int32")
+        weights = data.train_sample_weights
+        self.weights = None if weights is None else np.asarray(weights)[:pool]
+        self.features = self.cache.features(self.images, view=0, seed=cfg.seed)  # also traces the backbone
+        self.timer = CacheTiming(cfg.frozen_epochs, self.cache.views)
+
+    def run(self, steps: int) -> None:
+        """``steps`` batches through the backbone (one view), then ``steps`` head steps."""
+        batch = self.cfg.batch_size
+        n = min(steps * batch, len(self.images))
+        start = time.perf_counter()
+        self.cache.features(self.images[:n], view=0, seed=self.cfg.seed)
+        self.timer.backbone_rate = n / (time.perf_counter() - start)
+        take = np.arange(steps * batch) % len(self.features)
+        self.timer.head.reset()
+        self.compiled.trainable.fit(
+            self.features[take],
+            self.labels[take],
+            sample_weight=None if self.weights is None else self.weights[take],
+            batch_size=batch,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            callbacks=[keras3_timer(self.timer.head)],
+        )
+
+
+def phase_rate(backbone_rate: float, head_rate: float, epochs: int, views: int) -> float:
+    """Training images/s of a cached phase: each image costs ``views`` backbone passes once
+    and one head step per epoch, so ``epochs`` images' worth of training take
+    ``views / backbone_rate + epochs / head_rate`` seconds."""
+    return epochs / (views / backbone_rate + epochs / head_rate)
+
+
+@dataclasses.dataclass
+class CacheTiming:
+    """The cached phase's last measured parts, read like a ``Timer``."""
+
+    epochs: int
+    views: int
+    backbone_rate: float = 0.0
+    head: Timer = dataclasses.field(default_factory=Timer)
+
+    def images_per_second(self, batch: int, warmup: int) -> float:
+        return phase_rate(self.backbone_rate, self.head.images_per_second(batch, warmup), self.epochs, self.views)
+
+
+# CPU flags an ISA cap hides from precision=auto (--cpu-isa): the extensions above the cap
+HIDDEN_ABOVE = {
+    "AVX512_CORE_VNNI": ("amx", "avx512_bf16", "avx512_fp16"),
+    "AVX512_CORE": ("amx", "avx512_bf16", "avx512_fp16", "avx512_vnni"),
+    "AVX2": ("amx", "avx512"),
+}
+
+
+def emulate_cpu_isa(isa: str) -> None:
+    """Run as on a CPU with nothing above ``isa``: cap oneDNN (before TensorFlow loads) and
+    hide the flags above it from ``precision.auto``."""
+    os.environ["ONEDNN_MAX_CPU_ISA"] = isa
+    from fer_pipeline import precision
+
+    real = precision.cpu_flags
+    hidden = HIDDEN_ABOVE[isa]
+    precision.cpu_flags = lambda *a, **k: frozenset(f for f in real(*a, **k) if not f.startswith(hidden))
+
+
 # --- the benchmark ------------------------------------------------------------------------
 
 
@@ -230,6 +328,19 @@ def parse_args(argv):
         default="",
         help="also time the project under this precision (e.g. mixed_bfloat16), interleaved with float32",
     )
+    parser.add_argument(
+        "--cache",
+        type=int,
+        default=0,
+        help="also time the frozen phase with frozen_feature_cache=N (under --precision, else float32)",
+    )
+    parser.add_argument("--cache-pool", type=int, default=2048, help="--cache: training images its parts run on")
+    parser.add_argument(
+        "--cpu-isa",
+        choices=sorted(HIDDEN_ABOVE),
+        default="",
+        help="run as on an older CPU: oneDNN capped at this ISA, precision=auto shown the flags below it",
+    )
     parser.add_argument("--preset", default="", help="the project's recipe preset (cpu: the compact CNN; no baseline)")
     parser.add_argument("--no-append", action="store_true", help="print the table only")
     return parser.parse_args(argv)
@@ -243,6 +354,8 @@ def main(argv=None) -> int:
     if not args.zip.is_file():
         sys.exit(f"FER-2013 zip not found at {args.zip}; pass --zip or set FER2013_ZIP.")
     load_before = load_average()
+    if args.cpu_isa:
+        emulate_cpu_isa(args.cpu_isa)
     import tensorflow as tf
 
     if args.intra:
@@ -269,6 +382,7 @@ def main(argv=None) -> int:
     results: dict[tuple[str, str], list[float]] = {}
     probes: dict[tuple[str, str], list[float]] = {}
     flops: dict[str, float] = {}
+    cache_parts: dict[str, list[float]] = {"backbone": [], "head": []}
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         baseline = None
         if tf_keras is not None:
@@ -276,6 +390,15 @@ def main(argv=None) -> int:
             baseline = Baseline(train_dir, args.batch, split.class_weight_by_index(), cfg.seed, tf_keras)
         project = Project(dataset, data, cfg)
         other = Project(dataset, data, dataclasses.replace(cfg, precision=args.precision)) if args.precision else None
+        cache_name = (
+            f"project, {args.precision or 'float32'}, feature cache {args.cache} view(s) / {cfg.frozen_epochs} epochs"
+        )
+        cached = None
+        if args.cache and "frozen" in args.phases.split(","):
+            cached_cfg = dataclasses.replace(
+                cfg, precision=args.precision or "float32", frozen_feature_cache=args.cache
+            )
+            cached = CachedProject(dataset, data, cached_cfg, args.cache_pool)
         forward = forward_flops(project.model, (48, 48, 1))
         for phase in phases:
             if phase == "finetune":
@@ -292,6 +415,9 @@ def main(argv=None) -> int:
             if other:
                 runners[f"project, {args.precision}"] = lambda n: other.run(n)
                 timers[f"project, {args.precision}"] = other.timer
+            if cached and phase == "frozen":
+                runners[cache_name] = cached.run
+                timers[cache_name] = cached.timer
             if baseline:
                 runners = {"seed-style baseline": baseline.run, **runners}
                 timers["seed-style baseline"] = baseline.timer
@@ -305,6 +431,9 @@ def main(argv=None) -> int:
                     run(args.warmup + steps[phase])
                     probe = (before + matmul_gflops()) / 2
                     rate = timers[name].images_per_second(args.batch, args.warmup)
+                    if name == cache_name:
+                        cache_parts["backbone"].append(cached.timer.backbone_rate)
+                        cache_parts["head"].append(cached.timer.head.images_per_second(args.batch, args.warmup))
                     results.setdefault((phase, name), []).append(rate)
                     probes.setdefault((phase, name), []).append(probe)
                     log.info(
@@ -320,7 +449,8 @@ def main(argv=None) -> int:
     rows = []
     for phase in phases:
         baseline_rates = results.get((phase, "seed-style baseline"), [])
-        for name in ("seed-style baseline", "project", "project, synthetic batch", f"project, {args.precision}"):
+        names = ("seed-style baseline", "project", "project, synthetic batch", f"project, {args.precision}", cache_name)
+        for name in names:
             if (phase, name) not in results:
                 continue
             rates, matmuls = results[(phase, name)], probes[(phase, name)]
@@ -337,10 +467,13 @@ def main(argv=None) -> int:
                     f"{rate:.1f}",
                     f"{1000 * args.batch / rate:.0f}",
                     f"{ratio:.2f}x" if ratio and name != "seed-style baseline" else "",
-                    f"{flops[phase] / 1e9:.3f}",
-                    f"{rate * flops[phase] / 1e9:.1f}",
+                    *(
+                        ["", ""]
+                        if name == cache_name
+                        else [f"{flops[phase] / 1e9:.3f}", f"{rate * flops[phase] / 1e9:.1f}"]
+                    ),
                     f"{matmul:.1f}",
-                    f"{100 * median(shares):.0f}%",
+                    "" if name == cache_name else f"{100 * median(shares):.0f}%",
                 ]
             )
     table = markdown_table(
@@ -368,6 +501,20 @@ def main(argv=None) -> int:
         "bench/_common.training_flops; matmul: 2048^3 float32 x3, before and after each window; "
         "ratio and share: medians of the per-round values",
     ]
+    if cached:
+        notes.append(
+            f"feature cache row: training images/s of a {cfg.frozen_epochs}-epoch phase 1 with {args.cache} view(s) "
+            "(bench.throughput.phase_rate), from its parts measured in each round on the first "
+            f"{len(cached.images)} training images: the backbone's features of one view (median "
+            f"{median(cache_parts['backbone']):.0f} images/s) and the head's training steps on them (median "
+            f"{median(cache_parts['head']):.0f} images/s); no FLOP columns: it skips most of the model's "
+            "arithmetic, which is the point"
+        )
+    if args.cpu_isa:
+        notes.append(
+            f"run as on an older CPU: ONEDNN_MAX_CPU_ISA={args.cpu_isa}, precision=auto shown the CPU flags without "
+            f"{', '.join(h + '*' for h in HIDDEN_ABOVE[args.cpu_isa])}"
+        )
     if not args.no_append:
         append_section(
             "Training throughput: project vs seed-style baseline", table, load_before=load_before, notes=notes
