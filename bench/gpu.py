@@ -70,6 +70,14 @@ CANDIDATES = {
     "faster_lr": {"frozen_lr": 2e-3},  # (1.0)
     # (2.0) what a 4-hour CPU budget would buy; patience 10 stopped it at epoch 40 of 96 (docs/model-quality.md)
     "double_epochs": {"frozen_epochs": 96, "early_stopping_patience": 20},
+    # Issue 24's anchors, not measured yet. SGD: the VGG anchor's Nesterov SGD at 0.01 with its decay 1e-4
+    # taken literally, and as 1e-3, about what PyTorch's 1e-4 through momentum 0.9 is in Keras' decoupled terms.
+    "sgd": {"optimizer": "sgd", "frozen_lr": 0.01, "weight_decay": 1e-4},
+    "sgd_decay_1e-3": {"optimizer": "sgd", "frozen_lr": 0.01, "weight_decay": 1e-3},
+    "adamw": {"optimizer": "adamw", "weight_decay": 0.05},  # x the preset's 1e-3: a 5e-5 shrink per step
+    "mixup": {"mix": "mixup", "mix_alpha": 1.0},
+    "mixup_alpha_0.2": {"mix": "mixup", "mix_alpha": 0.2},  # milder: most batches near one image
+    "cutmix": {"mix": "cutmix", "mix_alpha": 1.0},
 }
 
 
