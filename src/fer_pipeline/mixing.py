@@ -20,8 +20,10 @@ and carries its labels as one-hot rows, so every batch has the same shape. Valid
 batches are never mixed.
 
 Where the model's own layers augment (the TensorFlow feed without XLA), mixing comes
-before their flip and shift: mixup commutes with them (both are linear in the
-pixels); a CutMix rectangle moves with its image, and the image keeps its share.
+before their flip and shift, so the two images of a pair share one transform (the
+NumPy feed and XLA's input stage transform each image on its own, then mix); the
+resampling is linear in the pixels, so a mixup image is still the lambda-weighted sum,
+and a CutMix rectangle moves with its image (the shares hold up to the repeated edge).
 """
 
 from __future__ import annotations
