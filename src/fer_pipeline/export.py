@@ -13,6 +13,10 @@ resized to the model's input side with area averaging. The outputs are:
 
 Only standard TensorFlow ops are used, so the SavedModel can be served by the Vertex
 prebuilt TensorFlow containers; no Python or Keras is needed at serving time.
+
+The SavedModel always computes in float32 (``float32_copy``): a model trained under
+``precision=auto`` keeps its training dtype policy (bfloat16 on CPUs with AVX-512-BF16 or
+AMX, float16 on older GPUs), and the machines that serve it may emulate those slowly.
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ def export_serving_model(keras_model_path: Path, export_dir: Path) -> Path:
 
     export_dir = Path(export_dir)
     check_export_dir_replaceable(export_dir)
-    model = load_keras_model(keras_model_path)
+    model = float32_copy(load_keras_model(keras_model_path))
     side = model_input_side(model)
 
     archive = keras.export.ExportArchive()
@@ -156,6 +160,44 @@ def export_serving_model(keras_model_path: Path, export_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("Exported serving SavedModel (input %r, %dx%d) to %s", INPUT_NAME, side, side, export_dir)
     return export_dir
+
+
+def float32_copy(model):
+    """``model`` with every layer computing in float32, and the same weights.
+
+    Mixed policies keep their variables in float32 already, so the copy's weights are the
+    trained ones exactly; only the compute dtype changes. A float32 model is returned as is.
+    """
+    import keras
+
+    config = keras.saving.serialize_keras_object(model)
+    if not _set_float32(config):
+        return model
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    log.info("Serving in float32: the model was trained under a mixed dtype policy.")
+    return copy
+
+
+_POLICY_CLASSES = ("DTypePolicy", "FloatDTypePolicy")
+
+
+def _set_float32(config) -> bool:
+    """Turn every mixed dtype policy in a serialized Keras object into float32, in place;
+    True when there was one."""
+    changed = False
+    if isinstance(config, dict):
+        if config.get("class_name") in _POLICY_CLASSES and str(config.get("config", {}).get("name", "")).startswith(
+            "mixed_"
+        ):
+            config["config"]["name"] = "float32"
+            return True
+        for value in config.values():
+            changed |= _set_float32(value)
+    elif isinstance(config, list):
+        for value in config:
+            changed |= _set_float32(value)
+    return changed
 
 
 def check_export_dir_replaceable(export_dir: Path) -> None:
