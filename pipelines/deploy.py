@@ -42,14 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline.errors import ConfigError, FerError
-from pipelines.settings import (
-    DEFAULT_CONFIG,
-    EXAMPLE,
-    _known,
-    parse_labels,
-    parse_pairs,
-    read_config,
-)
+from pipelines.settings import DEFAULT_CONFIG, EXAMPLE, _known, parse_labels, parse_pairs
+from pipelines.settings_file import merge_sources, non_empty
 
 REQUIRED = ("PROJECT", "REGION")
 DEFAULT_MODEL = "fer-emotion"  # the pipeline's model_display_name
@@ -73,19 +67,11 @@ def read_settings(
     Raises:
         ConfigError: an unknown key, a named config file that is missing, no PROJECT or REGION.
     """
-    environ = os.environ if environ is None else environ
-    path = Path(config) if config else None
-    merged: dict[str, Any] = {}
-    if path is not None and path.is_file():
-        merged.update(read_config(path))
-    elif path is not None and path != DEFAULT_CONFIG:
-        raise ConfigError(f"Config file {path} not found (copy {EXAMPLE}).")
-    merged.update({key: value for key, value in environ.items() if _known(key)})
-    merged.update(overrides or {})
+    merged, path = merge_sources(config, os.environ if environ is None else environ, overrides)
     unknown = sorted(key for key in merged if not _known(key))
     if unknown:
         raise ConfigError(f"Unknown setting(s) {', '.join(unknown)}: fix the name ({EXAMPLE} lists every key).")
-    values = {key: str(value).strip() for key, value in merged.items() if value is not None and str(value).strip()}
+    values = non_empty(merged)
     missing = [key for key in REQUIRED if key not in values]
     if missing:
         raise ConfigError(

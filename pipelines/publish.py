@@ -29,13 +29,12 @@ from pipelines.settings import (
     DEFAULT_CONFIG,
     DEFAULT_TEMPLATES,
     SettingsError,
-    _known,
     is_remote,
     load_pipeline_spec,
     parameter_specs,
     parse_pairs,
-    read_config,
 )
+from pipelines.settings_file import merge_sources, non_empty
 
 REPOSITORY_RE = re.compile(r"^https://[a-z0-9-]+-kfp\.pkg\.dev/[^/]+/[^/]+$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -51,20 +50,6 @@ class PublishSettings:
     description: str = ""
 
 
-def merged_settings(config: Path | str | None, environ: Mapping[str, str], overrides: Mapping[str, Any]) -> dict:
-    """Config file < environment < overrides, as ``load_settings`` merges them."""
-    merged: dict[str, Any] = {}
-    path = Path(config) if config else None
-    if path is not None:
-        if path.is_file():
-            merged.update(read_config(path))
-        elif path != DEFAULT_CONFIG:
-            raise ConfigError(f"Config file {path} not found (copy config/submit.example.env).")
-    merged.update({k: v for k, v in environ.items() if _known(k)})
-    merged.update(overrides)
-    return {k: str(v).strip() for k, v in merged.items() if v is not None and str(v).strip() != ""}
-
-
 def load_publish_settings(
     config: Path | str | None = DEFAULT_CONFIG,
     environ: Mapping[str, str] | None = None,
@@ -72,7 +57,7 @@ def load_publish_settings(
     tags: list[str] | None = None,
 ) -> PublishSettings:
     """Check everything and report every problem at once (a ``SettingsError``)."""
-    values = merged_settings(config, os.environ if environ is None else environ, overrides or {})
+    values = non_empty(merge_sources(config, os.environ if environ is None else environ, overrides)[0])
     problems: list[tuple[str, str]] = []
     repository = values.get("TEMPLATE_REPOSITORY", "").rstrip("/")
     if not repository:

@@ -44,6 +44,7 @@ from pipelines.settings_file import (
     PARAM_PREFIX,
     TERRAFORM_OUTPUTS,
     _known,
+    merge_sources,
     read_config,
     read_env_file,
     terraform_values,
@@ -185,18 +186,7 @@ def load_settings(
     """
     if target not in TARGETS:
         raise ConfigError(f"Unknown target {target!r}; expected one of {', '.join(TARGETS)}.")
-    environ = os.environ if environ is None else environ
-    config_path = Path(config) if config else None
-    merged: dict[str, Any] = {}
-    if config_path is not None:
-        if config_path.is_file():
-            merged.update(read_config(config_path))
-        elif config_path != DEFAULT_CONFIG:
-            raise ConfigError(f"Config file {config_path} not found (copy config/submit.example.env).")
-        else:
-            config_path = None
-    merged.update({k: v for k, v in environ.items() if _known(k)})
-    merged.update(overrides or {})
+    merged, config_path = merge_sources(config, os.environ if environ is None else environ, overrides)
 
     problems: list[tuple[str, str]] = []
     unknown = sorted(k for k in merged if not _known(k))

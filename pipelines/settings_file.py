@@ -70,6 +70,36 @@ def _known(key: str) -> bool:
     return key in KEYS or key.startswith(PARAM_PREFIX)
 
 
+# ------------------------------------------------------------------ merging
+def merge_sources(
+    config: Path | str | None, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], Path | None]:
+    """Config file < environment (the settings' keys only) < ``overrides``; also the config
+    file that was read (None: none). A missing default config file is fine (everything may
+    come from the environment); one named explicitly must exist.
+
+    Raises:
+        ConfigError: a named config file that is missing or does not parse.
+    """
+    path = Path(config) if config else None
+    merged: dict[str, Any] = {}
+    if path is not None:
+        if path.is_file():
+            merged.update(read_config(path))
+        elif path != DEFAULT_CONFIG:
+            raise ConfigError(f"Config file {path} not found (copy {EXAMPLE}).")
+        else:
+            path = None
+    merged.update({key: value for key, value in environ.items() if _known(key)})
+    merged.update(overrides or {})
+    return merged, path
+
+
+def non_empty(merged: Mapping[str, Any]) -> dict[str, str]:
+    """The values that say something, as stripped text (an empty value leaves a key unset)."""
+    return {key: str(value).strip() for key, value in merged.items() if value is not None and str(value).strip()}
+
+
 # ------------------------------------------------------------------ reading
 def _text(path: Path) -> str:
     try:
