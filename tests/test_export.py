@@ -181,4 +181,15 @@ def test_export_names_a_missing_model_file(tmp_path):
         export_serving_model(tmp_path, tmp_path / "serving")
 
 
+def test_a_ten_crop_tta_model_exports_and_serves_its_keras_probabilities(model_dir, face_pixels, tmp_path):
+    from fer_pipeline.model import load_model, with_flip_tta
+
+    tta = with_flip_tta(load_model(model_dir / "model.keras"), crop=0.8)
+    tta.save(tmp_path / "model.keras")
+    serve = tf.saved_model.load(str(export_serving_model(tmp_path, tmp_path / "serving"))).signatures[SIGNATURE_NAME]
+    out = call_like_tf_serving(serve, vertex_request([encode(face_pixels), encode(face_pixels[:, ::-1])]))
+    expected = keras_scores(tta, [face_pixels])[0]
+    np.testing.assert_allclose(out["scores"], np.tile(expected, (2, 1)), rtol=0, atol=1e-5)  # the mirror scores alike
+
+
 # Loading in the serving image's TensorFlow (2.15), for every kind of model: tests/test_serving_compat.py

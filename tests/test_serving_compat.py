@@ -54,6 +54,9 @@ MODELS = {
     "densenet169-tta": TrainConfig(backbone="densenet169", weights="none", tta=True),
     "compact": TrainConfig(backbone="compact", weights="none", compact_widths=(8, 16)),
     "compact-tta10": TrainConfig(backbone="compact", weights="none", compact_widths=(8, 16), tta=True, tta_shift=1),
+    "compact-tta-crops": TrainConfig(
+        backbone="compact", weights="none", compact_widths=(8, 16), tta=True, tta_crops=0.8
+    ),
 }
 
 
@@ -98,7 +101,7 @@ def test_export_scores_the_same_in_the_serving_images_tensorflow(name, request_b
     keras.utils.set_random_seed(1)
     model = build_model(cfg)
     if cfg.tta:
-        model = with_flip_tta(model, shift=cfg.tta_shift)
+        model = with_flip_tta(model, shift=cfg.tta_shift, crop=cfg.tta_crops)
     model.save(tmp_path / "model.keras")
     serving = export_serving_model(tmp_path / "model.keras", tmp_path / "serving")
     body = tmp_path / "request.json"

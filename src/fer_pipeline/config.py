@@ -74,6 +74,17 @@ class TrainConfig:
     height_shift: float = opt(0.05, "max random vertical shift, fraction of the height")
     rotation: float = opt(0.0, "max random rotation, fraction of a full turn (0.03 = 11 degrees; RandomRotation)")
     zoom: float = opt(0.0, "max random zoom in/out, fraction of the side (RandomZoom)")
+    # one affine resampling with flip, shift, rotation and zoom (fer_pipeline.augment): chained ones blur
+    crop_scale: tuple[float, ...] = opt(
+        (1.0, 1.0),
+        "random resized crop: [low, high] of the crop's side, fraction of the image's (> 1 takes in a margin of "
+        "repeated edges), drawn per training image, placed at random and resized to the input side, all in one "
+        "resampling with flip, shift, rotation and zoom; [1, 1] = off (the seed's); the FER anchors' [0.8, 1.2]",
+    )
+    crop_ratio: tuple[float, ...] = opt(
+        (1.0, 1.0),
+        "random resized crop: [low, high] of the crop's aspect (width / height), log-uniform; [1, 1] = square",
+    )
     erasing: float = opt(0.0, "probability of erasing a random rectangle (RandomErasing); 0 = off")
     brightness: float = opt(
         0.0, "max random brightness change, fraction of the 0-255 range (RandomBrightness); 0 = off"
@@ -135,6 +146,12 @@ class TrainConfig:
         "with tta: also each of the two views shifted this many pixels four ways (10 views, 5x the flip's "
         "cost); 0 = the flip only (bench/tta_views.py)",
     )
+    tta_crops: float = opt(
+        0.0,
+        "with tta: ten-crop views in place of the image: its centre and four corner crops of this side (fraction of "
+        "the image's; crop_scale's low end matches the training crops), each resized to the input side, and the "
+        "mirror image of each (10 views, 5x the flip's cost); in [0.5, 1); 0 = off; not with tta_shift",
+    )
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")
     reduce_lr_patience: int = opt(2, "plateau schedule: epochs without improvement before the rate drops")
@@ -194,6 +211,7 @@ class TrainConfig:
             problems.append(f"tta_shift must be in [0, {self.image_size // 4}] pixels, got {self.tta_shift!r}")
         if self.tta_shift and not self.tta:
             problems.append(f"tta_shift={self.tta_shift} needs tta=true (the shifted views extend the flip)")
+        problems += self._crop_problems()
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.dense_units) != len(self.dropouts):
@@ -247,6 +265,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def _crop_problems(self) -> list[str]:
+        problems = []
+        for name in ("crop_scale", "crop_ratio"):
+            value = getattr(self, name)
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                problems.append(f"{name} must be [low, high] with 0 < low <= high, got {list(value)}")
+        if self.tta_crops and not 0.5 <= self.tta_crops < 1.0:
+            problems.append(f"tta_crops must be 0 (off) or in [0.5, 1), got {self.tta_crops!r}")
+        elif self.tta_crops and not self.tta:
+            problems.append(f"tta_crops={self.tta_crops} needs tta=true (the crops' mirror images are half the views)")
+        elif self.tta_crops and self.tta_shift:
+            problems.append("tta_crops and tta_shift are alternative views (10 each); set one of them to 0")
+        return problems
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -4,9 +4,10 @@ no TensorFlow), where Keras' random augmentation layers hold a step to a fractio
 card (docs/benchmarks.md); it runs on the TensorFlow backend too.
 
 The model is built without its augmentation layers (they hold no weights), and
-``device_augmenter`` draws the same flip, shift, rotation and zoom ranges as those
-layers: one affine map per image, sampled bilinearly with the edge pixels repeated
-(Keras' "nearest" fill). Random erasing has no device-side version here.
+``device_augmenter`` draws the same flip, shift, rotation, zoom and random resized crop
+ranges as those layers: one affine map per image (``fer_pipeline.augment.affine_rows``),
+sampled bilinearly with the edge pixels repeated (Keras' "nearest" fill). Random erasing
+has no device-side version here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import keras
 import numpy as np
 
 from fer_pipeline import mixing
+from fer_pipeline.augment import CROP_OFF, affine_rows
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.errors import ConfigError
@@ -38,29 +40,10 @@ AUGMENTATION_OFF = {
     "rotation": 0.0,
     "zoom": 0.0,
     "brightness": 0.0,
+    "crop_scale": CROP_OFF,
+    "crop_ratio": CROP_OFF,
 }
 CHUNK = 8192  # images per device call
-
-
-def affine_rows(cfg: TrainConfig, n: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """``n`` random transforms ``[a0, a1, a2, b0, b1, b2, 0, 0]`` mapping each output pixel
-    ``(x, y)`` to the input point it reads: about the centre, rotate by up to ``rotation``
-    of a turn, scale by 1 +- ``zoom``, shift by up to ``width_shift`` / ``height_shift`` of
-    the side, and mirror with probability 1/2 when ``horizontal_flip``."""
-    h, w = size
-    flip = cfg.horizontal_flip & (rng.uniform(size=n) < 0.5)
-    tx = rng.uniform(-1.0, 1.0, n) * cfg.width_shift * w
-    ty = rng.uniform(-1.0, 1.0, n) * cfg.height_shift * h
-    angle = rng.uniform(-1.0, 1.0, n) * cfg.rotation * 2 * np.pi
-    scale = 1.0 + rng.uniform(-1.0, 1.0, n) * cfg.zoom
-    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    a0, a1, a2 = cos, sin, cx - tx - cos * cx - sin * cy
-    b0, b1, b2 = -sin, cos, cy - ty + sin * cx - cos * cy
-    # mirrored: the output's column x reads what column (w - 1) - x would have read
-    a0, a1, a2 = np.where(flip, -a0, a0), np.where(flip, -a1, a1), np.where(flip, (w - 1) - a2, a2)
-    zeros = np.zeros(n)
-    return np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1).astype("float32")
 
 
 def device_augmenter(cfg: TrainConfig) -> Callable[[np.ndarray, int], np.ndarray]:

@@ -5,9 +5,10 @@ else itself with standard Keras layers: optional resizing, augmentation (active 
 in training), grayscale to RGB and DenseNet's 'torch' preprocessing (or a plain
 rescale for the compact backbone), the backbone and the head. So serving and
 evaluation feed the same pixels as training. Load saved files with ``load_model``
-below: it registers the three custom objects a file can name (``HorizontalFlip`` and
-``Shift`` for test-time augmentation, and ``optim.SparseCrossentropy``, the
-label-smoothing loss in a TTA model's inner compile config).
+below: it registers the custom objects a file can name (``HorizontalFlip``, ``Shift``
+and ``augment.ResizedCrop`` for test-time augmentation, ``augment.RandomAffine`` for the
+random resized crop, and ``optim.SparseCrossentropy``, the label-smoothing loss in a TTA
+model's inner compile config).
 
 The code uses Keras layers and ``keras.ops`` only, so the model also builds and trains
 under the JAX backend (``trainer`` with ``feed_numpy``; the GPU machines have no TensorFlow).
@@ -23,6 +24,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from fer_pipeline.augment import AffineRanges, RandomAffine, ResizedCrop, crop_on
 from fer_pipeline.classes import IMAGE_SIZE, NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.errors import ConfigError, UnusableFileError
@@ -167,18 +169,39 @@ def tta_offsets(shift: int) -> list[tuple[int, int]]:
     return [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
 
 
-def with_flip_tta(model: keras.Model, shift: int = 0) -> keras.Model:
+def tta_crop_corners() -> list[tuple[int, int]]:
+    """Where each crop view of one image sits (``augment.crop_rows``): the centre, then the four corners."""
+    return [(0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)]
+
+
+def tta_view_count(shift: int = 0, crop: float = 0.0) -> int:
+    """How many views ``with_flip_tta(model, shift, crop)`` averages."""
+    return 2 * (len(tta_crop_corners()) if crop else len(tta_offsets(shift)))
+
+
+def with_flip_tta(model: keras.Model, shift: int = 0, crop: float = 0.0) -> keras.Model:
     """``model`` wrapped to average its predictions on each image and its mirror image.
 
     With ``shift``, also on each of the two shifted ``shift`` pixels four ways (10 views).
+    With ``crop`` (a side, fraction of the image's) instead, on the centre and four corner
+    crops of each of the two, resized to the input side (ten-crop, 10 views), as the
+    random resized crop (``crop_scale``) shows training images.
     Same input and output contract (raw pixels in, 7 probabilities out), so evaluation,
     export and serving need no change; it costs one forward pass per view. Faces are
     close to symmetric and training flips and shifts them, so the views are in-distribution.
     """
+    if shift and crop:
+        raise ValueError(f"shift={shift} and crop={crop} are alternative views; pass one of them.")
     inputs = keras.Input(model.input_shape[1:], dtype="float32", name=INPUT_NAME)
     mirrored = HorizontalFlip(name="tta_flip")(inputs)
     views = []
     for base, tag in ((inputs, "image"), (mirrored, "mirror")):
+        if crop:  # float32 whatever the dtype policy: the resampling is exact there
+            views += [
+                ResizedCrop(crop, corner, dtype="float32", name=f"tta_{tag}_crop_{corner[0]}_{corner[1]}")(base)
+                for corner in tta_crop_corners()
+            ]
+            continue
         for dy, dx in tta_offsets(shift):
             views.append(base if (dy, dx) == (0, 0) else Shift(dy, dx, name=f"tta_{tag}_shift_{dy}_{dx}")(base))
     outputs = layers.Average(name=OUTPUT_NAME, dtype="float32")([model(view) for view in views])
@@ -188,7 +211,7 @@ def with_flip_tta(model: keras.Model, shift: int = 0) -> keras.Model:
 def load_model(path: str | Path) -> keras.Model:
     """Load a saved classifier, uncompiled.
 
-    This module registers ``HorizontalFlip``; ``optim`` registers the loss, which a
+    This module registers ``HorizontalFlip`` and ``Shift``, ``augment`` its layers; ``optim`` registers the loss, which a
     TTA model's inner model still names in its saved compile config.
     """
     import zipfile
@@ -263,7 +286,27 @@ def _block_starts(backbone: keras.Model) -> list[str]:
 
 
 def _augment(x, cfg: TrainConfig):
-    """Random flip, shift, rotation, zoom, erasing and brightness; Keras skips these layers at inference."""
+    """Random flip, shift, rotation, zoom, erasing and brightness; Keras skips these layers at inference.
+
+    With the random resized crop on (``crop_scale``/``crop_ratio``), flip, shift, rotation,
+    zoom and crop are one ``RandomAffine`` layer (one resampling, as the NumPy feed's);
+    else Keras' layers, one resampling each, as the seed's.
+    """
+    if crop_on(cfg):
+        x = RandomAffine(AffineRanges.of(cfg), seed=cfg.seed, dtype="float32", name="augment_affine")(x)
+    else:
+        x = _keras_geometry(x, cfg)
+    if cfg.erasing > 0:
+        x = layers.RandomErasing(cfg.erasing, value_range=(0, 255), seed=cfg.seed + 103, name="augment_erase")(x)
+    if cfg.brightness > 0:
+        x = layers.RandomBrightness(
+            cfg.brightness, value_range=(0, 255), seed=cfg.seed + 104, name="augment_brightness"
+        )(x)
+    return x
+
+
+def _keras_geometry(x, cfg: TrainConfig):
+    """Keras' flip, translation, rotation and zoom layers, chained."""
     if cfg.horizontal_flip:
         x = layers.RandomFlip("horizontal", seed=cfg.seed, name="augment_flip")(x)
     if cfg.width_shift > 0 or cfg.height_shift > 0:
@@ -278,12 +321,6 @@ def _augment(x, cfg: TrainConfig):
         x = layers.RandomRotation(cfg.rotation, fill_mode="nearest", seed=cfg.seed + 101, name="augment_rotate")(x)
     if cfg.zoom > 0:
         x = layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=cfg.seed + 102, name="augment_zoom")(x)
-    if cfg.erasing > 0:
-        x = layers.RandomErasing(cfg.erasing, value_range=(0, 255), seed=cfg.seed + 103, name="augment_erase")(x)
-    if cfg.brightness > 0:
-        x = layers.RandomBrightness(
-            cfg.brightness, value_range=(0, 255), seed=cfg.seed + 104, name="augment_brightness"
-        )(x)
     return x
 
 

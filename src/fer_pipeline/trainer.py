@@ -26,7 +26,7 @@ from fer_pipeline.checkpoint import PhaseBackup
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.files import MODEL_FILE, write_json
-from fer_pipeline.model import build_model, load_model, tta_offsets, unfreeze_backbone, with_flip_tta
+from fer_pipeline.model import build_model, load_model, tta_view_count, unfreeze_backbone, with_flip_tta
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for, make_optimizer, metrics_for
 from fer_pipeline.split import Split
 from fer_pipeline.training_data import PhaseData, phase_data
@@ -160,14 +160,18 @@ def fine_tune(
         extra_callbacks=extra_callbacks,
     )
     if cfg.tta:  # the final model: evaluation and export then use all views with no change of their own
-        result.model = with_flip_tta(result.model, shift=cfg.tta_shift)
+        result.model = with_flip_tta(result.model, shift=cfg.tta_shift, crop=cfg.tta_crops)
         result.model.save(result.model_path)
-        views = 2 * len(tta_offsets(cfg.tta_shift))
+        views = "the image and its mirror"
+        if cfg.tta_crops:
+            views = f"the centre and four corner crops of side {cfg.tta_crops} of {views}"
+        elif cfg.tta_shift:
+            views += f", each shifted {cfg.tta_shift} px four ways"
         logger.info(
-            "Saved %s with test-time augmentation (mean over %d views: the image and its mirror%s).",
+            "Saved %s with test-time augmentation (mean over %d views: %s).",
             result.model_path,
+            tta_view_count(cfg.tta_shift, cfg.tta_crops),
             views,
-            f", each shifted {cfg.tta_shift} px four ways" if cfg.tta_shift else "",
         )
     return result
 
