@@ -1,13 +1,15 @@
 """How sharp training images stay through each of the model's augmentation layers.
 
-    python -m bench.augment_sharpness [--images 256] [--rotation 0.03] [--zoom 0.1]
+    python -m bench.augment_sharpness [--images 256] [--rotation 0.03] [--zoom 0.1] [--crop-scale 0.8 1.2]
 
 Every bilinear resampling at a fractional offset blurs, and the model's Keras layers
 (``fer_pipeline.model._augment``: flip, shift, rotation, zoom) resample once each, so a
 network trained on their output sees softer faces than the unaugmented test images.
 Prints, as JSON lines, the mean absolute Laplacian of the images after each layer
 relative to the originals (1.0 = as sharp), for the cpu preset's flip and shift plus
-the given rotation and zoom (default: runs 1-3's 0.03 and 0.1). It also scores the NumPy feed's single affine resampling (``fer_pipeline.feed_numpy``).
+the given rotation and zoom (default: runs 1-3's 0.03 and 0.1). It also scores the NumPy feed's single affine resampling (``fer_pipeline.feed_numpy``),
+then both again with the random resized crop on (``--crop-scale``, default the FER
+anchors' 0.8-1.2): the model then has one ``augment_affine`` layer in place of the chain.
 
 Images: the first ``--images`` validation images of .gpu/fer-trainval.npz.xz
 (``python -m bench.gpu_data``); the test split is not touched.
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--rotation", type=float, default=0.03)
     parser.add_argument("--zoom", type=float, default=0.1)
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=(0.8, 1.2), metavar=("LOW", "HIGH"))
     args = parser.parse_args()
     images = load_data()["x_val"][: args.images]
     cfg = replace(COMPACT_BASE, rotation=args.rotation, zoom=args.zoom)
@@ -74,6 +77,17 @@ def main() -> None:
 
     single = sharpness(device_augmenter(cfg)(images, cfg.seed)) / sharpness(images)
     print(json.dumps({"single_affine_resampling": round(single, 3)}))
+    cropped = replace(cfg, crop_scale=tuple(args.crop_scale))
+    single = sharpness(device_augmenter(cropped)(images, cfg.seed)) / sharpness(images)
+    print(
+        json.dumps(
+            {
+                "crop_scale": list(cropped.crop_scale),
+                "keras_layers": after_each_layer(images, cropped),
+                "single_affine_resampling": round(single, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     python bench/gpu_report.py build/bench/gpu-sweep-1.jsonl build/bench/gpu-sweep-2.jsonl
 
 Prints one Markdown row per candidate (validation accuracy with 1 and 10 views, 10-view
-macro-F1, each the mean over the candidate's seeds, and the change against ``base``),
-then how much the test-time views add across all runs. Standard library only, so it
+macro-F1, each the mean over the candidate's seeds, and the change against ``base``;
+where the results have them, the ten-crop views' accuracy too), then how much the
+test-time views add across all runs. Standard library only, so it
 runs anywhere the results file is.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from statistics import mean
 
 SCORES = ("val_accuracy", "val_accuracy_tta10", "val_macro_f1_tta10")
+CROPS = "val_accuracy_tta_crops"  # ten-crop views, in results since issue 24
 
 
 def load_sweep(paths: list[Path]) -> dict[str, list[dict]]:
@@ -42,18 +44,23 @@ def table(runs: dict[str, list[dict]], reference: str = "base") -> list[str]:
     if reference not in runs:
         raise SystemExit(f"No {reference!r} runs in the results: the table's deltas are against it.")
     ref = {score: mean(r[score] for r in runs[reference]) for score in SCORES}
+    crops = any(CROPS in r for rs in runs.values() for r in rs)
     rows = [
-        "| candidate | seeds | 1 view acc. | 10 views acc. | 10 views macro-F1 | change (1 / 10 views / F1) | hit deadline |",
-        "|---|---|---|---|---|---|---|",
+        "| candidate | seeds | 1 view acc. | 10 views acc. | 10 views macro-F1 | "
+        + ("10 crops acc. | " if crops else "")
+        + "change (1 / 10 views / F1) | hit deadline |",
+        "|---|---|---|---|---|---|---|" + ("---|" if crops else ""),
     ]
     for name, results in runs.items():
         means = {score: mean(r[score] for r in results) for score in SCORES}
         change = "" if name == reference else " / ".join(f"{means[s] - ref[s]:+.3f}" for s in SCORES)
         seeds = ", ".join(str(r.get("seed", "?")) for r in results)
         late = sum(bool(r.get("deadline_hit")) for r in results)
+        cropped = [r[CROPS] for r in results if CROPS in r]
+        crop_cell = (f"{mean(cropped):.4f} | " if cropped else " | ") if crops else ""
         rows.append(
             f"| {name} | {seeds} | {means[SCORES[0]]:.4f} | {means[SCORES[1]]:.4f} | "
-            f"{means[SCORES[2]]:.4f} | {change} | {late or ''} |"
+            f"{means[SCORES[2]]:.4f} | {crop_cell}{change} | {late or ''} |"
         )
     return rows
 

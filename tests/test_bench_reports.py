@@ -55,3 +55,13 @@ def test_bad_results_name_the_file_and_line_or_the_missing_reference(tmp_path):
     _write(path, [_result("other", 12, 0.6, 0.6, 0.6)])
     with pytest.raises(SystemExit, match="No 'base' runs"):
         gpu_report.table(gpu_report.load_sweep([path]))
+
+
+def test_ten_crop_scores_get_a_column_where_the_results_have_them(tmp_path):
+    path = tmp_path / "r.jsonl"
+    cropped = {**_result("crop", 12, 0.67, 0.69, 0.66), "val_accuracy_tta_crops": 0.695}
+    _write(path, [_result("base", 12, 0.66, 0.68, 0.65), cropped])
+    rows = gpu_report.table(gpu_report.load_sweep([path]))
+    assert "| 10 crops acc. |" in rows[0] and rows[1].count("|") == rows[0].count("|")
+    assert rows[2] == "| base | 12 | 0.6600 | 0.6800 | 0.6500 |  |  |  |"  # an older result: no crop score
+    assert rows[3] == "| crop | 12 | 0.6700 | 0.6900 | 0.6600 | 0.6950 | +0.010 / +0.010 / +0.010 |  |"
