@@ -74,3 +74,9 @@ def test_the_saved_model_serves_the_float32_copy(bf16_model_file, tmp_path):
     scores = serve(image_bytes=tf.constant(encoded))["scores"].numpy()
     expected = float32_copy(load_model(bf16_model_file)).predict(images, verbose=0)
     np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def test_predict_and_serve_load_the_float32_copy(bf16_model_file):
+    from fer_pipeline.export import load_keras_model
+
+    assert {layer.dtype_policy.name for layer in all_layers(load_keras_model(bf16_model_file))} == {"float32"}

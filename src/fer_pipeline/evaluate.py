@@ -25,6 +25,7 @@ from fer_pipeline import plots as plotting
 from fer_pipeline.classes import CLASSES, NUM_CLASSES
 from fer_pipeline.dataset import FerDataset, class_counts
 from fer_pipeline.errors import DatasetError
+from fer_pipeline.export import float32_copy
 from fer_pipeline.files import write_json
 from fer_pipeline.model import load_model
 from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, to_markdown
@@ -75,7 +76,7 @@ def evaluate(
         raise DatasetError(
             'The dataset has no "test" split rows to evaluate on; re-run ingest with a source that has a test split.'
         )
-    model = load_model(model_path)
+    model = float32_copy(load_model(model_path))  # what export ships: float32 whatever the training policy
     probabilities = predict_probabilities(model, test.images)
     metrics = compute_metrics(test.labels, probabilities, test.source_splits)
     logger.info(

@@ -59,9 +59,10 @@ def resolve_keras_file(path: Path) -> Path:
 
 
 def load_keras_model(path: Path):
-    """Load a saved Keras model (no custom objects, no optimizer state) for inference."""
+    """Load a saved Keras model (no optimizer state) for inference, computing in float32
+    as the exported SavedModel does (``float32_copy``)."""
 
-    return load_model(resolve_keras_file(path))
+    return float32_copy(load_model(resolve_keras_file(path)))
 
 
 def model_input_side(model) -> int:
@@ -138,7 +139,7 @@ def export_serving_model(keras_model_path: Path, export_dir: Path) -> Path:
 
     export_dir = Path(export_dir)
     check_export_dir_replaceable(export_dir)
-    model = float32_copy(load_keras_model(keras_model_path))
+    model = load_keras_model(keras_model_path)
     side = model_input_side(model)
 
     archive = keras.export.ExportArchive()
