@@ -1,6 +1,6 @@
 """The one-affine augmentation (fer_pipeline.augment): the seed's draws unchanged with the
-crop off, the random resized crop within its ranges, one resampling on both feeds, and
-the ten-crop test-time views."""
+crop off, the random resized crop within its ranges, one resampling on both feeds, the
+ten-crop test-time views, and random erasing, one definition on both feeds."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 
 from fer_pipeline.augment import (
+    ERASE_DRAWS,
     AffineRanges,
     RandomAffine,
+    RandomErase,
     ResizedCrop,
     affine_rows,
     crop_rows,
+    erase_boxes,
+    erase_boxes_from_uniform,
+    erase_mask,
     rows_from_uniform,
 )
 from fer_pipeline.config import TrainConfig
@@ -168,9 +173,103 @@ def test_wrong_crop_values_are_one_line_naming_the_field(values, message):
     assert "\n" not in str(error.value)
 
 
-def test_a_model_with_the_crop_trains_in_graph_mode_on_a_ragged_last_batch():
-    cfg = TrainConfig(**{**TINY.to_dict(), "crop_scale": (0.8, 1.2), "rotation": 0.03})
+def test_a_model_with_the_crop_and_erasing_trains_in_graph_mode_on_a_ragged_last_batch():
+    cfg = TrainConfig(**{**TINY.to_dict(), "crop_scale": (0.8, 1.2), "rotation": 0.03, "erasing": 0.5})
     model = build_model(cfg)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     history = model.fit(_pixels(7), np.arange(7) % 7, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+# Random erasing
+
+
+def _zeroed_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, left, height, width) of the zero pixels of ``image`` if they fill one rectangle exactly; None if none."""
+    zero = image[..., 0] == 0
+    if not zero.any():
+        return None
+    rows, cols = np.flatnonzero(zero.any(axis=1)), np.flatnonzero(zero.any(axis=0))
+    box = (rows[0], cols[0], rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0])
+    assert zero.sum() == box[2] * box[3], "the erased pixels are not one rectangle"
+    return tuple(int(v) for v in box)
+
+
+def test_erased_rectangles_keep_the_anchors_area_and_aspect_up_to_whole_pixels_and_lie_inside():
+    top, left, height, width = erase_boxes(1.0, 4000, SIZE, np.random.default_rng(5)).T
+    area = 48 * 48
+    assert height.min() >= 1 and width.min() >= 1  # p = 1: every image
+    assert top.min() >= 0 and left.min() >= 0 and (top + height).max() <= 48 and (left + width).max() <= 48
+    # each side is the exact one rounded to a whole pixel (or cut to the image's side)
+    assert np.all((height - 0.5) * (width - 0.5) <= 0.33 * area + 1e-3)
+    assert np.all((np.minimum(height + 0.5, 48) * np.minimum(width + 0.5, 48)) >= 0.02 * area - 1e-3)
+    assert np.all((height - 0.5) / (width + 0.5) <= 3.3) and np.all((height + 0.5) / (width - 0.5) >= 0.3)
+    fraction, aspect = height * width / area, height / width
+    assert fraction.min() < 0.025 and fraction.max() > 0.31  # the whole range is drawn
+    assert aspect.min() < 0.35 and aspect.max() > 3.0
+    assert top.min() == 0 and left.min() == 0 and (top + height).max() == 48 and (left + width).max() == 48
+
+
+def test_p_0_erases_nothing_and_p_1_one_rectangle_per_image_filled_with_0():
+    x = np.full((64, 48, 48, 1), 100.0, "float32")
+    none = erase_boxes(0.0, 64, SIZE, np.random.default_rng(1))
+    assert not none[:, 2:].any()
+    np.testing.assert_array_equal(x * erase_mask(none, SIZE), x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(RandomErase(0.0, seed=1)(x, training=True)), x)
+    boxes = erase_boxes(1.0, 64, SIZE, np.random.default_rng(1))
+    erased = x * erase_mask(boxes, SIZE)
+    assert [_zeroed_box(image) for image in erased] == [tuple(int(v) for v in box) for box in boxes]
+    assert set(np.unique(erased)) == {0.0, 100.0}  # the rest untouched
+    layer_erased = keras.ops.convert_to_numpy(RandomErase(0.999, seed=1)(x, training=True))
+    assert all(_zeroed_box(image) is not None for image in layer_erased)
+
+
+def test_about_p_of_the_images_are_erased_on_the_numpy_feed_after_the_rest_of_the_augmentation():
+    cfg = TrainConfig(**{**AUGMENTATION_OFF, "width_shift": 0.1, "brightness": 0.1, "erasing": 0.5})
+    x = np.full((1000, 48, 48, 1), 100.0, "float32")
+    out = device_augmenter(cfg)(x, seed=3)
+    boxes = [_zeroed_box(image) for image in out]  # one rectangle of 0 each, brightness or not
+    assert abs(sum(box is not None for box in boxes) / len(boxes) - 0.5) < 0.05
+    np.testing.assert_array_equal(device_augmenter(cfg)(x[:50], seed=3), device_augmenter(cfg)(x[:50], seed=3))
+
+
+def test_numpy_and_the_keras_layer_erase_the_same_rectangles_from_the_same_uniforms():
+    u = np.random.default_rng(6).random((ERASE_DRAWS, 500)).astype("float32")
+    expected = erase_boxes_from_uniform(0.5, u, SIZE)
+    got = erase_boxes_from_uniform(0.5, keras.ops.convert_to_tensor(u), SIZE, xp=keras.ops)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), expected)
+    mask = keras.ops.convert_to_numpy(erase_mask(got, SIZE, xp=keras.ops))
+    np.testing.assert_array_equal(mask, erase_mask(expected, SIZE))
+    # the layer draws its uniforms from its seed and erases what NumPy erases from them
+    x = _pixels(32) + 1.0
+    drawn = keras.random.uniform((ERASE_DRAWS, 32), seed=keras.random.SeedGenerator(9))
+    boxes = erase_boxes_from_uniform(0.5, keras.ops.convert_to_numpy(drawn), SIZE)
+    layer_out = keras.ops.convert_to_numpy(RandomErase(0.5, seed=9)(x, training=True))
+    np.testing.assert_array_equal(layer_out, x * erase_mask(boxes, SIZE).astype("float32"))
+
+
+def test_the_erase_layer_comes_last_is_identity_at_inference_and_survives_save_and_load(tmp_path):
+    cfg = TrainConfig(**{**TINY.to_dict(), "brightness": 0.1, "crop_scale": (0.9, 1.1), "erasing": 0.5})
+    model = build_model(cfg)
+    augmenting = [layer.name for layer in model.layers if layer.name.startswith("augment_")]
+    assert augmenting == ["augment_affine", "augment_brightness", "augment_erase"]
+    layer = model.get_layer("augment_erase")
+    x = _pixels(8)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    model.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras")
+    again = loaded.get_layer("augment_erase")
+    assert isinstance(again, RandomErase) and (again.p, again.seed) == (0.5, cfg.seed + 103)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_erasing_is_the_numpy_feeds_and_counts_as_augmentation_there():
+    from fer_pipeline import feature_cache
+    from fer_pipeline.feed_numpy import NumpyFeed
+
+    cfg = TrainConfig(**{**TINY.to_dict(), **AUGMENTATION_OFF, "erasing": 0.5})
+    assert NumpyFeed().model_config(cfg).erasing == 0.0  # the model gets no erase layer; the feed erases
+    assert feature_cache.feed_augmenter(NumpyFeed(), cfg) is not None
+    assert feature_cache.feed_augmenter(NumpyFeed(), dataclasses.replace(cfg, erasing=0.0)) is None
+    with pytest.raises(ConfigError, match=r"erasing must be in \[0, 1\), got 1.0"):
+        TrainConfig(erasing=1.0)

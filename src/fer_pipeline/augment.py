@@ -12,6 +12,11 @@ their maps through ``rows_from_uniform``, one definition of the augmentation:
 
 A row ``[a0, a1, a2, b0, b1, b2, 0, 0]`` maps each output pixel ``(x, y)`` to the input
 point it reads (``keras.ops.image.affine_transform``); edges repeat (Keras' "nearest").
+
+Random erasing (``TrainConfig.erasing``) is defined here too, the same way: one
+rectangle per image from uniforms (``erase_boxes_from_uniform``, NumPy or ``keras.ops``),
+set to 0 by a mask multiply (``erase_mask``): ``erase_boxes`` for the NumPy feed, the
+``RandomErase`` layer on the tf.data path.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from keras import layers
 CROP_OFF = (1.0, 1.0)  # crop_scale and crop_ratio: the whole image, square
 DRAWS = 5  # uniforms per image: mirror, shift x, shift y, angle, zoom
 CROP_DRAWS = 4  # and with the crop: side, aspect, its position x and y
+# Random erasing as torchvision's RandomErasing defaults, which the FER anchors use:
+ERASE_AREA = (0.02, 0.33)  # the rectangle's area, fraction of the image's
+ERASE_ASPECT = (0.3, 3.3)  # its aspect (height / width), log-uniform
+ERASE_DRAWS = 5  # uniforms per image: whether, area, aspect, top, left
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,43 @@ def crop_rows(side: float, corner: tuple[int, int], size: tuple[int, int]) -> np
     return row[0].astype("float32")
 
 
+def erase_boxes_from_uniform(p: float, u, size: tuple[int, int], xp: Any = np):
+    """One rectangle per image from ``u``, ``(ERASE_DRAWS, n)`` uniforms in [0, 1), as rows
+    ``[top, left, height, width]`` in whole pixels: with probability ``p`` (else height and
+    width 0, nothing erased), an area of ``ERASE_AREA`` of the image's and an aspect
+    (height / width) log-uniform in ``ERASE_ASPECT``, sides rounded as torchvision's and
+    cut to the image's (torchvision redraws instead; only the largest, most elongated
+    draws reach the side), placed uniformly inside the image. ``xp``: ``numpy`` or ``keras.ops``."""
+    h, w = size
+    area = (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[1]) * (h * w)
+    log_low, log_high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = xp.exp(log_low + (log_high - log_low) * u[2])
+    erased = u[0] < p
+    height = xp.where(erased, xp.clip(xp.round(xp.sqrt(area * aspect)), 1.0, h), 0.0)
+    width = xp.where(erased, xp.clip(xp.round(xp.sqrt(area / aspect)), 1.0, w), 0.0)
+    top = xp.minimum(xp.floor(u[3] * (h - height + 1.0)), h - height)  # as torch.randint(0, h - height + 1)
+    left = xp.minimum(xp.floor(u[4] * (w - width + 1.0)), w - width)
+    return xp.stack([top, left, height, width], axis=1)
+
+
+def erase_boxes(p: float, n: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """``n`` random erasing rectangles (float32, (n, 4)) with probability ``p``, drawn from ``rng``."""
+    return erase_boxes_from_uniform(p, rng.random((ERASE_DRAWS, n)), size).astype("float32")
+
+
+def erase_mask(boxes, size: tuple[int, int], xp: Any = np):
+    """(n, h, w, 1): 0 inside each image's rectangle of ``boxes`` (``erase_boxes_from_uniform``),
+    1 elsewhere; images times it have their rectangle filled with 0 (black on raw pixels)."""
+    h, w = size
+    top, left, height, width = (xp.reshape(boxes[:, i], (-1, 1, 1, 1)) for i in range(4))
+    rows = xp.reshape(xp.arange(h, dtype="float32"), (1, h, 1, 1))
+    cols = xp.reshape(xp.arange(w, dtype="float32"), (1, 1, w, 1))
+    inside = xp.logical_and(
+        xp.logical_and(rows >= top, rows < top + height), xp.logical_and(cols >= left, cols < left + width)
+    )
+    return xp.where(inside, 0.0, 1.0)
+
+
 @keras.saving.register_keras_serializable(package="fer_pipeline")
 class RandomAffine(layers.Layer):
     """In training, each image through one random affine map of ``ranges`` (an
@@ -184,13 +230,42 @@ class ResizedCrop(layers.Layer):
         return {**super().get_config(), "side": self.side, "corner": list(self.corner)}
 
 
+@keras.saving.register_keras_serializable(package="fer_pipeline")
+class RandomErase(layers.Layer):
+    """In training, with probability ``p`` per image, one random rectangle
+    (``erase_boxes_from_uniform``) filled with 0; the identity at inference."""
+
+    def __init__(self, p: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.p, self.seed = float(p), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        size = tuple(inputs.shape[1:3])
+        u = keras.random.uniform((ERASE_DRAWS, keras.ops.shape(inputs)[0]), seed=self.seed_generator)
+        mask = erase_mask(erase_boxes_from_uniform(self.p, u, size, xp=keras.ops), size, xp=keras.ops)
+        return inputs * keras.ops.cast(mask, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p, "seed": self.seed}
+
+
 __all__ = [
     "AffineRanges",
     "RandomAffine",
+    "RandomErase",
     "ResizedCrop",
     "affine_rows",
     "compose_rows",
     "crop_on",
     "crop_rows",
+    "erase_boxes",
+    "erase_boxes_from_uniform",
+    "erase_mask",
     "rows_from_uniform",
 ]

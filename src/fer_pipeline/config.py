@@ -85,7 +85,13 @@ class TrainConfig:
         (1.0, 1.0),
         "random resized crop: [low, high] of the crop's aspect (width / height), log-uniform; [1, 1] = square",
     )
-    erasing: float = opt(0.0, "probability of erasing a random rectangle (RandomErasing); 0 = off")
+    erasing: float = opt(
+        0.0,
+        "probability per training image of filling one random rectangle with 0 (black), after all other "
+        "augmentation, on both feeds: torchvision's RandomErasing as the FER anchors use it, area 2-33% of the "
+        "image, aspect (height / width) log-uniform in [0.3, 3.3], sides rounded to whole pixels, placed "
+        "uniformly inside (fer_pipeline.augment); 0 = off; the anchors' 0.5",
+    )
     brightness: float = opt(
         0.0, "max random brightness change, fraction of the 0-255 range (RandomBrightness); 0 = off"
     )

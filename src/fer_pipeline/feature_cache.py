@@ -151,7 +151,7 @@ def feed_augmenter(feed, cfg: TrainConfig):
         return None
     from fer_pipeline.feed_numpy import AUGMENTATION_OFF, device_augmenter
 
-    if all(getattr(cfg, name) == off for name, off in AUGMENTATION_OFF.items()) and cfg.erasing == 0:
+    if all(getattr(cfg, name) == off for name, off in AUGMENTATION_OFF.items()):  # erasing included
         return None
     return device_augmenter(cfg)
 

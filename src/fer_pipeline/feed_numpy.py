@@ -6,8 +6,8 @@ card (docs/benchmarks.md); it runs on the TensorFlow backend too.
 The model is built without its augmentation layers (they hold no weights), and
 ``device_augmenter`` draws the same flip, shift, rotation, zoom and random resized crop
 ranges as those layers: one affine map per image (``fer_pipeline.augment.affine_rows``),
-sampled bilinearly with the edge pixels repeated (Keras' "nearest" fill). Random erasing
-has no device-side version here.
+sampled bilinearly with the edge pixels repeated (Keras' "nearest" fill), then brightness
+and random erasing (``fer_pipeline.augment.erase_boxes``, the model's ``RandomErase``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import keras
 import numpy as np
 
 from fer_pipeline import mixing
-from fer_pipeline.augment import CROP_OFF, affine_rows
+from fer_pipeline.augment import CROP_OFF, affine_rows, erase_boxes, erase_mask
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
-from fer_pipeline.errors import ConfigError
 from fer_pipeline.precision import apply_precision
 from fer_pipeline.training_data import PhaseData
 
@@ -42,27 +41,30 @@ AUGMENTATION_OFF = {
     "brightness": 0.0,
     "crop_scale": CROP_OFF,
     "crop_ratio": CROP_OFF,
+    "erasing": 0.0,
 }
 CHUNK = 8192  # images per device call
 
 
 def device_augmenter(cfg: TrainConfig) -> Callable[[np.ndarray, int], np.ndarray]:
     """``augment(images, seed)``: ``cfg``'s augmentation of (N, H, W, 1) float32 images on the device."""
-    if cfg.erasing > 0:
-        raise ConfigError(
-            "erasing > 0 needs the TensorFlow backend (the NumPy feed has no random erasing); set erasing=0."
-        )
 
     def augment(images: np.ndarray, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
         rows = affine_rows(cfg, len(images), images.shape[1:3], rng)
         # RandomBrightness: one offset per image, up to ``brightness`` of the 0-255 range, then clipped
         offsets = (rng.uniform(-1.0, 1.0, len(images)) * cfg.brightness * 255.0).astype("float32")
+        boxes = erase_boxes(cfg.erasing, len(images), images.shape[1:3], rng) if cfg.erasing > 0 else None
         if not len(images):
             return images
         return np.concatenate(
             [
-                _transform(images[i : i + CHUNK], rows[i : i + CHUNK], offsets[i : i + CHUNK])
+                _transform(
+                    images[i : i + CHUNK],
+                    rows[i : i + CHUNK],
+                    offsets[i : i + CHUNK],
+                    None if boxes is None else boxes[i : i + CHUNK],
+                )
                 for i in range(0, len(images), CHUNK)
             ]
         )
@@ -70,9 +72,12 @@ def device_augmenter(cfg: TrainConfig) -> Callable[[np.ndarray, int], np.ndarray
     return augment
 
 
-def _transform(images: np.ndarray, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _transform(images: np.ndarray, rows: np.ndarray, offsets: np.ndarray, boxes: np.ndarray | None) -> np.ndarray:
     moved = keras.ops.image.affine_transform(images, rows, interpolation="bilinear", fill_mode="nearest")
-    return keras.ops.convert_to_numpy(keras.ops.clip(moved + offsets[:, None, None, None], 0.0, 255.0))
+    moved = keras.ops.clip(moved + offsets[:, None, None, None], 0.0, 255.0)
+    if boxes is not None:  # erasing last, as the model's layers: the rectangle stays 0
+        moved = moved * keras.ops.cast(erase_mask(boxes, images.shape[1:3], xp=keras.ops), moved.dtype)
+    return keras.ops.convert_to_numpy(moved)
 
 
 class AugmentedEpochs(keras.utils.PyDataset):
@@ -153,4 +158,4 @@ class NumpyFeed:
 
 
 def _augmentation_off(cfg: TrainConfig) -> bool:
-    return all(getattr(cfg, name) == off for name, off in AUGMENTATION_OFF.items()) and cfg.erasing == 0
+    return all(getattr(cfg, name) == off for name, off in AUGMENTATION_OFF.items())

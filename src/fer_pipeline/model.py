@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from fer_pipeline.augment import AffineRanges, RandomAffine, ResizedCrop, crop_on
+from fer_pipeline.augment import AffineRanges, RandomAffine, RandomErase, ResizedCrop, crop_on
 from fer_pipeline.classes import IMAGE_SIZE, NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.errors import ConfigError, UnusableFileError
@@ -286,22 +286,23 @@ def _block_starts(backbone: keras.Model) -> list[str]:
 
 
 def _augment(x, cfg: TrainConfig):
-    """Random flip, shift, rotation, zoom, erasing and brightness; Keras skips these layers at inference.
+    """Random flip, shift, rotation, zoom, brightness and erasing; these layers act only in training.
 
     With the random resized crop on (``crop_scale``/``crop_ratio``), flip, shift, rotation,
     zoom and crop are one ``RandomAffine`` layer (one resampling, as the NumPy feed's);
-    else Keras' layers, one resampling each, as the seed's.
+    else Keras' layers, one resampling each, as the seed's. Erasing comes last (its
+    rectangle stays 0 whatever the brightness), as in the NumPy feed: ``augment.RandomErase``.
     """
     if crop_on(cfg):
         x = RandomAffine(AffineRanges.of(cfg), seed=cfg.seed, dtype="float32", name="augment_affine")(x)
     else:
         x = _keras_geometry(x, cfg)
-    if cfg.erasing > 0:
-        x = layers.RandomErasing(cfg.erasing, value_range=(0, 255), seed=cfg.seed + 103, name="augment_erase")(x)
     if cfg.brightness > 0:
         x = layers.RandomBrightness(
             cfg.brightness, value_range=(0, 255), seed=cfg.seed + 104, name="augment_brightness"
         )(x)
+    if cfg.erasing > 0:
+        x = RandomErase(cfg.erasing, seed=cfg.seed + 103, dtype="float32", name="augment_erase")(x)
     return x
 
 
