@@ -35,7 +35,7 @@ def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp
         FER_GPU_EPOCH_SCALE="0.02",
     )
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "sweep", "cutmix@3"],
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "sweep", "cutmix@3", "anchor_augmentation@3"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -43,9 +43,11 @@ def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    (line,) = (tmp_path / "results.jsonl").read_text().splitlines()
+    line, anchor_line = (tmp_path / "results.jsonl").read_text().splitlines()
     result = json.loads(line)
     assert result["kind"] == "sweep" and result["seed"] == 3 and result["epochs"] == [1, 0]
     assert result["overrides"] == {"mix": "cutmix", "mix_alpha": 1.0}  # mixed batches on JAX, through the trainer
     assert result["phases"]["frozen"]["epochs"] == 1 and "finetune" not in result["phases"]
     assert 0.0 <= result["val_accuracy_tta10"] <= 1.0
+    anchor = json.loads(anchor_line)  # the anchors' augmentation, random erasing included, on the NumPy feed
+    assert anchor["overrides"]["erasing"] == 0.5 and anchor["phases"]["frozen"]["epochs"] == 1
