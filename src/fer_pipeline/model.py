@@ -7,7 +7,7 @@ rescale for the compact backbone), the backbone and the head. So serving and
 evaluation feed the same pixels as training. Load saved files with ``load_model``
 below: it registers the custom objects a file can name (``HorizontalFlip``, ``Shift``
 and ``augment.ResizedCrop`` for test-time augmentation, ``augment.RandomAffine`` for the
-random resized crop, and ``optim.SparseCrossentropy``, the label-smoothing loss in a TTA
+random resized crop, ``augment.RandomErase`` for random erasing, and ``optim.SparseCrossentropy``, the label-smoothing loss in a TTA
 model's inner compile config).
 
 The code uses Keras layers and ``keras.ops`` only, so the model also builds and trains
