@@ -1,17 +1,21 @@
 """Find faces in a photo and cut them out the way FER-2013's crops look.
 
-Two detectors, picked by ``DetectorOptions.name``:
+Three detectors, picked by ``DetectorOptions.name``:
 
 - ``mtcnn`` (default): the MTCNN cascade of the ``mtcnn`` package (weights in its wheel,
   runs on TensorFlow), loaded once per process. It gives a confidence and five landmarks;
   the eyes are used to rotate each face upright before cropping.
+- ``mtcnn-tta``: MTCNN run on three copies of the photo, their faces merged (test-time
+  augmentation): the photo, its mirror image and a darker copy. A face MTCNN misses in one
+  copy (a profile, a washed-out face) it sometimes finds in another; each face is counted
+  once. More faces found, a few more false ones, about three times ``mtcnn``'s time.
 - ``haar``: OpenCV's bundled frontal-face Haar cascade: no TensorFlow and no landmarks (no
-  rotation), about twice as fast, but it finds fewer faces and more false ones: the
-  fallback where speed, or MTCNN's TensorFlow and seconds of loading, matter more.
+  rotation), about twice as fast as ``mtcnn``, but it finds fewer faces and more false
+  ones: the fallback where speed, or MTCNN's TensorFlow and seconds of loading, matter more.
 
 Each face becomes a square ``1 + margin`` times its box, centred on it, gray, resized to
 the model's side (48): FER-2013's framing. docs/benchmarks.md ("Face detection") has the
-measured recall, false positives and speed of both (``DETECTOR_RECALL`` below).
+measured recall, false positives and speed of each (``DETECTOR_RECALL`` below).
 """
 
 from __future__ import annotations
@@ -26,14 +30,14 @@ import numpy as np
 
 from fer_pipeline.errors import ConfigError, FerError
 
-DETECTORS = ("mtcnn", "haar")
+DETECTORS = ("mtcnn", "mtcnn-tta", "haar")
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Detection cost grows with pixels; larger photos are searched at this size (boxes are
 # mapped back to the photo's pixels). Faces smaller than min_face after that are lost.
 DETECTION_MAX_SIDE = 1024
 # The smallest face each detector can see in the searched image: MTCNN's PNet window
 # is 12 pixels, the cascade's 24.
-SMALLEST_WINDOW = {"mtcnn": 12, "haar": 24}
+SMALLEST_WINDOW = {"mtcnn": 12, "mtcnn-tta": 12, "haar": 24}
 # MTCNN is always asked for faces from 20 pixels (its own default), and the photo is
 # scaled so that min_face lands there: mtcnn 1.0.0's image pyramid is sized for that
 # start, and finds nothing at all from min_face_size of about 25 up (its smallest level
@@ -46,6 +50,15 @@ MTCNN_SMALL_PHOTO_SIDE = 96
 # (the package's default is 0.7) finds 3% more of the faces for no more false positives
 # once min_confidence filters; docs/benchmarks.md, "Face detection", has the sweep.
 MTCNN_THRESHOLDS = {"threshold_pnet": 0.6, "threshold_rnet": 0.4}
+# mtcnn-tta's darker copy: gray levels (0..1) raised to this power, so washed-out faces
+# regain contrast. Merged with one pass on the bench's seed-0 face set it found 3 more
+# faces, a brighter copy (gamma 0.6) none; copies turned +-20 degrees found as many there
+# and more on seed 1, in two passes (docs/benchmarks.md, "second detectors").
+MTCNN_TTA_GAMMA = 1.6
+# A face found in a later copy is one already kept when their boxes overlap at this IoU
+# or either's centre lies inside the other (bench/face_detection.py counts a face found at
+# IoU 0.3 too).
+MERGE_IOU = 0.3
 # Eyes closer to level than this are left as they are: a sub-degree turn changes nothing
 # visible at 48x48 and only adds interpolation blur.
 MIN_ROTATION_DEGREES = 1.0
@@ -65,6 +78,16 @@ DETECTOR_RECALL: dict[str, dict[str, object]] = {
         "settings": "min_confidence 0.7, min_face 40 (the defaults)",
         "face_set": FACE_SET,
     },
+    "mtcnn-tta": {
+        "recall": 0.952,  # 118 of 124
+        "false_positives_per_photo": 0.042,  # 5 in 120 photos
+        "ms_per_photo": 460,
+        "settings": (
+            "min_confidence 0.7, min_face 40 (the defaults); timed on a loaded machine, where one-pass MTCNN "
+            "took 162 ms (87 ms in a quieter run); on a second face set (seed 1) 91.1% at 0.092"
+        ),
+        "face_set": FACE_SET,
+    },
     "haar": {
         "recall": 0.685,  # 85 of 124
         "false_positives_per_photo": 0.150,  # 18 in 120 photos
@@ -80,7 +103,8 @@ class DetectorOptions:
     """Which detector, and which of its faces to keep.
 
     Attributes:
-        name: ``"mtcnn"`` (default) or ``"haar"``.
+        name: ``"mtcnn"`` (default), ``"mtcnn-tta"`` (MTCNN on the photo, its mirror
+            image and a darker copy, merged) or ``"haar"``.
         min_confidence: MTCNN faces below this confidence (0..1, its last stage's
             probability) are dropped; the Haar cascade has no confidence and ignores it.
         min_face: faces whose box is smaller than this many pixels (the larger side, in
@@ -152,7 +176,9 @@ def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -
         gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation)
     if min(gray.shape) < SMALLEST_WINDOW[options.name]:
         return []
-    if options.name == "mtcnn":
+    if options.name == "mtcnn-tta":
+        found = detect_mtcnn_tta(gray, options.min_confidence)
+    elif options.name == "mtcnn":
         found = detect_mtcnn(gray, options.min_confidence)
     else:
         found = detect_haar(gray, max(SMALLEST_WINDOW["haar"], int(round(options.min_face * scale))))
@@ -193,6 +219,65 @@ def detect_mtcnn(gray: np.ndarray, min_confidence: float) -> list[Face]:
         eyes = sorted((float(x), float(y)) for x, y in (keypoints["left_eye"], keypoints["right_eye"]))
         faces.append(Face(tuple(int(v) for v in item["box"]), float(item["confidence"]), (eyes[0], eyes[1])))
     return faces
+
+
+def detect_mtcnn_tta(gray: np.ndarray, min_confidence: float) -> list[Face]:
+    """MTCNN's faces in the photo, then those it finds only in the photo's mirror image,
+    then those only in a darker copy (gray ** MTCNN_TTA_GAMMA)."""
+    found = detect_mtcnn(gray, min_confidence)
+    mirrored = detect_mtcnn(np.ascontiguousarray(gray[:, ::-1]), min_confidence)
+    found = merge_faces(found, [mirrored_face(face, gray.shape[1]) for face in mirrored])
+    return merge_faces(found, detect_mtcnn(gamma_corrected(gray, MTCNN_TTA_GAMMA), min_confidence))
+
+
+def gamma_corrected(gray: np.ndarray, gamma: float) -> np.ndarray:
+    """``gray`` with each level v (0..255) mapped to 255 * (v / 255) ** gamma."""
+    table = np.clip(np.round(255.0 * (np.arange(256) / 255.0) ** gamma), 0, 255).astype(np.uint8)
+    return table[gray]
+
+
+def mirrored_face(face: Face, width: int) -> Face:
+    """A face found in the mirror image of a ``width``-pixel-wide photo, in the photo's
+    coordinates (its eyes re-sorted, the one on the photo's left first)."""
+    x, y, w, h = face.box
+    eyes = None
+    if face.eyes is not None:
+        left, right = sorted((width - ex, ey) for ex, ey in face.eyes)
+        eyes = (left, right)
+    return Face((width - x - w, y, w, h), face.confidence, eyes)
+
+
+def merge_faces(kept: list[Face], extra: list[Face]) -> list[Face]:
+    """``kept``, plus each face of ``extra`` that is none of them (``same_face``) nor an
+    earlier one of ``extra``."""
+    merged = list(kept)
+    for face in extra:
+        if not any(same_face(face.box, other.box) for other in merged):
+            merged.append(face)
+    return merged
+
+
+def same_face(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether boxes ``a`` and ``b`` (x, y, w, h) overlap at MERGE_IOU or more, or either's
+    centre lies inside the other."""
+    return box_iou(a, b) >= MERGE_IOU or centre_inside(a, b) or centre_inside(b, a)
+
+
+def box_iou(a: Sequence[int], b: Sequence[int]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
+
+
+def centre_inside(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether box ``a``'s centre lies inside box ``b``."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    return bx <= ax + aw / 2 <= bx + bw and by <= ay + ah / 2 <= by + bh
 
 
 def scaled_face(face: Face, factor: float) -> Face:
