@@ -1,4 +1,4 @@
-"""Face detection: MTCNN vs OpenCV's Haar cascade on real FER-2013 faces pasted into photos.
+"""Face detection: MTCNN (one pass and mtcnn-tta) vs OpenCV's Haar cascade on real FER-2013 faces pasted into photos.
 
     .venv/bin/python -m bench.face_detection [--zip PATH] [--seed 0] [--write]
 
@@ -21,7 +21,9 @@ centre in the face's square) is shown beside it. Time is per photo, after one wa
 (MTCNN's one-off build time is printed apart).
 
 The MTCNN settings are swept over min_face and the second stage's threshold (a new
-search each) and min_confidence (a filter on one search); --write appends the table to
+search each) and min_confidence (a filter on one search); ``mtcnn-tta`` (MTCNN on the
+photo, its mirror image and a darker copy, merged) runs once per --tta-confidences value
+(the value filters each pass before the merge); --write appends the table to
 docs/benchmarks.md.
 """
 
@@ -332,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--haar-min-faces", type=int, nargs="+", default=[20, 40], help="Haar min_face values")
     parser.add_argument("--confidences", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9])
+    parser.add_argument(
+        "--tta-confidences", type=float, nargs="*", default=[0.7, 0.8], help="mtcnn-tta runs (default 0.7 0.8)"
+    )
     parser.add_argument("--budget", type=float, default=300, help="seconds; searches past it are skipped")
     parser.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -387,6 +392,17 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown_table(HEADERS, rows[-1:]), flush=True)
 
     faces.MTCNN_THRESHOLDS.update(default_thresholds)
+    for confidence in args.tta_confidences:
+        options = DetectorOptions(name="mtcnn-tta", min_confidence=confidence)
+        detections, seconds = run_detector(photos, options)
+        mark = " **default with --detector mtcnn-tta**" if confidence == chosen.min_confidence else ""
+        label = (
+            f"mtcnn-tta (min_face {options.min_face}, RNet {default_thresholds['threshold_rnet']}, "
+            f"min_confidence {confidence}; the photo, mirrored, gamma {faces.MTCNN_TTA_GAMMA}){mark}"
+        )
+        rows.append(tally_row(label, score(photos, detections, confidence, seconds)))
+        framing.append(f"mtcnn-tta at min_confidence {confidence}: {fer_framing(photos, detections)}")
+        print(markdown_table(HEADERS, rows[-1:]), flush=True)
     whole = whole_crops_found(args.zip, args.seed, 60)
     table = markdown_table(HEADERS, rows)
     notes = [
@@ -403,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"skipped past the {args.budget:.0f} s budget: {', '.join(skipped)}")
     if args.write:
         append_section(
-            "Face detection: MTCNN vs Haar on pasted FER-2013 test faces", table, load_before=load_before, notes=notes
+            "Face detection: MTCNN, mtcnn-tta and Haar on pasted FER-2013 test faces",
+            table,
+            load_before=load_before,
+            notes=notes,
         )
     else:
         print("\n" + "\n".join(notes) + "\n\n" + table)
