@@ -1,4 +1,4 @@
-"""Face detection: MTCNN (one pass and mtcnn-tta) vs OpenCV's Haar cascade on real FER-2013 faces pasted into photos.
+"""Face detection: the ensemble (default), MTCNN (one pass and mtcnn-tta) and OpenCV's Haar cascade on real FER-2013 faces pasted into photos.
 
     .venv/bin/python -m bench.face_detection [--zip PATH] [--seed 0] [--write]
 
@@ -23,8 +23,9 @@ centre in the face's square) is shown beside it. Time is per photo, after one wa
 The MTCNN settings are swept over min_face and the second stage's threshold (a new
 search each) and min_confidence (a filter on one search); ``mtcnn-tta`` (MTCNN on the
 photo, its mirror image and a darker copy, merged) runs once per --tta-confidences value
-(the value filters each pass before the merge); --write appends the table to
-docs/benchmarks.md.
+(the value filters each pass before the merge), and so does ``ensemble`` (MTCNN on the
+photo and its mirror image, and BlazeFace at its own blazeface.MIN_SCORE, merged) per
+--ensemble-confidences value; --write appends the table to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ def whole_crops_found(zip_path: Path, seed: int, count: int) -> str:
 
     crops = read_test_crops(zip_path, count, np.random.default_rng(seed + 1))
     upscaled = [cv2.resize(c, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC) for c in crops]
-    default, small = DetectorOptions(), DetectorOptions(min_face=20)
+    default, small = DetectorOptions(name="mtcnn"), DetectorOptions(name="mtcnn", min_face=20)
     counts = [
         sum(bool(detect_faces(photo, options)) for photo in photos)
         for photos, options in ((crops, default), (crops, small), (upscaled, default))
@@ -337,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tta-confidences", type=float, nargs="*", default=[0.7, 0.8], help="mtcnn-tta runs (default 0.7 0.8)"
     )
+    parser.add_argument(
+        "--ensemble-confidences", type=float, nargs="*", default=[0.7], help="ensemble runs (default 0.7)"
+    )
     parser.add_argument("--budget", type=float, default=300, help="seconds; searches past it are skipped")
     parser.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -372,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     default_thresholds = dict(faces.MTCNN_THRESHOLDS)
     chosen = DetectorOptions()
     marks = {
-        (chosen.min_face, default_thresholds["threshold_rnet"], chosen.min_confidence): " **default**",
+        (
+            chosen.min_face,
+            default_thresholds["threshold_rnet"],
+            chosen.min_confidence,
+        ): " **default**" if chosen.name == "mtcnn" else " **default with --detector mtcnn**",
         (20, 0.7, 0.8): " (the mtcnn package's own defaults)",
     }
     skipped = []
@@ -382,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         min_face, rnet = search.split(":")
         faces.MTCNN_THRESHOLDS["threshold_rnet"] = float(rnet)
-        detections, seconds = run_detector(photos, DetectorOptions(min_confidence=0.0, min_face=int(min_face)))
+        detections, seconds = run_detector(
+            photos, DetectorOptions(name="mtcnn", min_confidence=0.0, min_face=int(min_face))
+        )
         kept = [[f for f in found if f.confidence >= 0.7] for found in detections]
         framing.append(f"mtcnn {search} at min_confidence 0.7: {fer_framing(photos, kept)}")
         for confidence in args.confidences:
@@ -403,6 +413,22 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(tally_row(label, score(photos, detections, confidence, seconds)))
         framing.append(f"mtcnn-tta at min_confidence {confidence}: {fer_framing(photos, detections)}")
         print(markdown_table(HEADERS, rows[-1:]), flush=True)
+    from fer_pipeline import blazeface
+
+    for confidence in args.ensemble_confidences:
+        options = DetectorOptions(name="ensemble", min_confidence=confidence)
+        detections, seconds = run_detector(photos, options)
+        mark = ""
+        if confidence == chosen.min_confidence:
+            mark = " **default**" if chosen.name == "ensemble" else " **default with --detector ensemble**"
+        label = (
+            f"ensemble (min_face {options.min_face}, RNet {default_thresholds['threshold_rnet']}, "
+            f"min_confidence {confidence}; MTCNN on the photo and mirrored, BlazeFace >= {blazeface.MIN_SCORE}){mark}"
+        )
+        # MTCNN's faces are filtered at min_confidence in detect_faces, BlazeFace's at its own score
+        rows.append(tally_row(label, score(photos, detections, 0.0, seconds)))
+        framing.append(f"ensemble at min_confidence {confidence}: {fer_framing(photos, detections)}")
+        print(markdown_table(HEADERS, rows[-1:]), flush=True)
     whole = whole_crops_found(args.zip, args.seed, 60)
     table = markdown_table(HEADERS, rows)
     notes = [
@@ -419,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"skipped past the {args.budget:.0f} s budget: {', '.join(skipped)}")
     if args.write:
         append_section(
-            "Face detection: MTCNN, mtcnn-tta and Haar on pasted FER-2013 test faces",
+            "Face detection: the ensemble, MTCNN, mtcnn-tta and Haar on pasted FER-2013 test faces",
             table,
             load_before=load_before,
             notes=notes,

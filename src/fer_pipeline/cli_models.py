@@ -3,7 +3,7 @@
     fer-pipeline models list [--registry DIR] [--json]
     fer-pipeline models show REF [--registry DIR]
     fer-pipeline predict MODEL IMAGE... [--no-detect] [--annotate DIR] [--margin F] [--log PATH]
-        [--detector mtcnn|haar] [--min-confidence P] [--min-face PIXELS] [--registry DIR]
+        [--detector mtcnn|ensemble|mtcnn-tta|haar] [--min-confidence P] [--min-face PIXELS] [--registry DIR]
 
 The main CLI calls ``add_subcommands(subparsers)`` and then ``args.func(args)``, which
 returns the exit code. Errors meant for the user (``FerError``) are printed to stderr
@@ -94,14 +94,17 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=DETECTORS,
         default=DEFAULT_OPTIONS.name,
-        help="Face detector: mtcnn (default: finds more faces, turns them upright) or haar "
-        "(OpenCV's cascade: about twice as fast, no TensorFlow; finds fewer faces and more false ones).",
+        help="Face detector: mtcnn (default: one MTCNN pass), ensemble (MTCNN on the photo and its mirror image "
+        "plus BlazeFace, merged: finds the most faces, a few more false ones, about twice mtcnn's time), "
+        "mtcnn-tta (MTCNN on the photo, its mirror image and a darker copy) or haar (OpenCV's cascade: fastest, "
+        "no TensorFlow, finds fewer faces and more false ones). All but haar turn faces upright by the eyes.",
     )
     parser.add_argument(
         "--min-confidence",
         type=float,
         default=DEFAULT_OPTIONS.min_confidence,
-        help=f"MTCNN only: drop faces below this confidence, 0..1 (default {DEFAULT_OPTIONS.min_confidence}).",
+        help=f"MTCNN's passes only: drop faces below this confidence, 0..1 (default {DEFAULT_OPTIONS.min_confidence}; "
+        "ensemble's BlazeFace pass keeps its own 0.6).",
     )
     parser.add_argument(
         "--min-face",
