@@ -41,9 +41,9 @@ def test_bad_options_are_refused_in_one_line_naming_the_option(kwargs, message):
     assert "\n" not in str(caught.value)
 
 
-def test_default_options_are_mtcnn_and_frozen():
+def test_default_options_are_the_ensemble_and_frozen():
     options = DetectorOptions()
-    assert options.name == "mtcnn" and options == faces.DEFAULT_OPTIONS
+    assert options.name == "ensemble" and options == faces.DEFAULT_OPTIONS
     with pytest.raises(AttributeError):
         options.name = "haar"  # type: ignore[misc]
 

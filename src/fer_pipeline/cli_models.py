@@ -94,8 +94,8 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=DETECTORS,
         default=DEFAULT_OPTIONS.name,
-        help="Face detector: mtcnn (default: one MTCNN pass), ensemble (MTCNN on the photo and its mirror image "
-        "plus BlazeFace, merged: finds the most faces, a few more false ones, about twice mtcnn's time), "
+        help="Face detector: ensemble (default: MTCNN on the photo and its mirror image plus BlazeFace, merged: "
+        "finds the most faces, a few more false ones, about twice mtcnn's time), mtcnn (one MTCNN pass), "
         "mtcnn-tta (MTCNN on the photo, its mirror image and a darker copy) or haar (OpenCV's cascade: fastest, "
         "no TensorFlow, finds fewer faces and more false ones). All but haar turn faces upright by the eyes.",
     )

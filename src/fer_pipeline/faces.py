@@ -2,15 +2,17 @@
 
 Four detectors, picked by ``DetectorOptions.name``:
 
-- ``mtcnn`` (default): the MTCNN cascade of the ``mtcnn`` package (weights in its wheel,
-  runs on TensorFlow), loaded once per process. It gives a confidence and five landmarks;
-  the eyes are used to rotate each face upright before cropping.
-- ``ensemble``: three passes merged, each face counted once: MTCNN on the photo, MTCNN on
-  its mirror image, and MediaPipe's BlazeFace back-camera model (``blazeface.py``: a 0.3 MB
-  model shipped in the package, run by OpenCV; faces scored ``blazeface.MIN_SCORE`` or
-  more, with eye landmarks). BlazeFace finds faces MTCNN misses, the mirror pass some
-  profiles. The most faces found of the four (95-97% on four of the bench's five face
-  sets, 93% on the fifth), a few more false ones, about twice ``mtcnn``'s time.
+- ``ensemble`` (default): three passes merged, each face counted once: MTCNN on the photo,
+  MTCNN on its mirror image, and MediaPipe's BlazeFace back-camera model (``blazeface.py``:
+  a 0.3 MB model shipped in the package, run by OpenCV; faces scored
+  ``blazeface.MIN_SCORE`` or more, with eye landmarks). BlazeFace finds faces MTCNN
+  misses, the mirror pass some profiles. The most faces found of the four (95.5% of 581
+  faces over the bench's five face sets, 93-97% per set, against one MTCNN pass's 90.0%),
+  a few more false ones (0.065 a photo), about twice ``mtcnn``'s time.
+- ``mtcnn``: the MTCNN cascade of the ``mtcnn`` package (weights in its wheel, runs on
+  TensorFlow), loaded once per process. It gives a confidence and five landmarks; the
+  eyes are used to rotate each face upright before cropping. Where time per photo
+  matters more than the last faces.
 - ``mtcnn-tta``: MTCNN run on three copies of the photo, their faces merged (test-time
   augmentation): the photo, its mirror image and a darker copy. A face MTCNN misses in one
   copy (a profile, a washed-out face) it sometimes finds in another; each face is counted
@@ -77,7 +79,7 @@ FACE_SET = (
     "without a face; a face is found when a box overlaps it at IoU >= 0.3; seed 0, 2 AMD EPYC cores, 2026-11-30"
 )
 DETECTOR_RECALL: dict[str, dict[str, object]] = {
-    "ensemble": {  # opt-in: 93.0% on a fifth face set (seed 4), under issue 22's 95%
+    "ensemble": {  # the default; 93.0% on the fifth face set (seed 4), 95.5% over all five
         "recall": 0.968,  # 120 of 124
         "false_positives_per_photo": 0.058,  # 7 in 120 photos
         "ms_per_photo": 190,
@@ -120,8 +122,8 @@ class DetectorOptions:
     """Which detector, and which of its faces to keep.
 
     Attributes:
-        name: ``"mtcnn"`` (default), ``"ensemble"`` (MTCNN on the photo and on its
-            mirror image, and BlazeFace, merged), ``"mtcnn-tta"`` (MTCNN on the photo,
+        name: ``"ensemble"`` (default: MTCNN on the photo and on its mirror image, and
+            BlazeFace, merged), ``"mtcnn"`` (one MTCNN pass), ``"mtcnn-tta"`` (MTCNN on the photo,
             its mirror image and a darker copy, merged) or ``"haar"``.
         min_confidence: MTCNN faces below this confidence (0..1, its last stage's
             probability) are dropped; the Haar cascade has no confidence and ignores it,
@@ -135,7 +137,7 @@ class DetectorOptions:
     no face is under 60 pixels: pass a smaller min_face for photos of small faces.
     """
 
-    name: str = "mtcnn"
+    name: str = "ensemble"
     min_confidence: float = 0.7
     min_face: int = 40
 
