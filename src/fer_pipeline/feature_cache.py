@@ -170,7 +170,7 @@ def head_model(model: keras.Model) -> keras.Model:
 
 def feature_model(model: keras.Model) -> keras.Model:
     """Raw pixels to pooled features (augmentation layers included, active only in training mode)."""
-    return keras.Model(model.inputs, model.layers[_pool_index(model)].output, name=f"{model.name}_features")
+    return keras.Model(model.inputs[0], model.layers[_pool_index(model)].output, name=f"{model.name}_features")
 
 
 def _pool_index(model: keras.Model) -> int:
@@ -186,9 +186,9 @@ def _split_at_augmentation(model: keras.Model) -> tuple[keras.Model | None, kera
     pooled = model.layers[_pool_index(model)].output
     augment = [layer for layer in model.layers if layer.name.startswith(AUGMENT_PREFIX)]
     if not augment:
-        return None, keras.Model(model.inputs, pooled)
+        return None, keras.Model(model.inputs[0], pooled)
     cut = augment[-1].output
-    return keras.Model(model.inputs, cut), keras.Model(cut, pooled)
+    return keras.Model(model.inputs[0], cut), keras.Model(cut, pooled)
 
 
 def _images(dataset: FerDataset, indices: np.ndarray) -> np.ndarray:

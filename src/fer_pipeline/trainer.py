@@ -226,7 +226,7 @@ def compile_model(
         unsupported = [layer for layer in model.layers if not layer.supports_jit]
         if unsupported:
             cut = unsupported[-1].output
-            augment = keras.Model(model.inputs, cut, name=f"{model.name}_input_stage")
+            augment = keras.Model(model.inputs[0], cut, name=f"{model.name}_input_stage")
             trainable = keras.Model(cut, model.outputs, name=f"{model.name}_xla")
     trainable.compile(
         optimizer=optimizer or make_optimizer(cfg, learning_rate),
