@@ -37,6 +37,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The CPU flags that decide which kernels oneDNN runs and what precision=auto picks
+DECISIVE_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags_line() -> str:
+    """The decisive CPU flags, present and absent (as precision=auto sees them)."""
+    from fer_pipeline.precision import cpu_flags
+
+    flags = cpu_flags()
+    present = [flag for flag in DECISIVE_FLAGS if flag in flags]
+    absent = [flag for flag in DECISIVE_FLAGS if flag not in flags]
+    return (
+        f"CPU flags: {' '.join(present) or 'none of ' + ', '.join(DECISIVE_FLAGS)}"
+        + (f"; absent: {' '.join(absent)}" if absent else "")
+        + " (of those deciding oneDNN's kernels and precision=auto; `lscpu` lists all)"
+    )
+
+
 def load_average() -> str:
     """`uptime`'s three load averages (1, 5, 15 min), as text."""
     one, five, fifteen = os.getloadavg()
@@ -158,6 +176,7 @@ def append_section(title: str, table: str, *, load_before: str, notes: Sequence[
         "",
         f"- command: `{command_line()}`",
         f"- machine: {machine()}",
+        f"- {cpu_flags_line()}",
         f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}"
         + (" (machine shared with other test runs while measuring)" if busy else ""),
         *[f"- {note}" for note in notes],

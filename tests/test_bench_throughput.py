@@ -33,3 +33,11 @@ def test_an_isa_cap_hides_the_flags_above_it_from_auto(monkeypatch, isa, kept):
     assert os.environ["ONEDNN_MAX_CPU_ISA"] == isa
     assert precision.cpu_flags() == kept
     assert precision.choose_policy("auto", cpu_flags=precision.cpu_flags())[0] == "float32"
+
+
+def test_every_benchmark_section_names_the_decisive_cpu_flags(monkeypatch):
+    from bench._common import cpu_flags_line
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}))
+    line = cpu_flags_line()
+    assert line.startswith("CPU flags: avx2 fma avx512f avx512_bf16; absent: avx512_vnni amx_tile amx_bf16")
