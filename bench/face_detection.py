@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._common import DEFAULT_ZIP, append_section, load_average, markdown_table
+from fer_pipeline.faces import box_iou
 
 IOU_MATCH = 0.3
 FACE_SIDES = (60, 200)
@@ -186,18 +187,9 @@ def make_face_set(zip_path: Path, seed: int, multi: int, tight: int, empty: int)
 # ---- matching and scoring ------------------------------------------------------------
 
 
-def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = w * h
-    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
-
-
 def match(truth: list[tuple[int, ...]], found: list[tuple[int, ...]]) -> tuple[int, int]:
     """(faces found, false positives): one to one, best IoU first, IoU >= IOU_MATCH."""
-    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
+    pairs = sorted(((box_iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
     used_t, used_f = set(), set()
     for score, i, j in pairs:
         if score < IOU_MATCH:
@@ -277,8 +269,8 @@ def fer_framing(photos: list[Photo], detections: list[list]) -> str:
     ratios, offsets = [], []
     for photo, faces in zip(photos, detections):
         for face in faces:
-            best = max(photo.faces, key=lambda truth: iou(truth, face.box), default=None)
-            if best is None or iou(best, face.box) < IOU_MATCH:
+            best = max(photo.faces, key=lambda truth: box_iou(truth, face.box), default=None)
+            if best is None or box_iou(best, face.box) < IOU_MATCH:
                 continue
             x, y, w, h = face.box
             tx, ty, side, _ = best
