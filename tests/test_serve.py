@@ -22,6 +22,7 @@ from bench.load_test import (
 )
 from fer_pipeline import cli
 from fer_pipeline.classes import CLASSES
+from fer_pipeline.errors import FerError
 
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("fastapi")
@@ -181,3 +182,19 @@ def test_vertex_routes_from_the_environment_reach_health_and_predict():
     health, refused = asyncio.run(ask())
     assert health.json() == {"status": "ok", "model": "m", "version": "3"}
     assert refused.status_code == 400 and "not valid JSON" in refused.json()["error"]
+
+
+def test_the_detector_loads_at_start_and_a_failing_one_leaves_predict_serving(monkeypatch, caplog):
+    from fer_pipeline import faces, serve_model
+
+    seen = []
+    monkeypatch.setattr(faces, "detect_faces", lambda gray, options: seen.append((gray.shape, options)) or [])
+    serve_model.load_face_detector()
+    assert seen == [((96, 96), faces.DEFAULT_OPTIONS)]
+
+    def broken(gray, options):
+        raise FerError("mtcnn is not installed: pip install '.[detect]'")
+
+    monkeypatch.setattr(faces, "detect_faces", broken)
+    serve_model.load_face_detector()  # no exception: :predict does not need a detector
+    assert ":detect requests will fail: mtcnn is not installed" in caplog.text

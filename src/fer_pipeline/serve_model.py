@@ -135,6 +135,20 @@ def warm_up(model: ServedModel) -> None:
     run_signature(model, [blank_png()])
     if model.keras_model is not None:
         classify_photo(model.keras_model, np.zeros((48, 48), np.uint8), skip_detection=True)
+        load_face_detector()
+
+
+def load_face_detector() -> None:
+    """Load the default face detector now (seconds: MTCNN's networks, BlazeFace), not on
+    the first :detect request; a detector that cannot load leaves :predict serving."""
+    import numpy as np
+
+    from fer_pipeline.faces import DEFAULT_OPTIONS, detect_faces
+
+    try:
+        detect_faces(np.full((96, 96), 128, np.uint8), DEFAULT_OPTIONS)
+    except FerError as exc:
+        log.warning("The face detector did not load, so :detect requests will fail: %s", exc)
 
 
 def blank_png(side: int = 48) -> bytes:
