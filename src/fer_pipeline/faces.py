@@ -38,7 +38,7 @@ import numpy as np
 
 from fer_pipeline.errors import ConfigError, FerError
 
-DETECTORS = ("mtcnn", "ensemble", "mtcnn-tta", "haar")
+DETECTORS = ("ensemble", "mtcnn", "mtcnn-tta", "haar")  # the default first
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Detection cost grows with pixels; larger photos are searched at this size (boxes are
 # mapped back to the photo's pixels). Faces smaller than min_face after that are lost.
