@@ -28,7 +28,7 @@ cv2 = pytest.importorskip("cv2")
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "dlib"}, r"detector \(--detector\) must be one of mtcnn, ensemble, mtcnn-tta, haar, got 'dlib'"),
+        ({"name": "dlib"}, r"detector \(--detector\) must be one of ensemble, mtcnn, mtcnn-tta, haar, got 'dlib'"),
         ({"min_confidence": 1.5}, r"min_confidence \(--min-confidence\) must be from 0 to 1 .* got 1.5; lower it"),
         ({"min_confidence": "high"}, r"min_confidence \(--min-confidence\) must be a number from 0 to 1, got 'high'"),
         ({"min_face": 5}, r"min_face \(--min-face\) must be at least 12 pixels .* got 5"),
