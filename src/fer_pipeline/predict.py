@@ -1,9 +1,9 @@
 """Classify the emotions of the faces in photos: read, detect, classify, annotate.
 
-faces.py finds the faces (MTCNN by default, OpenCV's Haar cascade as the fast option;
-``DetectorOptions``) and cuts each out as the model was trained: turned so the eyes are
-level, a square grown by ``margin``, gray, resized to the model's input (48x48). All faces
-of all images go to the model in one batch. ``skip_detection`` treats each whole image as
+faces.py finds the faces (MTCNN and BlazeFace merged by default, OpenCV's Haar cascade
+as the fast option; ``DetectorOptions``) and cuts each out as the model was trained:
+turned so the eyes are level, a square grown by ``margin``, gray, resized to the model's
+input (48x48). All faces of all images go to the model in one batch. ``skip_detection`` treats each whole image as
 one face crop, for inputs that already are FER-style crops.
 """
 
@@ -164,7 +164,7 @@ def predict_images(
         max_pixels: photos with more pixels are refused unread (an "error" entry).
         observe: called with each face's crop (what the model saw) and probabilities
             (a prediction log, say).
-        detector: which face detector and which of its faces to keep (MTCNN by default).
+        detector: which face detector and which of its faces to keep (the ensemble by default).
 
     Returns:
         One dict per image, in order: ``{"image": path, "faces": [{"box": [x, y, w, h],
