@@ -248,9 +248,7 @@ def detect_mtcnn(gray: np.ndarray, min_confidence: float) -> list[Face]:
 def detect_mtcnn_tta(gray: np.ndarray, min_confidence: float) -> list[Face]:
     """MTCNN's faces in the photo, then those it finds only in the photo's mirror image,
     then those only in a darker copy (gray ** MTCNN_TTA_GAMMA)."""
-    found = detect_mtcnn(gray, min_confidence)
-    mirrored = detect_mtcnn(np.ascontiguousarray(gray[:, ::-1]), min_confidence)
-    found = merge_faces(found, [mirrored_face(face, gray.shape[1]) for face in mirrored])
+    found = detect_mtcnn_and_mirror(gray, min_confidence)
     return merge_faces(found, detect_mtcnn(gamma_corrected(gray, MTCNN_TTA_GAMMA), min_confidence))
 
 
@@ -259,10 +257,16 @@ def detect_ensemble(gray: np.ndarray, min_confidence: float) -> list[Face]:
     then those only BlazeFace finds (its score as the face's confidence)."""
     from fer_pipeline import blazeface
 
+    found = detect_mtcnn_and_mirror(gray, min_confidence)
+    return merge_faces(found, [Face(d.box, d.score, d.eyes) for d in blazeface.detect(gray)])
+
+
+def detect_mtcnn_and_mirror(gray: np.ndarray, min_confidence: float) -> list[Face]:
+    """MTCNN's faces in the photo, then those it finds only in the photo's mirror image
+    (the first two passes of both merged detectors)."""
     found = detect_mtcnn(gray, min_confidence)
     mirrored = detect_mtcnn(np.ascontiguousarray(gray[:, ::-1]), min_confidence)
-    found = merge_faces(found, [mirrored_face(face, gray.shape[1]) for face in mirrored])
-    return merge_faces(found, [Face(d.box, d.score, d.eyes) for d in blazeface.detect(gray)])
+    return merge_faces(found, [mirrored_face(face, gray.shape[1]) for face in mirrored])
 
 
 def gamma_corrected(gray: np.ndarray, gamma: float) -> np.ndarray:
