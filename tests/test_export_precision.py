@@ -10,8 +10,8 @@ from PIL import Image
 
 from fer_pipeline import synthetic
 from fer_pipeline.config import TrainConfig
-from fer_pipeline.export import SIGNATURE_NAME, export_serving_model, float32_copy
-from fer_pipeline.model import build_model, load_model, with_flip_tta
+from fer_pipeline.export import SIGNATURE_NAME, export_serving_model
+from fer_pipeline.model import build_model, float32_copy, load_model, with_flip_tta
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

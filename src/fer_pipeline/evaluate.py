@@ -25,9 +25,8 @@ from fer_pipeline import plots as plotting
 from fer_pipeline.classes import CLASSES, NUM_CLASSES
 from fer_pipeline.dataset import FerDataset, class_counts
 from fer_pipeline.errors import DatasetError
-from fer_pipeline.export import float32_copy
 from fer_pipeline.files import write_json
-from fer_pipeline.model import load_model
+from fer_pipeline.model import float32_copy, load_model
 from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, to_markdown
 from fer_pipeline.report import render_report
 from fer_pipeline.tf_data import make_dataset

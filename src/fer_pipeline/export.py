@@ -30,7 +30,7 @@ from pathlib import Path
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError
 from fer_pipeline.files import MODEL_FILE
-from fer_pipeline.model import load_model
+from fer_pipeline.model import float32_copy, load_model
 
 log = logging.getLogger(__name__)
 
@@ -161,44 +161,6 @@ def export_serving_model(keras_model_path: Path, export_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("Exported serving SavedModel (input %r, %dx%d) to %s", INPUT_NAME, side, side, export_dir)
     return export_dir
-
-
-def float32_copy(model):
-    """``model`` with every layer computing in float32, and the same weights.
-
-    Mixed policies keep their variables in float32 already, so the copy's weights are the
-    trained ones exactly; only the compute dtype changes. A float32 model is returned as is.
-    """
-    import keras
-
-    config = keras.saving.serialize_keras_object(model)
-    if not _set_float32(config):
-        return model
-    copy = keras.saving.deserialize_keras_object(config)
-    copy.set_weights(model.get_weights())
-    log.info("Serving in float32: the model was trained under a mixed dtype policy.")
-    return copy
-
-
-_POLICY_CLASSES = ("DTypePolicy", "FloatDTypePolicy")
-
-
-def _set_float32(config) -> bool:
-    """Turn every mixed dtype policy in a serialized Keras object into float32, in place;
-    True when there was one."""
-    changed = False
-    if isinstance(config, dict):
-        if config.get("class_name") in _POLICY_CLASSES and str(config.get("config", {}).get("name", "")).startswith(
-            "mixed_"
-        ):
-            config["config"]["name"] = "float32"
-            return True
-        for value in config.values():
-            changed |= _set_float32(value)
-    elif isinstance(config, list):
-        for value in config:
-            changed |= _set_float32(value)
-    return changed
 
 
 def check_export_dir_replaceable(export_dir: Path) -> None:

@@ -234,6 +234,42 @@ def load_model(path: str | Path) -> keras.Model:
         ) from None
 
 
+def float32_copy(model):
+    """``model`` with every layer computing in float32, and the same weights.
+
+    Mixed policies keep their variables in float32 already, so the copy's weights are the
+    trained ones exactly; only the compute dtype changes. A float32 model is returned as is.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    if not _set_float32(config):
+        return model
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    logger.info("Running in float32: the model was trained under a mixed dtype policy.")
+    return copy
+
+
+_POLICY_CLASSES = ("DTypePolicy", "FloatDTypePolicy")
+
+
+def _set_float32(config) -> bool:
+    """Turn every mixed dtype policy in a serialized Keras object into float32, in place;
+    True when there was one."""
+    changed = False
+    if isinstance(config, dict):
+        if config.get("class_name") in _POLICY_CLASSES and str(config.get("config", {}).get("name", "")).startswith(
+            "mixed_"
+        ):
+            config["config"]["name"] = "float32"
+            return True
+        for value in config.values():
+            changed |= _set_float32(value)
+    elif isinstance(config, list):
+        for value in config:
+            changed |= _set_float32(value)
+    return changed
+
+
 def unfreeze_backbone(model: keras.Model, unfreeze_from: str = "", *, freeze_batchnorm: bool = True) -> int:
     """Make the backbone trainable from one layer on, keeping BatchNorm frozen.
 
