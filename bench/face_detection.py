@@ -24,7 +24,7 @@ The MTCNN settings are swept over min_face and the second stage's threshold (a n
 search each) and min_confidence (a filter on one search); ``mtcnn-tta`` (MTCNN on the
 photo, its mirror image and a darker copy, merged) runs once per --tta-confidences value
 (the value filters each pass before the merge), and so does ``ensemble`` (MTCNN on the
-photo and its mirror image, and BlazeFace at its own blazeface.MIN_SCORE, merged) per
+photo and its mirror image, BlazeFace's passes at their own scores, merged: faces.py) per
 --ensemble-confidences value; --write appends the table to docs/benchmarks.md.
 """
 
@@ -321,11 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--empty", type=int, default=64, help="photos without a face (default 64)")
     parser.add_argument(
         "--searches",
-        nargs="+",
+        nargs="*",
         default=["20:0.7", "20:0.4", "30:0.4", "40:0.7", "40:0.4", "40:0.3"],
         help="MTCNN searches as MIN_FACE:RNET_THRESHOLD (default: 20:0.7 20:0.4 30:0.4 40:0.7 40:0.4 40:0.3)",
     )
-    parser.add_argument("--haar-min-faces", type=int, nargs="+", default=[20, 40], help="Haar min_face values")
+    parser.add_argument("--haar-min-faces", type=int, nargs="*", default=[20, 40], help="Haar min_face values")
     parser.add_argument("--confidences", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9])
     parser.add_argument(
         "--tta-confidences", type=float, nargs="*", default=[0.7, 0.8], help="mtcnn-tta runs (default 0.7 0.8)"
@@ -415,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
             mark = " **default**" if chosen.name == "ensemble" else " **default with --detector ensemble**"
         label = (
             f"ensemble (min_face {options.min_face}, RNet {default_thresholds['threshold_rnet']}, "
-            f"min_confidence {confidence}; MTCNN on the photo and mirrored, BlazeFace >= {blazeface.MIN_SCORE}){mark}"
+            f"min_confidence {confidence}; MTCNN on the photo and mirrored; BlazeFace back and front on the photo "
+            f">= {blazeface.MIN_SCORE}, back on corner tiles >= {faces.TILE_MIN_SCORE} where MTCNN >= "
+            f"{faces.MTCNN_WEAK_CONFIDENCE}){mark}"
         )
         # MTCNN's faces are filtered at min_confidence in detect_faces, BlazeFace's at its own score
         rows.append(tally_row(label, score(photos, detections, 0.0, seconds)))

@@ -142,29 +142,73 @@ def test_tta_merges_the_mirrored_and_darker_passes_counting_each_face_once():
     assert darker[0, 150] == round(255 * (original[0, 150] / 255) ** faces.MTCNN_TTA_GAMMA) < original[0, 150]
 
 
-def test_ensemble_merges_the_mirrored_pass_and_blazeface_counting_each_face_once():
-    gray = np.full((200, 300), 128, np.uint8)  # searched at full size
+def test_ensemble_merges_its_passes_counting_each_face_once_and_keeps_weak_faces_only_where_tiles_agree():
+    gray = np.arange(200 * 300, dtype=np.uint32).reshape(200, 300).astype(np.uint8)  # searched at full size
     fake = FakeMtcnnPasses(
-        [mtcnn_face((50, 40, 60, 70), 0.99)],
+        [
+            mtcnn_face((50, 40, 60, 70), 0.99),
+            mtcnn_face((10, 130, 40, 40), 0.55),  # weak (under 0.7): kept only because a tile agrees
+            mtcnn_face((250, 150, 40, 40), 0.55),  # weak, and no tile sees it: dropped
+        ],
         [
             mtcnn_face((192, 42, 58, 66), 0.95),  # the first face mirrored: not new
             mtcnn_face((20, 100, 50, 50), 0.9),  # new: at x 230 in the photo
         ],
     )
-    blaze = [
-        blazeface.Detection((52, 38, 62, 66), 0.9, ((60.0, 55.0), (90.0, 56.0))),  # MTCNN's first face again
-        blazeface.Detection((228, 104, 48, 48), 0.8, ((240.0, 115.0), (262.0, 115.0))),  # the mirrored pass's
-        blazeface.Detection((130, 120, 44, 44), 0.65, ((140.0, 130.0), (160.0, 131.0))),  # only BlazeFace's
-    ]
+    tile_h, tile_w = int(200 * faces.TILE_SIDE), int(300 * faces.TILE_SIDE)
+    lower_left = gray[200 - tile_h :, :tile_w]
+
+    def blaze(image, min_score=blazeface.MIN_SCORE, model=blazeface.BACK):
+        eyes = ((0.0, 0.0), (1.0, 0.0))
+        if model is blazeface.FRONT:
+            return [blazeface.Detection((60, 45, 50, 60), 0.7, eyes), blazeface.Detection((150, 10, 40, 40), 0.8, eyes)]
+        if image.shape == gray.shape and np.array_equal(image, gray):
+            return [
+                blazeface.Detection((52, 38, 62, 66), 0.9, eyes),
+                blazeface.Detection((130, 120, 44, 44), 0.65, eyes),
+            ]
+        assert min_score == faces.TILE_MIN_SCORE and image.shape == (tile_h, tile_w)
+        if np.array_equal(image, lower_left):  # tile corner (0, 80): the weak face at (10, 130) is (10, 50) here
+            return [
+                blazeface.Detection((12, 52, 38, 38), 0.45, eyes),
+                blazeface.Detection((100, 20, 40, 40), 0.9, eyes),
+            ]
+        return []
+
     with (
         mock.patch.object(faces, "load_mtcnn", return_value=fake),
-        mock.patch.object(blazeface, "detect", return_value=blaze) as blaze_run,
+        mock.patch.object(blazeface, "detect", side_effect=blaze) as blaze_run,
     ):
         found = faces.detect_faces(gray, DetectorOptions(name="ensemble", min_face=20))
-    assert [f.box for f in found] == [(50, 40, 60, 70), (130, 120, 44, 44), (230, 100, 50, 50)]
-    assert found[1] == Face((130, 120, 44, 44), 0.65, ((140.0, 130.0), (160.0, 131.0)))
-    assert len(fake.images) == 2 and blaze_run.call_count == 1
+    assert [(f.box, f.confidence) for f in found] == [
+        ((12, 132, 38, 38), 0.45),  # the tile's box for the weak MTCNN face, in the photo's pixels
+        ((50, 40, 60, 70), 0.99),
+        ((130, 120, 44, 44), 0.65),  # BlazeFace on the photo
+        ((150, 10, 40, 40), 0.8),  # the front-camera model
+        ((230, 100, 50, 50), 0.9),  # MTCNN on the mirror image
+    ]
+    assert len(fake.images) == 2 and blaze_run.call_count == 2 + 4  # back and front on the photo, four tiles
     np.testing.assert_array_equal(fake.images[1], fake.images[0][:, ::-1])
+
+
+def test_tiles_cover_the_photo_and_map_faces_back_to_its_pixels():
+    gray = np.zeros((300, 500), np.uint8)
+    corners = []
+
+    def blaze(image, min_score, model=blazeface.BACK):
+        corners.append(image.shape)
+        return [blazeface.Detection((5, 6, 40, 40), 0.5 + len(corners) / 100, ((10.0, 20.0), (30.0, 20.0)))]
+
+    with mock.patch.object(blazeface, "detect", side_effect=blaze):
+        found = faces.blazeface_on_tiles(gray)
+    tile_h, tile_w = int(300 * faces.TILE_SIDE), int(500 * faces.TILE_SIDE)
+    assert corners == [(tile_h, tile_w)] * 4 and 2 * tile_w > 500 and 2 * tile_h > 300  # overlapping
+    # best score first: the last tile (lower right) first
+    assert [f.box[:2] for f in found] == [(505 - tile_w, 306 - tile_h), (5, 306 - tile_h), (505 - tile_w, 6), (5, 6)]
+    assert found[0].eyes == ((510.0 - tile_w, 320.0 - tile_h), (530.0 - tile_w, 320.0 - tile_h))
+    with mock.patch.object(blazeface, "detect", side_effect=blaze) as small:
+        assert faces.blazeface_on_tiles(np.zeros((150, faces.TILE_MIN_PHOTO_SIDE - 1), np.uint8)) == []
+    small.assert_not_called()
 
 
 def test_one_pass_mtcnn_searches_the_photo_once():
@@ -211,38 +255,43 @@ def test_merged_detectors_find_no_face_on_a_blank_or_noise_photo(detector):
 # ---- BlazeFace (blazeface.py) ------------------------------------------------------------
 
 
-def test_the_shipped_model_file_matches_its_notice():
-    digest = hashlib.sha256(blazeface.MODEL_PATH.read_bytes()).hexdigest()
-    notice = (blazeface.MODEL_PATH.parent / "NOTICE").read_text()
-    assert digest == blazeface.MODEL_SHA256 == blazeface.model_sha256()
-    assert re.search(r"sha256:\s+(\w+)", notice).group(1) == digest
-    assert "Apache License 2.0" in notice and "MediaPipe" in notice
+@pytest.mark.parametrize("model", blazeface.MODELS, ids=lambda m: m.file)
+def test_the_shipped_model_files_match_their_notice(model):
+    digest = hashlib.sha256(model.path.read_bytes()).hexdigest()
+    notice = (blazeface.MODELS_DIR / "NOTICE").read_text()
+    assert digest == model.sha256 == blazeface.model_sha256(model)
+    section = notice[notice.index(model.file + "\n") :]
+    assert re.search(r"sha256:\s+(\w+)", section).group(1) == digest
+    assert f"Size:     {model.path.stat().st_size} bytes" in section
+    assert "Apache License 2.0" in section and "MediaPipe" in section
 
 
-def test_anchors_match_the_models_output_rows():
-    anchors = blazeface.ssd_anchors()
+@pytest.mark.parametrize("model", blazeface.MODELS, ids=lambda m: m.file)
+def test_anchors_match_the_models_output_rows(model):
+    anchors = blazeface.model_anchors(model)
     assert anchors.shape == (16 * 16 * 2 + 8 * 8 * 6, 2) and anchors.min() > 0 and anchors.max() < 1
-    # the first cell's two anchors, then the next cell's; the stride-32 grid after the 16x16 one
+    # the first cell's two anchors, then the next cell's; the coarser grid after the 16x16 one
     np.testing.assert_allclose(anchors[:3], [(1 / 32, 1 / 32), (1 / 32, 1 / 32), (3 / 32, 1 / 32)])
     np.testing.assert_allclose(anchors[512], (1 / 16, 1 / 16))
-    net = blazeface.load_net()
-    net.setInput(np.zeros((1, 3, blazeface.INPUT_SIDE, blazeface.INPUT_SIDE), np.float32))
+    net = blazeface.load_net(model)
+    net.setInput(np.zeros((1, 3, model.input_side, model.input_side), np.float32))
     scores, boxes = net.forward(["classificators", "regressors"])
     assert scores.shape == (1, len(anchors), 1) and boxes.shape == (1, len(anchors), 16)
 
 
 @pytest.mark.parametrize("shape", [(360, 640), (500, 200), (100, 100)])
-def test_letterbox_keeps_the_aspect_and_maps_points_back(shape):
+@pytest.mark.parametrize("side", [128, 256])
+def test_letterbox_keeps_the_aspect_and_maps_points_back(shape, side):
     height, width = shape
-    tensor, padding = blazeface.letterbox(np.full(shape, 255, np.uint8))
-    assert tensor.shape == (1, 3, 256, 256) and tensor.dtype == np.float32
+    tensor, padding = blazeface.letterbox(np.full(shape, 255, np.uint8), side)
+    assert tensor.shape == (1, 3, side, side) and tensor.dtype == np.float32
     assert tensor.min() >= -1 and tensor.max() <= 1
-    side = max(shape)
+    longer = max(shape)
     photo = np.array([[0.0, 0.0], [width, height]])
-    in_input = photo / side + padding  # 0..1 of the input: the photo centred in its longer side
+    in_input = photo / longer + padding  # 0..1 of the input: the photo centred in its longer side
     np.testing.assert_allclose(blazeface.to_photo(in_input, padding, width, height), photo, atol=1e-9)
     columns = np.flatnonzero(tensor[0, 0].max(axis=0) > 0)  # the photo's white inside the -1 padding
-    assert abs(len(columns) - 256 * width / side) <= 2
+    assert abs(len(columns) - side * width / longer) <= 2
 
 
 def test_weighted_nms_merges_overlapping_boxes_by_score():
@@ -256,11 +305,12 @@ def test_weighted_nms_merges_overlapping_boxes_by_score():
     np.testing.assert_allclose(kept[1][0][1], (0.8, 0.8))
 
 
-def test_blazeface_finds_no_face_on_a_blank_or_noise_photo():
+@pytest.mark.parametrize("model", blazeface.MODELS, ids=lambda m: m.file)
+def test_blazeface_finds_no_face_on_a_blank_or_noise_photo(model):
     rng = np.random.default_rng(0)
     blank = np.full((360, 480), 128, np.uint8)
     noise = cv2.GaussianBlur(rng.normal(128, 40, (360, 480)).clip(0, 255).astype(np.uint8), (0, 0), 2)
-    assert blazeface.detect(blank) == [] and blazeface.detect(noise) == []
+    assert blazeface.detect(blank, model=model) == [] and blazeface.detect(noise, model=model) == []
 
 
 def test_mtcnn_is_built_once_per_process():

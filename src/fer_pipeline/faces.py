@@ -67,6 +67,17 @@ MTCNN_TTA_GAMMA = 1.6
 # or either's centre lies inside the other (bench/face_detection.py counts a face found at
 # IoU 0.3 too).
 MERGE_IOU = 0.3
+# The ensemble's zoomed pass: BlazeFace on four overlapping corner tiles, each this fraction
+# of the searched photo's width and height (1 / 0.6: faces 1.7 times larger in its input),
+# for photos of at least TILE_MIN_PHOTO_SIDE pixels (10 MTCNN_MIN_FACE faces across). A tile
+# face scored TILE_MIN_SCORE or more is kept only where MTCNN, too, saw a face scored
+# MTCNN_WEAK_CONFIDENCE or more (under min_confidence): alone, tiles at 0.6 tripled the false
+# positives. Chosen on the bench's face sets of seeds 0-4 and checked on seeds 5-9
+# (docs/benchmarks.md, "Face detection: the ensemble's zoomed and front-camera passes").
+TILE_SIDE = 0.6
+TILE_MIN_PHOTO_SIDE = 10 * MTCNN_MIN_FACE
+TILE_MIN_SCORE = 0.4
+MTCNN_WEAK_CONFIDENCE = 0.5
 # Eyes closer to level than this are left as they are: a sub-degree turn changes nothing
 # visible at 48x48 and only adds interpolation blur.
 MIN_ROTATION_DEGREES = 1.0
@@ -122,13 +133,13 @@ class DetectorOptions:
     """Which detector, and which of its faces to keep.
 
     Attributes:
-        name: ``"ensemble"`` (default: MTCNN on the photo and on its mirror image, and
-            BlazeFace, merged), ``"mtcnn"`` (one MTCNN pass), ``"mtcnn-tta"`` (MTCNN on the photo,
+        name: ``"ensemble"`` (default: MTCNN and BlazeFace passes merged, module
+            docstring), ``"mtcnn"`` (one MTCNN pass), ``"mtcnn-tta"`` (MTCNN on the photo,
             its mirror image and a darker copy, merged) or ``"haar"``.
         min_confidence: MTCNN faces below this confidence (0..1, its last stage's
             probability) are dropped; the Haar cascade has no confidence and ignores it,
-            and ``ensemble``'s BlazeFace pass keeps faces scored ``blazeface.MIN_SCORE``
-            (0.6) or more whatever this is.
+            and ``ensemble``'s BlazeFace passes keep faces at their own scores
+            (``blazeface.MIN_SCORE``, 0.6; TILE_MIN_SCORE on tiles) whatever this is.
         min_face: faces whose box is smaller than this many pixels (the larger side, in
             the photo's pixels) are dropped, and not searched for: MTCNN searches the
             photo scaled by 20 / min_face, so a larger min_face is also faster.
@@ -253,20 +264,77 @@ def detect_mtcnn_tta(gray: np.ndarray, min_confidence: float) -> list[Face]:
 
 
 def detect_ensemble(gray: np.ndarray, min_confidence: float) -> list[Face]:
-    """MTCNN's faces in the photo, then those it finds only in the photo's mirror image,
-    then those only BlazeFace finds (its score as the face's confidence)."""
+    """The merged passes of the module docstring, in that order: a later pass adds only faces
+    no earlier one found. A face MTCNN scores under ``min_confidence`` but at
+    MTCNN_WEAK_CONFIDENCE or more is kept only where BlazeFace, on a zoomed corner tile,
+    finds it too (two weak detectors agreeing)."""
     from fer_pipeline import blazeface
 
-    found = detect_mtcnn_and_mirror(gray, min_confidence)
-    return merge_faces(found, [Face(d.box, d.score, d.eyes) for d in blazeface.detect(gray)])
+    strong, weak = mtcnn_and_mirror_by_confidence(gray, min_confidence)
+    passes = (
+        [blaze_face(d) for d in blazeface.detect(gray)],
+        [blaze_face(d) for d in blazeface.detect(gray, model=blazeface.FRONT)],
+        [face for face in blazeface_on_tiles(gray) if any(same_face(face.box, w.box) for w in weak)],
+    )
+    found = strong
+    for extra in passes:
+        found = merge_faces(found, extra)
+    return found
+
+
+def mtcnn_and_mirror_by_confidence(gray: np.ndarray, min_confidence: float) -> tuple[list[Face], list[Face]]:
+    """MTCNN's faces in the photo and its mirror image, each set merged as in
+    ``detect_mtcnn_and_mirror``: those scored ``min_confidence`` or more, and the weak ones
+    below it (down to MTCNN_WEAK_CONFIDENCE), from one search of each image."""
+    passes = mtcnn_on_photo_and_mirror(gray, min(min_confidence, MTCNN_WEAK_CONFIDENCE))
+    strong = [[f for f in faces if f.confidence >= min_confidence] for faces in passes]
+    weak = [[f for f in faces if f.confidence < min_confidence] for faces in passes]
+    return merge_faces(*strong), merge_faces(*weak)
+
+
+def blaze_face(detection) -> Face:
+    """A ``blazeface.Detection`` as a Face (its score as the confidence)."""
+    return Face(detection.box, detection.score, detection.eyes)
+
+
+def blazeface_on_tiles(gray: np.ndarray) -> list[Face]:
+    """BlazeFace's (back model) faces scored TILE_MIN_SCORE or more in the photo's four
+    corner tiles (TILE_SIDE of its width and height each, so they overlap), in the photo's
+    pixels, best score first; none for a photo under TILE_MIN_PHOTO_SIDE pixels, where a
+    face is already large in the model's input."""
+    from fer_pipeline import blazeface
+
+    height, width = gray.shape[:2]
+    if max(height, width) < TILE_MIN_PHOTO_SIDE:
+        return []
+    tile_h, tile_w = int(height * TILE_SIDE), int(width * TILE_SIDE)
+    found = []
+    for top in (0, height - tile_h):
+        for left in (0, width - tile_w):
+            tile = np.ascontiguousarray(gray[top : top + tile_h, left : left + tile_w])
+            for d in blazeface.detect(tile, min_score=TILE_MIN_SCORE):
+                found.append(shifted_face(blaze_face(d), left, top))
+    return sorted(found, key=lambda f: -f.confidence)
+
+
+def shifted_face(face: Face, dx: int, dy: int) -> Face:
+    """``face`` found in a tile whose corner is at (dx, dy), in the photo's pixels."""
+    x, y, w, h = face.box
+    eyes = None if face.eyes is None else tuple((ex + dx, ey + dy) for ex, ey in face.eyes)
+    return Face((x + dx, y + dy, w, h), face.confidence, eyes)
 
 
 def detect_mtcnn_and_mirror(gray: np.ndarray, min_confidence: float) -> list[Face]:
     """MTCNN's faces in the photo, then those it finds only in the photo's mirror image
-    (the first two passes of both merged detectors)."""
+    (mtcnn-tta's first two passes)."""
+    return merge_faces(*mtcnn_on_photo_and_mirror(gray, min_confidence))
+
+
+def mtcnn_on_photo_and_mirror(gray: np.ndarray, min_confidence: float) -> tuple[list[Face], list[Face]]:
+    """MTCNN's faces in the photo, and in its mirror image (in the photo's coordinates)."""
     found = detect_mtcnn(gray, min_confidence)
     mirrored = detect_mtcnn(np.ascontiguousarray(gray[:, ::-1]), min_confidence)
-    return merge_faces(found, [mirrored_face(face, gray.shape[1]) for face in mirrored])
+    return found, [mirrored_face(face, gray.shape[1]) for face in mirrored]
 
 
 def gamma_corrected(gray: np.ndarray, gamma: float) -> np.ndarray:
