@@ -1,5 +1,9 @@
 """GPU measurements with Keras 3 on JAX, for a GPU machine that has no TensorFlow.
 
+The same commands run on CPUs with ``KERAS_BACKEND=tensorflow`` (the sweep on two cores:
+docs/model-quality.md, "On two CPU cores"), where ``precision=auto`` picks bfloat16 on
+CPUs that have it; each phase's record says which dtype policy it trained in.
+
 Training is the library's own: ``fer_pipeline.trainer`` (phase loop, callbacks, class
 weights, schedule) with ``fer_pipeline.feed_numpy.NumpyFeed``, which augments each
 epoch's images on the device (Keras' random augmentation layers hold a JAX step to 1%
@@ -167,6 +171,7 @@ def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
 
 def phase_summary(result: trainer.PhaseResult) -> dict:
     return {
+        "dtype_policy": result.model.dtype_policy.name,  # what precision=auto chose on this machine
         "seconds": round(result.seconds, 1),
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
