@@ -22,6 +22,7 @@ from fer_pipeline.augment import (
     erase_boxes_from_uniform,
     erase_mask,
     rows_from_uniform,
+    tta_crops_mismatch,
 )
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.errors import ConfigError
@@ -171,6 +172,41 @@ def test_wrong_crop_values_are_one_line_naming_the_field(values, message):
     with pytest.raises(ConfigError, match=message) as error:
         TrainConfig.from_dict(values)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "mismatch"),
+    [
+        ({"tta": True, "tta_shift": 0, "tta_crops": 0.8}, True),  # crop views, no training crops
+        ({"tta": True, "tta_shift": 0, "tta_crops": 0.8, "crop_scale": (0.8, 1.2)}, False),
+        ({"tta": True, "tta_shift": 0, "tta_crops": 0.8, "crop_ratio": (0.9, 1.1)}, False),
+        ({"tta": True, "tta_shift": 1}, False),
+        ({"tta": False}, False),
+    ],
+)
+def test_crop_views_without_training_crops_are_named_before_training(values, mismatch, caplog):
+    from fer_pipeline import trainer
+
+    cfg = TrainConfig.from_dict({"backbone": "compact", "weights": "none", **values})
+    message = tta_crops_mismatch(cfg)
+    assert (message is not None) == mismatch
+    if mismatch:
+        assert "tta_crops=0.8" in message and "crop_scale" in message and "\n" not in message
+        with caplog.at_level("WARNING", logger=trainer.logger.name):
+            with pytest.raises(StopTraining):
+                trainer.train_frozen(None, None, cfg, "unused", feed=StopFeed())
+        assert message in caplog.text
+
+
+class StopTraining(Exception):
+    pass
+
+
+class StopFeed:
+    """A feed that stops the phase where it would set devices up, before any work."""
+
+    def prepare(self, cfg):
+        raise StopTraining
 
 
 def test_a_model_with_the_crop_and_erasing_trains_in_graph_mode_on_a_ragged_last_batch():

@@ -156,7 +156,8 @@ class TrainConfig:
         0.0,
         "with tta: ten-crop views in place of the image: its centre and four corner crops of this side (fraction of "
         "the image's; crop_scale's low end matches the training crops), each resized to the input side, and the "
-        "mirror image of each (10 views, 5x the flip's cost); in [0.5, 1); 0 = off; not with tta_shift",
+        "mirror image of each (10 views, 5x the flip's cost); in [0.5, 1); 0 = off; not with tta_shift; with "
+        "crop_scale off, training starts with a warning (views the model never trained on)",
     )
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from fer_pipeline import feature_cache
+from fer_pipeline.augment import tta_crops_mismatch
 from fer_pipeline.checkpoint import PhaseBackup
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
@@ -99,6 +100,8 @@ def train_frozen(
         The phase's result; the model holds the weights of the best validation epoch.
     """
     feed = feed or default_feed()
+    if mismatch := tta_crops_mismatch(cfg):
+        logger.warning(mismatch)
     return run_phase(
         "frozen",
         lambda: build_model(feed.model_config(cfg)),
