@@ -189,6 +189,14 @@ def test_ensemble_merges_its_passes_counting_each_face_once_and_keeps_weak_faces
     ]
     assert len(fake.images) == 2 and blaze_run.call_count == 2 + 4  # back and front on the photo, four tiles
     np.testing.assert_array_equal(fake.images[1], fake.images[0][:, ::-1])
+    # with no weak MTCNN face there is nothing for a tile to confirm: no tile search
+    strong_only = FakeMtcnnPasses([mtcnn_face((50, 40, 60, 70), 0.99)], [])
+    with (
+        mock.patch.object(faces, "load_mtcnn", return_value=strong_only),
+        mock.patch.object(blazeface, "detect", side_effect=blaze) as blaze_run,
+    ):
+        faces.detect_faces(gray, DetectorOptions(name="ensemble", min_face=20))
+    assert blaze_run.call_count == 2
 
 
 def test_tiles_cover_the_photo_and_map_faces_back_to_its_pixels():

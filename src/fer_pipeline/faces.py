@@ -278,7 +278,8 @@ def detect_ensemble(gray: np.ndarray, min_confidence: float) -> list[Face]:
     passes = (
         [blaze_face(d) for d in blazeface.detect(gray)],
         [blaze_face(d) for d in blazeface.detect(gray, model=blazeface.FRONT)],
-        [face for face in blazeface_on_tiles(gray) if any(same_face(face.box, w.box) for w in weak)],
+        # only weak faces can be confirmed there: no weak face, no tile search
+        [face for face in (blazeface_on_tiles(gray) if weak else []) if any(same_face(face.box, w.box) for w in weak)],
     )
     found = strong
     for extra in passes:
