@@ -59,6 +59,10 @@ EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter 
 
 # The compact recipe candidates: one change each to the cpu preset (its validation split is 10% too).
 COMPACT_BASE = resolve("cpu").train
+CROP = {"crop_scale": (0.8, 1.2)}  # the FER anchors' random resized crop
+# Issue 24, item 4: the epochs bfloat16's 1.44x faster step buys in the preset's 100 minutes (48 x 1.44);
+# patience 20 so that early stopping cannot end a cosine run mid-schedule.
+BF16_EPOCHS = {"frozen_epochs": 69, "early_stopping_patience": 20}
 CANDIDATES = {
     "base": {},
     "no_class_weights": {"class_weighting": False},
@@ -67,10 +71,10 @@ CANDIDATES = {
     "rotation_zoom": {"rotation": 0.03, "zoom": 0.1},  # run 3's augmentation
     # Issue 24: the FER anchors' random resized crop, one resampling with the flip and shift; their random erasing
     # 0.5 alone; then their whole set (with shifts 20% and rotation 10 degrees).
-    "crop": {"crop_scale": (0.8, 1.2)},
+    "crop": CROP,
     "erasing": {"erasing": 0.5},
     "anchor_augmentation": {
-        "crop_scale": (0.8, 1.2),
+        **CROP,
         "width_shift": 0.2,
         "height_shift": 0.2,
         "rotation": 10 / 360,
@@ -94,10 +98,8 @@ CANDIDATES = {
     "mixup": {"mix": "mixup", "mix_alpha": 1.0},
     "mixup_alpha_0.2": {"mix": "mixup", "mix_alpha": 0.2},  # milder: most batches near one image
     "cutmix": {"mix": "cutmix", "mix_alpha": 1.0},
-    # Issue 24, item 4: the epochs bfloat16's 1.44x faster step buys in the preset's 100 minutes (48 x 1.44),
-    # alone and with the crop; patience 20 so that early stopping cannot end a cosine run mid-schedule.
-    "epochs_69": {"frozen_epochs": 69, "early_stopping_patience": 20},
-    "crop_epochs_69": {"crop_scale": (0.8, 1.2), "frozen_epochs": 69, "early_stopping_patience": 20},
+    "epochs_69": BF16_EPOCHS,
+    "crop_epochs_69": {**CROP, **BF16_EPOCHS},
 }
 
 
