@@ -54,7 +54,11 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="", help="Kaggle zip, folder or fer2013.csv (default: generated sample)")
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs of each phase (default: 2 sample / 20+10 data)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of each phase the recipe runs; a phase the preset turns off stays off (default: 2+1 sample, "
+        "20+10 data, or the preset's)",
     )
     parser.add_argument("--max-samples", type=int, default=0, help="cap on training samples (0 = all)")
     parser.add_argument(
@@ -75,8 +79,8 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     chosen = preset_values(args.preset)
     return LocalRun(
         data=args.data,
-        frozen_epochs=epochs if epochs is not None else chosen.get("frozen_epochs", 2 if sample else 20),
-        finetune_epochs=epochs if epochs is not None else chosen.get("finetune_epochs", 1 if sample else 10),
+        frozen_epochs=phase_epochs(epochs, chosen.get("frozen_epochs"), 2 if sample else 20),
+        finetune_epochs=phase_epochs(epochs, chosen.get("finetune_epochs"), 1 if sample else 10),
         max_train_samples=args.max_samples,
         batch_size=first_set(args.batch_size, chosen.get("batch_size"), 64),
         threshold=args.threshold,
@@ -88,6 +92,14 @@ def parse_args(argv: list[str] | None) -> LocalRun:
         cache=args.cache,
         preset=args.preset,
     )
+
+
+def phase_epochs(flag: int | None, preset: int | None, default: int) -> int:
+    """--epochs wins over the preset's epochs of a phase, except where the preset turns the phase
+    off: ``PRESET=cpu EPOCHS=48`` shortens its one phase and adds no fine-tuning phase."""
+    if preset == 0:
+        return 0
+    return first_set(flag, preset, default)
 
 
 def check_parameters(run: LocalRun) -> None:

@@ -187,11 +187,14 @@ def test_cpu_preset_reaches_the_pipeline_by_name_and_explicit_flags_win():
     run = parse_args(["--data", "fer.zip", "--preset", "cpu", "--epochs", "3"])
     arguments = pipeline_arguments(run, "/data/fer.zip")
     assert arguments["preset"] == "cpu"
-    # only what differs from the preset travels as an override: the flag's epochs, not the preset's 48/0
-    assert arguments["recipe"] == {"frozen_epochs": 3, "finetune_epochs": 3}
+    # only what differs from the preset travels as an override: the flag's epochs, not the preset's;
+    # the phase the preset turns off (finetune_epochs=0) stays off
+    assert arguments["recipe"] == {"frozen_epochs": 3}
     resolved = from_parameters(arguments)
     assert resolved.train.backbone == "compact" and resolved.train.tta is True and resolved.split.val_fraction == 0.1
-    assert resolved.train.frozen_epochs == resolved.train.finetune_epochs == 3
+    assert (resolved.train.frozen_epochs, resolved.train.finetune_epochs) == (3, 0)
+    plain = parse_args(["--data", "fer.zip", "--epochs", "3"])
+    assert (plain.frozen_epochs, plain.finetune_epochs) == (3, 3)
     assert resolved.train.batch_size == PRESETS["cpu"]["batch_size"]
     sample = pipeline_arguments(parse_args([]), "sample.zip")
     assert sample["preset"] == "" and from_parameters(sample).train.backbone == "densenet169"
