@@ -2,7 +2,7 @@
 
     python -m pipelines.run_local                       # generated sample (not faces), ~2-3 min
     python -m pipelines.run_local --data fer2013.zip --epochs 1 --max-samples 2000
-    python -m pipelines.run_local --data fer2013.zip --preset cpu   # compact CNN from scratch, ~1.7 h on 2 cores
+    python -m pipelines.run_local --data fer2013.zip --preset cpu   # compact CNN from scratch, ~1.6 h on 2 cores (bfloat16)
 
 Everything lands under build/local/: the emulator's bucket (gcs/), the KFP artifacts
 (pipeline-root/), and the model registry (registry/).
