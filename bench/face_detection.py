@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._common import DEFAULT_ZIP, append_section, load_average, markdown_table
-from fer_pipeline.faces import box_iou
+from fer_pipeline.boxes import box_iou
 
 IOU_MATCH = 0.3
 FACE_SIDES = (60, 200)

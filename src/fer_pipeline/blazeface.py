@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_pipeline.boxes import box_iou
 from fer_pipeline.errors import FerError
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -181,13 +182,12 @@ def weighted_nms(points: np.ndarray, scores: np.ndarray) -> list[tuple[np.ndarra
 
 def corner_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boxes given as points[:2] (xmin, ymin), (xmax, ymax)."""
-    w = min(a[1, 0], b[1, 0]) - max(a[0, 0], b[0, 0])
-    h = min(a[1, 1], b[1, 1]) - max(a[0, 1], b[0, 1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[1, 0] - a[0, 0]) * (a[1, 1] - a[0, 1]) + (b[1, 0] - b[0, 0]) * (b[1, 1] - b[0, 1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    return box_iou(corners_to_box(a), corners_to_box(b))
+
+
+def corners_to_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    (x0, y0), (x1, y1) = points[:2]
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
 def detect(gray: np.ndarray, min_score: float = MIN_SCORE, model: Model = BACK) -> list[Detection]:

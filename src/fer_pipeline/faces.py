@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fer_pipeline.boxes import box_iou, centre_inside
 from fer_pipeline.errors import ConfigError, FerError
 
 DETECTORS = ("ensemble", "mtcnn", "mtcnn-tta", "haar")  # the default first
@@ -373,23 +374,6 @@ def same_face(a: Sequence[int], b: Sequence[int]) -> bool:
     """Whether boxes ``a`` and ``b`` (x, y, w, h) overlap at MERGE_IOU or more, or either's
     centre lies inside the other."""
     return box_iou(a, b) >= MERGE_IOU or centre_inside(a, b) or centre_inside(b, a)
-
-
-def box_iou(a: Sequence[int], b: Sequence[int]) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = w * h
-    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
-
-
-def centre_inside(a: Sequence[int], b: Sequence[int]) -> bool:
-    """Whether box ``a``'s centre lies inside box ``b``."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    return bx <= ax + aw / 2 <= bx + bw and by <= ay + ah / 2 <= by + bh
 
 
 def scaled_face(face: Face, factor: float) -> Face:

@@ -1,0 +1,43 @@
+"""Box overlap shared by the detectors' merge, BlazeFace's NMS and the detection bench."""
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fer_pipeline import blazeface
+from fer_pipeline.boxes import box_iou, centre_inside
+
+sides = st.floats(min_value=0.5, max_value=500, allow_nan=False)
+coords = st.floats(min_value=-500, max_value=500, allow_nan=False)
+boxes = st.tuples(coords, coords, sides, sides)
+
+
+def test_known_overlaps():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == 50 / 150
+    assert box_iou((0, 0, 10, 10), (10, 0, 10, 10)) == 0.0  # touching edges share no area
+    assert box_iou((0, 0, 10, 10), (2, 2, 4, 4)) == 16 / 100
+    assert centre_inside((2, 2, 4, 4), (0, 0, 10, 10)) and not centre_inside((0, 0, 10, 10), (6, 6, 4, 4))
+
+
+@given(boxes, boxes)
+def test_iou_is_symmetric_and_a_fraction(a, b):
+    assert box_iou(a, b) == box_iou(b, a)
+    assert 0.0 <= box_iou(a, b) <= 1.0 + 1e-12
+
+
+@given(boxes, st.floats(min_value=1.01, max_value=4))
+def test_a_box_inside_another_scores_their_area_ratio(box, factor):
+    x, y, w, h = box
+    outer = (x - w * (factor - 1) / 2, y - h * (factor - 1) / 2, w * factor, h * factor)
+    assert np.isclose(box_iou(box, outer), 1 / factor**2, rtol=1e-6)
+    assert centre_inside(box, outer) and centre_inside(outer, box)
+
+
+@given(boxes, boxes)
+def test_blazeface_corner_boxes_score_as_xywh_boxes(a, b):
+    def corners(box):
+        x, y, w, h = box
+        return np.array([[x, y], [x + w, y + h]], np.float64)
+
+    assert np.isclose(blazeface.corner_iou(corners(a), corners(b)), box_iou(a, b), atol=1e-9)
