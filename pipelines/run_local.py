@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fer_pipeline import synthetic
-from fer_pipeline.presets import PRESETS
+from fer_pipeline.presets import FLOAT32_CPU_EPOCHS, PRESETS
 from fer_pipeline.recipe import minimal_overrides, preset_values
 
 LOCAL_DIR = Path("build/local")
@@ -116,6 +116,28 @@ def check_parameters(run: LocalRun) -> None:
         raise SystemExit(f"error: --threshold must be an accuracy in [0, 1], got {run.threshold}.")
     if run.max_train_samples < 0:
         raise SystemExit(f"error: --max-samples must be >= 0 (0 = all), got {run.max_train_samples}.")
+
+
+def float32_epochs_note(run: LocalRun, cpu_flags: frozenset[str] | None = None, gpu: bool | None = None) -> str:
+    """One line when a preset whose epochs were sized for bfloat16 runs where training will be
+    float32 (a CPU without avx512_bf16 or AMX, no GPU): each step takes about 1.44x as long
+    there, and EPOCHS= keeps the preset's time. "" otherwise, or when EPOCHS= changed them."""
+    from fer_pipeline import precision
+
+    keep = FLOAT32_CPU_EPOCHS.get(run.preset)
+    preset = preset_values(run.preset)
+    if keep is None or run.frozen_epochs != preset.get("frozen_epochs"):
+        return ""
+    if Path("/dev/nvidiactl").exists() if gpu is None else gpu:
+        return ""
+    flags = precision.cpu_flags() if cpu_flags is None else cpu_flags
+    if precision.choose_policy(preset.get("precision", "auto"), cpu_flags=flags)[0] != "float32":
+        return ""
+    return (
+        f"Note: this CPU has neither avx512_bf16 nor AMX, so PRESET={run.preset} trains in float32, where its "
+        f"{run.frozen_epochs} epochs (sized for bfloat16) take about 1.44x as long: ~2.4 h on 2 cores. "
+        f"EPOCHS={keep} keeps its time (about 100 minutes there; docs/model-quality.md, run 4)."
+    )
 
 
 def check_data(run: LocalRun) -> None:
@@ -346,6 +368,8 @@ def execute(run: LocalRun, executor: Executor | None = None, how: str = "kfp.loc
     started = time.time()
     check_parameters(run)
     source = data_source(run)
+    if note := float32_epochs_note(run):
+        print(note)
     log_path = run.local_dir / "run.log"
     print(f"Running the pipeline with {how}; full log: {log_path}")
     try:

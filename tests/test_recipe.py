@@ -20,10 +20,10 @@ from fer_pipeline.model import (
     with_flip_tta,
 )
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for
-from fer_pipeline.presets import PRESETS
+from fer_pipeline.presets import FLOAT32_CPU_EPOCHS, PRESETS
 from fer_pipeline.recipe import RECIPE_FIELDS, from_parameters, resolve
 from fer_pipeline.split import make_split
-from pipelines.run_local import parse_args, pipeline_arguments
+from pipelines.run_local import float32_epochs_note, parse_args, pipeline_arguments
 from tests.test_train import _dataset
 
 COMPACT = TrainConfig(backbone="compact", weights="none", compact_widths=(8, 16), dense_units=(16,), dropouts=(0.2,))
@@ -198,6 +198,22 @@ def test_cpu_preset_reaches_the_pipeline_by_name_and_explicit_flags_win():
     assert resolved.train.batch_size == PRESETS["cpu"]["batch_size"]
     sample = pipeline_arguments(parse_args([]), "sample.zip")
     assert sample["preset"] == "" and from_parameters(sample).train.backbone == "densenet169"
+
+
+ZEN3 = frozenset({"avx2", "fma", "avx512f"})  # no bfloat16: training runs in float32
+
+
+def test_a_preset_sized_for_bfloat16_names_the_epochs_that_keep_its_time_on_a_float32_cpu():
+    run = parse_args(["--data", "fer.zip", "--preset", "cpu"])
+    note = float32_epochs_note(run, cpu_flags=ZEN3, gpu=False)
+    assert f"EPOCHS={FLOAT32_CPU_EPOCHS['cpu']}" in note and str(PRESETS["cpu"]["frozen_epochs"]) in note
+    assert "\n" not in note
+    # silent where bfloat16 runs, on a GPU, when EPOCHS= chose, and for a run without such a preset
+    assert float32_epochs_note(run, cpu_flags=ZEN3 | {"avx512_bf16"}, gpu=False) == ""
+    assert float32_epochs_note(run, cpu_flags=ZEN3 | {"amx_bf16"}, gpu=False) == ""
+    assert float32_epochs_note(run, cpu_flags=ZEN3, gpu=True) == ""
+    assert float32_epochs_note(parse_args(["--data", "f.zip", "--preset", "cpu", "--epochs", "48"]), ZEN3, False) == ""
+    assert float32_epochs_note(parse_args(["--data", "fer.zip"]), cpu_flags=ZEN3, gpu=False) == ""
 
 
 def test_every_preset_key_is_a_recipe_field_and_builds_a_valid_config():

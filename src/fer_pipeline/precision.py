@@ -32,8 +32,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import keras
-
 from fer_pipeline.config import PRECISIONS, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -100,6 +98,8 @@ def gpu_capabilities() -> list[Capability]:
 
     The backend's own package is taken from ``sys.modules``: Keras imported it already, and
     naming it here would make every image look as if it needed all three backends."""
+    import keras
+
     backend = keras.backend.backend()
     module = sys.modules.get(backend)
     if module is None:
@@ -134,6 +134,8 @@ def apply_precision(cfg: TrainConfig, gpus: Sequence[Capability] | None = None) 
 
     ``gpus``: the GPUs' capabilities when the caller has them (default: ``gpu_capabilities()``).
     """
+    import keras  # here, not at the top: run-local reads cpu_flags without loading a backend
+
     wanted = requested_precision(cfg)
     gpus = gpu_capabilities() if gpus is None else gpus
     policy, reason = choose_policy(wanted, cpu_flags=cpu_flags(), gpu_capabilities=gpus)
