@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 DATA ?=
 EPOCHS ?=
 SAMPLES ?=
-# run-local: PRESET=cpu trains the compact CNN from scratch (about 1.6 h on 2 cores with bfloat16, 2.6 h without; docs/model-quality.md)
+# run-local: PRESET=cpu trains the compact CNN from scratch (about 1.6 h on 2 cores with bfloat16, 2.5 h without; docs/model-quality.md)
 PRESET ?=
 CACHE ?=
 # compile/submit: images are tagged by commit so a compiled pipeline points at the

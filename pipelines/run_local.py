@@ -32,6 +32,8 @@ LOCAL_DIR = Path("build/local")
 BUCKET = "fer-local"
 SAMPLE_PER_CLASS = (40, 12)  # train, test images per class in the generated sample
 REMOTE_SOURCES = ("gs://", "kaggle:")  # passed to ingest as they are
+# The compact preset's float32 epoch on 2 cores: run 4's 48 epochs in 100 minutes (docs/model-quality.md)
+FLOAT32_EPOCH_MINUTES = 100 / 48
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,11 @@ def float32_epochs_note(run: LocalRun, cpu_flags: frozenset[str] | None = None, 
     flags = precision.cpu_flags() if cpu_flags is None else cpu_flags
     if precision.choose_policy(preset.get("precision", "auto"), cpu_flags=flags)[0] != "float32":
         return ""
+    hours = FLOAT32_EPOCH_MINUTES * run.frozen_epochs / 60
     return (
         f"Note: this CPU has neither avx512_bf16 nor AMX, so PRESET={run.preset} trains in float32, where its "
-        f"{run.frozen_epochs} epochs (sized for bfloat16) take about 1.44x as long: ~2.4 h on 2 cores. "
-        f"EPOCHS={keep} keeps its time (about 100 minutes there; docs/model-quality.md, run 4)."
+        f"{run.frozen_epochs} epochs (sized for bfloat16) take about 1.44x as long: ~{hours:.1f} h on 2 cores. "
+        f"EPOCHS={keep} keeps its time (about {FLOAT32_EPOCH_MINUTES * keep:.0f} minutes there)."
     )
 
 

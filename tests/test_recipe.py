@@ -200,20 +200,23 @@ def test_cpu_preset_reaches_the_pipeline_by_name_and_explicit_flags_win():
     assert sample["preset"] == "" and from_parameters(sample).train.backbone == "densenet169"
 
 
-ZEN3 = frozenset({"avx2", "fma", "avx512f"})  # no bfloat16: training runs in float32
+NO_BF16 = frozenset({"avx2", "fma", "avx512f"})  # AVX-512 without bfloat16: training runs in float32
 
 
 def test_a_preset_sized_for_bfloat16_names_the_epochs_that_keep_its_time_on_a_float32_cpu():
     run = parse_args(["--data", "fer.zip", "--preset", "cpu"])
-    note = float32_epochs_note(run, cpu_flags=ZEN3, gpu=False)
+    note = float32_epochs_note(run, cpu_flags=NO_BF16, gpu=False)
     assert f"EPOCHS={FLOAT32_CPU_EPOCHS['cpu']}" in note and str(PRESETS["cpu"]["frozen_epochs"]) in note
+    assert "~2.4 h" in note and "about 100 minutes" in note  # 69 and 48 float32 epochs at run 4's pace
     assert "\n" not in note
     # silent where bfloat16 runs, on a GPU, when EPOCHS= chose, and for a run without such a preset
-    assert float32_epochs_note(run, cpu_flags=ZEN3 | {"avx512_bf16"}, gpu=False) == ""
-    assert float32_epochs_note(run, cpu_flags=ZEN3 | {"amx_bf16"}, gpu=False) == ""
-    assert float32_epochs_note(run, cpu_flags=ZEN3, gpu=True) == ""
-    assert float32_epochs_note(parse_args(["--data", "f.zip", "--preset", "cpu", "--epochs", "48"]), ZEN3, False) == ""
-    assert float32_epochs_note(parse_args(["--data", "fer.zip"]), cpu_flags=ZEN3, gpu=False) == ""
+    assert float32_epochs_note(run, cpu_flags=NO_BF16 | {"avx512_bf16"}, gpu=False) == ""
+    assert float32_epochs_note(run, cpu_flags=NO_BF16 | {"amx_bf16"}, gpu=False) == ""
+    assert float32_epochs_note(run, cpu_flags=NO_BF16, gpu=True) == ""
+    assert (
+        float32_epochs_note(parse_args(["--data", "f.zip", "--preset", "cpu", "--epochs", "48"]), NO_BF16, False) == ""
+    )
+    assert float32_epochs_note(parse_args(["--data", "fer.zip"]), cpu_flags=NO_BF16, gpu=False) == ""
 
 
 def test_every_preset_key_is_a_recipe_field_and_builds_a_valid_config():

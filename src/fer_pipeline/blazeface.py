@@ -186,6 +186,7 @@ def corner_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def corners_to_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, w, h) of the box whose corners are points[:2]."""
     (x0, y0), (x1, y1) = points[:2]
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
