@@ -103,6 +103,9 @@ CANDIDATES = {
     "cutmix": {"mix": "cutmix", "mix_alpha": 1.0},
     "epochs_69": BF16_EPOCHS,
     "crop_epochs_69": {**CROP, **BF16_EPOCHS},
+    # AdamW beat run 4's preset by about as much as the crop did (2026-12-01): both with the current preset's epochs,
+    # the candidate a new preset would be, against crop_epochs_69's row.
+    "crop_adamw_epochs_69": {**CROP, "optimizer": "adamw", "weight_decay": 0.05, **BF16_EPOCHS},
 }
 
 
