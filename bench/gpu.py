@@ -58,6 +58,7 @@ DEADLINE = float(os.environ.get("FER_GPU_DEADLINE", "inf"))
 EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter budgets, same shape
 
 CROP = {"crop_scale": (0.8, 1.2)}  # the FER anchors' random resized crop
+ADAMW = {"optimizer": "adamw", "weight_decay": 0.05}  # x the preset's 1e-3: a 5e-5 shrink per step
 # Issue 24, item 4: the epochs bfloat16's 1.44x faster step buys in the preset's 100 minutes (48 x 1.44);
 # patience 20 so that early stopping cannot end a cosine run mid-schedule.
 BF16_EPOCHS = {"frozen_epochs": 69, "early_stopping_patience": 20}
@@ -97,7 +98,7 @@ CANDIDATES = {
     # taken literally, and as 1e-3, about what PyTorch's 1e-4 through momentum 0.9 is in Keras' decoupled terms.
     "sgd": {"optimizer": "sgd", "frozen_lr": 0.01, "weight_decay": 1e-4},
     "sgd_decay_1e-3": {"optimizer": "sgd", "frozen_lr": 0.01, "weight_decay": 1e-3},
-    "adamw": {"optimizer": "adamw", "weight_decay": 0.05},  # x the preset's 1e-3: a 5e-5 shrink per step
+    "adamw": ADAMW,
     "mixup": {"mix": "mixup", "mix_alpha": 1.0},
     "mixup_alpha_0.2": {"mix": "mixup", "mix_alpha": 0.2},  # milder: most batches near one image
     "cutmix": {"mix": "cutmix", "mix_alpha": 1.0},
@@ -105,7 +106,7 @@ CANDIDATES = {
     "crop_epochs_69": {**CROP, **BF16_EPOCHS},
     # AdamW beat run 4's preset by about as much as the crop did (2026-12-01): both with the current preset's epochs,
     # the candidate a new preset would be, against crop_epochs_69's row.
-    "crop_adamw_epochs_69": {**CROP, "optimizer": "adamw", "weight_decay": 0.05, **BF16_EPOCHS},
+    "crop_adamw_epochs_69": {**CROP, **ADAMW, **BF16_EPOCHS},
 }
 
 
