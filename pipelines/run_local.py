@@ -25,15 +25,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fer_pipeline import synthetic
-from fer_pipeline.presets import FLOAT32_CPU_EPOCHS, PRESETS
+from fer_pipeline.presets import PRESETS
 from fer_pipeline.recipe import minimal_overrides, preset_values
 
 LOCAL_DIR = Path("build/local")
 BUCKET = "fer-local"
 SAMPLE_PER_CLASS = (40, 12)  # train, test images per class in the generated sample
 REMOTE_SOURCES = ("gs://", "kaggle:")  # passed to ingest as they are
-# The compact preset's float32 epoch on 2 cores: run 4's 48 epochs in 100 minutes (docs/model-quality.md)
-FLOAT32_EPOCH_MINUTES = 100 / 48
 
 
 @dataclass(frozen=True)
@@ -121,26 +119,13 @@ def check_parameters(run: LocalRun) -> None:
 
 
 def float32_epochs_note(run: LocalRun, cpu_flags: frozenset[str] | None = None, gpu: bool | None = None) -> str:
-    """One line when a preset whose epochs were sized for bfloat16 runs where training will be
-    float32 (a CPU without avx512_bf16 or AMX, no GPU): each step takes about 1.44x as long
-    there, and EPOCHS= keeps the preset's time. "" otherwise, or when EPOCHS= changed them."""
-    from fer_pipeline import precision
+    """presets.float32_epochs_note for this run, in make's words (EPOCHS=)."""
+    from fer_pipeline import presets
 
-    keep = FLOAT32_CPU_EPOCHS.get(run.preset)
-    preset = preset_values(run.preset)
-    if keep is None or run.frozen_epochs != preset.get("frozen_epochs"):
+    if run.preset not in PRESETS:
         return ""
-    if Path("/dev/nvidiactl").exists() if gpu is None else gpu:
-        return ""
-    flags = precision.cpu_flags() if cpu_flags is None else cpu_flags
-    if precision.choose_policy(preset.get("precision", "auto"), cpu_flags=flags)[0] != "float32":
-        return ""
-    hours = FLOAT32_EPOCH_MINUTES * run.frozen_epochs / 60
-    return (
-        f"Note: this CPU has neither avx512_bf16 nor AMX, so PRESET={run.preset} trains in float32, where its "
-        f"{run.frozen_epochs} epochs (sized for bfloat16) take about 1.44x as long: ~{hours:.1f} h on 2 cores. "
-        f"EPOCHS={keep} keeps its time (about {FLOAT32_EPOCH_MINUTES * keep:.0f} minutes there)."
-    )
+    precision = preset_values(run.preset).get("precision", "auto")
+    return presets.float32_epochs_note(run.preset, run.frozen_epochs, precision, "EPOCHS=", cpu_flags, gpu)
 
 
 def check_data(run: LocalRun) -> None:

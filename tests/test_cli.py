@@ -79,3 +79,23 @@ def test_run_with_the_cpu_preset_trains_the_compact_network_and_flags_override_i
     split = json.loads((out / "split.json").read_text())
     assert split["val_fraction"] == 0.1  # the preset's
     assert (out / "evaluation" / "metrics.json").is_file()
+
+
+def test_run_with_the_cpu_preset_on_a_cpu_without_bfloat16_says_which_epochs_keep_its_time(
+    tmp_path, monkeypatch, caplog
+):
+    from fer_pipeline import precision
+    from fer_pipeline.presets import FLOAT32_CPU_EPOCHS, PRESETS
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma", "avx512f"}))
+    monkeypatch.setattr(precision, "nvidia_gpu_visible", lambda: False)
+    missing = str(tmp_path / "missing.zip")  # the note comes before the data is read
+    caplog.set_level("INFO", logger="fer_pipeline.cli")
+    assert main(["run", missing, "--out", str(tmp_path / "run"), "--preset", "cpu"]) != 0
+    note = [r.getMessage() for r in caplog.records if "float32" in r.getMessage()]
+    assert len(note) == 1 and f"--frozen-epochs {FLOAT32_CPU_EPOCHS['cpu']}" in note[0]
+    assert f"its {PRESETS['cpu']['frozen_epochs']} epochs" in note[0]
+    caplog.clear()  # a precision or epochs the user chose: nothing to say
+    for flags in (["--precision", "float32"], ["--frozen-epochs", "30"]):
+        main(["run", missing, "--out", str(tmp_path / "run"), "--preset", "cpu", *flags])
+    assert not [r for r in caplog.records if "float32" in r.getMessage() and "1.44x" in r.getMessage()]

@@ -248,3 +248,12 @@ def test_the_generated_sample_runs_eagerly_unless_a_preset_or_real_data_decides(
     assert from_parameters(pipeline_arguments(parse_args([]), "sample.zip")).train.run_eagerly
     assert not from_parameters(pipeline_arguments(parse_args(["--data", "fer.zip"]), "fer.zip")).train.run_eagerly
     assert not from_parameters(pipeline_arguments(parse_args(["--preset", "cpu"]), "sample.zip")).train.run_eagerly
+
+
+def test_the_float32_note_stays_silent_when_the_precision_was_chosen():
+    from fer_pipeline.presets import float32_epochs_note
+
+    epochs = PRESETS["cpu"]["frozen_epochs"]
+    assert float32_epochs_note("cpu", epochs, "auto", "EPOCHS=", cpu_flags=NO_BF16, gpu=False)
+    assert float32_epochs_note("cpu", epochs, "float32", "EPOCHS=", cpu_flags=NO_BF16, gpu=False) == ""
+    assert float32_epochs_note("cpu", epochs, "mixed_bfloat16", "EPOCHS=", cpu_flags=NO_BF16, gpu=False) == ""

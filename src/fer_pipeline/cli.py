@@ -27,7 +27,7 @@ from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
 from fer_pipeline.files import write_json
-from fer_pipeline.presets import PRESETS
+from fer_pipeline.presets import PRESETS, float32_epochs_note
 from fer_pipeline.recipe import RECIPE_FIELDS, resolve
 
 log = logging.getLogger("fer_pipeline.cli")
@@ -175,6 +175,7 @@ def cmd_register(args) -> int:
 def cmd_run(args) -> int:
     """All steps in a row into one output directory (no KFP)."""
     from fer_pipeline.ingest import IngestOptions
+    from fer_pipeline.precision import requested_precision
     from fer_pipeline.steps import evaluate_step, fine_tune_step, ingest_step, split_step, train_frozen_step
 
     out = Path(args.out)
@@ -182,6 +183,8 @@ def cmd_run(args) -> int:
     recipe = recipe_from_args(args)
     cfg, split_config = recipe.train, recipe.split
     options = IngestOptions(convert=args.convert)
+    if note := float32_epochs_note(args.preset, cfg.frozen_epochs, requested_precision(cfg), "--frozen-epochs "):
+        log.info(note)
     started = time.time()
     log.info("[1/5] ingest %s", args.source)
     outcome = ingest_step(args.source, out / "dataset", options=options)

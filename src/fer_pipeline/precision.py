@@ -93,6 +93,11 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+def nvidia_gpu_visible() -> bool:
+    """Whether an NVIDIA driver is loaded (its control device), without starting a backend."""
+    return Path("/dev/nvidiactl").exists()
+
+
 def gpu_capabilities() -> list[Capability]:
     """Compute capability of each GPU the running Keras backend sees (None where unknown).
 

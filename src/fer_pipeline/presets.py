@@ -47,5 +47,39 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Presets whose epochs were sized for bfloat16's faster step, and the epochs that keep their
-# time on a CPU without it (float32): run 4's 48 took 100 minutes there. run-local says so.
+# time on a CPU without it (float32): run 4's 48 took 100 minutes there. run-local and
+# `fer-pipeline run` say so (float32_epochs_note).
 FLOAT32_CPU_EPOCHS: dict[str, int] = {"cpu": 48}
+# The compact preset's float32 epoch on 2 cores: run 4's 48 epochs in 100 minutes (docs/model-quality.md)
+FLOAT32_EPOCH_MINUTES = 100 / 48
+
+
+def float32_epochs_note(
+    preset: str,
+    frozen_epochs: int,
+    precision: str,
+    epochs_option: str,
+    cpu_flags: frozenset[str] | None = None,
+    gpu: bool | None = None,
+) -> str:
+    """One line when ``preset``, whose epochs were sized for bfloat16, trains its own epochs in
+    float32 because ``precision`` is ``auto`` on a CPU without avx512_bf16 or AMX and no GPU:
+    each step takes about 1.44x as long there, and ``epochs_option`` (``EPOCHS=`` for make,
+    ``--frozen-epochs `` for the CLI) with FLOAT32_CPU_EPOCHS keeps the preset's time. ""
+    otherwise, or when the user chose the epochs or the precision."""
+    from fer_pipeline import precision as precisions
+
+    keep = FLOAT32_CPU_EPOCHS.get(preset)
+    if keep is None or frozen_epochs != PRESETS[preset].get("frozen_epochs") or precision != "auto":
+        return ""
+    if precisions.nvidia_gpu_visible() if gpu is None else gpu:
+        return ""
+    flags = precisions.cpu_flags() if cpu_flags is None else cpu_flags
+    if precisions.choose_policy(precision, cpu_flags=flags)[0] != "float32":
+        return ""
+    return (
+        f"Note: this CPU has neither avx512_bf16 nor AMX, so preset {preset} trains in float32, where its "
+        f"{frozen_epochs} epochs (sized for bfloat16) take about 1.44x as long: "
+        f"~{FLOAT32_EPOCH_MINUTES * frozen_epochs / 60:.1f} h on 2 cores. {epochs_option}{keep} keeps its time "
+        f"(about {FLOAT32_EPOCH_MINUTES * keep:.0f} minutes there)."
+    )
