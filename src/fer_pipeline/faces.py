@@ -10,8 +10,8 @@ Four detectors, picked by ``DetectorOptions.name``:
   min_confidence (TILE_SIDE and the constants after it). BlazeFace finds faces MTCNN
   misses, the mirror pass some profiles, the tiles small faces. The most faces found of
   the four (95.9% of 1,144 faces over the bench's ten face sets, 95.6% on the five not used
-  to choose it, 93.8-98.3% per set, against one MTCNN pass's 89.8%; 93.8% of 871 faces on
-  three larger held-out sets of multi-face photos), a few more false ones (0.069 a photo),
+  to choose it, 93.8-98.3% per set, against one MTCNN pass's 89.8%; 94.5% of 1,482 faces
+  on five larger held-out sets of multi-face photos), a few more false ones (0.069 a photo),
   about 2.7 times ``mtcnn``'s time.
 - ``mtcnn``: the MTCNN cascade of the ``mtcnn`` package (weights in its wheel, runs on
   TensorFlow), loaded once per process. It gives a confidence and five landmarks; the
@@ -103,8 +103,8 @@ DETECTOR_RECALL: dict[str, dict[str, object]] = {
             "min_confidence 0.7, min_face 40 (the defaults); BlazeFace back and front models >= 0.6, back model "
             "on corner tiles >= 0.4 where MTCNN scored 0.5-0.7; timed with a training on the same 2 cores "
             "(one-pass MTCNN 93 ms in the same run); on nine more face sets (seeds 1-9, 5-9 not used to choose it) "
-            "93.8-98.3%, 1097 of 1144 faces over all ten at 0.069 false positives per photo; on three larger "
-            "held-out sets of multi-face photos (seeds 10-12) 817 of 871 faces (93.8%) at 0.061"
+            "93.8-98.3%, 1097 of 1144 faces over all ten at 0.069 false positives per photo; on five larger "
+            "held-out sets of multi-face photos (seeds 10-14) 1401 of 1482 faces (94.5%) at 0.071"
         ),
         "face_set": FACE_SET,
     },
