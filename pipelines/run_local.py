@@ -122,9 +122,7 @@ def float32_epochs_note(run: LocalRun, cpu_flags: frozenset[str] | None = None, 
     """presets.float32_epochs_note for this run, in make's words (EPOCHS=)."""
     from fer_pipeline import presets
 
-    if run.preset not in PRESETS:
-        return ""
-    precision = preset_values(run.preset).get("precision", "auto")
+    precision = preset_values(run.preset).get("precision", "auto")  # "" (no preset): {}, and no note
     return presets.float32_epochs_note(run.preset, run.frozen_epochs, precision, "EPOCHS=", cpu_flags, gpu)
 
 

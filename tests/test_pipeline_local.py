@@ -4,8 +4,8 @@ Two runs on the same generated data: the first registers (threshold 0), the seco
 cannot pass its threshold (> 1), so the registration gate is seen both ways. Both train the
 cpu preset's compact network, the first one epoch in each phase, the second none (the steps
 still build, save and evaluate a model): DenseNet169's two phases cost minutes here through
-kfp.local (3.5 of the fixture's 6 were its fine-tuning step) and are tested in
-tests/test_train.py; `make run-local` on the sample runs them whole.
+kfp.local (its fine-tuning step took 3.5 of the first run's 6 minutes, on loaded cores) and
+are tested in tests/test_train.py; `make run-local` on the sample runs them whole.
 """
 
 import json

@@ -75,7 +75,7 @@ def float32_epochs_note(
     if precisions.nvidia_gpu_visible() if gpu is None else gpu:
         return ""
     flags = precisions.cpu_flags() if cpu_flags is None else cpu_flags
-    if precisions.choose_policy(precision, cpu_flags=flags)[0] != "float32":
+    if precisions.choose_policy("auto", cpu_flags=flags)[0] != "float32":
         return ""
     return (
         f"Note: this CPU has neither avx512_bf16 nor AMX, so preset {preset} trains in float32, where its "
