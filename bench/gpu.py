@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 
 from fer_pipeline import trainer  # noqa: E402
 from fer_pipeline.classes import CLASSES  # noqa: E402
@@ -56,6 +57,10 @@ TTA_CROP = 0.8  # side of the ten-crop views scored for every candidate: the anc
 RESULTS = Path(os.environ.get("FER_GPU_RESULTS", "gpu-results.jsonl"))
 DEADLINE = float(os.environ.get("FER_GPU_DEADLINE", "inf"))
 EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter budgets, same shape
+# Weight averages scored beside every sweep run (WeightAverages): per-step EMA decays (0.999: about the
+# last 1,000 steps, 5 of the preset's epochs; 0.9998: about 25 epochs) and uniform tails of epoch ends.
+EMA_DECAYS = (0.999, 0.9998)
+SWA_EPOCHS = (5, 10, 20)
 
 CROP = {"crop_scale": (0.8, 1.2)}  # the FER anchors' random resized crop
 ADAMW = {"optimizer": "adamw", "weight_decay": 0.05}  # x the preset's 1e-3: a 5e-5 shrink per step
@@ -120,6 +125,62 @@ def load_data(path: str | None = None) -> dict[str, np.ndarray]:
     return arrays
 
 
+class WeightAverages(keras.callbacks.Callback):
+    """Averages of one run's weights, scored beside the weights early stopping restored: a
+    paired comparison (same seed, same trajectory), free of the seed noise between runs.
+
+    Keeps an exponential moving average per step at each of ``EMA_DECAYS`` and every epoch's
+    end weights, whose last ``SWA_EPOCHS`` are averaged uniformly (stochastic weight
+    averaging over the cosine schedule's tail). BatchNorm's moving statistics are averaged
+    like the weights, not re-estimated.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.ema = {decay: None for decay in EMA_DECAYS}
+        self.epoch_ends: list[list[np.ndarray]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        weights = self.model.get_weights()
+        for decay, average in self.ema.items():
+            if average is None:
+                self.ema[decay] = [np.array(w, copy=True) for w in weights]
+                continue
+            for kept, new in zip(average, weights):
+                if np.issubdtype(kept.dtype, np.floating):
+                    kept *= decay
+                    kept += (1 - decay) * new
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_ends.append(self.model.get_weights())
+
+    def averages(self) -> dict[str, list[np.ndarray]]:
+        found = {f"ema_{decay}": average for decay, average in self.ema.items() if average is not None}
+        for n in SWA_EPOCHS:
+            if len(self.epoch_ends) >= n:
+                tail = self.epoch_ends[-n:]
+                found[f"swa_last_{n}"] = [
+                    np.mean(ws, axis=0).astype(ws[0].dtype) if np.issubdtype(ws[0].dtype, np.floating) else ws[-1]
+                    for ws in zip(*tail)
+                ]
+        return found
+
+    def scores(self, xv, yv) -> dict:
+        """1- and 10-view validation scores of the restored weights and of each average."""
+        restored = self.model.get_weights()
+        scored = {"restored": restored, **self.averages()}
+        results = {}
+        for name, weights in scored.items():
+            self.model.set_weights(weights)
+            for suffix, views in (("", self.model), ("_tta10", with_flip_tta(self.model, shift=1))):
+                predicted = views.predict(xv, batch_size=512, verbose=0).argmax(1)
+                results[f"{name}{suffix}"] = {
+                    "accuracy": round(accuracy_score(yv, predicted), 4),
+                    "macro_f1": round(f1_score(yv, predicted, average="macro"), 4),
+                }
+        self.model.set_weights(restored)
+        return results
+
+
 class Deadline(keras.callbacks.Callback):
     """Stop at the end of the epoch that passes DEADLINE, and say so in the results."""
 
@@ -167,12 +228,13 @@ def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
     dataset, split = as_dataset(data)
     # the scores below wrap the bare network in their views themselves
     cfg = replace(cfg, tta=False, tta_shift=0, tta_crops=0.0)
-    feed, phases = NumpyFeed(), {}
+    feed, phases, averages = NumpyFeed(), {}, WeightAverages()
     with tempfile.TemporaryDirectory() as out:
         result = trainer.train_frozen(
-            dataset, split, cfg, Path(out) / "frozen", feed=feed, extra_callbacks=(Deadline(),)
+            dataset, split, cfg, Path(out) / "frozen", feed=feed, extra_callbacks=(Deadline(), averages)
         )
         phases["frozen"] = phase_summary(result)
+        phases["frozen"]["weight_averages"] = averages.scores(data["x_val"], data["y_val"])
         if cfg.finetune_epochs > 0 and not Deadline.hit:
             result = trainer.fine_tune(
                 result.model_path, dataset, split, cfg, Path(out) / "finetune", feed=feed, extra_callbacks=(Deadline(),)
@@ -195,8 +257,6 @@ def phase_summary(result: trainer.PhaseResult) -> dict:
 def validation_scores(model, xv, yv) -> dict:
     """Accuracy and macro-F1 on validation with 1, 2 (mirror), 10 (mirror, 1-pixel shifts) and 10
     (mirror, ten-crop of side TTA_CROP) views."""
-    from sklearn.metrics import accuracy_score, f1_score
-
     scores = {}
     views = (
         ("", model),
