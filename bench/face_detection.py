@@ -24,7 +24,7 @@ The MTCNN settings are swept over min_face and the second stage's threshold (a n
 search each) and min_confidence (a filter on one search); ``mtcnn-tta`` (MTCNN on the
 photo, its mirror image and a darker copy, merged) runs once per --tta-confidences value
 (the value filters each pass before the merge), and so does ``ensemble`` (MTCNN on the
-photo and its mirror image, BlazeFace's passes at their own scores, merged: faces.py) per
+photo and its mirror image, BlazeFace's and CenterFace's passes at their own scores, merged: faces.py) per
 --ensemble-confidences value; --write appends the table to docs/benchmarks.md.
 """
 
@@ -417,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             f"ensemble (min_face {options.min_face}, RNet {default_thresholds['threshold_rnet']}, "
             f"min_confidence {confidence}; MTCNN on the photo and mirrored; BlazeFace back and front on the photo "
             f">= {blazeface.MIN_SCORE}, back on corner tiles >= {faces.TILE_MIN_SCORE} where MTCNN >= "
-            f"{faces.MTCNN_WEAK_CONFIDENCE}){mark}"
+            f"{faces.MTCNN_WEAK_CONFIDENCE}; CenterFace on the photo >= {faces.CENTERFACE_MIN_SCORE}){mark}"
         )
-        # MTCNN's faces are filtered at min_confidence in detect_faces, BlazeFace's at its own score
+        # MTCNN's faces are filtered at min_confidence in detect_faces, BlazeFace's and CenterFace's at their own scores
         rows.append(tally_row(label, score(photos, detections, 0.0, seconds)))
         framing.append(f"ensemble at min_confidence {confidence}: {fer_framing(photos, detections)}")
         print(markdown_table(HEADERS, rows[-1:]), flush=True)

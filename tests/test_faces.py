@@ -15,7 +15,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from fer_pipeline import blazeface, cli_models, faces
+from fer_pipeline import blazeface, centerface, cli_models, faces
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.faces import DetectorOptions, Face
 
@@ -175,9 +175,15 @@ def test_ensemble_merges_its_passes_counting_each_face_once_and_keeps_weak_faces
             ]
         return []
 
+    def center(image, min_score):
+        assert np.array_equal(image, gray) and min_score == faces.CENTERFACE_MIN_SCORE
+        eyes = ((0.0, 0.0), (1.0, 0.0))
+        return [blazeface.Detection((48, 42, 58, 64), 0.9, eyes), blazeface.Detection((200, 150, 36, 40), 0.5, eyes)]
+
     with (
         mock.patch.object(faces, "load_mtcnn", return_value=fake),
         mock.patch.object(blazeface, "detect", side_effect=blaze) as blaze_run,
+        mock.patch.object(centerface, "detect", side_effect=center) as center_run,
     ):
         found = faces.detect_faces(gray, DetectorOptions(name="ensemble", min_face=20))
     assert [(f.box, f.confidence) for f in found] == [
@@ -185,18 +191,39 @@ def test_ensemble_merges_its_passes_counting_each_face_once_and_keeps_weak_faces
         ((50, 40, 60, 70), 0.99),
         ((130, 120, 44, 44), 0.65),  # BlazeFace on the photo
         ((150, 10, 40, 40), 0.8),  # the front-camera model
+        ((200, 150, 36, 40), 0.5),  # CenterFace: only the face no other pass found
         ((230, 100, 50, 50), 0.9),  # MTCNN on the mirror image
     ]
     assert len(fake.images) == 2 and blaze_run.call_count == 2 + 4  # back and front on the photo, four tiles
+    assert center_run.call_count == 1
     np.testing.assert_array_equal(fake.images[1], fake.images[0][:, ::-1])
     # with no weak MTCNN face there is nothing for a tile to confirm: no tile search
     strong_only = FakeMtcnnPasses([mtcnn_face((50, 40, 60, 70), 0.99)], [])
     with (
         mock.patch.object(faces, "load_mtcnn", return_value=strong_only),
         mock.patch.object(blazeface, "detect", side_effect=blaze) as blaze_run,
+        mock.patch.object(centerface, "detect", return_value=[]),
     ):
         faces.detect_faces(gray, DetectorOptions(name="ensemble", min_face=20))
     assert blaze_run.call_count == 2
+
+
+def test_centerface_searches_the_photo_at_its_own_size_capped_and_maps_faces_to_the_search():
+    photo = np.zeros((1000, 2 * faces.DETECTION_MAX_SIDE), np.uint8)
+    seen = []
+
+    def center(image, min_score):
+        seen.append((image.shape, min_score))
+        return [blazeface.Detection((100, 50, 40, 40), 0.8, ((110.0, 60.0), (130.0, 60.0)))]
+
+    with mock.patch.object(centerface, "detect", side_effect=center):
+        found = faces.centerface_in_search_pixels(photo, 0.25)
+    assert seen == [((500, faces.DETECTION_MAX_SIDE), faces.CENTERFACE_MIN_SCORE)]  # halved to the cap
+    # found at half size, returned at the search's quarter size: half the box
+    assert found == [Face((50, 25, 20, 20), 0.8, ((55.0, 30.0), (65.0, 30.0)))]
+    with mock.patch.object(centerface, "detect", side_effect=center):
+        faces.centerface_in_search_pixels(np.zeros((300, 400), np.uint8), 0.5)
+    assert seen[-1][0] == (300, 400)  # a photo under the cap: its own size, whatever the search's
 
 
 def test_tiles_cover_the_photo_and_map_faces_back_to_its_pixels():
@@ -321,6 +348,55 @@ def test_blazeface_finds_no_face_on_a_blank_or_noise_photo(model):
     assert blazeface.detect(blank, model=model) == [] and blazeface.detect(noise, model=model) == []
 
 
+# ---- CenterFace (centerface.py) ------------------------------------------------------------
+
+
+def test_the_shipped_centerface_model_matches_its_notice():
+    digest = hashlib.sha256(centerface.MODEL_FILE.read_bytes()).hexdigest()
+    notice = (blazeface.MODELS_DIR / "NOTICE").read_text()
+    assert digest == centerface.MODEL_SHA256 == centerface.model_sha256()
+    section = notice[notice.index(centerface.MODEL_FILE.name + "\n") :]
+    assert re.search(r"sha256:\s+(\w+)", section).group(1) == digest
+    assert f"Size:     {centerface.MODEL_FILE.stat().st_size} bytes" in section
+    assert "MIT License" in section and "Star-Clouds/CenterFace" in section
+
+
+@pytest.mark.parametrize(("shape", "padded"), [((360, 640), (384, 640)), ((100, 33), (128, 64)), ((32, 32), (32, 32))])
+def test_centerface_pads_the_photo_to_multiples_of_32_without_resizing(shape, padded):
+    gray = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    tensor = centerface.padded_input(gray)
+    assert tensor.shape == (1, 3, *padded) and tensor.dtype == np.float32
+    for channel in range(3):  # gray in R, G and B at 0..255, zeros beyond the photo
+        np.testing.assert_array_equal(tensor[0, channel, : shape[0], : shape[1]], gray)
+    assert tensor[0, :, shape[0] :].sum() == 0 and tensor[0, :, :, shape[1] :].sum() == 0
+
+
+def test_centerface_decodes_a_cell_into_its_box_and_landmarks():
+    heatmap = np.zeros((1, 1, 20, 30), np.float32)
+    heatmap[0, 0, 5, 7] = 0.8  # one face centred near cell (row 5, column 7)
+    heatmap[0, 0, 10, 10] = 0.05  # under the threshold: no box
+    sizes = np.zeros((1, 2, 20, 30), np.float32)
+    sizes[0, :, 5, 7] = np.log([10.0, 6.0])  # 40 px high, 24 px wide (x stride 4)
+    offsets = np.zeros((1, 2, 20, 30), np.float32)
+    offsets[0, :, 5, 7] = (0.25, 0.5)  # within the cell, y then x
+    landmarks = np.zeros((1, 10, 20, 30), np.float32)
+    landmarks[0, :4, 5, 7] = (0.25, 0.25, 0.25, 0.75)  # eyes as (y, x) fractions of the box
+    boxes, scores, points = centerface.decode(heatmap, sizes, offsets, landmarks, 0.1)
+    # centre y (5 + 0.25 + 0.5) x 4 = 23, x (7 + 0.5 + 0.5) x 4 = 32
+    np.testing.assert_allclose(boxes, [[32 - 12, 23 - 20, 24, 40]], rtol=1e-6)
+    np.testing.assert_allclose(scores, [0.8])
+    np.testing.assert_allclose(points[0, :2], [[20 + 6, 3 + 10], [20 + 18, 3 + 10]], rtol=1e-6)
+
+
+def test_centerface_finds_no_face_on_a_blank_or_noise_photo_and_keeps_nets_per_shape():
+    rng = np.random.default_rng(0)
+    blank = np.full((360, 480), 128, np.uint8)
+    noise = cv2.GaussianBlur(rng.normal(128, 40, (200, 300)).clip(0, 255).astype(np.uint8), (0, 0), 2)
+    centerface.load_net.cache_clear()
+    assert centerface.detect(blank, min_score=0.3) == [] and centerface.detect(noise, min_score=0.3) == []
+    assert centerface.load_net.cache_info().currsize == 2  # OpenCV fixes a net's shapes at its first input
+
+
 def test_mtcnn_is_built_once_per_process():
     pytest.importorskip("mtcnn")
     faces.load_mtcnn.cache_clear()
@@ -438,7 +514,7 @@ def test_cli_bad_detector_values_are_one_line_usage_errors(argv, message, capsys
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(
-    ("detector", "at_least"), [("mtcnn", 10), ("mtcnn-tta", 10), ("ensemble", 12), ("blazeface", 9)]
+    ("detector", "at_least"), [("mtcnn", 10), ("mtcnn-tta", 10), ("ensemble", 12), ("blazeface", 9), ("centerface", 9)]
 )
 def test_real_fer_faces_pasted_into_a_photo_are_found(real_zip, detector, at_least):
     """Fourteen real test crops (two per class, read at test time, never stored) upscaled to
@@ -461,6 +537,8 @@ def test_real_fer_faces_pasted_into_a_photo_are_found(real_zip, detector, at_lea
             photo[y : y + size, x : x + size] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
         if detector == "blazeface":
             boxes = [d.box for d in blazeface.detect(photo)]
+        elif detector == "centerface":
+            boxes = [d.box for d in centerface.detect(photo, min_score=faces.CENTERFACE_MIN_SCORE)]
         else:
             boxes = [face.box for face in faces.detect_faces(photo, DetectorOptions(name=detector))]
         found += sum(any(centre_inside(box, square) for box in boxes) for square in pasted)

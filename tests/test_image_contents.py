@@ -171,3 +171,16 @@ def test_the_check_sees_lazy_imports_and_missing_packages():
     without_kaggle = provided_imports(distribution_closure(image_requirements("cpu", ["pipeline"])))
     assert "kagglehub" not in without_kaggle and "kfp" in without_kaggle
     assert "cv2" not in provided_imports(distribution_closure(image_requirements("cpu", image_extras())))
+
+
+def test_every_shipped_model_file_is_package_data():
+    """The images pip-install the package, so a model file the package-data globs miss is
+    in the repository and the tests but not in any image (the ensemble's detectors load
+    them at run time)."""
+    import fnmatch
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][PACKAGE]
+    files = [p.relative_to(SRC / PACKAGE).as_posix() for p in (SRC / PACKAGE / "models").iterdir() if p.is_file()]
+    assert {"models/centerface.onnx", "models/face_detection_back.tflite", "models/NOTICE"} <= set(files)
+    missed = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert not missed, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missed}"

@@ -94,7 +94,8 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=DETECTORS,
         default=DEFAULT_OPTIONS.name,
-        help="Face detector: ensemble (default: MTCNN on the photo and its mirror image plus BlazeFace's passes, "
+        help="Face detector: ensemble (default: MTCNN on the photo and its mirror image plus BlazeFace's and CenterFace's "
+        "passes, "
         "merged: finds the most faces, a few more false ones, about 2.7 times mtcnn's time), mtcnn (one MTCNN pass), "
         "mtcnn-tta (MTCNN on the photo, its mirror image and a darker copy) or haar (OpenCV's cascade: fastest, "
         "no TensorFlow, finds fewer faces and more false ones). All but haar turn faces upright by the eyes.",
@@ -104,7 +105,7 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_OPTIONS.min_confidence,
         help=f"MTCNN's passes only: drop faces below this confidence, 0..1 (default {DEFAULT_OPTIONS.min_confidence}; "
-        "ensemble's BlazeFace passes keep their own scores).",
+        "ensemble's BlazeFace and CenterFace passes keep their own scores).",
     )
     parser.add_argument(
         "--min-face",

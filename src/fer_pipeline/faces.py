@@ -83,6 +83,10 @@ TILE_SIDE = 0.6
 TILE_MIN_PHOTO_SIDE = 10 * MTCNN_MIN_FACE
 TILE_MIN_SCORE = 0.4
 MTCNN_WEAK_CONFIDENCE = 0.5
+# The ensemble's last pass: CenterFace's faces scored this or more that no other pass found
+# (centerface.py; chosen on face sets 0, 1, 10 and 11, docs/benchmarks.md, "Face detection:
+# CenterFace as a sixth pass").
+CENTERFACE_MIN_SCORE = 0.3
 # Eyes closer to level than this are left as they are: a sub-degree turn changes nothing
 # visible at 48x48 and only adds interpolation blur.
 MIN_ROTATION_DEGREES = 1.0
@@ -140,13 +144,14 @@ class DetectorOptions:
     """Which detector, and which of its faces to keep.
 
     Attributes:
-        name: ``"ensemble"`` (default: MTCNN and BlazeFace passes merged, module
+        name: ``"ensemble"`` (default: MTCNN, BlazeFace and CenterFace passes merged, module
             docstring), ``"mtcnn"`` (one MTCNN pass), ``"mtcnn-tta"`` (MTCNN on the photo,
             its mirror image and a darker copy, merged) or ``"haar"``.
         min_confidence: MTCNN faces below this confidence (0..1, its last stage's
             probability) are dropped; the Haar cascade has no confidence and ignores it,
-            and ``ensemble``'s BlazeFace passes keep faces at their own scores
-            (``blazeface.MIN_SCORE``, 0.6; TILE_MIN_SCORE on tiles) whatever this is.
+            and ``ensemble``'s BlazeFace and CenterFace passes keep faces at their own
+            scores (``blazeface.MIN_SCORE``, 0.6; TILE_MIN_SCORE on tiles;
+            CENTERFACE_MIN_SCORE) whatever this is.
         min_face: faces whose box is smaller than this many pixels (the larger side, in
             the photo's pixels) are dropped, and not searched for: MTCNN searches the
             photo scaled by 20 / min_face, so a larger min_face is also faster.
@@ -209,15 +214,13 @@ def cv2_module():
 
 def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -> list[Face]:
     """The faces in a gray uint8 photo, left to right, boxes in its pixel coordinates."""
-    cv2 = cv2_module()
+    photo = gray
     scale = search_scale(gray.shape, options)
-    if scale != 1.0:
-        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation)
+    gray = resized(gray, scale)
     if min(gray.shape) < SMALLEST_WINDOW[options.name]:
         return []
     if options.name == "ensemble":
-        found = detect_ensemble(gray, options.min_confidence)
+        found = detect_ensemble(gray, options.min_confidence, centerface_in_search_pixels(photo, scale))
     elif options.name == "mtcnn-tta":
         found = detect_mtcnn_tta(gray, options.min_confidence)
     elif options.name == "mtcnn":
@@ -226,6 +229,15 @@ def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -
         found = detect_haar(gray, max(SMALLEST_WINDOW["haar"], int(round(options.min_face * scale))))
     faces = [scaled_face(face, 1.0 / scale) for face in found]
     return sorted((f for f in faces if max(f.box[2:]) >= options.min_face), key=lambda f: f.box)
+
+
+def resized(gray: np.ndarray, scale: float) -> np.ndarray:
+    """``gray`` resized by ``scale`` (averaging when it shrinks)."""
+    if scale == 1.0:
+        return gray
+    cv2 = cv2_module()
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation)
 
 
 def search_scale(shape: tuple[int, ...], options: DetectorOptions) -> float:
@@ -270,11 +282,12 @@ def detect_mtcnn_tta(gray: np.ndarray, min_confidence: float) -> list[Face]:
     return merge_faces(found, detect_mtcnn(gamma_corrected(gray, MTCNN_TTA_GAMMA), min_confidence))
 
 
-def detect_ensemble(gray: np.ndarray, min_confidence: float) -> list[Face]:
+def detect_ensemble(gray: np.ndarray, min_confidence: float, centerface_faces: list[Face]) -> list[Face]:
     """The merged passes of the module docstring, in that order: a later pass adds only faces
     no earlier one found. A face MTCNN scores under ``min_confidence`` but at
     MTCNN_WEAK_CONFIDENCE or more is kept only where BlazeFace, on a zoomed corner tile,
-    finds it too (two weak detectors agreeing)."""
+    finds it too (two weak detectors agreeing). ``centerface_faces``, the last pass, come
+    from the photo at its own size (``centerface_in_search_pixels``)."""
     from fer_pipeline import blazeface
 
     strong, weak = mtcnn_and_mirror_by_confidence(gray, min_confidence)
@@ -283,11 +296,24 @@ def detect_ensemble(gray: np.ndarray, min_confidence: float) -> list[Face]:
         [blaze_face(d) for d in blazeface.detect(gray, model=blazeface.FRONT)],
         # only weak faces can be confirmed there: no weak face, no tile search
         [face for face in (blazeface_on_tiles(gray) if weak else []) if any(same_face(face.box, w.box) for w in weak)],
+        centerface_faces,
     )
     found = strong
     for extra in passes:
         found = merge_faces(found, extra)
     return found
+
+
+def centerface_in_search_pixels(photo: np.ndarray, search: float) -> list[Face]:
+    """CenterFace's faces scored CENTERFACE_MIN_SCORE or more, found in the photo at its own
+    size (at most DETECTION_MAX_SIDE), in the pixels of the photo scaled by ``search``. The
+    other passes search a copy sized for MTCNN (half size at the default min_face); at full
+    size CenterFace finds 0.8 points more of the faces (docs/benchmarks.md)."""
+    from fer_pipeline import centerface
+
+    own = min(1.0, DETECTION_MAX_SIDE / max(photo.shape[:2]))
+    found = centerface.detect(resized(photo, own), min_score=CENTERFACE_MIN_SCORE)
+    return [scaled_face(blaze_face(d), search / own) for d in found]
 
 
 def mtcnn_and_mirror_by_confidence(gray: np.ndarray, min_confidence: float) -> tuple[list[Face], list[Face]]:

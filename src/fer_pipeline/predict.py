@@ -1,6 +1,6 @@
 """Classify the emotions of the faces in photos: read, detect, classify, annotate.
 
-faces.py finds the faces (MTCNN and BlazeFace merged by default, OpenCV's Haar cascade
+faces.py finds the faces (MTCNN, BlazeFace and CenterFace merged by default, OpenCV's Haar cascade
 as the fast option; ``DetectorOptions``) and cuts each out as the model was trained:
 turned so the eyes are level, a square grown by ``margin``, gray, resized to the model's
 input (48x48). All faces of all images go to the model in one batch. ``skip_detection`` treats each whole image as

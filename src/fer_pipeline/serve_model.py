@@ -139,7 +139,7 @@ def warm_up(model: ServedModel) -> None:
 
 
 def load_face_detector() -> None:
-    """Load the default face detector now (seconds: MTCNN's networks, BlazeFace), not on
+    """Load the default face detector now (seconds: MTCNN's networks, BlazeFace, CenterFace), not on
     the first :detect request; a detector that cannot load leaves :predict serving."""
     import numpy as np
 
