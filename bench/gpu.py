@@ -21,7 +21,10 @@ with x_train/y_train/x_val/y_val (uint8 48x48 and labels) written by
 ``python -m bench.gpu_data`` from the canonical dataset: the train split only,
 divided 90/10 stratified with seed 12, so that selection never sees the test split.
 Each command appends one JSON line per result to ``FER_GPU_RESULTS`` and stops
-training at the end of the epoch that passes ``FER_GPU_DEADLINE`` (Unix time).
+training at the end of the epoch that passes ``FER_GPU_DEADLINE`` (Unix time). A sweep
+record also scores averages of the run's own weights beside the ones early stopping
+restored (``phases.frozen.weight_averages``: per-step EMAs, uniform averages of the last
+epochs; ``WeightAverages``), a paired comparison that one run answers.
 """
 
 from __future__ import annotations
