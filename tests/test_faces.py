@@ -208,7 +208,7 @@ def test_ensemble_merges_its_passes_counting_each_face_once_and_keeps_weak_faces
     assert blaze_run.call_count == 2
 
 
-def test_centerface_searches_the_photo_at_its_own_size_capped_and_maps_faces_to_the_search():
+def test_centerface_searches_the_photo_at_its_own_size_capped_and_maps_faces_back():
     photo = np.zeros((1000, 2 * faces.DETECTION_MAX_SIDE), np.uint8)
     seen = []
 
@@ -217,13 +217,29 @@ def test_centerface_searches_the_photo_at_its_own_size_capped_and_maps_faces_to_
         return [blazeface.Detection((100, 50, 40, 40), 0.8, ((110.0, 60.0), (130.0, 60.0)))]
 
     with mock.patch.object(centerface, "detect", side_effect=center):
-        found = faces.centerface_in_search_pixels(photo, 0.25)
+        found = faces.centerface_faces(photo)
     assert seen == [((500, faces.DETECTION_MAX_SIDE), faces.CENTERFACE_MIN_SCORE)]  # halved to the cap
-    # found at half size, returned at the search's quarter size: half the box
-    assert found == [Face((50, 25, 20, 20), 0.8, ((55.0, 30.0), (65.0, 30.0)))]
+    assert found == [Face((200, 100, 80, 80), 0.8, ((220.0, 120.0), (260.0, 120.0)))]  # back in the photo's pixels
     with mock.patch.object(centerface, "detect", side_effect=center):
-        faces.centerface_in_search_pixels(np.zeros((300, 400), np.uint8), 0.5)
-    assert seen[-1][0] == (300, 400)  # a photo under the cap: its own size, whatever the search's
+        assert faces.centerface_faces(np.zeros((300, 400), np.uint8))[0].box == (100, 50, 40, 40)
+    assert seen[-1][0] == (300, 400)  # under the cap: its own size, not the MTCNN search's
+
+
+def test_ensemble_adds_centerface_faces_after_the_others_are_final():
+    """A CenterFace face overlapping only a face that min_face drops is kept, and one under
+    min_face is dropped: CenterFace merges after the search copy's faces are filtered."""
+    tiny_mtcnn = FakeMtcnnPasses([mtcnn_face((49, 49, 16, 16), 0.99)], [])  # (98, 98, 32, 32) in the photo
+    center = [
+        blazeface.Detection((98, 98, 44, 44), 0.6, ((110.0, 110.0), (130.0, 110.0))),  # over the tiny face
+        blazeface.Detection((10, 10, 30, 30), 0.9, ((15.0, 20.0), (30.0, 20.0))),  # under min_face 40
+    ]
+    with (
+        mock.patch.object(faces, "load_mtcnn", return_value=tiny_mtcnn),
+        mock.patch.object(blazeface, "detect", return_value=[]),
+        mock.patch.object(centerface, "detect", return_value=center),
+    ):
+        found = faces.detect_faces(np.full((200, 300), 128, np.uint8), DetectorOptions(name="ensemble", min_face=40))
+    assert [(f.box, f.confidence) for f in found] == [((98, 98, 44, 44), 0.6)]
 
 
 def test_tiles_cover_the_photo_and_map_faces_back_to_its_pixels():

@@ -214,13 +214,21 @@ def cv2_module():
 
 def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -> list[Face]:
     """The faces in a gray uint8 photo, left to right, boxes in its pixel coordinates."""
-    photo = gray
+    found = detect_in_search_copy(gray, options)
+    if options.name == "ensemble":  # its last pass, on the photo itself: adds faces none of the others kept
+        found = merge_faces(found, [f for f in centerface_faces(gray) if max(f.box[2:]) >= options.min_face])
+    return sorted(found, key=lambda f: f.box)
+
+
+def detect_in_search_copy(gray: np.ndarray, options: DetectorOptions) -> list[Face]:
+    """The faces found in the photo resized by ``search_scale`` (all the passes of every
+    detector but the ensemble's CenterFace), in the photo's pixels, min_face applied."""
     scale = search_scale(gray.shape, options)
     gray = resized(gray, scale)
     if min(gray.shape) < SMALLEST_WINDOW[options.name]:
         return []
     if options.name == "ensemble":
-        found = detect_ensemble(gray, options.min_confidence, centerface_in_search_pixels(photo, scale))
+        found = detect_ensemble(gray, options.min_confidence)
     elif options.name == "mtcnn-tta":
         found = detect_mtcnn_tta(gray, options.min_confidence)
     elif options.name == "mtcnn":
@@ -228,7 +236,7 @@ def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -
     else:
         found = detect_haar(gray, max(SMALLEST_WINDOW["haar"], int(round(options.min_face * scale))))
     faces = [scaled_face(face, 1.0 / scale) for face in found]
-    return sorted((f for f in faces if max(f.box[2:]) >= options.min_face), key=lambda f: f.box)
+    return [f for f in faces if max(f.box[2:]) >= options.min_face]
 
 
 def resized(gray: np.ndarray, scale: float) -> np.ndarray:
@@ -282,12 +290,11 @@ def detect_mtcnn_tta(gray: np.ndarray, min_confidence: float) -> list[Face]:
     return merge_faces(found, detect_mtcnn(gamma_corrected(gray, MTCNN_TTA_GAMMA), min_confidence))
 
 
-def detect_ensemble(gray: np.ndarray, min_confidence: float, centerface_faces: list[Face]) -> list[Face]:
-    """The merged passes of the module docstring, in that order: a later pass adds only faces
-    no earlier one found. A face MTCNN scores under ``min_confidence`` but at
-    MTCNN_WEAK_CONFIDENCE or more is kept only where BlazeFace, on a zoomed corner tile,
-    finds it too (two weak detectors agreeing). ``centerface_faces``, the last pass, come
-    from the photo at its own size (``centerface_in_search_pixels``)."""
+def detect_ensemble(gray: np.ndarray, min_confidence: float) -> list[Face]:
+    """The merged passes of the module docstring but the last (CenterFace's, ``detect_faces``),
+    in that order: a later pass adds only faces no earlier one found. A face MTCNN scores
+    under ``min_confidence`` but at MTCNN_WEAK_CONFIDENCE or more is kept only where
+    BlazeFace, on a zoomed corner tile, finds it too (two weak detectors agreeing)."""
     from fer_pipeline import blazeface
 
     strong, weak = mtcnn_and_mirror_by_confidence(gray, min_confidence)
@@ -296,7 +303,6 @@ def detect_ensemble(gray: np.ndarray, min_confidence: float, centerface_faces: l
         [blaze_face(d) for d in blazeface.detect(gray, model=blazeface.FRONT)],
         # only weak faces can be confirmed there: no weak face, no tile search
         [face for face in (blazeface_on_tiles(gray) if weak else []) if any(same_face(face.box, w.box) for w in weak)],
-        centerface_faces,
     )
     found = strong
     for extra in passes:
@@ -304,16 +310,16 @@ def detect_ensemble(gray: np.ndarray, min_confidence: float, centerface_faces: l
     return found
 
 
-def centerface_in_search_pixels(photo: np.ndarray, search: float) -> list[Face]:
-    """CenterFace's faces scored CENTERFACE_MIN_SCORE or more, found in the photo at its own
-    size (at most DETECTION_MAX_SIDE), in the pixels of the photo scaled by ``search``. The
-    other passes search a copy sized for MTCNN (half size at the default min_face); at full
-    size CenterFace finds 0.8 points more of the faces (docs/benchmarks.md)."""
+def centerface_faces(photo: np.ndarray) -> list[Face]:
+    """CenterFace's faces scored CENTERFACE_MIN_SCORE or more, searched in the photo at its
+    own size (at most DETECTION_MAX_SIDE), in its pixels. The other passes search a copy
+    sized for MTCNN (half size at the default min_face), where CenterFace finds fewer of the
+    faces it adds (docs/benchmarks.md)."""
     from fer_pipeline import centerface
 
     own = min(1.0, DETECTION_MAX_SIDE / max(photo.shape[:2]))
     found = centerface.detect(resized(photo, own), min_score=CENTERFACE_MIN_SCORE)
-    return [scaled_face(blaze_face(d), search / own) for d in found]
+    return [scaled_face(blaze_face(d), 1.0 / own) for d in found]
 
 
 def mtcnn_and_mirror_by_confidence(gray: np.ndarray, min_confidence: float) -> tuple[list[Face], list[Face]]:
