@@ -15,7 +15,7 @@ implementation's (Star-Clouds/CenterFace, ``prj-python/centerface.py``):
 
 It finds faces the MTCNN and BlazeFace passes miss (faces in profile, turned, or partly
 out of the frame), which is why the ensemble has it: docs/benchmarks.md ("Face detection:
-CenterFace as a sixth pass").
+CenterFace as a sixth pass of the ensemble").
 """
 
 from __future__ import annotations

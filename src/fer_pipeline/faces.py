@@ -2,17 +2,19 @@
 
 Four detectors, picked by ``DetectorOptions.name``:
 
-- ``ensemble`` (default): five passes merged, each face counted once: MTCNN on the photo
+- ``ensemble`` (default): six passes merged, each face counted once: MTCNN on the photo
   and on its mirror image; MediaPipe's BlazeFace back-camera and front-camera (close-up)
   models on the photo (``blazeface.py``: two small models shipped in the package, run by
-  OpenCV; faces scored ``blazeface.MIN_SCORE`` or more, with eye landmarks); and the
+  OpenCV; faces scored ``blazeface.MIN_SCORE`` or more, with eye landmarks); the
   back-camera model on four zoomed corner tiles, for faces MTCNN scored just under
-  min_confidence (TILE_SIDE and the constants after it). BlazeFace finds faces MTCNN
-  misses, the mirror pass some profiles, the tiles small faces. The most faces found of
-  the four (95.9% of 1,144 faces over the bench's ten face sets, 95.6% on the five not used
-  to choose it, 93.8-98.3% per set, against one MTCNN pass's 89.8%; 94.5% of 1,482 faces
-  on five larger held-out sets of multi-face photos), a few more false ones (0.069 a photo),
-  about 2.7 times ``mtcnn``'s time.
+  min_confidence (TILE_SIDE and the constants after it); and CenterFace on the photo at
+  its own size (``centerface.py``: a model shipped in the package, run by OpenCV; faces
+  scored CENTERFACE_MIN_SCORE or more that no other pass kept). BlazeFace finds faces MTCNN
+  misses, the mirror pass some profiles, the tiles small faces, CenterFace turned and
+  partly hidden ones. The most faces found of the four: 96.8% of 2,626 faces over the
+  bench's fifteen face sets (97.3% on the nine never looked at while choosing it; every
+  set but one 95.7-99.1%), against one MTCNN pass's 89.8% on the first ten; a few more
+  false ones (0.071 a photo), about three times ``mtcnn``'s time.
 - ``mtcnn``: the MTCNN cascade of the ``mtcnn`` package (weights in its wheel, runs on
   TensorFlow), loaded once per process. It gives a confidence and five landmarks; the
   eyes are used to rotate each face upright before cropping. Where time per photo
@@ -99,16 +101,15 @@ FACE_SET = (
     "without a face; a face is found when a box overlaps it at IoU >= 0.3; seed 0, 2 AMD EPYC cores, 2026-11-30"
 )
 DETECTOR_RECALL: dict[str, dict[str, object]] = {
-    "ensemble": {  # the default; 95.9% over ten face sets (seeds 0-9), 95.6% on the five held out
+    "ensemble": {  # the default; 96.8% over fifteen face sets (seeds 0-14), 97.3% on the nine never looked at
         "recall": 0.968,  # 120 of 124
         "false_positives_per_photo": 0.075,  # 9 in 120 photos
-        "ms_per_photo": 255,
+        "ms_per_photo": 367,
         "settings": (
             "min_confidence 0.7, min_face 40 (the defaults); BlazeFace back and front models >= 0.6, back model "
-            "on corner tiles >= 0.4 where MTCNN scored 0.5-0.7; timed with a training on the same 2 cores "
-            "(one-pass MTCNN 93 ms in the same run); on nine more face sets (seeds 1-9, 5-9 not used to choose it) "
-            "93.8-98.3%, 1097 of 1144 faces over all ten at 0.069 false positives per photo; on five larger "
-            "held-out sets of multi-face photos (seeds 10-14) 1401 of 1482 faces (94.5%) at 0.071"
+            "on corner tiles >= 0.4 where MTCNN scored 0.5-0.7; CenterFace on the photo >= 0.3; timed alone on 2 Intel Xeon cores (one-pass MTCNN 127 ms in the same run); "
+            "on fourteen more face sets (seeds 1-14; 2-9 and 14 never looked at while choosing it) 94.8-99.1% "
+            "per set, 2542 of 2626 faces over all fifteen (96.8%) at 0.071 false positives per photo"
         ),
         "face_set": FACE_SET,
     },
