@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import sys
 import zipfile
 from unittest import mock
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from fer_pipeline import blazeface, centerface, cli_models, faces
-from fer_pipeline.errors import ConfigError
+from fer_pipeline.errors import ConfigError, FerError
 from fer_pipeline.faces import DetectorOptions, Face
 
 cv2 = pytest.importorskip("cv2")
@@ -240,6 +241,12 @@ def test_ensemble_adds_centerface_faces_after_the_others_are_final():
     ):
         found = faces.detect_faces(np.full((200, 300), 128, np.uint8), DetectorOptions(name="ensemble", min_face=40))
     assert [(f.box, f.confidence) for f in found] == [((98, 98, 44, 44), 0.6)]
+
+
+@pytest.mark.parametrize("detector", faces.DETECTORS)
+def test_without_opencv_every_detector_says_so_in_one_line_even_for_a_tiny_photo(detector):
+    with mock.patch.dict(sys.modules, {"cv2": None}), pytest.raises(FerError, match="needs OpenCV"):
+        faces.detect_faces(np.zeros((8, 8), np.uint8), DetectorOptions(name=detector))
 
 
 def test_tiles_cover_the_photo_and_map_faces_back_to_its_pixels():

@@ -85,9 +85,9 @@ TILE_SIDE = 0.6
 TILE_MIN_PHOTO_SIDE = 10 * MTCNN_MIN_FACE
 TILE_MIN_SCORE = 0.4
 MTCNN_WEAK_CONFIDENCE = 0.5
-# The ensemble's last pass: CenterFace's faces scored this or more that no other pass found
-# (centerface.py; chosen on face sets 0, 1, 10 and 11, docs/benchmarks.md, "Face detection:
-# CenterFace as a sixth pass").
+# The ensemble's last pass: CenterFace's faces scored this or more that no other pass kept
+# (centerface.py; chosen on face sets 0, 1, 10 and 11, with 12 and 13 looked at: docs/benchmarks.md,
+# "Face detection: CenterFace as a sixth pass of the ensemble").
 CENTERFACE_MIN_SCORE = 0.3
 # Eyes closer to level than this are left as they are: a sub-degree turn changes nothing
 # visible at 48x48 and only adds interpolation blur.
@@ -107,7 +107,8 @@ DETECTOR_RECALL: dict[str, dict[str, object]] = {
         "ms_per_photo": 367,
         "settings": (
             "min_confidence 0.7, min_face 40 (the defaults); BlazeFace back and front models >= 0.6, back model "
-            "on corner tiles >= 0.4 where MTCNN scored 0.5-0.7; CenterFace on the photo >= 0.3; timed alone on 2 Intel Xeon cores (one-pass MTCNN 127 ms in the same run); "
+            "on corner tiles >= 0.4 where MTCNN scored 0.5-0.7; CenterFace on the photo >= 0.3; timed alone on "
+            "2 Intel Xeon cores (one-pass MTCNN 127 ms in the same run); "
             "on fourteen more face sets (seeds 1-14; 2-9 and 14 never looked at while choosing it) 94.8-99.1% "
             "per set, 2542 of 2626 faces over all fifteen (96.8%) at 0.071 false positives per photo"
         ),
@@ -215,6 +216,7 @@ def cv2_module():
 
 def detect_faces(gray: np.ndarray, options: DetectorOptions = DEFAULT_OPTIONS) -> list[Face]:
     """The faces in a gray uint8 photo, left to right, boxes in its pixel coordinates."""
+    cv2_module()  # every detector runs on OpenCV: one clear line if it is missing, whatever the photo
     found = detect_in_search_copy(gray, options)
     if options.name == "ensemble":  # its last pass, on the photo itself: adds faces none of the others kept
         found = merge_faces(found, [f for f in centerface_faces(gray) if max(f.box[2:]) >= options.min_face])
