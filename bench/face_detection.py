@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(tally_row(label, score(photos, detections, confidence, seconds)))
         framing.append(f"mtcnn-tta at min_confidence {confidence}: {fer_framing(photos, detections)}")
         print(markdown_table(HEADERS, rows[-1:]), flush=True)
-    from fer_pipeline import blazeface
+    from fer_pipeline import blazeface, centerface
 
     for confidence in args.ensemble_confidences:
         options = DetectorOptions(name="ensemble", min_confidence=confidence)
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             f"ensemble (min_face {options.min_face}, RNet {default_thresholds['threshold_rnet']}, "
             f"min_confidence {confidence}; MTCNN on the photo and mirrored; BlazeFace back and front on the photo "
             f">= {blazeface.MIN_SCORE}, back on corner tiles >= {faces.TILE_MIN_SCORE} where MTCNN >= "
-            f"{faces.MTCNN_WEAK_CONFIDENCE}; CenterFace on the photo >= {faces.CENTERFACE_MIN_SCORE}){mark}"
+            f"{faces.MTCNN_WEAK_CONFIDENCE}; CenterFace on the photo >= {centerface.MIN_SCORE}){mark}"
         )
         # MTCNN's faces are filtered at min_confidence in detect_faces, BlazeFace's and CenterFace's at their own scores
         rows.append(tally_row(label, score(photos, detections, 0.0, seconds)))

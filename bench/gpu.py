@@ -36,6 +36,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,7 +141,7 @@ class WeightAverages(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.ema = {decay: None for decay in EMA_DECAYS}
-        self.epoch_ends: list[list[np.ndarray]] = []
+        self.epoch_ends: deque[list[np.ndarray]] = deque(maxlen=max(SWA_EPOCHS))  # only the tails are averaged
 
     def on_train_batch_end(self, batch, logs=None):
         weights = self.model.get_weights()
@@ -160,7 +161,7 @@ class WeightAverages(keras.callbacks.Callback):
         found = {f"ema_{decay}": average for decay, average in self.ema.items() if average is not None}
         for n in SWA_EPOCHS:
             if len(self.epoch_ends) >= n:
-                tail = self.epoch_ends[-n:]
+                tail = list(self.epoch_ends)[-n:]
                 found[f"swa_last_{n}"] = [
                     np.mean(ws, axis=0).astype(ws[0].dtype) if np.issubdtype(ws[0].dtype, np.floating) else ws[-1]
                     for ws in zip(*tail)

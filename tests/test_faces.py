@@ -176,8 +176,8 @@ def test_ensemble_merges_its_passes_counting_each_face_once_and_keeps_weak_faces
             ]
         return []
 
-    def center(image, min_score):
-        assert np.array_equal(image, gray) and min_score == faces.CENTERFACE_MIN_SCORE
+    def center(image, min_score=centerface.MIN_SCORE):
+        assert np.array_equal(image, gray) and min_score == centerface.MIN_SCORE
         eyes = ((0.0, 0.0), (1.0, 0.0))
         return [blazeface.Detection((48, 42, 58, 64), 0.9, eyes), blazeface.Detection((200, 150, 36, 40), 0.5, eyes)]
 
@@ -213,13 +213,13 @@ def test_centerface_searches_the_photo_at_its_own_size_capped_and_maps_faces_bac
     photo = np.zeros((1000, 2 * faces.DETECTION_MAX_SIDE), np.uint8)
     seen = []
 
-    def center(image, min_score):
+    def center(image, min_score=centerface.MIN_SCORE):
         seen.append((image.shape, min_score))
         return [blazeface.Detection((100, 50, 40, 40), 0.8, ((110.0, 60.0), (130.0, 60.0)))]
 
     with mock.patch.object(centerface, "detect", side_effect=center):
         found = faces.centerface_faces(photo)
-    assert seen == [((500, faces.DETECTION_MAX_SIDE), faces.CENTERFACE_MIN_SCORE)]  # halved to the cap
+    assert seen == [((500, faces.DETECTION_MAX_SIDE), centerface.MIN_SCORE)]  # halved to the cap
     assert found == [Face((200, 100, 80, 80), 0.8, ((220.0, 120.0), (260.0, 120.0)))]  # back in the photo's pixels
     with mock.patch.object(centerface, "detect", side_effect=center):
         assert faces.centerface_faces(np.zeros((300, 400), np.uint8))[0].box == (100, 50, 40, 40)
@@ -561,7 +561,7 @@ def test_real_fer_faces_pasted_into_a_photo_are_found(real_zip, detector, at_lea
         if detector == "blazeface":
             boxes = [d.box for d in blazeface.detect(photo)]
         elif detector == "centerface":
-            boxes = [d.box for d in centerface.detect(photo, min_score=faces.CENTERFACE_MIN_SCORE)]
+            boxes = [d.box for d in centerface.detect(photo)]
         else:
             boxes = [face.box for face in faces.detect_faces(photo, DetectorOptions(name=detector))]
         found += sum(any(centre_inside(box, square) for box in boxes) for square in pasted)

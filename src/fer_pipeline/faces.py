@@ -9,7 +9,7 @@ Four detectors, picked by ``DetectorOptions.name``:
   back-camera model on four zoomed corner tiles, for faces MTCNN scored just under
   min_confidence (TILE_SIDE and the constants after it); and CenterFace on the photo at
   its own size (``centerface.py``: a model shipped in the package, run by OpenCV; faces
-  scored CENTERFACE_MIN_SCORE or more that no other pass kept). BlazeFace finds faces MTCNN
+  scored ``centerface.MIN_SCORE`` or more that no other pass kept). BlazeFace finds faces MTCNN
   misses, the mirror pass some profiles, the tiles small faces, CenterFace turned and
   partly hidden ones. The most faces found of the four: 96.8% of 2,626 faces over the
   bench's fifteen face sets (97.3% on the nine never looked at while choosing it; every
@@ -85,10 +85,6 @@ TILE_SIDE = 0.6
 TILE_MIN_PHOTO_SIDE = 10 * MTCNN_MIN_FACE
 TILE_MIN_SCORE = 0.4
 MTCNN_WEAK_CONFIDENCE = 0.5
-# The ensemble's last pass: CenterFace's faces scored this or more that no other pass kept
-# (centerface.py; chosen on face sets 0, 1, 10 and 11, with 12 and 13 looked at: docs/benchmarks.md,
-# "Face detection: CenterFace as a sixth pass of the ensemble").
-CENTERFACE_MIN_SCORE = 0.3
 # Eyes closer to level than this are left as they are: a sub-degree turn changes nothing
 # visible at 48x48 and only adds interpolation blur.
 MIN_ROTATION_DEGREES = 1.0
@@ -153,7 +149,7 @@ class DetectorOptions:
             probability) are dropped; the Haar cascade has no confidence and ignores it,
             and ``ensemble``'s BlazeFace and CenterFace passes keep faces at their own
             scores (``blazeface.MIN_SCORE``, 0.6; TILE_MIN_SCORE on tiles;
-            CENTERFACE_MIN_SCORE) whatever this is.
+            ``centerface.MIN_SCORE``, 0.3) whatever this is.
         min_face: faces whose box is smaller than this many pixels (the larger side, in
             the photo's pixels) are dropped, and not searched for: MTCNN searches the
             photo scaled by 20 / min_face, so a larger min_face is also faster.
@@ -314,14 +310,14 @@ def detect_ensemble(gray: np.ndarray, min_confidence: float) -> list[Face]:
 
 
 def centerface_faces(photo: np.ndarray) -> list[Face]:
-    """CenterFace's faces scored CENTERFACE_MIN_SCORE or more, searched in the photo at its
+    """CenterFace's faces scored ``centerface.MIN_SCORE`` or more, searched in the photo at its
     own size (at most DETECTION_MAX_SIDE), in its pixels. The other passes search a copy
     sized for MTCNN (half size at the default min_face), where CenterFace finds fewer of the
     faces it adds (docs/benchmarks.md)."""
     from fer_pipeline import centerface
 
     own = min(1.0, DETECTION_MAX_SIDE / max(photo.shape[:2]))
-    found = centerface.detect(resized(photo, own), min_score=CENTERFACE_MIN_SCORE)
+    found = centerface.detect(resized(photo, own))
     return [scaled_face(blaze_face(d), 1.0 / own) for d in found]
 
 
