@@ -94,9 +94,9 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=DETECTORS,
         default=DEFAULT_OPTIONS.name,
-        help="Face detector: ensemble (default: MTCNN on the photo and its mirror image plus BlazeFace's and CenterFace's "
-        "passes, "
-        "merged: finds the most faces, a few more false ones, about three times mtcnn's time), mtcnn (one MTCNN pass), "
+        help="Face detector: ensemble (default: MTCNN on the photo and its mirror image plus BlazeFace's and "
+        "CenterFace's passes, merged: finds the most faces, a few more false ones, about three times mtcnn's time), "
+        "mtcnn (one MTCNN pass), "
         "mtcnn-tta (MTCNN on the photo, its mirror image and a darker copy) or haar (OpenCV's cascade: fastest, "
         "no TensorFlow, finds fewer faces and more false ones). All but haar turn faces upright by the eyes.",
     )
