@@ -60,6 +60,8 @@ from fer_pipeline.split import Split, balanced_class_weights  # noqa: E402
 TTA_CROP = 0.8  # side of the ten-crop views scored for every candidate: the anchors' crop_scale low end
 RESULTS = Path(os.environ.get("FER_GPU_RESULTS", "gpu-results.jsonl"))
 DEADLINE = float(os.environ.get("FER_GPU_DEADLINE", "inf"))
+# Where sweeps keep their trained networks (unset: not kept)
+MODELS = Path(os.environ["FER_GPU_MODELS"]) if os.environ.get("FER_GPU_MODELS") else None
 EPOCH_SCALE = float(os.environ.get("FER_GPU_EPOCH_SCALE", "1"))  # < 1: shorter budgets, same shape
 # Weight averages scored beside every sweep run (WeightAverages): per-step EMA decays (0.999: about the
 # last 1,000 steps, 5 of the preset's epochs; 0.9998: about 25 epochs) and uniform tails of epoch ends.
@@ -227,8 +229,9 @@ def as_dataset(data: dict) -> tuple[FerDataset, Split]:
     return dataset, split
 
 
-def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
-    """Both phases through the library's trainer, on the NumPy feed; returns validation scores and times."""
+def train_two_phases(cfg: TrainConfig, data: dict, save_to: Path | None = None) -> dict:
+    """Both phases through the library's trainer, on the NumPy feed; returns validation scores and times.
+    With ``save_to``, also keeps the trained network there (for test-time comparisons without retraining)."""
     dataset, split = as_dataset(data)
     # the scores below wrap the bare network in their views themselves
     cfg = replace(cfg, tta=False, tta_shift=0, tta_crops=0.0)
@@ -245,6 +248,9 @@ def train_two_phases(cfg: TrainConfig, data: dict) -> dict:
             )
             phases["finetune"] = phase_summary(result)
         model = result.model
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        model.save(save_to)
     return {"phases": phases, **validation_scores(model, data["x_val"], data["y_val"])}
 
 
@@ -261,7 +267,7 @@ def phase_summary(result: trainer.PhaseResult) -> dict:
 def validation_scores(model, xv, yv) -> dict:
     """Accuracy and macro-F1 on validation with 1, 2 (mirror), 10 (mirror, 1-pixel shifts) and 10
     (mirror, ten-crop of side TTA_CROP) views."""
-    scores = {}
+    scores, probabilities = {}, {}
     views = (
         ("", model),
         ("_tta", with_flip_tta(model)),
@@ -269,7 +275,11 @@ def validation_scores(model, xv, yv) -> dict:
         ("_tta_crops", with_flip_tta(model, crop=TTA_CROP)),
     )
     for suffix, scored in views:
-        predicted = scored.predict(xv, batch_size=512, verbose=0).argmax(1)
+        probabilities[suffix] = scored.predict(xv, batch_size=512, verbose=0)
+    # both ten-view sets together (20 views): a paired test-time comparison on the same weights
+    probabilities["_tta20"] = (probabilities["_tta10"] + probabilities["_tta_crops"]) / 2
+    for suffix, probs in probabilities.items():
+        predicted = probs.argmax(1)
         scores[f"val_accuracy{suffix}"] = round(accuracy_score(yv, predicted), 4)
         scores[f"val_macro_f1{suffix}"] = round(f1_score(yv, predicted, average="macro"), 4)
     return {**scores, "tta_crop": TTA_CROP, "deadline_hit": Deadline.hit}
@@ -338,7 +348,7 @@ def sweep(names: list[str]) -> None:
             finetune_epochs=round(cfg.finetune_epochs * EPOCH_SCALE),
         )
         start = time.time()
-        result = train_two_phases(cfg, data)
+        result = train_two_phases(cfg, data, save_to=MODELS / f"{name}@{cfg.seed}.keras" if MODELS else None)
         record(
             kind="sweep",
             name=name,
