@@ -1,13 +1,20 @@
 """Validation accuracy of a trained model under more test-time views than the flip.
 
-    python -m bench.tta_views MODEL.keras [--shift 2]
+    python -m bench.tta_views MODEL.keras [--shift 2] [--crops 0.8] [--data FILE]
 
 Reads the validation images from .gpu/fer-trainval.npz.xz (``python -m bench.gpu_data``:
 the train split divided 90/10, stratified, seed 12, as the cpu preset divides it), so
-the test split is not touched. Views: the image, its mirror, and both shifted by
-``--shift`` pixels up, down, left and right (edges repeated), through the library's own
-``with_flip_tta`` (the ``tta`` and ``tta_shift`` options). A TTA wrapper saved by the
-pipeline is unwrapped first.
+the test split is not touched. Views, through the library's own ``with_flip_tta`` (the
+``tta``, ``tta_shift`` and ``tta_crops`` options): the image, its mirror, both shifted
+by ``--shift`` pixels up, down, left and right (edges repeated), and, with ``--crops``,
+the centre and four corner crops of that side of both, alone and averaged with the
+shifted views (20 views). A TTA wrapper saved by the pipeline (or a sweep's network,
+``FER_GPU_MODELS``) is unwrapped first.
+
+Beside each row, the change against the shifted views, paired on the same images: how
+many images the row gets right that they get wrong and the reverse, and a bootstrap 95%
+interval of the accuracy difference (resampling images). Views of one network differ on
+few images, so this separates smaller changes than two trainings can.
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before bench.gpu, which defaults to JAX
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 
 from bench.gpu import load_data  # noqa: E402
 from fer_pipeline.model import load_model, with_flip_tta  # noqa: E402
+
+BOOTSTRAP_SAMPLES = 2000
 
 
 def inner_model(model: keras.Model) -> keras.Model:
@@ -29,25 +39,70 @@ def inner_model(model: keras.Model) -> keras.Model:
     return nested[0] if model.name.endswith("_tta") and nested else model
 
 
-def main() -> None:
+def view_probabilities(model: keras.Model, x: np.ndarray, shift: int, crops: float) -> dict[str, np.ndarray]:
+    """Each view set's averaged class probabilities on ``x``, keyed by the row's name."""
+    sets = {
+        "image only (1 view)": model,
+        "image + mirror (2 views, tta=true)": with_flip_tta(model),
+        f"image + mirror, each shifted {shift} px 4 ways (10 views, tta_shift={shift})": with_flip_tta(
+            model, shift=shift
+        ),
+    }
+    if crops:
+        sets[f"image + mirror, centre and corner crops of side {crops} (10 views, tta_crops={crops})"] = with_flip_tta(
+            model, crop=crops
+        )
+    found = {name: wrapped.predict(x, batch_size=256, verbose=0) for name, wrapped in sets.items()}
+    if crops:
+        shifted, cropped = list(found.values())[2:4]
+        found[f"both ten-view sets, averaged (20 views: shift {shift} and crops {crops})"] = (shifted + cropped) / 2
+    return found
+
+
+def paired_change(y: np.ndarray, reference: np.ndarray, predicted: np.ndarray, seed: int = 0) -> str:
+    """``predicted``'s accuracy against ``reference``'s on the same images: gained / lost and a 95% interval."""
+    difference = (predicted == y).astype(int) - (reference == y).astype(int)
+    if not difference.any():
+        return "same predictions"
+    rng = np.random.default_rng(seed)
+    means = difference[rng.integers(0, len(y), (BOOTSTRAP_SAMPLES, len(y)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return (
+        f"{difference.mean():+.4f} [{low:+.4f}, {high:+.4f}]: "
+        f"{int((difference > 0).sum())} right only here, {int((difference < 0).sum())} only there"
+    )
+
+
+def table(y: np.ndarray, probabilities: dict[str, np.ndarray], reference: str) -> list[str]:
+    """Markdown rows: each view set's accuracy and macro-F1, and its paired change against ``reference``."""
+    base = probabilities[reference].argmax(1)
+    rows = ["| views | accuracy | macro-F1 | change vs the shifted ten views (95% interval) |", "|---|---|---|---|"]
+    for name, probs in probabilities.items():
+        predicted = probs.argmax(1)
+        change = "" if name == reference else paired_change(y, base, predicted)
+        rows.append(
+            f"| {name} | {accuracy_score(y, predicted):.4f} | "
+            f"{f1_score(y, predicted, average='macro'):.4f} | {change} |"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a saved .keras classifier")
     parser.add_argument("--shift", type=int, default=2, help="pixels each shifted view moves (default 2)")
-    args = parser.parse_args()
-    data = load_data()
+    parser.add_argument(
+        "--crops", type=float, default=0.0, help="side of the ten-crop views, in [0.5, 1) (default 0: not scored)"
+    )
+    parser.add_argument("--data", help="the validation npz (default: FER_GPU_DATA or .gpu/fer-trainval.npz.xz)")
+    args = parser.parse_args(argv)
+    if args.crops and not 0.5 <= args.crops < 1:
+        parser.error(f"--crops must be 0 or in [0.5, 1), got {args.crops}")
+    data = load_data(args.data)
     x, y = data["x_val"], data["y_val"]
-    model = inner_model(load_model(args.model))
-    views = {
-        "image only (1 view)": model,
-        "image + mirror (2 views, tta=true)": with_flip_tta(model),
-        f"image + mirror, each shifted {args.shift} px 4 ways (10 views, tta_shift={args.shift})": with_flip_tta(
-            model, shift=args.shift
-        ),
-    }
-    print(f"validation: {len(y)} images\n\n| views | accuracy | macro-F1 |\n|---|---|---|")
-    for name, wrapped in views.items():
-        predicted = wrapped.predict(x, batch_size=256, verbose=0).argmax(1)
-        print(f"| {name} | {accuracy_score(y, predicted):.4f} | {f1_score(y, predicted, average='macro'):.4f} |")
+    probabilities = view_probabilities(inner_model(load_model(args.model)), x, args.shift, args.crops)
+    print(f"validation: {len(y)} images\n")
+    print("\n".join(table(y, probabilities, reference=list(probabilities)[2])))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""bench/tta_views.py: test-time view sets of one network, compared paired on the same images."""
+
+from __future__ import annotations
+
+import io
+import lzma
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bench import tta_views
+from fer_pipeline import synthetic
+from fer_pipeline.config import TrainConfig
+from fer_pipeline.model import build_model
+
+
+def test_a_paired_change_counts_the_images_each_side_gets_right_alone():
+    y = np.array([0, 1, 2, 3, 4, 5])
+    reference = np.array([0, 1, 2, 0, 0, 0])  # 3 right
+    predicted = np.array([0, 1, 0, 3, 4, 0])  # 4 right: 2 gained (3, 4), 1 lost (2)
+    change = tta_views.paired_change(y, reference, predicted)
+    assert change.startswith("+0.1667 [")
+    assert change.endswith("2 right only here, 1 only there")
+    low, high = (float(v) for v in change.split("[")[1].split("]")[0].split(", "))
+    assert -1 <= low <= 1 / 6 <= high <= 1
+    assert tta_views.paired_change(y, reference, reference) == "same predictions"
+
+
+def test_the_table_scores_every_view_set_against_the_reference():
+    y = np.array([0, 1, 1, 0])
+    probabilities = {
+        "ten": np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]]),  # 3 of 4 right
+        "twenty": np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]]),  # 4 of 4
+    }
+    header, _, ten, twenty = tta_views.table(y, probabilities, reference="ten")
+    assert "change vs" in header
+    assert ten.startswith("| ten | 0.7500 |") and ten.endswith("|  |")
+    assert twenty.startswith("| twenty | 1.0000 | 1.0000 | +0.2500 [")
+    assert "1 right only here, 0 only there" in twenty
+
+
+def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_network(tmp_path, capsys):
+    x, y = synthetic.make_images(4, seed=3)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x, y_train=y, x_val=x, y_val=y)
+    (tmp_path / "data.npz.xz").write_bytes(lzma.compress(buffer.getvalue()))
+    cfg = replace(
+        TrainConfig(weights="none"), backbone="compact", compact_widths=(4, 4, 4, 4), dense_units=(8,), dropouts=(0.0,)
+    )
+    build_model(cfg).save(tmp_path / "net.keras")
+    tta_views.main(
+        [str(tmp_path / "net.keras"), "--shift", "1", "--crops", "0.8", "--data", str(tmp_path / "data.npz.xz")]
+    )
+    out = capsys.readouterr().out
+    assert f"validation: {len(y)} images" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| views")]
+    assert len(rows) == 5  # 1, 2, 10 shifted, 10 cropped, 20 combined
+    assert "tta_crops=0.8" in rows[3] and "20 views" in rows[4]
+    assert rows[2].endswith("|  |")  # the reference row has no change against itself
+
+
+def test_a_crop_side_out_of_range_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tta_views.main([str(tmp_path / "missing.keras"), "--crops", "1.2"])
+    assert "--crops must be 0 or in [0.5, 1), got 1.2" in capsys.readouterr().err
