@@ -27,7 +27,14 @@ from fer_pipeline.augment import (
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.feed_numpy import AUGMENTATION_OFF, device_augmenter
-from fer_pipeline.model import build_model, load_model, tta_crop_corners, tta_view_count, with_flip_tta
+from fer_pipeline.model import (
+    OUTPUT_NAME,
+    build_model,
+    load_model,
+    tta_crop_corners,
+    tta_view_count,
+    with_flip_tta,
+)
 
 SIZE = (48, 48)
 CROP = TrainConfig(**{**AUGMENTATION_OFF, "crop_scale": (0.8, 1.2)})
@@ -153,8 +160,19 @@ def test_ten_crop_tta_averages_ten_views_and_survives_save_and_load(tmp_path):
     np.testing.assert_allclose(tta.predict(x, verbose=0), expected, atol=1e-5)
     tta.save(tmp_path / "model.keras")
     np.testing.assert_allclose(load_model(tmp_path / "model.keras").predict(x, verbose=0), expected, atol=1e-5)
-    with pytest.raises(ValueError, match="alternative views"):
-        with_flip_tta(model, shift=1, crop=0.8)
+
+
+def test_shifted_and_cropped_views_together_average_both_ten_view_sets(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_model(TINY)
+    both = with_flip_tta(model, shift=1, crop=0.8)
+    assert tta_view_count(shift=1, crop=0.8) == 20 == len(both.get_layer(OUTPUT_NAME).input)
+    x = _pixels()
+    shifted = with_flip_tta(model, shift=1).predict(x, verbose=0)
+    cropped = with_flip_tta(model, crop=0.8).predict(x, verbose=0)
+    np.testing.assert_allclose(both.predict(x, verbose=0), (shifted + cropped) / 2, atol=1e-5)
+    assert tta_view_count() == 2 and tta_view_count(shift=1) == 10
+    assert TrainConfig.from_dict({"tta": True, "tta_shift": 1, "tta_crops": 0.8}).tta_crops == 0.8  # a valid recipe
 
 
 @pytest.mark.parametrize(
@@ -165,7 +183,6 @@ def test_ten_crop_tta_averages_ten_views_and_survives_save_and_load(tmp_path):
         ({"crop_ratio": (1.0,)}, r"crop_ratio must be \[low, high\]"),
         ({"tta": True, "tta_crops": 1.0}, r"tta_crops must be 0 \(off\) or in \[0.5, 1\), got 1.0"),
         ({"tta_crops": 0.8}, "tta_crops=0.8 needs tta=true"),
-        ({"tta": True, "tta_shift": 1, "tta_crops": 0.8}, "tta_crops and tta_shift are alternative views"),
     ],
 )
 def test_wrong_crop_values_are_one_line_naming_the_field(values, message):

@@ -156,8 +156,8 @@ class TrainConfig:
         0.0,
         "with tta: ten-crop views in place of the image: its centre and four corner crops of this side (fraction of "
         "the image's; crop_scale's low end matches the training crops), each resized to the input side, and the "
-        "mirror image of each (10 views, 5x the flip's cost); in [0.5, 1); 0 = off; not with tta_shift; with "
-        "crop_scale off, training starts with a warning (views the model never trained on)",
+        "mirror image of each (10 views, 5x the flip's cost); with tta_shift, beside its ten views (20); in "
+        "[0.5, 1); 0 = off; with crop_scale off, training starts with a warning (views the model never trained on)",
     )
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")
@@ -283,8 +283,6 @@ class TrainConfig:
             problems.append(f"tta_crops must be 0 (off) or in [0.5, 1), got {self.tta_crops!r}")
         elif self.tta_crops and not self.tta:
             problems.append(f"tta_crops={self.tta_crops} needs tta=true (the crops' mirror images are half the views)")
-        elif self.tta_crops and self.tta_shift:
-            problems.append("tta_crops and tta_shift are alternative views (10 each); set one of them to 0")
         return problems
 
     @classmethod

@@ -176,34 +176,34 @@ def tta_crop_corners() -> list[tuple[int, int]]:
 
 def tta_view_count(shift: int = 0, crop: float = 0.0) -> int:
     """How many views ``with_flip_tta(model, shift, crop)`` averages."""
-    return 2 * (len(tta_crop_corners()) if crop else len(tta_offsets(shift)))
+    shifted = len(tta_offsets(shift)) if shift or not crop else 0
+    return 2 * (shifted + (len(tta_crop_corners()) if crop else 0))
 
 
 def with_flip_tta(model: keras.Model, shift: int = 0, crop: float = 0.0) -> keras.Model:
     """``model`` wrapped to average its predictions on each image and its mirror image.
 
     With ``shift``, also on each of the two shifted ``shift`` pixels four ways (10 views).
-    With ``crop`` (a side, fraction of the image's) instead, on the centre and four corner
-    crops of each of the two, resized to the input side (ten-crop, 10 views), as the
-    random resized crop (``crop_scale``) shows training images.
+    With ``crop`` (a side, fraction of the image's), on the centre and four corner crops of
+    each of the two, resized to the input side (ten-crop, 10 views), as the random resized
+    crop (``crop_scale``) shows training images; in place of the image, or with ``shift``
+    beside its ten shifted views (20 views, each set weighing half).
     Same input and output contract (raw pixels in, 7 probabilities out), so evaluation,
     export and serving need no change; it costs one forward pass per view. Faces are
     close to symmetric and training flips and shifts them, so the views are in-distribution.
     """
-    if shift and crop:
-        raise ValueError(f"shift={shift} and crop={crop} are alternative views; pass one of them.")
     inputs = keras.Input(model.input_shape[1:], dtype="float32", name=INPUT_NAME)
     mirrored = HorizontalFlip(name="tta_flip")(inputs)
     views = []
     for base, tag in ((inputs, "image"), (mirrored, "mirror")):
+        if shift or not crop:
+            for dy, dx in tta_offsets(shift):
+                views.append(base if (dy, dx) == (0, 0) else Shift(dy, dx, name=f"tta_{tag}_shift_{dy}_{dx}")(base))
         if crop:  # float32 whatever the dtype policy: the resampling is exact there
             views += [
                 ResizedCrop(crop, corner, dtype="float32", name=f"tta_{tag}_crop_{corner[0]}_{corner[1]}")(base)
                 for corner in tta_crop_corners()
             ]
-            continue
-        for dy, dx in tta_offsets(shift):
-            views.append(base if (dy, dx) == (0, 0) else Shift(dy, dx, name=f"tta_{tag}_shift_{dy}_{dx}")(base))
     outputs = layers.Average(name=OUTPUT_NAME, dtype="float32")([model(view) for view in views])
     return keras.Model(inputs, outputs, name=f"{model.name}_tta")
 

@@ -166,10 +166,11 @@ def fine_tune(
         result.model = with_flip_tta(result.model, shift=cfg.tta_shift, crop=cfg.tta_crops)
         result.model.save(result.model_path)
         views = "the image and its mirror"
-        if cfg.tta_crops:
-            views = f"the centre and four corner crops of side {cfg.tta_crops} of {views}"
-        elif cfg.tta_shift:
+        if cfg.tta_shift:
             views += f", each shifted {cfg.tta_shift} px four ways"
+        if cfg.tta_crops:
+            crops = f"the centre and four corner crops of side {cfg.tta_crops}"
+            views = f"{views}, and {crops} of each" if cfg.tta_shift else f"{crops} of {views}"
         logger.info(
             "Saved %s with test-time augmentation (mean over %d views: %s).",
             result.model_path,
