@@ -154,10 +154,11 @@ class TrainConfig:
     )
     tta_crops: float = opt(
         0.0,
-        "with tta: ten-crop views in place of the image: its centre and four corner crops of this side (fraction of "
-        "the image's; crop_scale's low end matches the training crops), each resized to the input side, and the "
-        "mirror image of each (10 views, 5x the flip's cost); with tta_shift, beside its ten views (20); in "
-        "[0.5, 1); 0 = off; with crop_scale off, training starts with a warning (views the model never trained on)",
+        "with tta: ten-crop views, in place of the image or, with tta_shift, beside its ten views (20): the "
+        "centre and four corner crops of this side (fraction of the image's; crop_scale's low end matches the "
+        "training crops), each resized to the input side, and the mirror image of each (10 views, 5x the flip's "
+        "cost); in [0.5, 1); 0 = off; with crop_scale off, training starts with a warning (views the model never "
+        "trained on)",
     )
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")
