@@ -8,8 +8,8 @@ the test split is not touched. Views, through the library's own ``with_flip_tta`
 ``tta``, ``tta_shift`` and ``tta_crops`` options): the image, its mirror, both shifted
 by ``--shift`` pixels up, down, left and right (edges repeated), and, with ``--crops``,
 the centre and four corner crops of that side of both, alone and averaged with the
-shifted views (20 views). A TTA wrapper saved by the pipeline (or a sweep's network,
-``FER_GPU_MODELS``) is unwrapped first.
+shifted views (20 views). A TTA wrapper saved by the pipeline is unwrapped first; the
+networks a sweep keeps (``FER_GPU_MODELS``) are bare already.
 
 Beside each row, the change against the shifted views, paired on the same images: how
 many images the row gets right that they get wrong and the reverse, and a bootstrap 95%
