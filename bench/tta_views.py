@@ -7,8 +7,8 @@ the train split divided 90/10, stratified, seed 12, as the cpu preset divides it
 the test split is not touched. Views, through the library's own ``with_flip_tta`` (the
 ``tta``, ``tta_shift`` and ``tta_crops`` options): the image, its mirror, both shifted
 by ``--shift`` pixels up, down, left and right (edges repeated), and, with ``--crops``,
-the centre and four corner crops of that side of both, alone and averaged with the
-shifted views (20 views). A TTA wrapper saved by the pipeline is unwrapped first; the
+the centre and four corner crops of that side of both, alone and beside the shifted
+views (20 views). A TTA wrapper saved by the pipeline is unwrapped first; the
 networks a sweep keeps (``FER_GPU_MODELS``) are bare already.
 
 Beside each row, the change against the shifted views, paired on the same images: how
@@ -39,24 +39,26 @@ def inner_model(model: keras.Model) -> keras.Model:
     return nested[0] if model.name.endswith("_tta") and nested else model
 
 
+def shifted_views(shift: int) -> str:
+    """The row every other is compared with: the shifted ten views (the preset's test-time views)."""
+    return f"image + mirror, each shifted {shift} px 4 ways (10 views, tta_shift={shift})"
+
+
 def view_probabilities(model: keras.Model, x: np.ndarray, shift: int, crops: float) -> dict[str, np.ndarray]:
     """Each view set's averaged class probabilities on ``x``, keyed by the row's name."""
     sets = {
         "image only (1 view)": model,
         "image + mirror (2 views, tta=true)": with_flip_tta(model),
-        f"image + mirror, each shifted {shift} px 4 ways (10 views, tta_shift={shift})": with_flip_tta(
-            model, shift=shift
-        ),
+        shifted_views(shift): with_flip_tta(model, shift=shift),
     }
     if crops:
         sets[f"image + mirror, centre and corner crops of side {crops} (10 views, tta_crops={crops})"] = with_flip_tta(
             model, crop=crops
         )
-    found = {name: wrapped.predict(x, batch_size=256, verbose=0) for name, wrapped in sets.items()}
-    if crops:
-        shifted, cropped = list(found.values())[2:4]
-        found[f"both ten-view sets, averaged (20 views: shift {shift} and crops {crops})"] = (shifted + cropped) / 2
-    return found
+        sets[f"both ten-view sets (20 views, tta_shift={shift} with tta_crops={crops})"] = with_flip_tta(
+            model, shift=shift, crop=crops
+        )
+    return {name: wrapped.predict(x, batch_size=256, verbose=0) for name, wrapped in sets.items()}
 
 
 def paired_change(y: np.ndarray, reference: np.ndarray, predicted: np.ndarray, seed: int = 0) -> str:
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     x, y = data["x_val"], data["y_val"]
     probabilities = view_probabilities(inner_model(load_model(args.model)), x, args.shift, args.crops)
     print(f"validation: {len(y)} images\n")
-    print("\n".join(table(y, probabilities, reference=list(probabilities)[2])))
+    print("\n".join(table(y, probabilities, reference=shifted_views(args.shift))))
 
 
 if __name__ == "__main__":
