@@ -265,21 +265,18 @@ def phase_summary(result: trainer.PhaseResult) -> dict:
 
 
 def validation_scores(model, xv, yv) -> dict:
-    """Accuracy and macro-F1 on validation with 1, 2 (mirror), 10 (mirror, 1-pixel shifts) and 10
-    (mirror, ten-crop of side TTA_CROP) views."""
-    scores, probabilities = {}, {}
+    """Accuracy and macro-F1 on validation with 1, 2 (mirror), 10 (mirror, 1-pixel shifts), 10
+    (mirror, ten-crop of side TTA_CROP) and 20 (both sets) views."""
+    scores = {}
     views = (
         ("", model),
         ("_tta", with_flip_tta(model)),
         ("_tta10", with_flip_tta(model, shift=1)),
         ("_tta_crops", with_flip_tta(model, crop=TTA_CROP)),
+        ("_tta20", with_flip_tta(model, shift=1, crop=TTA_CROP)),  # both ten-view sets: paired on the same weights
     )
     for suffix, scored in views:
-        probabilities[suffix] = scored.predict(xv, batch_size=512, verbose=0)
-    # both ten-view sets together (20 views): a paired test-time comparison on the same weights
-    probabilities["_tta20"] = (probabilities["_tta10"] + probabilities["_tta_crops"]) / 2
-    for suffix, probs in probabilities.items():
-        predicted = probs.argmax(1)
+        predicted = scored.predict(xv, batch_size=512, verbose=0).argmax(1)
         scores[f"val_accuracy{suffix}"] = round(accuracy_score(yv, predicted), 4)
         scores[f"val_macro_f1{suffix}"] = round(f1_score(yv, predicted, average="macro"), 4)
     return {**scores, "tta_crop": TTA_CROP, "deadline_hit": Deadline.hit}
