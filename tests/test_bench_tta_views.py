@@ -38,6 +38,9 @@ def test_the_table_scores_every_view_set_against_the_reference():
     assert ten.startswith("| ten | 0.7500 |") and ten.endswith("|  |")
     assert twenty.startswith("| twenty | 1.0000 | 1.0000 | +0.2500 [")
     assert "1 right only here, 0 only there" in twenty
+    header, rule, ten, twenty = tta_views.table(y, probabilities, "ten", seconds={"ten": 0.002, "twenty": 0.004})
+    assert header.endswith("| s / 1,000 images |") and rule.count("|") == 6
+    assert ten.endswith("|  | 0.50 |") and twenty.endswith("only there | 1.00 |")  # 2 and 4 ms over 4 images
 
 
 def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_network(tmp_path, capsys):
@@ -57,7 +60,8 @@ def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_networ
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| views")]
     assert len(rows) == 5  # 1, 2, 10 shifted, 10 cropped, 20 combined
     assert "tta_crops=0.8" in rows[3] and "20 views" in rows[4]
-    assert rows[2].endswith("|  |")  # the reference row has no change against itself
+    assert "|  | " in rows[2]  # the reference row has no change against itself
+    assert all(float(row.split("|")[-2]) > 0 for row in rows)  # each set's prediction time
 
 
 def test_a_crop_side_out_of_range_is_refused_by_name(tmp_path, capsys):
