@@ -58,3 +58,14 @@ def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp
     assert kept.output_shape == (None, len(CLASSES))
     anchor = json.loads(anchor_line)  # the anchors' augmentation, random erasing included, on the NumPy feed
     assert anchor["overrides"]["erasing"] == 0.5 and anchor["phases"]["frozen"]["epochs"] == 1
+
+
+def test_every_sweep_candidate_is_a_valid_recipe_and_no_stop_runs_its_whole_schedule():
+    from dataclasses import replace
+
+    from bench import gpu
+
+    configs = {name: replace(gpu.COMPACT_BASE, **overrides) for name, overrides in gpu.CANDIDATES.items()}  # checked
+    no_stop = configs["crop_epochs_69_no_stop"]
+    assert no_stop.early_stopping_patience >= no_stop.frozen_epochs == configs["crop_epochs_69"].frozen_epochs
+    assert replace(no_stop, early_stopping_patience=20) == configs["crop_epochs_69"]  # the only difference
