@@ -68,4 +68,5 @@ def test_every_sweep_candidate_is_a_valid_recipe_and_no_stop_runs_its_whole_sche
     configs = {name: replace(gpu.COMPACT_BASE, **overrides) for name, overrides in gpu.CANDIDATES.items()}  # checked
     no_stop = configs["crop_epochs_69_no_stop"]
     assert no_stop.early_stopping_patience >= no_stop.frozen_epochs == configs["crop_epochs_69"].frozen_epochs
-    assert replace(no_stop, early_stopping_patience=20) == configs["crop_epochs_69"]  # the only difference
+    patience = gpu.BF16_EPOCHS["early_stopping_patience"]
+    assert replace(no_stop, early_stopping_patience=patience) == configs["crop_epochs_69"]  # the only difference

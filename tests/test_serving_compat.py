@@ -57,7 +57,7 @@ MODELS = {
     "compact-tta-crops": TrainConfig(
         backbone="compact", weights="none", compact_widths=(8, 16), tta=True, tta_crops=0.8
     ),
-    "compact-tta20": TrainConfig(  # the cpu preset's views: both ten-view sets
+    "compact-tta20": TrainConfig(  # both ten-view sets (tta_shift with tta_crops)
         backbone="compact", weights="none", compact_widths=(8, 16), tta=True, tta_shift=1, tta_crops=0.8
     ),
 }
