@@ -56,6 +56,7 @@ from fer_pipeline.model import build_model, unfreeze_backbone, with_flip_tta  # 
 from fer_pipeline.optim import learning_rate_for  # noqa: E402
 from fer_pipeline.recipe import resolve  # noqa: E402
 from fer_pipeline.split import Split, balanced_class_weights  # noqa: E402
+from fer_pipeline.weight_average import mean_weights  # noqa: E402
 
 TTA_CROP = 0.8  # side of the ten-crop views scored for every candidate: the anchors' crop_scale low end
 RESULTS = Path(os.environ.get("FER_GPU_RESULTS", "gpu-results.jsonl"))
@@ -168,10 +169,7 @@ class WeightAverages(keras.callbacks.Callback):
         for n in SWA_EPOCHS:
             if len(self.epoch_ends) >= n:
                 tail = list(self.epoch_ends)[-n:]
-                found[f"swa_last_{n}"] = [
-                    np.mean(ws, axis=0).astype(ws[0].dtype) if np.issubdtype(ws[0].dtype, np.floating) else ws[-1]
-                    for ws in zip(*tail)
-                ]
+                found[f"swa_last_{n}"] = mean_weights(tail)  # what average_last_epochs=n trains to
         return found
 
     def scores(self, xv, yv) -> dict:

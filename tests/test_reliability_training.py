@@ -31,6 +31,7 @@ from fer_pipeline import synthetic
 from fer_pipeline.checkpoint import STATE_FILE, PhaseBackup
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.steps import ingest_step, split_step
+from fer_pipeline.weight_average import EpochTailAverage
 
 EPOCHS = 2
 
@@ -149,7 +150,7 @@ class Interrupt(Exception):
     """Stands in for a killed process."""
 
 
-def _small_fit(backup_dir: Path, epochs: int, interrupt_at: int | None = None, lr: float = 0.01):
+def _small_fit(backup_dir: Path, epochs: int, interrupt_at: int | None = None, lr: float = 0.01, average: int = 0):
     """Fit a small seeded model with the pipeline's callbacks; raise Interrupt when epoch ``interrupt_at`` begins."""
     import keras
 
@@ -175,6 +176,8 @@ def _small_fit(backup_dir: Path, epochs: int, interrupt_at: int | None = None, l
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
     ]
+    if average:  # the trainer's place for it: after EarlyStopping
+        callbacks.insert(1, EpochTailAverage(average))
 
     class Stop(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -211,6 +214,21 @@ def test_every_interruption_point_resumes_to_the_uninterrupted_result(tmp_path: 
             np.testing.assert_array_equal(a.numpy(), b.numpy())
         resumes.append(point)
     assert resumes == list(range(1, n_reference))
+
+
+def test_a_resumed_phase_averages_the_same_epochs_as_an_uninterrupted_one(tmp_path: Path):
+    epochs, average = 12, 4
+    reference_model, reference, _ = _small_fit(tmp_path / "reference", epochs, average=average)
+    best_only, _, _ = _small_fit(tmp_path / "best", epochs)
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(reference_model.variables, best_only.variables))
+    for point in (1, average, len(reference["loss"]) - 1):  # before, at and after the tail fills
+        backup_dir = tmp_path / f"cut-{point}"
+        with pytest.raises(Interrupt):
+            _small_fit(backup_dir, epochs, interrupt_at=point, average=average)
+        model, history, resumed_from = _small_fit(backup_dir, epochs, average=average)
+        assert resumed_from == point and history == reference
+        for a, b in zip(model.variables, reference_model.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_restart_after_the_last_epoch_trains_nothing_more(tmp_path: Path):

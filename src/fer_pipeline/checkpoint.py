@@ -4,8 +4,10 @@ With ``TrainConfig.backup_dir`` set, each training phase keeps a backup in
 ``{backup_dir}/{phase}/``, written at the end of every epoch:
 
   - ``vars-<epoch>.npz``: every model variable (weights, BatchNorm statistics, the
-    augmentation and dropout seed states) and every optimizer variable (Adam's moments,
-    its iteration count and the learning rate, as ReduceLROnPlateau left it);
+    augmentation and dropout seed states), every optimizer variable (Adam's moments,
+    its iteration count and the learning rate, as ReduceLROnPlateau left it) and the
+    arrays of callbacks that keep some (``get_arrays``/``set_arrays``: the epochs
+    ``EpochTailAverage`` will average);
   - ``best-<epoch>.npz``: EarlyStopping's best weights, rewritten only when they change;
   - ``state.json``: epochs done, the history so far, EarlyStopping's and
     ReduceLROnPlateau's counters, and a fingerprint of the phase's inputs. Written last
@@ -173,6 +175,11 @@ class _BackupCallback(keras.callbacks.Callback):
         with np.load(directory / state["variables_file"]) as saved:
             model_values = [saved[f"m{i}"] for i in range(int(saved["n_model"]))]
             optimizer_values = [saved[f"o{i}"] for i in range(int(saved["n_optimizer"]))]
+            callback_arrays = {
+                j: [saved[f"c{j}_{i}"] for i in range(int(saved[f"n_c{j}"]))]
+                for j in range(len(self.others))
+                if f"n_c{j}" in saved.files
+            }
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
@@ -187,7 +194,9 @@ class _BackupCallback(keras.callbacks.Callback):
             with np.load(directory / state["best_file"]) as saved:
                 best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
             self._best_file, self._best_epoch = state["best_file"], state.get("best_weights_epoch")
-        for callback in self.others:
+        for j, callback in enumerate(self.others):
+            if hasattr(callback, "set_arrays"):
+                callback.set_arrays(callback_arrays.get(j, []))
             saved_state = state["callbacks"].get(_callback_key(callback, self.others))
             if saved_state is None:
                 continue
@@ -216,6 +225,10 @@ class _BackupCallback(keras.callbacks.Callback):
             "n_model": np.asarray(len(self.model.variables)),
             "n_optimizer": np.asarray(len(optimizer.variables)),
         }
+        for j, callback in enumerate(self.others):
+            if hasattr(callback, "get_arrays"):
+                kept = callback.get_arrays()
+                arrays |= {f"c{j}_{i}": np.asarray(a) for i, a in enumerate(kept)} | {f"n_c{j}": np.asarray(len(kept))}
         _write_npz(directory / variables_file, arrays)
         callbacks_state = {}
         for callback in self.others:

@@ -162,6 +162,12 @@ class TrainConfig:
     )
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")
+    average_last_epochs: int = opt(
+        0,
+        "each phase ends with the uniform mean of its last N epochs' weights (BatchNorm statistics included) in "
+        "place of the best validation epoch that early stopping keeps: stochastic weight averaging over the "
+        "schedule's tail (fer_pipeline.weight_average); the mean of all when fewer ran; 0 = off, the best epoch",
+    )
     reduce_lr_patience: int = opt(2, "plateau schedule: epochs without improvement before the rate drops")
     reduce_lr_factor: float = opt(0.2, "plateau schedule: factor on the rate")
     min_lr: float = opt(1e-7, "plateau schedule: lowest rate")
@@ -238,6 +244,8 @@ class TrainConfig:
             problems.append(f"dense_units must be positive, got {self.dense_units}")
         if self.max_train_samples < 0:
             problems.append(f"max_train_samples must be >= 0 (0 = all), got {self.max_train_samples}")
+        if self.average_last_epochs < 0:
+            problems.append(f"average_last_epochs must be >= 0 (0 = off), got {self.average_last_epochs!r}")
         if self.early_stopping_patience < 0 or self.reduce_lr_patience < 0:
             problems.append("early_stopping_patience and reduce_lr_patience must be >= 0")
         if not 0.0 < self.reduce_lr_factor < 1.0:

@@ -31,6 +31,7 @@ from fer_pipeline.model import build_model, load_model, tta_view_count, unfreeze
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for, make_optimizer, metrics_for
 from fer_pipeline.split import Split
 from fer_pipeline.training_data import PhaseData, phase_data
+from fer_pipeline.weight_average import EpochTailAverage
 
 logger = logging.getLogger(__name__)
 
@@ -255,16 +256,19 @@ class LearningRateHistory(keras.callbacks.Callback):
 
 
 def phase_callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
-    """Early stopping (best weights kept), LR reduction on plateau, LR logging.
+    """Early stopping (best weights kept), then with ``cfg.average_last_epochs`` the mean of
+    the last epochs in their place, LR reduction on plateau, LR logging.
 
-    Both are quiet: the epoch line shows the learning rate, and the phase's end is
-    logged with the epochs run and the best epoch.
+    All are quiet: the epoch line shows the learning rate, and the phase's end is
+    logged with the epochs run, the best epoch and the epochs averaged.
     """
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True, verbose=0
         ),
     ]
+    if cfg.average_last_epochs:  # after EarlyStopping: its on_train_end restores the best, this replaces them
+        callbacks.append(EpochTailAverage(cfg.average_last_epochs))
     if cfg.schedule == "plateau":  # a cosine schedule owns the rate
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -332,7 +336,7 @@ def _run_phase(
     )
     start = time.monotonic()
     backup = PhaseBackup.for_phase(cfg, phase, data, epochs, learning_rate)  # None without cfg.backup_dir
-    history = {}
+    history, averaged = {}, None
     if epochs > 0:
         if cache:
             train, val = cache.batches(dataset, data, cfg, batch_size, feature_cache.feed_augmenter(feed, cfg))
@@ -340,6 +344,7 @@ def _run_phase(
             train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
         callbacks = [*phase_callbacks(cfg), *feed.callbacks(out_dir, phase, first_step, val), *extra_callbacks]
         history = fit(compiled.trainable, train, val, epochs, callbacks, backup)
+        averaged = averaged_scores(compiled.trainable, val, callbacks)
     seconds = time.monotonic() - start
     epochs_run = len(history.get("loss", []))
     best_epoch = best_epoch_of(history)
@@ -360,6 +365,7 @@ def _run_phase(
             "config": cfg.to_dict(),
             "dtype_policy": keras.config.dtype_policy().name,  # what precision resolved to (fer_pipeline.precision)
             "frozen_feature_cache_views": cache.views if cache else 0,  # 0: not used (off or not exact)
+            "averaged": averaged,  # None: the best epoch's weights were kept
         },
     )
     if backup is not None:  # outputs written: the backup is no longer needed
@@ -373,6 +379,18 @@ def _run_phase(
         seconds,
         model_path,
     )
+    if averaged:
+        first, last = averaged["epochs"]
+        logger.info(
+            "Phase %s: kept the mean of epochs %d-%d's weights in place of epoch %d's (average_last_epochs): "
+            "val_loss %.4f, val_accuracy %.4f.",
+            phase,
+            first,
+            last,
+            best_epoch,
+            averaged["val_loss"],
+            averaged["val_accuracy"],
+        )
     return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path)
 
 
@@ -384,6 +402,21 @@ def fit(model: keras.Model, train, val, epochs: int, callbacks: list, backup: Ph
     fitted = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=2)
     history = backup.history if backup is not None else fitted.history  # with the epochs before a resume
     return {key: [float(v) for v in values] for key, values in history.items()}
+
+
+def averaged_scores(model: keras.Model, val, callbacks: list) -> dict | None:
+    """The epochs an ``EpochTailAverage`` among ``callbacks`` averaged and the mean's validation
+    loss and accuracy (the history's values are each epoch's own); None when nothing was averaged."""
+    average = next((c for c in callbacks if isinstance(c, EpochTailAverage) and c.averaged), None)
+    if average is None:
+        return None
+    x, y = val if isinstance(val, tuple) else (val, None)  # the numpy feed's (images, labels), or batches
+    scores = model.evaluate(x, y, verbose=0, return_dict=True)
+    return {
+        "epochs": list(average.averaged),
+        "val_loss": round(float(scores["loss"]), 4),
+        "val_accuracy": round(float(scores["accuracy"]), 4),
+    }
 
 
 def best_epoch_of(history: dict[str, list[float]]) -> int:
