@@ -38,7 +38,9 @@ def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp
         FER_GPU_MODELS=str(tmp_path / "models"),
     )
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "sweep", "cutmix@3", "anchor_augmentation@3"],
+        # One candidate: each costs ~50 s, most of it compiling the scored view wrappers. (Erasing on the
+        # NumPy feed, which anchor_augmentation added here, is tests/test_augment.py's.)
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "sweep", "cutmix@3"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -46,7 +48,7 @@ def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    line, anchor_line = (tmp_path / "results.jsonl").read_text().splitlines()
+    (line,) = (tmp_path / "results.jsonl").read_text().splitlines()
     result = json.loads(line)
     assert result["kind"] == "sweep" and result["seed"] == 3 and result["epochs"] == [1, 0]
     assert result["overrides"] == {"mix": "cutmix", "mix_alpha": 1.0}  # mixed batches on JAX, through the trainer
@@ -56,8 +58,6 @@ def test_a_sweep_candidate_trains_through_the_trainer_and_records_its_scores(tmp
     # the trained network is kept for test-time comparisons, and loads with the library's loader
     kept = load_model(tmp_path / "models" / "cutmix@3.keras")
     assert kept.output_shape == (None, len(CLASSES))
-    anchor = json.loads(anchor_line)  # the anchors' augmentation, random erasing included, on the NumPy feed
-    assert anchor["overrides"]["erasing"] == 0.5 and anchor["phases"]["frozen"]["epochs"] == 1
 
 
 def test_every_sweep_candidate_is_a_valid_recipe_and_no_stop_runs_its_whole_schedule():
