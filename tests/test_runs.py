@@ -27,6 +27,7 @@ def _histories(frozen_lr=1e-4, finetune_lr=1e-5):
             "phase": "frozen",
             "epochs_run": 2,
             "best_epoch": 2,
+            "averaged": {"epochs": [1, 2], "val_loss": 1.2, "val_accuracy": 0.6},
             "seconds": 10.0,
             "config": base | {"frozen_lr": frozen_lr},
         },
@@ -75,7 +76,8 @@ def test_where_a_run_keeps_things_is_no_parameter():
 def test_record_fields_and_flat_views():
     record = _record("a", dataset_sha256="abc", flag=True)
     assert record["metrics"]["per_class_f1"]["angry"] == pytest.approx(0.4)
-    assert record["phases"]["frozen"] == {"epochs_run": 2, "best_epoch": 2, "seconds": 10.0}
+    assert record["phases"]["frozen"] == {"epochs_run": 2, "best_epoch": 2, "averaged_epochs": [1, 2], "seconds": 10.0}
+    assert record["phases"]["finetune"]["averaged_epochs"] is None  # its best epoch's weights
     assert record["train_seconds"] == 15.5 and record["duration_s"] == 125.0
     metrics = runs.flat_metrics(record)
     assert metrics["accuracy"] == 0.5 and metrics["f1_surprise"] == pytest.approx(0.46)

@@ -119,3 +119,24 @@ def test_a_phase_records_and_logs_the_epochs_it_averaged(tmp_path, caplog):
     off = train.train_frozen(dataset, split, replace(cfg, average_last_epochs=0), tmp_path / "off")
     assert json.loads((tmp_path / "off" / "history.json").read_text())["averaged"] is None
     assert off.epochs_run == 3
+
+
+def test_the_phase_metrics_say_the_model_is_an_average(tmp_path):
+    from types import SimpleNamespace
+
+    from fer_pipeline.component_io import phase_outputs
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "history.json").write_text(json.dumps({"config": {"seed": 1}}))
+    logged = {}
+    metrics = SimpleNamespace(log_metric=lambda key, value: logged.__setitem__(key, value))
+    model = SimpleNamespace(path=str(tmp_path / "model"), metadata={})
+    history = {"val_loss": [1.3, 1.2, 1.25], "val_accuracy": [0.5, 0.6, 0.58]}
+    averaged = {"epochs": [2, 3], "val_loss": 1.1, "val_accuracy": 0.62}
+    result = train.PhaseResult(None, history, 3, 2, 1.0, tmp_path / "model" / "model.keras", averaged)
+
+    phase_outputs(result, model, tmp_path / "history.json", metrics)
+
+    assert logged["best_epoch"] == 2 and logged["best_val_loss"] == 1.2
+    assert logged["averaged_first_epoch"] == 2 and logged["averaged_last_epoch"] == 3
+    assert logged["averaged_val_loss"] == 1.1 and logged["averaged_val_accuracy"] == 0.62

@@ -66,6 +66,12 @@ def phase_outputs(result, model, history_path: str | Path, metrics) -> None:
     for key in ("val_loss", "val_accuracy"):
         if history.get(key):
             metrics.log_metric(f"best_{key}", round(float(history[key][result.best_epoch - 1]), 4))
+    if result.averaged:  # the model holds the mean of these epochs, not the best one's weights
+        first, last = result.averaged["epochs"]
+        metrics.log_metric("averaged_first_epoch", first)
+        metrics.log_metric("averaged_last_epoch", last)
+        for key in ("val_loss", "val_accuracy"):
+            metrics.log_metric(f"averaged_{key}", result.averaged[key])
 
 
 def _thin(values: list[float], limit: int) -> list[float]:

@@ -45,9 +45,10 @@ class PhaseResult:
     model: keras.Model
     history: dict[str, list[float]]  # Keras history per epoch, plus "learning_rate"
     epochs_run: int
-    best_epoch: int  # 1-based epoch with the lowest val_loss (its weights are kept); 0 if none ran
+    best_epoch: int  # 1-based epoch with the lowest val_loss (its weights are kept unless averaged); 0 if none ran
     seconds: float  # wall-clock seconds spent in fit
     model_path: Path
+    averaged: dict | None = None  # average_last_epochs: {"epochs": [first, last], "val_loss", "val_accuracy"}
 
 
 class Feed(Protocol):
@@ -391,7 +392,7 @@ def _run_phase(
             averaged["val_loss"],
             averaged["val_accuracy"],
         )
-    return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path)
+    return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path, averaged)
 
 
 def fit(model: keras.Model, train, val, epochs: int, callbacks: list, backup: PhaseBackup | None = None) -> dict:

@@ -7,7 +7,7 @@ Experiment (``fer_pipeline.cloud.experiments``); ``make run-local`` and
     {"run_id", "kind", "started", "finished", "duration_s",
      "params":  {flat: the training config of both phases, val_fraction, data ...},
      "metrics": {accuracy, macro_f1, weighted_f1, macro_roc_auc, ..., per_class_f1: {class: f1}},
-     "phases":  {frozen: {epochs_run, best_epoch, seconds}, finetune: {...}},
+     "phases":  {frozen: {epochs_run, best_epoch, averaged_epochs, seconds}, finetune: {...}},
      "train_seconds", "artifacts": {report, metrics, tensorboard: [...]}, "registered"}
 """
 
@@ -75,6 +75,7 @@ def run_record(
         str(h.get("phase", f"phase{i + 1}")): {
             "epochs_run": h.get("epochs_run"),
             "best_epoch": h.get("best_epoch"),
+            "averaged_epochs": (h.get("averaged") or {}).get("epochs"),  # None: the best epoch's weights
             "seconds": h.get("seconds"),
         }
         for i, h in enumerate(histories)
