@@ -70,3 +70,5 @@ def test_every_sweep_candidate_is_a_valid_recipe_and_no_stop_runs_its_whole_sche
     assert no_stop.early_stopping_patience >= no_stop.frozen_epochs == configs["crop_epochs_69"].frozen_epochs
     patience = gpu.BF16_EPOCHS["early_stopping_patience"]
     assert replace(no_stop, early_stopping_patience=patience) == configs["crop_epochs_69"]  # the only difference
+    # each keeps its best epoch, so the record's "restored" weights are that epoch's, scored beside the averages
+    assert {c.average_last_epochs for c in configs.values()} == {0}
