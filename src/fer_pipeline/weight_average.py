@@ -60,8 +60,8 @@ class EpochTailAverage(keras.callbacks.Callback):
         self.averaged = (self.last_epoch - len(self.tail) + 1, self.last_epoch)
 
     # -- backup (fer_pipeline.checkpoint) ------------------------------------------------
-    def get_state(self) -> dict:
-        return {"kept": len(self.tail), "last_epoch": self.last_epoch}
+    def get_state(self) -> dict:  # the kept weights themselves travel as arrays
+        return {"last_epoch": self.last_epoch}
 
     def set_state(self, state: dict) -> None:
         self.last_epoch = int(state["last_epoch"])
