@@ -14,6 +14,14 @@ SAMPLES ?=
 # run-local: PRESET=cpu trains the compact CNN from scratch (about 1.6 h on 2 cores with bfloat16, 2.5 h without; docs/model-quality.md)
 PRESET ?=
 CACHE ?=
+# test/test-fast: TEST_WORKERS= pytest processes, each taking whole test files (pytest-xdist's -n:
+# a count, auto = one per core, 0 = the tests in make's own pytest process)
+TEST_WORKERS ?= 2
+ifneq ($(filter test test-fast,$(MAKECMDGOALS)),)
+ifeq ($(shell [[ '$(TEST_WORKERS)' =~ ^([0-9]+|auto)$$ ]] && echo ok),)
+$(error TEST_WORKERS=$(TEST_WORKERS): use a number of processes (0 = none besides pytest's own) or auto)
+endif
+endif
 # compile/submit: images are tagged by commit so a compiled pipeline points at the
 # images built from the same tree.
 TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
@@ -55,13 +63,13 @@ format: setup ## Apply ruff's fixes and formatting (what make lint asks for)
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 test: setup lint serving-compat ## Lint, then run the test suite (real-data tests skip where the FER-2013 zip is absent)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 docs: setup ## Regenerate README's recipe table from src/fer_pipeline/config.py and the presets
 	$(PY) -m fer_pipeline.recipe_table README.md
 
 test-fast: setup ## Run the tests except the slow and real-data ones
-	$(PY) -m pytest -m "not slow and not realdata"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not realdata"
 
 # A yes/no make variable as a command-line flag: $(call switch,NAME,--flag). 1/yes/true give the
 # flag, empty/0/no/false nothing; anything else stops make before any work, naming the variable.

@@ -324,3 +324,19 @@ def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):
         check=False,
     )
     assert result.returncode != 0 and f"{variable}=maybe: use 1 or 0" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+@pytest.mark.parametrize("target", ["test", "test-fast"])
+def test_test_workers_reach_pytest_or_stop_make_naming_the_variable(target):
+    for value in ("2", "0", "auto"):
+        assert f"pytest -n {value} --dist loadfile" in _make("-n", target, f"TEST_WORKERS={value}")
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", target, "TEST_WORKERS=two"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0 and "TEST_WORKERS=two: use a number of processes" in result.stderr
+    assert "pytest" not in result.stdout
