@@ -213,6 +213,18 @@ def test_missing_test_folder_in_a_directory_is_named(tmp_path):
         read_source(root)
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_file_where_a_split_folder_belongs_is_named(tmp_path, strict):
+    root = synthetic.write_kaggle_tree(tmp_path / "data", n_train=3, n_test=2)
+    for path in sorted((root / "test").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (root / "test").rmdir()
+    (root / "test").write_bytes(b"")  # e.g. an unpacked archive's stray file
+
+    with pytest.raises(DatasetError, match=r"no test/ folder"):
+        read_source(root, IngestOptions(strict=strict))
+
+
 @pytest.mark.parametrize("min_per_class, disgust, expected", [(2, 1, "disgust=1"), (5, 3, "disgust=3")])
 def test_too_few_images_per_class_for_a_stratified_split_names_the_numbers(tmp_path, min_per_class, disgust, expected):
     root = synthetic.write_kaggle_tree(tmp_path / "data", n_train=6, n_test=2)

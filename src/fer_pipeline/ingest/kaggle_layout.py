@@ -109,6 +109,10 @@ def _plan_layout(
         parts = name[len(root) :].split("/")
         if not name.startswith(root) or parts[0] not in SPLITS:
             outside.append(name)
+        elif len(parts) == 1:
+            collected.issue(
+                name, REJECTED, f"a file where the {parts[0]}/ folder belongs; expected {parts[0]}/<class>/<file>"
+            )
         elif len(parts) == 2:
             collected.issue(name, REJECTED, f"not in a class folder; expected {parts[0]}/<class>/<file>")
         elif len(parts) > 3:
