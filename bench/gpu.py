@@ -125,6 +125,16 @@ CANDIDATES = {
     "crop_adamw_epochs_69": {**CROP, **ADAMW, **BF16_EPOCHS},
     # Run 6 (the preset, seed 12) stopped at epoch 56 of 69 and kept epoch 36: the preset without that stop.
     "crop_epochs_69_no_stop": {**CROP, **BF16_EPOCHS, **NO_STOP},
+    # The VGG anchor's optimizer on the current preset's schedule (its swa_last_20 is the preset's ending):
+    # Nesterov SGD at 0.01 with decoupled decay 1e-3, PyTorch's 1e-4 through momentum 0.9 (sgd_decay_1e-3).
+    "crop_sgd_epochs_69_no_stop": {
+        **CROP,
+        **BF16_EPOCHS,
+        **NO_STOP,
+        "optimizer": "sgd",
+        "frozen_lr": 0.01,
+        "weight_decay": 1e-3,
+    },
 }
 
 
