@@ -1,17 +1,18 @@
 """Validation accuracy of a trained model under more test-time views than the flip.
 
-    python -m bench.tta_views MODEL.keras [--shift 2] [--crops 0.8] [--data FILE]
+    python -m bench.tta_views MODEL.keras [--shift 1 2 3] [--crops 0.8] [--data FILE]
 
 Reads the validation images from .gpu/fer-trainval.npz.xz (``python -m bench.gpu_data``:
 the train split divided 90/10, stratified, seed 12, as the cpu preset divides it), so
 the test split is not touched. Views, through the library's own ``with_flip_tta`` (the
 ``tta``, ``tta_shift`` and ``tta_crops`` options): the image, its mirror, both shifted
-by ``--shift`` pixels up, down, left and right (edges repeated), and, with ``--crops``,
-the centre and four corner crops of that side of both, alone and beside the shifted
-views (20 views). A TTA wrapper saved by the pipeline is unwrapped first; the
-networks a sweep keeps (``FER_GPU_MODELS``) are bare already.
+by ``--shift`` pixels up, down, left and right (edges repeated; one ten-view row per
+value given), and, with ``--crops``, the centre and four corner crops of that side of
+both, alone and beside the first shift's views (20 views). A TTA wrapper saved by the
+pipeline is unwrapped first; the networks a sweep keeps (``FER_GPU_MODELS``) are bare
+already.
 
-Beside each row, the change against the shifted views, paired on the same images: how
+Beside each row, the change against the first shift's ten views, paired on the same images: how
 many images the row gets right that they get wrong and the reverse, and a bootstrap 95%
 interval of the accuracy difference (resampling images). Views of one network differ on
 few images, so this separates smaller changes than two trainings can. The last column is
@@ -47,14 +48,16 @@ def shifted_views(shift: int) -> str:
 
 
 def view_probabilities(
-    model: keras.Model, x: np.ndarray, shift: int, crops: float
+    model: keras.Model, x: np.ndarray, shifts: list[int], crops: float
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each view set's averaged class probabilities on ``x``, keyed by the row's name, and the
-    seconds its prediction took (batches of 256: the cost a view set adds, on this machine)."""
+    seconds its prediction took (batches of 256: the cost a view set adds, on this machine).
+    The 20-view set pairs the crops with the first of ``shifts``."""
+    shift = shifts[0]
     sets = {
         "image only (1 view)": model,
         "image + mirror (2 views, tta=true)": with_flip_tta(model),
-        shifted_views(shift): with_flip_tta(model, shift=shift),
+        **{shifted_views(each): with_flip_tta(model, shift=each) for each in shifts},
     }
     if crops:
         sets[f"image + mirror, centre and corner crops of side {crops} (10 views, tta_crops={crops})"] = with_flip_tta(
@@ -107,7 +110,14 @@ def table(y: np.ndarray, probabilities: dict[str, np.ndarray], seconds: dict[str
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a saved .keras classifier")
-    parser.add_argument("--shift", type=int, default=2, help="pixels each shifted view moves (default 2)")
+    parser.add_argument(
+        "--shift",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="pixels each shifted view moves; several values score one ten-view row each, "
+        "compared with the first (default 2)",
+    )
     parser.add_argument(
         "--crops", type=float, default=0.0, help="side of the ten-crop views, in [0.5, 1) (default 0: not scored)"
     )
@@ -115,11 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.crops and not 0.5 <= args.crops < 1:
         parser.error(f"--crops must be 0 or in [0.5, 1), got {args.crops}")
+    if min(args.shift) < 1:
+        parser.error(f"--shift takes whole pixels >= 1, got {' '.join(map(str, args.shift))}")
     data = load_data(args.data)
     x, y = data["x_val"], data["y_val"]
     probabilities, seconds = view_probabilities(inner_model(load_model(args.model)), x, args.shift, args.crops)
     print(f"validation: {len(y)} images\n")
-    print("\n".join(table(y, probabilities, seconds, reference=shifted_views(args.shift))))
+    print("\n".join(table(y, probabilities, seconds, reference=shifted_views(args.shift[0]))))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,28 @@ def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_networ
     assert all(float(row.split("|")[-2]) > 0 for row in rows)  # each set's prediction time
 
 
+def test_several_shifts_score_one_row_each_against_the_first(tmp_path, capsys):
+    x, y = synthetic.make_images(3, seed=4)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x, y_train=y, x_val=x, y_val=y)
+    (tmp_path / "data.npz.xz").write_bytes(lzma.compress(buffer.getvalue()))
+    cfg = replace(
+        TrainConfig(weights="none"), backbone="compact", compact_widths=(4, 4, 4, 4), dense_units=(8,), dropouts=(0.0,)
+    )
+    build_model(cfg).save(tmp_path / "net.keras")
+    tta_views.main([str(tmp_path / "net.keras"), "--shift", "2", "1", "3", "--data", str(tmp_path / "data.npz.xz")])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| image + mirror, each")]
+    assert [row.split("tta_shift=")[1][0] for row in rows] == ["2", "1", "3"]
+    assert "|  | " in rows[0] and "|  | " not in rows[1] + rows[2]  # compared with the first shift
+
+
+@pytest.mark.parametrize("shifts", [["0"], ["1", "-2"]])
+def test_a_shift_below_one_pixel_is_refused_by_name(tmp_path, capsys, shifts):
+    with pytest.raises(SystemExit):
+        tta_views.main([str(tmp_path / "missing.keras"), "--shift", *shifts])
+    assert f"--shift takes whole pixels >= 1, got {' '.join(shifts)}" in capsys.readouterr().err
+
+
 def test_a_crop_side_out_of_range_is_refused_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tta_views.main([str(tmp_path / "missing.keras"), "--crops", "1.2"])
