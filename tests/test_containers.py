@@ -205,11 +205,16 @@ def test_cloudbuild_builds_both_targets_tagged_by_commit():
     assert len(config["images"]) == 2
 
 
-def _make(*args: str) -> str:
+def _run_make(*args: str) -> subprocess.CompletedProcess:
+    """make in the project, without the caller's deployment variables; exit code and both streams."""
     env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY", "TAG", "CONFIG", "PROJECT", "REGION")}
-    result = subprocess.run(
+    return subprocess.run(
         ["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, check=False, env=env
     )
+
+
+def _make(*args: str) -> str:
+    result = _run_make(*args)
     return result.stdout + result.stderr
 
 
@@ -316,13 +321,7 @@ def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):
     for value, wanted in (("1", True), ("yes", True), ("0", False), ("", False)):
         out = _make("-n", target, f"{variable}={value}")
         assert (flag in out) is wanted, (value, out)
-    result = subprocess.run(
-        ["make", "--no-print-directory", "-n", target, f"{variable}=maybe"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _run_make("-n", target, f"{variable}=maybe")
     assert result.returncode != 0 and f"{variable}=maybe: use 1 or 0" in result.stderr
 
 
@@ -331,12 +330,6 @@ def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):
 def test_test_workers_reach_pytest_or_stop_make_naming_the_variable(target):
     for value in ("2", "0", "auto"):
         assert f"pytest -n {value} --dist loadfile" in _make("-n", target, f"TEST_WORKERS={value}")
-    result = subprocess.run(
-        ["make", "--no-print-directory", "-n", target, "TEST_WORKERS=two"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _run_make("-n", target, "TEST_WORKERS=two")
     assert result.returncode != 0 and "TEST_WORKERS=two: use a number of processes" in result.stderr
     assert "pytest" not in result.stdout
