@@ -2,12 +2,13 @@
 # One device call: GPU throughput, the compact recipe sweep and a full DenseNet169 training,
 # on a machine with JAX and no TensorFlow. Keras travels as wheels in .whl/ (see docs/benchmarks.md):
 #   run(command="bash bench/gpu.sh", carry=[".whl", ".gpu"], timeout_s=560)
-# Results: $OUT/results.jsonl (one JSON line per result), $OUT/card.txt, $OUT/logs.tgz.
+# Results: $OUT/results.jsonl (one JSON line per result), $OUT/card.txt, $OUT/logs.tgz, and each
+# sweep candidate's trained network in $OUT/models/ (for bench/tta_views.py without retraining).
 set -u
 OUT=${OUT:-build/gpu}; mkdir -p "$OUT" build/gpu-logs
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-export FER_GPU_RESULTS=$OUT/results.jsonl FER_GPU_DEADLINE=$(( $(date +%s) + ${BUDGET_S:-420} ))
+export FER_GPU_RESULTS=$OUT/results.jsonl FER_GPU_MODELS=${FER_GPU_MODELS:-$OUT/models} FER_GPU_DEADLINE=$(( $(date +%s) + ${BUDGET_S:-420} ))
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/card.txt"
 nproc >> "$OUT/card.txt"
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax-cache}
