@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import NamedTuple
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before bench.gpu, which defaults to JAX
 
@@ -47,10 +48,15 @@ def shifted_views(shift: int) -> str:
     return f"image + mirror, each shifted {shift} px 4 ways (10 views, tta_shift={shift})"
 
 
-def view_probabilities(
-    model: keras.Model, x: np.ndarray, shifts: list[int], crops: float
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Each view set's averaged class probabilities on ``x``, keyed by the row's name, and the
+class Scored(NamedTuple):
+    """One view set's averaged class probabilities and the seconds its prediction took."""
+
+    probabilities: np.ndarray
+    seconds: float
+
+
+def view_probabilities(model: keras.Model, x: np.ndarray, shifts: list[int], crops: float) -> dict[str, Scored]:
+    """Each view set's averaged class probabilities on ``x``, keyed by the row's name, with the
     seconds its prediction took (batches of 256: the cost a view set adds, on this machine).
     The 20-view set pairs the crops with the first of ``shifts``."""
     shift = shifts[0]
@@ -66,13 +72,13 @@ def view_probabilities(
         sets[f"both ten-view sets (20 views, tta_shift={shift} with tta_crops={crops})"] = with_flip_tta(
             model, shift=shift, crop=crops
         )
-    probabilities, seconds = {}, {}
+    scored = {}
     for name, wrapped in sets.items():
         wrapped.predict(x[:256], batch_size=256, verbose=0)  # traced once, outside the timing
         start = time.perf_counter()
-        probabilities[name] = wrapped.predict(x, batch_size=256, verbose=0)
-        seconds[name] = time.perf_counter() - start
-    return probabilities, seconds
+        probabilities = wrapped.predict(x, batch_size=256, verbose=0)
+        scored[name] = Scored(probabilities, time.perf_counter() - start)
+    return scored
 
 
 def paired_change(y: np.ndarray, reference: np.ndarray, predicted: np.ndarray, seed: int = 0) -> str:
@@ -89,20 +95,20 @@ def paired_change(y: np.ndarray, reference: np.ndarray, predicted: np.ndarray, s
     )
 
 
-def table(y: np.ndarray, probabilities: dict[str, np.ndarray], seconds: dict[str, float], reference: str) -> list[str]:
+def table(y: np.ndarray, scored: dict[str, Scored], reference: str) -> list[str]:
     """Markdown rows: each view set's accuracy and macro-F1, its paired change against
     ``reference`` and its prediction time per thousand images."""
-    base = probabilities[reference].argmax(1)
+    base = scored[reference].probabilities.argmax(1)
     rows = [
         "| views | accuracy | macro-F1 | change vs the shifted ten views (95% interval) | s / 1,000 images |",
         "|---|---|---|---|---|",
     ]
-    for name, probs in probabilities.items():
-        predicted = probs.argmax(1)
+    for name, (probabilities, seconds) in scored.items():
+        predicted = probabilities.argmax(1)
         change = "" if name == reference else paired_change(y, base, predicted)
         rows.append(
             f"| {name} | {accuracy_score(y, predicted):.4f} | {f1_score(y, predicted, average='macro'):.4f} "
-            f"| {change} | {1000 * seconds[name] / len(y):.2f} |"
+            f"| {change} | {1000 * seconds / len(y):.2f} |"
         )
     return rows
 
@@ -129,9 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--shift takes whole pixels >= 1, got {' '.join(map(str, args.shift))}")
     data = load_data(args.data)
     x, y = data["x_val"], data["y_val"]
-    probabilities, seconds = view_probabilities(inner_model(load_model(args.model)), x, args.shift, args.crops)
+    scored = view_probabilities(inner_model(load_model(args.model)), x, args.shift, args.crops)
     print(f"validation: {len(y)} images\n")
-    print("\n".join(table(y, probabilities, seconds, reference=shifted_views(args.shift[0]))))
+    print("\n".join(table(y, scored, reference=shifted_views(args.shift[0]))))
 
 
 if __name__ == "__main__":

@@ -29,12 +29,11 @@ def test_a_paired_change_counts_the_images_each_side_gets_right_alone():
 
 def test_the_table_scores_every_view_set_against_the_reference():
     y = np.array([0, 1, 1, 0])
-    probabilities = {
-        "ten": np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]]),  # 3 of 4 right
-        "twenty": np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]]),  # 4 of 4
+    scored = {
+        "ten": tta_views.Scored(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]]), 0.002),  # 3 of 4 right
+        "twenty": tta_views.Scored(np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]]), 0.004),  # 4 of 4
     }
-    seconds = {"ten": 0.002, "twenty": 0.004}
-    header, rule, ten, twenty = tta_views.table(y, probabilities, seconds, reference="ten")
+    header, rule, ten, twenty = tta_views.table(y, scored, reference="ten")
     assert "change vs" in header and header.endswith("| s / 1,000 images |") and rule.count("|") == 6
     assert ten.startswith("| ten | 0.7500 |") and ten.endswith("|  | 0.50 |")  # 2 ms over 4 images
     assert twenty.startswith("| twenty | 1.0000 | 1.0000 | +0.2500 [")
