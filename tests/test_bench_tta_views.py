@@ -40,7 +40,9 @@ def test_the_table_scores_every_view_set_against_the_reference():
     assert twenty.endswith("1 right only here, 0 only there | 1.00 |")
 
 
-def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_network(tmp_path, capsys):
+@pytest.fixture()
+def saved_network(tmp_path) -> tuple[str, str, int]:
+    """A tiny untrained compact network and a validation npz of 4 images per class: (model, data, images)."""
     x, y = synthetic.make_images(4, seed=3)
     buffer = io.BytesIO()
     np.savez(buffer, x_train=x, y_train=y, x_val=x, y_val=y)
@@ -49,11 +51,14 @@ def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_networ
         TrainConfig(weights="none"), backbone="compact", compact_widths=(4, 4, 4, 4), dense_units=(8,), dropouts=(0.0,)
     )
     build_model(cfg).save(tmp_path / "net.keras")
-    tta_views.main(
-        [str(tmp_path / "net.keras"), "--shift", "1", "--crops", "0.8", "--data", str(tmp_path / "data.npz.xz")]
-    )
+    return str(tmp_path / "net.keras"), str(tmp_path / "data.npz.xz"), len(y)
+
+
+def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_network(saved_network, capsys):
+    model, data, images = saved_network
+    tta_views.main([model, "--shift", "1", "--crops", "0.8", "--data", data])
     out = capsys.readouterr().out
-    assert f"validation: {len(y)} images" in out
+    assert f"validation: {images} images" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| views")]
     assert len(rows) == 5  # 1, 2, 10 shifted, 10 cropped, 20 combined
     assert "tta_crops=0.8" in rows[3] and "20 views" in rows[4]
@@ -61,16 +66,9 @@ def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_networ
     assert all(float(row.split("|")[-2]) > 0 for row in rows)  # each set's prediction time
 
 
-def test_several_shifts_score_one_row_each_against_the_first(tmp_path, capsys):
-    x, y = synthetic.make_images(3, seed=4)
-    buffer = io.BytesIO()
-    np.savez(buffer, x_train=x, y_train=y, x_val=x, y_val=y)
-    (tmp_path / "data.npz.xz").write_bytes(lzma.compress(buffer.getvalue()))
-    cfg = replace(
-        TrainConfig(weights="none"), backbone="compact", compact_widths=(4, 4, 4, 4), dense_units=(8,), dropouts=(0.0,)
-    )
-    build_model(cfg).save(tmp_path / "net.keras")
-    tta_views.main([str(tmp_path / "net.keras"), "--shift", "2", "1", "3", "--data", str(tmp_path / "data.npz.xz")])
+def test_several_shifts_score_one_row_each_against_the_first(saved_network, capsys):
+    model, data, _ = saved_network
+    tta_views.main([model, "--shift", "2", "1", "3", "--data", data])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| image + mirror, each")]
     assert [row.split("tta_shift=")[1][0] for row in rows] == ["2", "1", "3"]
     assert "|  | " in rows[0] and "|  | " not in rows[1] + rows[2]  # compared with the first shift
