@@ -113,8 +113,8 @@ CANDIDATES = {
     "faster_lr": {"frozen_lr": 2e-3},  # (1.0)
     # (2.0) what a 4-hour CPU budget would buy; patience 10 stopped it at epoch 40 of 96 (docs/model-quality.md)
     "double_epochs": {"frozen_epochs": 96, "early_stopping_patience": 20},
-    # Issue 24's anchors, not measured yet. SGD: the VGG anchor's Nesterov SGD at 0.01 with its decay 1e-4
-    # taken literally, and as 1e-3, about what PyTorch's 1e-4 through momentum 0.9 is in Keras' decoupled terms.
+    # Issue 24's anchors (sgd, adamw, mixup and cutmix measured on two CPU cores, docs/model-quality.md). SGD: the
+    # VGG anchor's decay 1e-4 taken literally, and as SGD_DECAY's 1e-3.
     "sgd": {"optimizer": "sgd", "frozen_lr": 0.01, "weight_decay": 1e-4},
     "sgd_decay_1e-3": SGD_DECAY,
     "adamw": ADAMW,
