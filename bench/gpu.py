@@ -135,6 +135,11 @@ CANDIDATES = {
 
 def load_data(path: str | None = None) -> dict[str, np.ndarray]:
     path = path or os.environ.get("FER_GPU_DATA", ".gpu/fer-trainval.npz.xz")
+    if not Path(path).is_file():
+        raise SystemExit(
+            f"{path}: no such data file; write it with `python -m bench.gpu_data DATASET_DIR` "
+            "(a `fer-pipeline ingest` output), or name another (FER_GPU_DATA, or --data where a command has it)"
+        )
     with np.load(io.BytesIO(lzma.decompress(Path(path).read_bytes()))) as data:
         arrays = {name: data[name] for name in data.files}
     for name in list(arrays):

@@ -9,22 +9,29 @@ lzma-compressed, about 50 MB (the device call carries at most 64 MiB).
 
 from __future__ import annotations
 
+import argparse
 import io
 import lzma
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from fer_pipeline.config import SplitConfig
 from fer_pipeline.dataset import FerDataset
+from fer_pipeline.errors import DatasetError
 from fer_pipeline.split import make_split
 
 OUTPUT = Path(".gpu/fer-trainval.npz.xz")
 
 
-def main(dataset_dir: str) -> None:
-    dataset = FerDataset.load(dataset_dir)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", help="a canonical dataset directory (`fer-pipeline ingest ZIP --out DIR`)")
+    args = parser.parse_args(argv)
+    try:
+        dataset = FerDataset.load(args.dataset)
+    except DatasetError as error:
+        parser.error(str(error))
     split = make_split(dataset, SplitConfig(val_fraction=0.1, seed=12))
     arrays = {
         "x_train": dataset.images[split.train_indices],
@@ -43,4 +50,4 @@ def main(dataset_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -85,3 +85,11 @@ def test_a_crop_side_out_of_range_is_refused_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tta_views.main([str(tmp_path / "missing.keras"), "--crops", "1.2"])
     assert "--crops must be 0 or in [0.5, 1), got 1.2" in capsys.readouterr().err
+
+
+def test_a_missing_data_file_is_named_with_the_command_that_writes_it(tmp_path):
+    missing = tmp_path / "none.npz.xz"
+    with pytest.raises(SystemExit) as stopped:
+        tta_views.main([str(tmp_path / "net.keras"), "--data", str(missing)])
+    assert str(stopped.value).startswith(f"{missing}: no such data file")
+    assert "python -m bench.gpu_data DATASET_DIR" in str(stopped.value)
