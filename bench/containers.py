@@ -148,4 +148,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_pipeline.errors import exit_in_one_line
+
+    raise SystemExit(exit_in_one_line(main))

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -96,4 +95,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_pipeline.errors import exit_in_one_line
+
+    raise SystemExit(exit_in_one_line(main))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 from bench._common import append_section, load_average, markdown_table, median
@@ -139,4 +138,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_pipeline.errors import exit_in_one_line
+
+    raise SystemExit(exit_in_one_line(main))

@@ -369,11 +369,11 @@ def main(argv=None) -> int:
     from fer_pipeline.split import make_split
     from fer_pipeline.training_data import phase_data
 
+    wanted = {"weights": "none", "batch_size": args.batch, "jit_compile": args.jit == "on", "precision": "float32"}
+    cfg = resolve(args.preset, wanted | ({} if args.preset else {"image_size": args.image_size})).train
     started = time.perf_counter()
     dataset = read_source(args.zip).dataset
     split = make_split(dataset, SplitConfig())
-    wanted = {"weights": "none", "batch_size": args.batch, "jit_compile": args.jit == "on", "precision": "float32"}
-    cfg = resolve(args.preset, wanted | ({} if args.preset else {"image_size": args.image_size})).train
     data = phase_data(dataset, split, cfg)
     log.info("read %d images in %.1f s", len(dataset), time.perf_counter() - started)
 
@@ -526,4 +526,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fer_pipeline.errors import exit_in_one_line
+
+    raise SystemExit(exit_in_one_line(main))

@@ -141,4 +141,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fer_pipeline.errors import exit_in_one_line
+
+    raise SystemExit(exit_in_one_line(main))

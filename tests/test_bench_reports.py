@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from bench import gpu_report
+from fer_pipeline.errors import EXIT_UNUSABLE_INPUT, EXIT_USAGE, ConfigError, exit_in_one_line
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _result(name: str, seed: int, one: float, ten: float, f1: float, flip: float | None = None) -> dict:
@@ -65,3 +71,31 @@ def test_ten_crop_scores_get_a_column_where_the_results_have_them(tmp_path):
     assert "| 10 crops acc. |" in rows[0] and rows[1].count("|") == rows[0].count("|")
     assert rows[2] == "| base | 12 | 0.6600 | 0.6800 | 0.6500 |  |  |  |"  # an older result: no crop score
     assert rows[3] == "| crop | 12 | 0.6700 | 0.6900 | 0.6600 | 0.6950 | +0.010 / +0.010 / +0.010 |  |"
+
+
+def test_a_library_error_or_a_missing_file_ends_a_benchmark_in_one_line(capsys):
+    def refuse():
+        raise ConfigError("Unknown preset 'nope'; choose one of: cpu (or none).")
+
+    def read_missing():
+        open("/nonexistent/results.jsonl")
+
+    assert exit_in_one_line(refuse) == EXIT_USAGE
+    assert capsys.readouterr().err == "error: Unknown preset 'nope'; choose one of: cpu (or none).\n"
+    assert exit_in_one_line(read_missing) == EXIT_UNUSABLE_INPUT
+    assert capsys.readouterr().err == "error: /nonexistent/results.jsonl does not exist.\n"
+    assert exit_in_one_line(lambda: None) == 0 and exit_in_one_line(lambda: 3) == 3
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        exit_in_one_line(lambda: 1 / 0)
+
+
+def test_a_benchmark_run_as_a_script_refuses_a_missing_file_without_a_traceback(tmp_path):
+    missing = tmp_path / "results.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_report.py"), str(missing)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_UNUSABLE_INPUT
+    assert done.stderr == f"error: {missing} does not exist.\n"

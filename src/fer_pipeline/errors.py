@@ -6,6 +6,8 @@ Each carries the exit code the CLI ends with (documented in `fer-pipeline --help
 3 = `fer-pipeline monitor` found drift (not an error: the command worked and says so).
 """
 
+from collections.abc import Callable
+
 EXIT_UNUSABLE_INPUT = 1
 EXIT_USAGE = 2
 EXIT_DRIFT = 3
@@ -46,3 +48,19 @@ def read_json_file(path, what: str):
         raise UnusableFileError(f"{path} does not exist; pass {what}.") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise UnusableFileError(f"{path} is not {what} ({exc}).") from None
+
+
+def exit_in_one_line(main: Callable[[], int | None]) -> int:
+    """Run a script's ``main`` (the benchmarks') to its exit code. A FerError or a missing
+    file ends it as ``fer-pipeline`` ends: one line on stderr and the error's exit code,
+    not a traceback."""
+    import sys
+
+    try:
+        return int(main() or 0)
+    except FerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except FileNotFoundError as exc:
+        print(f"error: {exc.filename} does not exist.", file=sys.stderr)
+        return EXIT_UNUSABLE_INPUT
