@@ -347,12 +347,26 @@ def probe() -> None:
         record(kind="probe", variant=name, batch=cfg.batch_size, img_s=round(rate))
 
 
-def sweep(names: list[str]) -> None:
-    """Train each candidate ``NAME`` or ``NAME@SEED`` (default seed: the preset's) and record its scores."""
-    data = load_data()
+def sweep_entries(names: list[str]) -> list[tuple[str, dict]]:
+    """Each ``NAME`` or ``NAME@SEED`` as (name, seed override), all checked before anything
+    trains: a typo in the last of several candidates would otherwise end hours of training."""
+    entries = []
     for entry in names:
         name, _, seed = entry.partition("@")
-        cfg = replace(COMPACT_BASE, **CANDIDATES[name], **({"seed": int(seed)} if seed else {}))
+        if name not in CANDIDATES:
+            raise SystemExit(f"unknown sweep candidate {name!r}; choose from: {', '.join(CANDIDATES)}")
+        if seed and not seed.isdigit():
+            raise SystemExit(f"{entry!r}: the seed after @ must be a whole number, e.g. {name}@13")
+        entries.append((name, {"seed": int(seed)} if seed else {}))
+    return entries
+
+
+def sweep(names: list[str]) -> None:
+    """Train each candidate ``NAME`` or ``NAME@SEED`` (default seed: the preset's) and record its scores."""
+    entries = sweep_entries(names)
+    data = load_data()
+    for name, seed in entries:
+        cfg = replace(COMPACT_BASE, **CANDIDATES[name], **seed)
         cfg = replace(
             cfg,
             frozen_epochs=max(1, round(cfg.frozen_epochs * EPOCH_SCALE)),
@@ -388,9 +402,12 @@ def densenet() -> None:
 
 if __name__ == "__main__":
     command, *rest = sys.argv[1:] or ["throughput"]
-    {
+    commands = {
         "throughput": lambda: throughput(rest),
         "sweep": lambda: sweep(rest or list(CANDIDATES)),
         "densenet": densenet,
         "probe": probe,
-    }[command]()
+    }
+    if command not in commands:
+        raise SystemExit(f"unknown command {command!r}; choose from: {', '.join(commands)}")
+    commands[command]()

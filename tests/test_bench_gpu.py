@@ -72,3 +72,26 @@ def test_every_sweep_candidate_is_a_valid_recipe_and_no_stop_runs_its_whole_sche
     assert replace(no_stop, early_stopping_patience=patience) == configs["crop_epochs_69"]  # the only difference
     # each keeps its best epoch, so the record's "restored" weights are that epoch's, scored beside the averages
     assert {c.average_last_epochs for c in configs.values()} == {0}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sweep", "crop@13", "mixup_alpha_0.3@13"], "unknown sweep candidate 'mixup_alpha_0.3'; choose from: "),
+        (["sweep", "crop@thirteen"], "'crop@thirteen': the seed after @ must be a whole number, e.g. crop@13"),
+        (["sweeps"], "unknown command 'sweeps'; choose from: throughput, sweep, densenet, probe"),
+    ],
+)
+def test_a_wrong_candidate_seed_or_command_is_refused_before_any_data_is_read(tmp_path, argv, message):
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", FER_GPU_DATA=str(tmp_path / "absent.npz.xz"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(message)  # not the missing data file, read later
+    assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
