@@ -347,8 +347,8 @@ def probe() -> None:
         record(kind="probe", variant=name, batch=cfg.batch_size, img_s=round(rate))
 
 
-def sweep_entries(names: list[str]) -> list[tuple[str, dict]]:
-    """Each ``NAME`` or ``NAME@SEED`` as (name, seed override), all checked before anything
+def sweep_entries(names: list[str]) -> list[tuple[str, int | None]]:
+    """Each ``NAME`` or ``NAME@SEED`` as (name, seed or None), all checked before anything
     trains: a typo in the last of several candidates would otherwise end hours of training."""
     entries = []
     for entry in names:
@@ -357,7 +357,7 @@ def sweep_entries(names: list[str]) -> list[tuple[str, dict]]:
             raise SystemExit(f"unknown sweep candidate {name!r}; choose from: {', '.join(CANDIDATES)}")
         if seed and not seed.isdigit():
             raise SystemExit(f"{entry!r}: the seed after @ must be a whole number, e.g. {name}@13")
-        entries.append((name, {"seed": int(seed)} if seed else {}))
+        entries.append((name, int(seed) if seed else None))
     return entries
 
 
@@ -366,7 +366,7 @@ def sweep(names: list[str]) -> None:
     entries = sweep_entries(names)
     data = load_data()
     for name, seed in entries:
-        cfg = replace(COMPACT_BASE, **CANDIDATES[name], **seed)
+        cfg = replace(COMPACT_BASE, **CANDIDATES[name], **({"seed": seed} if seed is not None else {}))
         cfg = replace(
             cfg,
             frozen_epochs=max(1, round(cfg.frozen_epochs * EPOCH_SCALE)),
