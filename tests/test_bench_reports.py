@@ -80,10 +80,15 @@ def test_a_library_error_or_a_missing_file_ends_a_benchmark_in_one_line(capsys):
     def read_missing():
         open("/nonexistent/results.jsonl")
 
+    def miss_a_program():
+        raise FileNotFoundError("no chromium found")
+
     assert exit_in_one_line(refuse) == EXIT_USAGE
     assert capsys.readouterr().err == "error: Unknown preset 'nope'; choose one of: cpu (or none).\n"
     assert exit_in_one_line(read_missing) == EXIT_UNUSABLE_INPUT
     assert capsys.readouterr().err == "error: /nonexistent/results.jsonl does not exist.\n"
+    assert exit_in_one_line(miss_a_program) == EXIT_UNUSABLE_INPUT
+    assert capsys.readouterr().err == "error: no chromium found\n"  # no file to name: the message itself
     assert exit_in_one_line(lambda: None) == 0 and exit_in_one_line(lambda: 3) == 3
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         exit_in_one_line(lambda: 1 / 0)

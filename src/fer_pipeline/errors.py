@@ -62,5 +62,5 @@ def exit_in_one_line(main: Callable[[], int | None]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except FileNotFoundError as exc:
-        print(f"error: {exc.filename} does not exist.", file=sys.stderr)
+        print(f"error: {exc.filename} does not exist." if exc.filename else f"error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE_INPUT
