@@ -64,14 +64,19 @@ def test_every_sweep_candidate_is_a_valid_recipe_and_no_stop_runs_its_whole_sche
     from dataclasses import replace
 
     from bench import gpu
+    from fer_pipeline.recipe import resolve
 
     configs = {name: replace(gpu.COMPACT_BASE, **overrides) for name, overrides in gpu.CANDIDATES.items()}  # checked
     no_stop = configs["crop_epochs_69_no_stop"]
     assert no_stop.early_stopping_patience >= no_stop.frozen_epochs == configs["crop_epochs_69"].frozen_epochs
     patience = gpu.BF16_EPOCHS["early_stopping_patience"]
     assert replace(no_stop, early_stopping_patience=patience) == configs["crop_epochs_69"]  # the only difference
-    # each keeps its best epoch, so the record's "restored" weights are that epoch's, scored beside the averages
-    assert {c.average_last_epochs for c in configs.values()} == {0}
+    # the "preset" candidate is the cpu preset's training exactly, and its mixup row differs from it in mixing only
+    assert configs["preset"] == resolve("cpu").train
+    assert replace(configs["preset_mixup_0.2"], mix="none", mix_alpha=configs["preset"].mix_alpha) == configs["preset"]
+    # the others keep their best epoch, so the record's "restored" weights are that epoch's, beside the averages
+    others = {name: c for name, c in configs.items() if not name.startswith("preset")}
+    assert {c.average_last_epochs for c in others.values()} == {0}
 
 
 @pytest.mark.parametrize(
