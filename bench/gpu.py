@@ -70,6 +70,8 @@ EMA_DECAYS = (0.999, 0.9998)
 SWA_EPOCHS = (5, 10, 20)
 
 CROP = {"crop_scale": (0.8, 1.2)}  # the FER anchors' random resized crop
+# and the rest of their augmentation: shifts of 20%, rotation of 10 degrees, random erasing 0.5
+ANCHOR_AUGMENTATION = {"width_shift": 0.2, "height_shift": 0.2, "rotation": 10 / 360, "erasing": 0.5}
 ADAMW = {"optimizer": "adamw", "weight_decay": 0.05}
 # The VGG anchor's Nesterov SGD at 0.01 with its decay 1e-4 as Keras' decoupled decay reads PyTorch's
 # (1e-4 through momentum 0.9: about 1e-3 here)
@@ -98,13 +100,7 @@ CANDIDATES = {
     # 0.5 alone; then their whole set (with shifts 20% and rotation 10 degrees).
     "crop": CROP,
     "erasing": {"erasing": 0.5},
-    "anchor_augmentation": {
-        **CROP,
-        "width_shift": 0.2,
-        "height_shift": 0.2,
-        "rotation": 10 / 360,
-        "erasing": 0.5,
-    },
+    "anchor_augmentation": {**CROP, **ANCHOR_AUGMENTATION},
     "no_augmentation": AUGMENTATION_OFF,
     "no_smoothing": {"label_smoothing": 0.0},
     "plateau": {"schedule": "plateau", "early_stopping_patience": 3},
@@ -136,6 +132,8 @@ CANDIDATES = {
     # epochs, as the pipeline registers it), and the milder mixup as one change to it.
     "preset": CURRENT_PRESET,
     "preset_mixup_0.2": {**CURRENT_PRESET, "mix": "mixup", "mix_alpha": 0.2},
+    # the rest of the anchors' augmentation (20% shifts, 10-degree rotation, erasing 0.5) on the preset's crop
+    "preset_anchor_augmentation": {**CURRENT_PRESET, **ANCHOR_AUGMENTATION},
 }
 
 
