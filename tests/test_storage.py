@@ -46,7 +46,11 @@ def test_uri_parsing_and_fuse_mapping():
         storage.GcsPath.parse("/local/path")
 
 
-def test_backbone_weights_from_gs_are_read_through_the_emulator_or_refused_naming_the_parameter(bucket, tmp_path):
+def test_backbone_weights_from_gs_are_read_through_the_emulator_or_refused_naming_the_parameter(
+    bucket, tmp_path, monkeypatch
+):
+    import tempfile
+
     from fer_pipeline.errors import ConfigError
     from fer_pipeline.model import _local_copy
 
@@ -55,5 +59,9 @@ def test_backbone_weights_from_gs_are_read_through_the_emulator_or_refused_namin
     storage.upload_file(source, f"{bucket}/w/densenet.weights.h5")
     copy = _local_copy(f"{bucket}/w/densenet.weights.h5")  # tf.io.gfile would ignore the emulator
     assert copy.name == "densenet.weights.h5" and copy.read_bytes() == source.read_bytes()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with pytest.raises(ConfigError, match="parameter `weights`"):
         _local_copy(f"{bucket}/w/missing.weights.h5")
+    assert list(scratch.iterdir()) == []  # the refused copy left no directory behind

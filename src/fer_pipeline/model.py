@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -404,6 +405,7 @@ def _local_copy(uri: str) -> Path:
     try:
         storage.download_file(uri, target)
     except Exception as error:  # missing object, permission and network errors
+        shutil.rmtree(target.parent, ignore_errors=True)  # a refused weights URI leaves nothing behind
         raise ConfigError(
             f"Could not read parameter `weights`={uri!r}: {error}. Check the URI and the service "
             'account\'s read access, or pass a local weights file or "none".'
