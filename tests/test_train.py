@@ -184,3 +184,29 @@ def test_both_phases_train_save_and_record_history(tmp_path, monkeypatch, caplog
     assert not changed("conv1_conv")
     assert changed("conv5_block32_1_bn") and changed("bn")
     assert not changed("conv5_block31_1_bn")
+
+
+def test_the_tensorflow_feed_trains_whole_epochs_from_one_repeating_pipeline(tmp_path):
+    """One tf.data iterator for the phase (a new one each epoch idled a core in half the
+    epochs); fit then ends each epoch after exactly the phase's steps."""
+    import keras
+
+    dataset = _dataset([5] * NUM_CLASSES)
+    split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=0))
+    cfg = _cfg(backbone="compact", batch_size=8, frozen_epochs=3)
+    steps: list[int] = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[-1] += 1
+
+    feed = feed_tf.TfDataFeed()
+    result = train.train_frozen(dataset, split, cfg, tmp_path, feed=feed, extra_callbacks=(CountSteps(),))
+    assert result.epochs_run == 3
+    assert steps == [-(-len(split.train_indices) // 8)] * 3
+    batches, val = feed.batches(dataset, training_data.phase_data(dataset, split, cfg), cfg, 8, None)
+    assert train.repeats_without_end(batches) and not train.repeats_without_end(val)
+    assert not train.repeats_without_end(np.zeros((4, 48, 48, 1)))

@@ -49,6 +49,9 @@ class TfDataFeed:
             sample_weights=data.train_sample_weights,
             augment=_input_stage(augment, training=True),
             mix=mixer(cfg),  # None unless cfg.mix; validation is never mixed
+            # One iterator for the whole phase (fit ends epochs by steps): a new iterator each
+            # epoch left one of two cores idle in about half the epochs (docs/benchmarks.md).
+            repeat=True,
         )
         val = make_dataset(
             dataset.images[data.val_indices],

@@ -344,7 +344,7 @@ def _run_phase(
         else:
             train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
         callbacks = [*phase_callbacks(cfg), *feed.callbacks(out_dir, phase, first_step, val), *extra_callbacks]
-        history = fit(compiled.trainable, train, val, epochs, callbacks, backup)
+        history = fit(compiled.trainable, train, val, epochs, callbacks, backup, steps_per_epoch)
         averaged = averaged_scores(compiled.trainable, val, callbacks)
     seconds = time.monotonic() - start
     epochs_run = len(history.get("loss", []))
@@ -395,14 +395,40 @@ def _run_phase(
     return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path, averaged)
 
 
-def fit(model: keras.Model, train, val, epochs: int, callbacks: list, backup: PhaseBackup | None = None) -> dict:
-    """Run ``model.fit`` with one progress line per epoch; returns the history as floats."""
+def fit(
+    model: keras.Model,
+    train,
+    val,
+    epochs: int,
+    callbacks: list,
+    backup: PhaseBackup | None = None,
+    steps_per_epoch: int | None = None,
+) -> dict:
+    """Run ``model.fit`` with one progress line per epoch; returns the history as floats.
+
+    ``steps_per_epoch`` ends each epoch of ``train`` batches that repeat without end (the
+    TensorFlow feed's); batches that end by themselves ignore it.
+    """
     if backup is not None:  # last: it saves the other callbacks' state after their epoch-end decisions
         callbacks = [*callbacks, backup.callback(callbacks)]
     # shuffle=False: the feed reshuffles each epoch itself (fit cannot shuffle a tf.data.Dataset).
-    fitted = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=2)
+    fitted = model.fit(
+        train,
+        validation_data=val,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch if repeats_without_end(train) else None,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=2,
+    )
     history = backup.history if backup is not None else fitted.history  # with the epochs before a resume
     return {key: [float(v) for v in values] for key, values in history.items()}
+
+
+def repeats_without_end(batches) -> bool:
+    """True for a tf.data pipeline that repeats forever (-1 is tf.data's INFINITE_CARDINALITY)."""
+    cardinality = getattr(batches, "cardinality", None)
+    return callable(cardinality) and int(cardinality()) == -1
 
 
 def averaged_scores(model: keras.Model, val, callbacks: list) -> dict | None:
