@@ -209,4 +209,8 @@ def test_the_tensorflow_feed_trains_whole_epochs_from_one_repeating_pipeline(tmp
     assert steps == [-(-len(split.train_indices) // 8)] * 3
     batches, val = feed.batches(dataset, training_data.phase_data(dataset, split, cfg), cfg, 8, None)
     assert train.repeats_without_end(batches) and not train.repeats_without_end(val)
+    per_epoch, _ = feed_tf.TfDataFeed(one_training_iterator=False).batches(
+        dataset, training_data.phase_data(dataset, split, cfg), cfg, 8, None
+    )
+    assert not train.repeats_without_end(per_epoch)  # the benchmark's comparison: an iterator per epoch
     assert not train.repeats_without_end(np.zeros((4, 48, 48, 1)))

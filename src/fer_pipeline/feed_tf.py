@@ -26,7 +26,16 @@ logger = logging.getLogger(__name__)
 
 class TfDataFeed:
     """tf.data over the in-memory images; the model's own layers augment (or, with XLA,
-    its augmentation stage runs in the input pipeline: ``trainer.compile_model``)."""
+    its augmentation stage runs in the input pipeline: ``trainer.compile_model``).
+
+    ``one_training_iterator``: the training batches repeat without end, so one iterator
+    serves the whole phase and ``fit`` ends epochs by steps. False gives each epoch its
+    own iterator, which left one of two cores idle in about half the epochs on the 2-core
+    machines (``bench/epoch_iterators.py`` compares the two).
+    """
+
+    def __init__(self, one_training_iterator: bool = True):
+        self.one_training_iterator = one_training_iterator
 
     def prepare(self, cfg: TrainConfig) -> tuple[AbstractContextManager[Any], int]:
         if cfg.deterministic:  # process-wide and irreversible; docs/reliability.md
@@ -49,9 +58,7 @@ class TfDataFeed:
             sample_weights=data.train_sample_weights,
             augment=_input_stage(augment, training=True),
             mix=mixer(cfg),  # None unless cfg.mix; validation is never mixed
-            # One iterator for the whole phase (fit ends epochs by steps): a new iterator each
-            # epoch left one of two cores idle in about half the epochs (docs/benchmarks.md).
-            repeat=True,
+            repeat=self.one_training_iterator,
         )
         val = make_dataset(
             dataset.images[data.val_indices],
