@@ -73,7 +73,9 @@ def test_every_sweep_candidate_is_a_valid_recipe_and_no_stop_runs_its_whole_sche
     assert replace(no_stop, early_stopping_patience=patience) == configs["crop_epochs_69"]  # the only difference
     # the "preset" candidate is the cpu preset's training exactly, and its mixup row differs from it in mixing only
     assert configs["preset"] == resolve("cpu").train
-    assert replace(configs["preset_mixup_0.2"], mix="none", mix_alpha=configs["preset"].mix_alpha) == configs["preset"]
+    run9 = configs["preset_run9"]  # run 9's preset differs from it in its epochs only
+    assert replace(run9, frozen_epochs=100, early_stopping_patience=100) == configs["preset"]
+    assert replace(configs["preset_mixup_0.2"], mix="none", mix_alpha=run9.mix_alpha) == run9
     # the others keep their best epoch, so the record's "restored" weights are that epoch's, beside the averages
     others = {name: c for name, c in configs.items() if not name.startswith("preset")}
     assert {c.average_last_epochs for c in others.values()} == {0}
