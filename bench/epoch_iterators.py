@@ -4,6 +4,7 @@ per epoch and the share of the cores left idle, on a stratified subset of the re
 train split.
 
     .venv/bin/python -m bench.epoch_iterators --samples 6400 --epochs 12 --rounds 1
+    .venv/bin/python -m bench.epoch_iterators --precisions auto float32  # and float32's epoch beside bfloat16's
 
 On the 2-core machines the per-epoch iterator gave two kinds of epoch: both cores busy, or
 one of them idle for the whole epoch at twice the time. The idle share (from /proc/stat,
@@ -17,9 +18,11 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench._common import DEFAULT_ZIP, append_section, load_average, markdown_table, median
+from fer_pipeline.config import PRECISIONS
 
 MODES = {"per epoch": False, "one for the phase": True}  # TfDataFeed(one_training_iterator=...)
 SLOW = 1.3  # an epoch this much slower than the mode's fastest counts as slow
@@ -31,6 +34,13 @@ def parse_args(argv):
     parser.add_argument("--samples", type=int, default=6400, help="max_train_samples (validation shrinks alike)")
     parser.add_argument("--epochs", type=int, default=12, help="epochs per mode and round (the first is not counted)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of both modes, interleaved")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto"],
+        choices=PRECISIONS,
+        help="each mode runs at each (float32 beside auto's bfloat16: how long the preset takes on CPUs without it)",
+    )
     parser.add_argument("--no-append", action="store_true")
     return parser.parse_args(argv)
 
@@ -64,6 +74,7 @@ def main(argv=None) -> int:
 
     from fer_pipeline.feed_tf import TfDataFeed
     from fer_pipeline.ingest import read_source
+    from fer_pipeline.precision import choose_policy, cpu_flags
     from fer_pipeline.recipe import resolve
     from fer_pipeline.split import make_split
     from fer_pipeline.trainer import train_frozen
@@ -71,21 +82,24 @@ def main(argv=None) -> int:
     recipe = resolve("cpu", {"max_train_samples": args.samples, "frozen_epochs": args.epochs})
     dataset = read_source(args.zip).dataset
     split = make_split(dataset, recipe.split)
-    epochs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
+    runs = [(mode, precision) for precision in args.precisions for mode in MODES]
+    epochs: dict[tuple[str, str], list[tuple[float, float]]] = {run: [] for run in runs}
     for _ in range(args.rounds):
-        for mode, one_iterator in MODES.items():
+        for mode, precision in runs:
             records: list[tuple[float, float]] = []
+            train = replace(recipe.train, precision=precision)
             with tempfile.TemporaryDirectory(prefix="fer-iterator-bench-") as tmp:
-                train_frozen(dataset, split, recipe.train, Path(tmp), TfDataFeed(one_iterator), (epoch_timer(records),))
-            epochs[mode] += records[1:]  # the first epoch traces the step
+                train_frozen(dataset, split, train, Path(tmp), TfDataFeed(MODES[mode]), (epoch_timer(records),))
+            epochs[mode, precision] += records[1:]  # the first epoch traces the step
             keras.backend.clear_session()
     rows = []
-    for mode, records in epochs.items():
+    for (mode, precision), records in epochs.items():
         seconds = [s for s, _ in records]
         fastest = min(seconds)
         rows.append(
             [
                 mode,
+                precision if precision != "auto" else f"auto ({choose_policy('auto', cpu_flags=cpu_flags())[0]})",
                 len(seconds),
                 f"{median(seconds):.1f}",
                 f"{sum(seconds) / len(seconds):.1f}",
@@ -94,10 +108,11 @@ def main(argv=None) -> int:
                 f"{sum(i for _, i in records) / len(records):.2f}",
             ]
         )
-    per_epoch, one = (sum(s for s, _ in epochs[m]) / len(epochs[m]) for m in MODES)
+    mean = {run: sum(s for s, _ in records) / len(records) for run, records in epochs.items()}
     table = markdown_table(
         [
             "training iterator",
+            "precision",
             "epochs",
             "median s",
             "mean s",
@@ -108,10 +123,20 @@ def main(argv=None) -> int:
         rows,
     )
     notes = [
-        f"the cpu preset (compact CNN, crop, batch {recipe.train.batch_size}, precision auto), max_train_samples "
-        f"{args.samples} (validation shrunk alike), {args.epochs} epochs per mode and round, {args.rounds} round(s), "
-        "the first epoch of each run not counted; idle share: idle and iowait jiffies of all cores over the epoch",
-        f"mean epoch, per-epoch iterators over one iterator: {per_epoch / one:.2f}x",
+        f"the cpu preset (compact CNN, crop, batch {recipe.train.batch_size}), max_train_samples "
+        f"{args.samples} (validation shrunk alike), {args.epochs} epochs per mode, precision and round, "
+        f"{args.rounds} round(s), the first epoch of each run not counted; idle share: idle and iowait jiffies of "
+        "all cores over the epoch",
+        *[
+            f"mean epoch at {p}, per-epoch iterators over one iterator: "
+            f"{mean['per epoch', p] / mean['one for the phase', p]:.2f}x"
+            for p in args.precisions
+        ],
+        *[
+            f"mean epoch with one iterator, {p} over {args.precisions[0]}: "
+            f"{mean['one for the phase', p] / mean['one for the phase', args.precisions[0]]:.2f}x"
+            for p in args.precisions[1:]
+        ],
     ]
     if args.no_append:
         print(table + "\n" + "\n".join(notes))
