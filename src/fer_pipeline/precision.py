@@ -16,7 +16,7 @@ the trainer records the policy in each phase's history.json.
 - CPUs: ``mixed_bfloat16`` with AMX (``amx_bf16``) or AVX-512-BF16 (``avx512_bf16``),
   ``float32`` otherwise. Measured on this project's 2-core AMD EPYC (avx512_bf16, no
   AMX): bfloat16 trains the compact preset's step 1.44x as fast as float32 on
-  TensorFlow (1.08x on JAX) and runs DenseNet169's frozen phase 1.21x as fast
+  TensorFlow (a whole epoch 1.28x, bench/epoch_iterators.py; 1.08x on JAX) and runs DenseNet169's frozen phase 1.21x as fast
   (docs/benchmarks.md, "Precision and the frozen feature cache"); so auto makes
   nothing slower there. A model keeps the policy it was built under in model.keras.
 

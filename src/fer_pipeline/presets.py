@@ -65,12 +65,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Presets whose epochs were sized for bfloat16's faster step, and the epochs that keep their
-# time on a CPU without it (float32): run 4's 48 took 100 minutes there. run-local and
-# `fer-pipeline run` say so (float32_epochs_note).
+# Presets whose epochs were sized for bfloat16's faster step, and the epochs that kept their
+# time on a CPU without it (float32): run 4's 48 took 100 minutes on an AVX2-only 2-core host.
+# run-local and `fer-pipeline run` say so (float32_epochs_note).
 FLOAT32_CPU_EPOCHS: dict[str, int] = {"cpu": 48}
-# The compact preset's float32 epoch on 2 cores: run 4's 48 epochs in 100 minutes (docs/model-quality.md)
-FLOAT32_EPOCH_MINUTES = 100 / 48
+# The compact preset's float32 epoch on 2 cores, in minutes, from two measurements: the AMD EPYC
+# host's 40 s bfloat16 epoch (run 10) x float32's 1.28x step there with one training iterator
+# (bench/epoch_iterators.py), and run 4's epochs on the AVX2-only host, one iterator per epoch
+# (48 in 100 minutes). Other CPUs fall anywhere between or beyond; docs/benchmarks.md.
+FLOAT32_EPOCH_MINUTES = (40 * 1.28 / 60, 100 / 48)
 
 
 def float32_epochs_note(
@@ -83,8 +86,8 @@ def float32_epochs_note(
 ) -> str:
     """One line when ``preset``, whose epochs were sized for bfloat16, trains its own epochs in
     float32 because ``precision`` is ``auto`` on a CPU without avx512_bf16 or AMX and no GPU:
-    each step takes about 1.44x as long there, and ``epochs_option`` (``EPOCHS=`` for make,
-    ``--frozen-epochs `` for the CLI) with FLOAT32_CPU_EPOCHS keeps the preset's time. ""
+    its time there (FLOAT32_EPOCH_MINUTES), and ``epochs_option`` (``EPOCHS=`` for make,
+    ``--frozen-epochs `` for the CLI) with FLOAT32_CPU_EPOCHS for a shorter run. ""
     otherwise, or when the user chose the epochs or the precision."""
     from fer_pipeline import precision as precisions
 
@@ -96,9 +99,9 @@ def float32_epochs_note(
     flags = precisions.cpu_flags() if cpu_flags is None else cpu_flags
     if precisions.choose_policy("auto", cpu_flags=flags)[0] != "float32":
         return ""
+    fast, slow = (minutes * frozen_epochs / 60 for minutes in FLOAT32_EPOCH_MINUTES)
     return (
         f"Note: this CPU has neither avx512_bf16 nor AMX, so preset {preset} trains in float32, where its "
-        f"{frozen_epochs} epochs (sized for bfloat16) take about 1.44x as long: "
-        f"~{FLOAT32_EPOCH_MINUTES * frozen_epochs / 60:.1f} h on 2 cores. {epochs_option}{keep} keeps its time "
-        f"(about {FLOAT32_EPOCH_MINUTES * keep:.0f} minutes there)."
+        f"{frozen_epochs} epochs (sized for bfloat16) take ~{fast:.1f} to ~{slow:.1f} h on 2 cores at the float32 paces "
+        f"measured. {epochs_option}{keep} kept the earlier preset's 100 minutes on the slowest of them."
     )
