@@ -29,6 +29,7 @@ from fer_pipeline.dataset import FerDataset
 from fer_pipeline.files import MODEL_FILE, write_json
 from fer_pipeline.model import build_model, load_model, tta_view_count, unfreeze_backbone, with_flip_tta
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for, make_optimizer, metrics_for
+from fer_pipeline.progress import PhaseProgress
 from fer_pipeline.split import Split
 from fer_pipeline.training_data import PhaseData, phase_data
 from fer_pipeline.weight_average import EpochTailAverage
@@ -343,7 +344,13 @@ def _run_phase(
             train, val = cache.batches(dataset, data, cfg, batch_size, feature_cache.feed_augmenter(feed, cfg))
         else:
             train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
-        callbacks = [*phase_callbacks(cfg), *feed.callbacks(out_dir, phase, first_step, val), *extra_callbacks]
+        progress = PhaseProgress(phase, epochs, may_stop_early=cfg.early_stopping_patience < epochs)
+        callbacks = [
+            *phase_callbacks(cfg),
+            *feed.callbacks(out_dir, phase, first_step, val),
+            *extra_callbacks,
+            progress,
+        ]
         history = fit(compiled.trainable, train, val, epochs, callbacks, backup, steps_per_epoch)
         averaged = averaged_scores(compiled.trainable, val, callbacks)
     seconds = time.monotonic() - start
