@@ -5,9 +5,15 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
+from fer_pipeline import synthetic
+from fer_pipeline import trainer as train
+from fer_pipeline.config import SplitConfig, TrainConfig
+from fer_pipeline.dataset import FerDataset
 from fer_pipeline.progress import PhaseProgress
+from fer_pipeline.split import make_split
 
 
 class FakeClock:
@@ -60,3 +66,33 @@ def test_short_phases_log_nothing_beyond_keras_lines(caplog, epochs):
     with caplog.at_level(logging.INFO, logger="fer_pipeline.progress"):
         run_epochs(PhaseProgress("frozen", epochs, clock=clock), clock, range(epochs), seconds_each=5.0)
     assert caplog.records == []
+
+
+def test_the_trainer_logs_progress_for_a_phase_of_ten_epochs(tmp_path, caplog):
+    images, labels = synthetic.make_images(4, seed=0)
+    n = len(labels)
+    dataset = FerDataset(
+        images=images,
+        labels=labels,
+        splits=np.array(["train"] * n),
+        source_splits=np.array(["Training"] * n),
+        keys=np.array([f"s{i}" for i in range(n)]),
+        manifest={"format_version": 1},
+    )
+    split = make_split(dataset, SplitConfig(val_fraction=0.25, seed=1))
+    cfg = TrainConfig(
+        backbone="compact",
+        weights="none",
+        compact_widths=(4, 4, 4, 4),
+        dense_units=(4,),
+        dropouts=(0.0,),
+        batch_size=32,
+        frozen_epochs=10,
+        early_stopping_patience=3,
+    )
+    with caplog.at_level(logging.INFO, logger="fer_pipeline.progress"):
+        train.train_frozen(dataset, split, cfg, tmp_path / "frozen")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fer_pipeline.progress"]
+    # one line per epoch but the last, each bounded by the patience; early stopping may end it sooner
+    assert lines and all("at most" in line and "/10," in line for line in lines)
+    assert lines[0].startswith("Phase frozen: epoch 1/10, ")
