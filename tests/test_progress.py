@@ -5,13 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-import numpy as np
 import pytest
 
-from fer_pipeline import synthetic
 from fer_pipeline import trainer as train
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.dataset import FerDataset
 from fer_pipeline.progress import PhaseProgress
 from fer_pipeline.split import make_split
 
@@ -68,17 +65,8 @@ def test_short_phases_log_nothing_beyond_keras_lines(caplog, epochs):
     assert caplog.records == []
 
 
-def test_the_trainer_logs_progress_for_a_phase_of_ten_epochs(tmp_path, caplog):
-    images, labels = synthetic.make_images(4, seed=0)
-    n = len(labels)
-    dataset = FerDataset(
-        images=images,
-        labels=labels,
-        splits=np.array(["train"] * n),
-        source_splits=np.array(["Training"] * n),
-        keys=np.array([f"s{i}" for i in range(n)]),
-        manifest={"format_version": 1},
-    )
+def test_the_trainer_logs_progress_for_a_phase_of_ten_epochs(tmp_path, caplog, train_only_dataset):
+    dataset = train_only_dataset(4)
     split = make_split(dataset, SplitConfig(val_fraction=0.25, seed=1))
     cfg = TrainConfig(
         backbone="compact",

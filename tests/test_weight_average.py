@@ -9,10 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from fer_pipeline import synthetic
 from fer_pipeline import trainer as train
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.dataset import FerDataset
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.model import load_model
 from fer_pipeline.split import make_split
@@ -81,17 +79,8 @@ def test_negative_average_last_epochs_is_refused_by_name():
         TrainConfig(average_last_epochs=-1)
 
 
-def test_a_phase_records_and_logs_the_epochs_it_averaged(tmp_path, caplog):
-    images, labels = synthetic.make_images(8, seed=0)
-    n = len(labels)
-    dataset = FerDataset(
-        images=images,
-        labels=labels,
-        splits=np.array(["train"] * n),
-        source_splits=np.array(["Training"] * n),
-        keys=np.array([f"s{i}" for i in range(n)]),
-        manifest={"format_version": 1},
-    )
+def test_a_phase_records_and_logs_the_epochs_it_averaged(tmp_path, caplog, train_only_dataset):
+    dataset = train_only_dataset(8)
     split = make_split(dataset, SplitConfig(val_fraction=0.25, seed=1))
     cfg = TrainConfig(
         backbone="compact",
