@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fer_pipeline import synthetic
-from fer_pipeline.dataset import FerDataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real dataset lives beside the project (never inside it); FER2013_ZIP overrides.
@@ -37,22 +35,3 @@ def kaggle_tree(tmp_path: Path) -> Path:
 @pytest.fixture()
 def fer_csv(tmp_path: Path) -> Path:
     return synthetic.write_fer_csv(tmp_path / "fer2013.csv", n_train=20, n_test=6)
-
-
-@pytest.fixture()
-def train_only_dataset():
-    """Makes an in-memory dataset of ``per_class`` generated training images per class, no test split."""
-
-    def make(per_class: int, seed: int = 0) -> FerDataset:
-        images, labels = synthetic.make_images(per_class, seed=seed)
-        n = len(labels)
-        return FerDataset(
-            images=images,
-            labels=labels,
-            splits=np.array(["train"] * n),
-            source_splits=np.array(["Training"] * n),
-            keys=np.array([f"s{i}" for i in range(n)]),
-            manifest={"format_version": 1},
-        )
-
-    return make

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from fer_pipeline import synthetic
 from fer_pipeline import trainer as train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.progress import PhaseProgress
@@ -65,8 +66,8 @@ def test_short_phases_log_nothing_beyond_keras_lines(caplog, epochs):
     assert caplog.records == []
 
 
-def test_the_trainer_logs_progress_for_a_phase_of_ten_epochs(tmp_path, caplog, train_only_dataset):
-    dataset = train_only_dataset(4)
+def test_the_trainer_logs_progress_for_a_phase_of_ten_epochs(tmp_path, caplog):
+    dataset = synthetic.train_dataset(4)
     split = make_split(dataset, SplitConfig(val_fraction=0.25, seed=1))
     cfg = TrainConfig(
         backbone="compact",

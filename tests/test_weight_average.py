@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from fer_pipeline import synthetic
 from fer_pipeline import trainer as train
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import ConfigError
@@ -79,8 +80,8 @@ def test_negative_average_last_epochs_is_refused_by_name():
         TrainConfig(average_last_epochs=-1)
 
 
-def test_a_phase_records_and_logs_the_epochs_it_averaged(tmp_path, caplog, train_only_dataset):
-    dataset = train_only_dataset(8)
+def test_a_phase_records_and_logs_the_epochs_it_averaged(tmp_path, caplog):
+    dataset = synthetic.train_dataset(8)
     split = make_split(dataset, SplitConfig(val_fraction=0.25, seed=1))
     cfg = TrainConfig(
         backbone="compact",
