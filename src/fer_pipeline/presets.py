@@ -27,9 +27,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # From scratch the whole network trains in phase 1; cosine decay over the phase. Run 9's 69 were
         # run 4's 48 epochs x the 1.44x faster bfloat16 step (precision=auto on CPUs with avx512_bf16 or
         # AMX); one training iterator per phase then cut the epoch from 71 s to 45 s on the AMD host, and
-        # 100 epochs (66 minutes there) gained on validation: ten views 0.7029 / 0.6838 accuracy /
-        # macro-F1 against run 9's 0.6890 / 0.6752 (seed 12; docs/model-quality.md). CANDIDATE: 130.
-        "frozen_epochs": 130,
+        # 100 epochs (75 minutes there) gained on validation: ten views 0.7029 / 0.6838 accuracy /
+        # macro-F1 against run 9's 0.6890 / 0.6752 (seed 12; docs/model-quality.md).
+        "frozen_epochs": 100,
         "frozen_lr": 1e-3,
         # No second phase: nothing is frozen to release, and run 3's 2 epochs at 1e-4 raised the
         # validation loss (1.194 -> 1.203); their ~4 minutes went to phase 1 instead.
@@ -39,7 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 13 / 14 (best epoch 52) patience 20 never fired and the last-20 mean gained on validation; at seed
         # 12 on AMX (best epoch 36) it fired at epoch 56, rate still ~1e-4, and run 7 averaged mid-schedule
         # weights (epochs 37-56). 10 had stopped a longer cosine run at epoch 40 of 96.
-        "early_stopping_patience": 130,
+        "early_stopping_patience": 100,
         # The mean of the last 20 epochs' weights, not the one best epoch (run 6 kept epoch 36 of 56): on
         # validation with ten views +0.000 / +0.010 accuracy and +0.003 / +0.014 macro-F1 at seeds 13 / 14,
         # the best mean accuracy of the averages measured (docs/model-quality.md).
