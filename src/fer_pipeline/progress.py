@@ -1,6 +1,6 @@
 """When a long training phase will end: a log line at each tenth of it.
 
-Keras' own line per epoch gives that epoch's seconds; a user who started a 130-epoch CPU
+Keras' own line per epoch gives that epoch's seconds; a user who started a 100-epoch CPU
 run wants the end time without doing the sum (hosts of the same type differ by 1.5x).
 """
 
@@ -37,10 +37,10 @@ class PhaseProgress(keras.callbacks.Callback):
         self.phase, self.epochs, self.may_stop_early = phase, epochs, may_stop_early
         self.every = max(1, round(epochs / 10))
         self._clock, self._now = clock, now
-        self._start, self._first_epoch = 0.0, None
+        self._start, self._first_epoch = 0.0, 0
 
     def on_train_begin(self, logs=None):
-        self._start, self._first_epoch = self._clock(), None
+        self._start, self._first_epoch = self._clock(), None  # set by the first epoch this run begins
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch is None:
@@ -51,7 +51,7 @@ class PhaseProgress(keras.callbacks.Callback):
         if self.epochs < MIN_EPOCHS or done % self.every or done >= self.epochs:
             return
         elapsed = self._clock() - self._start
-        per_epoch = elapsed / (done - (self._first_epoch or 0))
+        per_epoch = elapsed / (done - self._first_epoch)
         left = per_epoch * (self.epochs - done)
         end = self._now() + timedelta(seconds=left)
         logger.info(

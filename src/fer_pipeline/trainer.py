@@ -344,12 +344,11 @@ def _run_phase(
             train, val = cache.batches(dataset, data, cfg, batch_size, feature_cache.feed_augmenter(feed, cfg))
         else:
             train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
-        progress = PhaseProgress(phase, epochs, may_stop_early=cfg.early_stopping_patience < epochs)
         callbacks = [
             *phase_callbacks(cfg),
             *feed.callbacks(out_dir, phase, first_step, val),
             *extra_callbacks,
-            progress,
+            PhaseProgress(phase, epochs, may_stop_early=cfg.early_stopping_patience < epochs),
         ]
         history = fit(compiled.trainable, train, val, epochs, callbacks, backup, steps_per_epoch)
         averaged = averaged_scores(compiled.trainable, val, callbacks)
