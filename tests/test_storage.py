@@ -46,7 +46,7 @@ def test_uri_parsing_and_fuse_mapping():
         storage.GcsPath.parse("/local/path")
 
 
-def test_backbone_weights_from_gs_are_read_through_the_emulator_or_refused_naming_the_parameter(
+def test_backbone_weights_from_gs_are_read_through_the_emulator_then_removed_or_refused_naming_the_parameter(
     bucket, tmp_path, monkeypatch
 ):
     import tempfile
@@ -57,11 +57,14 @@ def test_backbone_weights_from_gs_are_read_through_the_emulator_or_refused_namin
     source = tmp_path / "densenet.weights.h5"
     source.write_bytes(b"weights" * 10)
     storage.upload_file(source, f"{bucket}/w/densenet.weights.h5")
-    copy = _local_copy(f"{bucket}/w/densenet.weights.h5")  # tf.io.gfile would ignore the emulator
-    assert copy.name == "densenet.weights.h5" and copy.read_bytes() == source.read_bytes()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with _local_copy(f"{bucket}/w/densenet.weights.h5") as copy:  # tf.io.gfile would ignore the emulator
+        assert copy.name == "densenet.weights.h5" and copy.read_bytes() == source.read_bytes()
+        assert copy.parent.parent == scratch
+    assert list(scratch.iterdir()) == []  # the 50 MB copy goes once the backbone has read it
     with pytest.raises(ConfigError, match="parameter `weights`"):
-        _local_copy(f"{bucket}/w/missing.weights.h5")
+        with _local_copy(f"{bucket}/w/missing.weights.h5"):
+            pass
     assert list(scratch.iterdir()) == []  # the refused copy left no directory behind

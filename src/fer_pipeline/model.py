@@ -16,10 +16,11 @@ under the JAX backend (``trainer`` with ``feed_numpy``; the GPU machines have no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -364,53 +365,61 @@ def _keras_geometry(x, cfg: TrainConfig):
 
 def _densenet169(weights: str, image_size: int) -> keras.Model:
     """DenseNet169 without its top, named "backbone", with the weights ``weights`` names."""
-    source = _weights_source(weights)
-    try:
-        return keras.applications.DenseNet169(
-            include_top=False,
-            weights=source,
-            input_shape=(image_size, image_size, 3),
-            name=BACKBONE_NAME,
-        )
-    except Exception as error:  # download and h5 errors come in many types
-        raise ConfigError(
-            f"Could not load DenseNet169 weights for parameter `weights`={weights!r}: {error}. "
-            "Pass a local DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
-            'or weights="none" to start from random weights.'
-        ) from error
+    with _weights_source(weights) as source:
+        try:
+            return keras.applications.DenseNet169(
+                include_top=False,
+                weights=source,
+                input_shape=(image_size, image_size, 3),
+                name=BACKBONE_NAME,
+            )
+        except Exception as error:  # download and h5 errors come in many types
+            raise ConfigError(
+                f"Could not load DenseNet169 weights for parameter `weights`={weights!r}: {error}. "
+                "Pass a local DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
+                'or weights="none" to start from random weights.'
+            ) from error
 
 
-def _weights_source(weights: str) -> str | None:
-    """What keras.applications takes: "imagenet", None, or an existing local file path."""
+@contextlib.contextmanager
+def _weights_source(weights: str) -> Iterator[str | None]:
+    """What keras.applications takes: "imagenet", None, or an existing local file path (a
+    gs:// file's temporary copy, removed once the backbone has read it)."""
     if weights == "imagenet":
-        return "imagenet"
-    if weights.strip().lower() == "none":
-        return None
-    path = _local_copy(weights) if weights.startswith("gs://") else Path(weights).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f'Parameter `weights`={weights!r} is neither "imagenet" nor "none", and no such file exists. '
-            "Pass the path of a DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
-            '"imagenet" (needs internet access) or "none".'
-        )
-    return str(path)
+        yield "imagenet"
+    elif weights.strip().lower() == "none":
+        yield None
+    elif weights.startswith("gs://"):
+        with _local_copy(weights) as path:
+            yield str(path)
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f'Parameter `weights`={weights!r} is neither "imagenet" nor "none", and no such file exists. '
+                "Pass the path of a DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
+                '"imagenet" (needs internet access) or "none".'
+            )
+        yield str(path)
 
 
-def _local_copy(uri: str) -> Path:
-    """Copy a gs:// weights file to a temporary local file, through ``storage`` (which, unlike
-    tf.io.gfile, honours the Cloud Storage emulator and needs no TensorFlow)."""
+@contextlib.contextmanager
+def _local_copy(uri: str) -> Iterator[Path]:
+    """A gs:// weights file copied to a temporary directory that goes when the block ends
+    (DenseNet169's weights are 50 MB), through ``storage`` (which, unlike tf.io.gfile,
+    honours the Cloud Storage emulator and needs no TensorFlow)."""
     from fer_pipeline import storage
 
-    target = Path(tempfile.mkdtemp(prefix="fer-weights-")) / Path(uri).name
-    try:
-        storage.download_file(uri, target)
-    except Exception as error:  # missing object, permission and network errors
-        shutil.rmtree(target.parent, ignore_errors=True)  # a refused weights URI leaves nothing behind
-        raise ConfigError(
-            f"Could not read parameter `weights`={uri!r}: {error}. Check the URI and the service "
-            'account\'s read access, or pass a local weights file or "none".'
-        ) from error
-    return target
+    with tempfile.TemporaryDirectory(prefix="fer-weights-") as scratch:
+        target = Path(scratch) / Path(uri).name
+        try:
+            storage.download_file(uri, target)
+        except Exception as error:  # missing object, permission and network errors
+            raise ConfigError(
+                f"Could not read parameter `weights`={uri!r}: {error}. Check the URI and the service "
+                'account\'s read access, or pass a local weights file or "none".'
+            ) from error
+        yield target
 
 
 def _layer_position(backbone: keras.Model, name: str) -> int:
