@@ -97,3 +97,26 @@ def test_help_documents_the_exit_codes(capsys):
         cli.main(["--help"])
     out = capsys.readouterr().out
     assert "Exit codes: 0 done; 1 an input" in out and "2 the command line or configuration is wrong" in out
+
+
+def test_sigterm_unwinds_the_command_and_exits_143_in_one_line(tmp_path, capsys, monkeypatch):
+    """SIGTERM (Vertex, Kubernetes, `kill`) runs the command's cleanup, as Ctrl-C does; the
+    default handler would end the process where it stands."""
+    import signal
+    import tempfile
+
+    left = []
+
+    def validate_then_get_terminated(args):
+        with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
+            left.append(scratch)
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "cmd_validate", validate_then_get_terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["validate", str(tmp_path)]) == 143
+    assert capsys.readouterr().err.strip() == "terminated"
+    assert left and not Path(left[0]).exists()  # the command's temporary directory went
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the command's only
+    with pytest.raises(cli.Terminated):
+        cli.main(["--debug", "validate", str(tmp_path)])

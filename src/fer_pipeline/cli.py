@@ -6,7 +6,7 @@ without KFP, plus `validate` for a dataset and `run` for all steps in a row.
 
 Exit codes: 0 done; 1 an input (dataset, photo, registry or run index) is unusable as it
 is; 2 the command line or configuration is wrong (the message names the value or option);
-3 `monitor` found drift; 130 interrupted. Errors are one line; --debug shows the traceback instead.
+3 `monitor` found drift; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Errors are one line; --debug shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +312,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception, like KeyboardInterrupt for SIGINT (so no ``except Exception`` takes it)."""
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (how Vertex, Kubernetes and `kill` stop a process) unwinds like Ctrl-C.
+
+    With the default handler the process dies where it stands, and temporary directories (a
+    served model's exported copy, a gs:// weights file) stay behind; uvicorn, which shuts down
+    on SIGTERM, restores the handler it found and raises the signal again, so `serve` needs
+    this too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -316,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        return int(args.func(args) or 0)
+        with sigterm_unwinds():
+            return int(args.func(args) or 0)
     except FerError as exc:
         if args.debug:
             raise
@@ -327,6 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        if args.debug:
+            raise
+        print("terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

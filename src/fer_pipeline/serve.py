@@ -27,9 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -270,7 +268,6 @@ def serve(
     limits = limits or Limits()
     sock = bind_socket(host, port)
     with ExitStack() as stack:
-        stack.enter_context(sigterm_unwinds())
         stack.callback(sock.close)
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fer-serve-")))
         model = load_served_model(ref, registry_root, scratch, name, log_path)
@@ -297,28 +294,6 @@ def serve(
             f"(POST :predict, :detect; GET /health); Ctrl-C stops"
         )
         uvicorn.Server(config).run(sockets=[sock])
-
-
-@contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (how Vertex, Kubernetes and `kill` stop a server) exits through Python's unwinding.
-
-    uvicorn shuts down on it, restores the handler it found and raises the signal again; with
-    the default handler the process would then die where it stands, leaving the scratch
-    directory (the model's downloaded or exported copy) behind. Exit status 143, as a shell reports SIGTERM.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread; a server elsewhere is stopped by its owner
-        return
-
-    def exit_unwinding(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, exit_unwinding)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def url_host(host: str) -> str:
