@@ -37,7 +37,8 @@ class PhaseProgress(keras.callbacks.Callback):
         self.phase, self.epochs, self.may_stop_early = phase, epochs, may_stop_early
         self.every = max(1, round(epochs / 10))
         self._clock, self._now = clock, now
-        self._start, self._first_epoch = 0.0, 0
+        self._start: float = 0.0
+        self._first_epoch: int | None = None
 
     def on_train_begin(self, logs=None):
         self._start, self._first_epoch = self._clock(), None  # set by the first epoch this run begins

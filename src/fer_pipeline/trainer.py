@@ -324,18 +324,7 @@ def _run_phase(
         cache = feature_cache.plan(cfg, model, phase) if epochs > 0 else None  # None: off or not exact
         trained = cache.head if cache else model  # the head shares the model's weights
         compiled = compile_model(trained, cfg, learning_rate_for(cfg, learning_rate, epochs, steps_per_epoch))
-    logger.info(
-        "Phase %s: start, %d training / %d validation images, %d epoch(s) at learning rate %g, "
-        "batch %d, class weighting %s, backend %s.",
-        phase,
-        len(data.train_indices),
-        len(data.val_indices),
-        epochs,
-        learning_rate,
-        batch_size,
-        "on" if data.train_sample_weights is not None else "off",
-        keras.backend.backend(),
-    )
+    _log_phase_start(phase, data, epochs, learning_rate, batch_size)
     start = time.monotonic()
     backup = PhaseBackup.for_phase(cfg, phase, data, epochs, learning_rate)  # None without cfg.backup_dir
     history, averaged = {}, None
@@ -352,53 +341,82 @@ def _run_phase(
         ]
         history = fit(compiled.trainable, train, val, epochs, callbacks, backup, steps_per_epoch)
         averaged = averaged_scores(compiled.trainable, val, callbacks)
-    seconds = time.monotonic() - start
-    epochs_run = len(history.get("loss", []))
-    best_epoch = best_epoch_of(history)
+    result = PhaseResult(
+        model,
+        history,
+        epochs_run=len(history.get("loss", [])),
+        best_epoch=best_epoch_of(history),
+        seconds=time.monotonic() - start,
+        model_path=out_dir / MODEL_FILE,
+        averaged=averaged,
+    )
+    _save_phase(result, phase, data, cfg, cache.views if cache else 0)
+    if backup is not None:  # outputs written: the backup is no longer needed
+        backup.clear()
+    _log_phase_end(phase, result)
+    return result
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / MODEL_FILE
-    model.save(model_path)
+
+def _log_phase_start(phase: str, data: PhaseData, epochs: int, learning_rate: float, batch_size: int) -> None:
+    logger.info(
+        "Phase %s: start, %d training / %d validation images, %d epoch(s) at learning rate %g, "
+        "batch %d, class weighting %s, backend %s.",
+        phase,
+        len(data.train_indices),
+        len(data.val_indices),
+        epochs,
+        learning_rate,
+        batch_size,
+        "on" if data.train_sample_weights is not None else "off",
+        keras.backend.backend(),
+    )
+
+
+def _save_phase(result: PhaseResult, phase: str, data: PhaseData, cfg: TrainConfig, cache_views: int) -> None:
+    """``model.keras`` and ``history.json`` (the history with what produced it) in the phase's directory."""
+    result.model_path.parent.mkdir(parents=True, exist_ok=True)
+    result.model.save(result.model_path)
     write_json(
-        out_dir / HISTORY_FILE,
+        result.model_path.parent / HISTORY_FILE,
         {
             "phase": phase,
-            "history": history,
-            "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
-            "seconds": round(seconds, 3),
+            "history": result.history,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "seconds": round(result.seconds, 3),
             "train_samples": int(len(data.train_indices)),
             "val_samples": int(len(data.val_indices)),
             "config": cfg.to_dict(),
             "dtype_policy": keras.config.dtype_policy().name,  # what precision resolved to (fer_pipeline.precision)
-            "frozen_feature_cache_views": cache.views if cache else 0,  # 0: not used (off or not exact)
-            "averaged": averaged,  # None: the best epoch's weights were kept
+            "frozen_feature_cache_views": cache_views,  # 0: not used (off or not exact)
+            "averaged": result.averaged,  # None: the best epoch's weights were kept
         },
     )
-    if backup is not None:  # outputs written: the backup is no longer needed
-        backup.clear()
+
+
+def _log_phase_end(phase: str, result: PhaseResult) -> None:
+    best = result.best_epoch
     logger.info(
         "Phase %s: end, %d epoch(s) run, best epoch %d (val_loss %s), %.1f s; saved %s.",
         phase,
-        epochs_run,
-        best_epoch,
-        f"{history['val_loss'][best_epoch - 1]:.4f}" if best_epoch else "n/a",
-        seconds,
-        model_path,
+        result.epochs_run,
+        best,
+        f"{result.history['val_loss'][best - 1]:.4f}" if best else "n/a",
+        result.seconds,
+        result.model_path,
     )
-    if averaged:
-        first, last = averaged["epochs"]
+    if result.averaged:
+        first, last = result.averaged["epochs"]
         logger.info(
             "Phase %s: kept the mean of epochs %d-%d's weights in place of epoch %d's (average_last_epochs): "
             "val_loss %.4f, val_accuracy %.4f.",
             phase,
             first,
             last,
-            best_epoch,
-            averaged["val_loss"],
-            averaged["val_accuracy"],
+            best,
+            result.averaged["val_loss"],
+            result.averaged["val_accuracy"],
         )
-    return PhaseResult(model, history, epochs_run, best_epoch, seconds, model_path, averaged)
 
 
 def fit(
