@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,39 +188,14 @@ def load_settings(
         raise ConfigError(f"Unknown target {target!r}; expected one of {', '.join(TARGETS)}.")
     merged, config_path = merge_sources(config, os.environ if environ is None else environ, overrides)
 
-    problems: list[tuple[str, str]] = []
-    unknown = sorted(k for k in merged if not _known(k))
-    problems += [(k, "unknown setting") for k in unknown]
-
     def text(key: str, default: str = "") -> str:
         value = merged.get(key)
         return default if value is None or str(value).strip() == "" else str(value).strip()
 
-    for key in REQUIRED[target]:
-        if not text(key):
-            problems.append((key, f"missing: {KEYS[key]}"))
-
-    labels: dict[str, str] = {}
-    if text("LABELS"):
-        try:
-            labels = parse_labels(merged["LABELS"])
-        except ValueError as exc:
-            problems.append(("LABELS", str(exc)))
-    enable_caching = None
-    if text("ENABLE_CACHING"):
-        try:
-            enable_caching = parse_bool(merged["ENABLE_CACHING"])
-        except ValueError as exc:
-            problems.append(("ENABLE_CACHING", str(exc)))
-    if text("EXPERIMENT") and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", text("EXPERIMENT")):
-        problems.append(("EXPERIMENT", "lowercase letters, digits and '-', starting with a letter or digit"))
-    if text("TENSORBOARD") and not re.fullmatch(
-        r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+", text("TENSORBOARD")
-    ):
-        problems.append(("TENSORBOARD", "expected projects/PROJECT/locations/REGION/tensorboards/ID"))
-    pipeline_root = text("PIPELINE_ROOT")
-    if pipeline_root and target == "vertex" and not pipeline_root.startswith("gs://"):
-        problems.append(("PIPELINE_ROOT", f"must be a gs:// URI, got {pipeline_root!r}"))
+    problems = [(k, "unknown setting") for k in sorted(k for k in merged if not _known(k))]
+    problems += [(key, f"missing: {KEYS[key]}") for key in REQUIRED[target] if not text(key)]
+    labels, enable_caching, format_problems = _checked_formats(target, merged, text)
+    problems += format_problems
 
     template_key = "TEMPLATE" if target == "vertex" else "KFP_TEMPLATE"
     template = text(template_key, DEFAULT_TEMPLATES[target])
@@ -230,24 +205,16 @@ def load_settings(
         for k, v in merged.items()
         if k.startswith(PARAM_PREFIX) and v is not None and str(v).strip() != ""
     }
-    parameters: dict[str, Any] = given
-    pipeline_name, template_commit = "fer-pipeline", ""
+    parameters, pipeline_name, template_commit = given, "fer-pipeline", ""
     if is_remote(template):
         pass  # an Artifact Registry template is checked by Vertex AI itself
     elif not Path(template).is_file():
         problems.append((template_key, f"compiled pipeline {template} not found: run `make compile` first"))
     else:
         spec = load_pipeline_spec(template)
-        declared = parameter_specs(spec)
         pipeline_name = spec.get("pipelineInfo", {}).get("name", pipeline_name)
-        commit = declared.get("commit", {}).get("defaultValue")
-        if isinstance(commit, str) and commit not in ("", "unknown"):
-            template_commit = re.sub(r"[^a-z0-9_-]", "-", commit.lower())[:63]
-        if target == "vertex":
-            for name, key in AUTO_PARAMETERS.items():
-                if name in declared and name not in given and text(key):
-                    given[name] = text(key)
-        parameters, parameter_problems = resolve_parameters(given, declared)
+        template_commit = _commit_label(spec)
+        parameters, parameter_problems = _template_parameters(spec, given, target, text)
         problems += parameter_problems
     if problems:
         raise SettingsError(problems, target, config_path)
@@ -258,7 +225,7 @@ def load_settings(
         parameters=parameters,
         project=text("PROJECT"),
         region=text("REGION"),
-        pipeline_root=pipeline_root,
+        pipeline_root=text("PIPELINE_ROOT"),
         service_account=text("SERVICE_ACCOUNT"),
         network=text("NETWORK"),
         encryption_key=text("ENCRYPTION_KEY"),
@@ -276,6 +243,58 @@ def load_settings(
         template_commit=template_commit,
         config_path=config_path,
     )
+
+
+def _checked_formats(
+    target: str, merged: Mapping[str, Any], text: Callable[[str], str]
+) -> tuple[dict[str, str], bool | None, list[tuple[str, str]]]:
+    """The parsed labels and caching flag, and the problems of every setting with a format."""
+    problems: list[tuple[str, str]] = []
+    labels: dict[str, str] = {}
+    if text("LABELS"):
+        try:
+            labels = parse_labels(merged["LABELS"])  # a config file may give a mapping
+        except ValueError as exc:
+            problems.append(("LABELS", str(exc)))
+    enable_caching = None
+    if text("ENABLE_CACHING"):
+        try:
+            enable_caching = parse_bool(merged["ENABLE_CACHING"])
+        except ValueError as exc:
+            problems.append(("ENABLE_CACHING", str(exc)))
+    if text("EXPERIMENT") and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", text("EXPERIMENT")):
+        problems.append(("EXPERIMENT", "lowercase letters, digits and '-', starting with a letter or digit"))
+    if text("TENSORBOARD") and not re.fullmatch(
+        r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+", text("TENSORBOARD")
+    ):
+        problems.append(("TENSORBOARD", "expected projects/PROJECT/locations/REGION/tensorboards/ID"))
+    pipeline_root = text("PIPELINE_ROOT")
+    if pipeline_root and target == "vertex" and not pipeline_root.startswith("gs://"):
+        problems.append(("PIPELINE_ROOT", f"must be a gs:// URI, got {pipeline_root!r}"))
+    return labels, enable_caching, problems
+
+
+def _commit_label(spec: dict) -> str:
+    """The template's ``commit`` parameter default as a label value ("" when unknown)."""
+    commit = parameter_specs(spec).get("commit", {}).get("defaultValue")
+    if not isinstance(commit, str) or commit in ("", "unknown"):
+        return ""
+    return re.sub(r"[^a-z0-9_-]", "-", commit.lower())[:63]
+
+
+def _template_parameters(
+    spec: dict, given: dict[str, Any], target: str, text: Callable[[str], str]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``given`` checked and typed against the template's parameters; on Vertex, the parameters
+    a setting fills (AUTO_PARAMETERS) added where the template has them and none was given."""
+    declared = parameter_specs(spec)
+    if target == "vertex":
+        given = given | {
+            name: text(key)
+            for name, key in AUTO_PARAMETERS.items()
+            if name in declared and name not in given and text(key)
+        }
+    return resolve_parameters(given, declared)
 
 
 # ------------------------------------------------------------------ make
