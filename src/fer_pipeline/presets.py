@@ -60,8 +60,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 10 views, shifted 2 px: on the crop-trained networks (runs 6-8, seed 14's) +0.002 to +0.009
         # validation accuracy over 1 px, which no longer beat the mirror alone (1 px won on run 3's model)
         "tta_shift": 2,
-        # Not beside them the ten crops (20 views, tta_crops=0.8): +0.008 validation accuracy on
-        # seed 14's network, -0.0003 on run 6's (seed 12), at twice the cost (docs/model-quality.md).
+        # Not beside them the ten crops (20 views, tta_crops=0.8), at twice the cost: on validation
+        # +0.0033 / +0.0015 accuracy / macro-F1 on the 100-epoch networks (seeds 12, 13), under the
+        # +0.004 / +0.003 asked, and +0.0007 on a fresh seed's 130-epoch one (docs/model-quality.md).
     },
 }
 
