@@ -26,10 +26,11 @@ stay importable from here.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,13 +189,11 @@ def load_settings(
         raise ConfigError(f"Unknown target {target!r}; expected one of {', '.join(TARGETS)}.")
     merged, config_path = merge_sources(config, os.environ if environ is None else environ, overrides)
 
-    def text(key: str, default: str = "") -> str:
-        value = merged.get(key)
-        return default if value is None or str(value).strip() == "" else str(value).strip()
+    text = functools.partial(_text, merged)
 
     problems = [(k, "unknown setting") for k in sorted(k for k in merged if not _known(k))]
     problems += [(key, f"missing: {KEYS[key]}") for key in REQUIRED[target] if not text(key)]
-    labels, enable_caching, format_problems = _checked_formats(target, merged, text)
+    labels, enable_caching, format_problems = _checked_formats(target, merged)
     problems += format_problems
 
     template_key = "TEMPLATE" if target == "vertex" else "KFP_TEMPLATE"
@@ -214,7 +213,7 @@ def load_settings(
         spec = load_pipeline_spec(template)
         pipeline_name = spec.get("pipelineInfo", {}).get("name", pipeline_name)
         template_commit = _commit_label(spec)
-        parameters, parameter_problems = _template_parameters(spec, given, target, text)
+        parameters, parameter_problems = _template_parameters(spec, given, target, merged)
         problems += parameter_problems
     if problems:
         raise SettingsError(problems, target, config_path)
@@ -245,10 +244,17 @@ def load_settings(
     )
 
 
+def _text(merged: Mapping[str, Any], key: str, default: str = "") -> str:
+    """A setting's value as stripped text; ``default`` when it is unset or blank."""
+    value = merged.get(key)
+    return default if value is None or str(value).strip() == "" else str(value).strip()
+
+
 def _checked_formats(
-    target: str, merged: Mapping[str, Any], text: Callable[[str], str]
+    target: str, merged: Mapping[str, Any]
 ) -> tuple[dict[str, str], bool | None, list[tuple[str, str]]]:
     """The parsed labels and caching flag, and the problems of every setting with a format."""
+    text = functools.partial(_text, merged)
     problems: list[tuple[str, str]] = []
     labels: dict[str, str] = {}
     if text("LABELS"):
@@ -283,11 +289,12 @@ def _commit_label(spec: dict) -> str:
 
 
 def _template_parameters(
-    spec: dict, given: dict[str, Any], target: str, text: Callable[[str], str]
+    spec: dict, given: dict[str, Any], target: str, merged: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``given`` checked and typed against the template's parameters; on Vertex, the parameters
     a setting fills (AUTO_PARAMETERS) added where the template has them and none was given."""
     declared = parameter_specs(spec)
+    text = functools.partial(_text, merged)
     if target == "vertex":
         given = given | {
             name: text(key)
