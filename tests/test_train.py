@@ -16,6 +16,7 @@ from fer_pipeline import trainer as train
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import FerDataset
+from fer_pipeline.errors import ConfigError
 from fer_pipeline.model import BACKBONE_NAME
 from fer_pipeline.split import make_split
 from fer_pipeline.tf_data import make_dataset
@@ -84,6 +85,38 @@ def test_max_train_samples_caps_train_and_val_keeping_every_class():
 
     uncapped = training_data.phase_data(dataset, split, _cfg(max_train_samples=0))
     np.testing.assert_array_equal(uncapped.train_indices, split.train_indices)
+
+
+FIXED_SCHEDULE = dict(schedule="cosine", early_stopping_patience=1, average_last_epochs=1)
+
+
+def test_train_on_validation_trains_on_both_parts_and_still_validates():
+    dataset = _dataset(IMBALANCED)
+    split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=1))
+
+    data = training_data.phase_data(dataset, split, _cfg(train_on_validation=True, **FIXED_SCHEDULE))
+
+    assert sorted(data.train_indices) == sorted([*split.train_indices, *split.val_indices])
+    np.testing.assert_array_equal(data.val_indices, split.val_indices)
+    rare = dataset.labels[data.train_indices] == 1
+    assert data.train_sample_weights[rare].min() == split.class_weight_by_index()[1]  # validation's own weighted alike
+    capped = training_data.phase_data(
+        dataset, split, _cfg(train_on_validation=True, max_train_samples=30, **FIXED_SCHEDULE)
+    )
+    assert len(capped.train_indices) == 30 and not set(capped.train_indices) <= set(split.train_indices)
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ({"schedule": "plateau"}, "schedule=cosine"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience >= 1"),
+        ({"average_last_epochs": 0}, "average_last_epochs >= 1"),
+    ],
+)
+def test_train_on_validation_is_refused_where_validation_would_choose(override, named):
+    with pytest.raises(ConfigError, match=f"train_on_validation needs {named}"):
+        _cfg(train_on_validation=True, **{**FIXED_SCHEDULE, **override})
 
 
 def test_a_cap_below_the_class_count_keeps_one_per_class():

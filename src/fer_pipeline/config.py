@@ -101,6 +101,14 @@ class TrainConfig:
     max_train_samples: int = opt(
         0, "cap on training images for quick runs, stratified, validation shrunk alike; 0 = all"
     )
+    # a fixed schedule chooses nothing on validation, so its held-out images can be learned from
+    train_on_validation: bool = opt(
+        False,
+        "also train on the split's validation images (val_fraction 0.1: 11% more training images); only where "
+        "validation chooses nothing: schedule=cosine, early_stopping_patience >= the longest phase's epochs and "
+        "average_last_epochs >= 1; validation metrics then score images the model trained on; false = held out "
+        "(the seed's)",
+    )
     seed: int = opt(12, "random seed (shared with the split)")
     # phase 1: frozen backbone
     frozen_epochs: int = opt(20, "phase 1 (frozen backbone) epochs; early stopping may end it sooner")
@@ -226,6 +234,7 @@ class TrainConfig:
         if self.tta_shift and not self.tta:
             problems.append(f"tta_shift={self.tta_shift} needs tta=true (the shifted views extend the flip)")
         problems += self._crop_problems()
+        problems += self._train_on_validation_problems()
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.dense_units) != len(self.dropouts):
@@ -281,6 +290,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def _train_on_validation_problems(self) -> list[str]:
+        """Validation images in training are only honest where nothing is chosen on validation loss."""
+        if not self.train_on_validation:
+            return []
+        problems = []
+        if self.schedule != "cosine":
+            problems.append(f"train_on_validation needs schedule=cosine ({self.schedule} follows validation loss)")
+        longest = max(self.frozen_epochs, self.finetune_epochs)
+        if self.early_stopping_patience < longest:
+            problems.append(
+                f"train_on_validation needs early_stopping_patience >= {longest} (the longest phase's epochs), got "
+                f"{self.early_stopping_patience}: early stopping would choose on images the model trained on"
+            )
+        if self.average_last_epochs < 1:
+            problems.append(
+                "train_on_validation needs average_last_epochs >= 1: without it a phase keeps its best validation epoch"
+            )
+        return problems
 
     def _crop_problems(self) -> list[str]:
         problems = []

@@ -370,6 +370,11 @@ def _log_phase_start(phase: str, data: PhaseData, epochs: int, learning_rate: fl
         "on" if data.train_sample_weights is not None else "off",
         keras.backend.backend(),
     )
+    if np.isin(data.val_indices, data.train_indices).any():
+        logger.info(
+            "Phase %s trains on its validation images too (train_on_validation): validation metrics are not held out.",
+            phase,
+        )
 
 
 def _save_phase(result: PhaseResult, phase: str, data: PhaseData, cfg: TrainConfig, cache_views: int) -> None:

@@ -31,7 +31,8 @@ def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData
     Args:
         dataset: The canonical dataset.
         split: Training and validation indices and class weights.
-        cfg: Uses ``max_train_samples`` (images; 0 = all), ``class_weighting``,
+        cfg: Uses ``train_on_validation`` (the validation images join the training ones),
+            ``max_train_samples`` (images; 0 = all), ``class_weighting``,
             ``class_weight_power`` and ``seed``.
 
     Returns:
@@ -39,6 +40,9 @@ def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData
         ``class_weights[label] ** class_weight_power``. Validation loss stays unweighted.
     """
     train_idx, val_idx = split.train_indices, split.val_indices
+    if cfg.train_on_validation:
+        # The split's class weights stay: a stratified split gives its two parts the same class shares.
+        train_idx = np.sort(np.concatenate([train_idx, val_idx]))
     if cfg.max_train_samples > 0:
         # Validation shrinks by the same ratio; at least 1 (raised to one per class below).
         val_cap = max(1, round(cfg.max_train_samples * len(val_idx) / max(len(train_idx), 1)))
