@@ -122,8 +122,9 @@ def float32_epochs_note(run: LocalRun, cpu_flags: frozenset[str] | None = None, 
     """presets.float32_epochs_note for this run, in make's words (EPOCHS=)."""
     from fer_pipeline import presets
 
-    precision = preset_values(run.preset).get("precision", "auto")  # "" (no preset): {}, and no note
-    return presets.float32_epochs_note(run.preset, run.frozen_epochs, precision, "EPOCHS=", cpu_flags, gpu)
+    values = preset_values(run.preset)  # "" (no preset): {}, and no note
+    precision, budget = values.get("precision", "auto"), values.get("time_budget_minutes", 0.0)
+    return presets.float32_epochs_note(run.preset, run.frozen_epochs, precision, "EPOCHS=", budget, cpu_flags, gpu)
 
 
 def check_data(run: LocalRun) -> None:

@@ -85,7 +85,7 @@ def test_run_with_the_cpu_preset_on_a_cpu_without_bfloat16_says_which_epochs_kee
     tmp_path, monkeypatch, caplog
 ):
     from fer_pipeline import precision
-    from fer_pipeline.presets import FLOAT32_CPU_EPOCHS, PRESETS
+    from fer_pipeline.presets import PRESETS
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma", "avx512f"}))
     monkeypatch.setattr(precision, "nvidia_gpu_visible", lambda: False)
@@ -93,8 +93,11 @@ def test_run_with_the_cpu_preset_on_a_cpu_without_bfloat16_says_which_epochs_kee
     caplog.set_level("INFO", logger="fer_pipeline.cli")
     assert main(["run", missing, "--out", str(tmp_path / "run"), "--preset", "cpu"]) != 0
     note = [r.getMessage() for r in caplog.records if "float32" in r.getMessage()]
-    assert len(note) == 1 and f"--frozen-epochs {FLOAT32_CPU_EPOCHS['cpu']}" in note[0]
+    assert len(note) == 1 and f"{PRESETS['cpu']['time_budget_minutes']:g}-minute time budget" in note[0]
     assert f"its {PRESETS['cpu']['frozen_epochs']} epochs" in note[0]
+    caplog.clear()  # the budget turned off: the epochs that keep the time instead
+    main(["run", missing, "--out", str(tmp_path / "run"), "--preset", "cpu", "--time-budget-minutes", "0"])
+    assert "--frozen-epochs 43 keeps" in caplog.text
     caplog.clear()  # a precision or epochs the user chose: nothing to say
     for flags in (["--precision", "float32"], ["--frozen-epochs", "30"]):
         main(["run", missing, "--out", str(tmp_path / "run"), "--preset", "cpu", *flags])

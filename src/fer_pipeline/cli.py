@@ -186,7 +186,10 @@ def cmd_run(args) -> int:
     recipe = recipe_from_args(args)
     cfg, split_config = recipe.train, recipe.split
     options = IngestOptions(convert=args.convert)
-    if note := float32_epochs_note(args.preset, cfg.frozen_epochs, requested_precision(cfg), "--frozen-epochs "):
+    precision = requested_precision(cfg)
+    if note := float32_epochs_note(
+        args.preset, cfg.frozen_epochs, precision, "--frozen-epochs ", cfg.time_budget_minutes
+    ):
         log.info(note)
     started = time.time()
     log.info("[1/5] ingest %s", args.source)

@@ -168,6 +168,14 @@ class TrainConfig:
         "cost); in [0.5, 1); 0 = off; with crop_scale off, training starts with a warning (views the model never "
         "trained on)",
     )
+    # the same 2 cores have run the cpu preset's epochs at 40 s and at 95 s (fer_pipeline.time_budget)
+    time_budget_minutes: float = opt(
+        0.0,
+        "each training phase ends by the last epoch that fits in this many minutes at the pace measured after "
+        "every epoch (the first, which also traces, counts as time but not as pace); a cosine schedule then "
+        "steps once per epoch and is re-planned to end there; frozen_epochs / finetune_epochs stay the most; "
+        "0 = no limit",
+    )
     # callbacks (both phases, on validation loss)
     early_stopping_patience: int = opt(3, "epochs without validation-loss improvement before a phase stops")
     average_last_epochs: int = opt(
@@ -253,6 +261,8 @@ class TrainConfig:
             problems.append(f"dense_units must be positive, got {self.dense_units}")
         if self.max_train_samples < 0:
             problems.append(f"max_train_samples must be >= 0 (0 = all), got {self.max_train_samples}")
+        if not self.time_budget_minutes >= 0:
+            problems.append(f"time_budget_minutes must be >= 0 (0 = no limit), got {self.time_budget_minutes!r}")
         if self.average_last_epochs < 0:
             problems.append(f"average_last_epochs must be >= 0 (0 = off), got {self.average_last_epochs!r}")
         if self.early_stopping_patience < 0 or self.reduce_lr_patience < 0:

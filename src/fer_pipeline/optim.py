@@ -95,7 +95,8 @@ def make_optimizer(cfg: TrainConfig, learning_rate) -> keras.optimizers.Optimize
 
 def learning_rate_for(cfg: TrainConfig, rate: float, epochs: int, steps_per_epoch: int):
     """The phase's learning rate: ``rate`` (with ReduceLROnPlateau), or cosine decay from ``rate``
-    to 0 over ``epochs`` epochs of ``steps_per_epoch`` steps (``cfg.schedule`` "cosine")."""
-    if cfg.schedule != "cosine" or epochs < 1:
+    to 0 over ``epochs`` epochs of ``steps_per_epoch`` steps (``cfg.schedule`` "cosine"). With a
+    time budget the cosine steps by epoch instead (fer_pipeline.time_budget): ``rate`` to start."""
+    if cfg.schedule != "cosine" or epochs < 1 or cfg.time_budget_minutes:
         return rate
     return keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, epochs * steps_per_epoch))

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import keras
 
+from fer_pipeline.time_budget import EpochPlan
+
 logger = logging.getLogger(__name__)
 
 MIN_EPOCHS = 10  # shorter phases: Keras' per-epoch lines say enough
@@ -28,17 +30,23 @@ class PhaseProgress(keras.callbacks.Callback):
     def __init__(
         self,
         phase: str,
-        epochs: int,
+        epochs: int | EpochPlan,
         may_stop_early: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         super().__init__()
-        self.phase, self.epochs, self.may_stop_early = phase, epochs, may_stop_early
-        self.every = max(1, round(epochs / 10))
+        self.phase, self.may_stop_early = phase, may_stop_early
+        self.plan = epochs if isinstance(epochs, EpochPlan) else EpochPlan(epochs)
+        self.every = max(1, round(self.plan.epochs / 10))
         self._clock, self._now = clock, now
         self._start: float = 0.0
         self._first_epoch: int | None = None
+
+    @property
+    def epochs(self) -> int:
+        """The phase's epochs as planned now (a time budget may have cut them)."""
+        return self.plan.epochs
 
     def on_train_begin(self, logs=None):
         self._start, self._first_epoch = self._clock(), None  # set by the first epoch this run begins

@@ -31,6 +31,7 @@ from fer_pipeline.model import build_model, load_model, tta_view_count, unfreeze
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for, make_optimizer, metrics_for
 from fer_pipeline.progress import PhaseProgress
 from fer_pipeline.split import Split
+from fer_pipeline.time_budget import EpochPlan, budget_callbacks
 from fer_pipeline.training_data import PhaseData, phase_data
 from fer_pipeline.weight_average import EpochTailAverage
 
@@ -333,11 +334,14 @@ def _run_phase(
             train, val = cache.batches(dataset, data, cfg, batch_size, feature_cache.feed_augmenter(feed, cfg))
         else:
             train, val = feed.batches(dataset, data, cfg, batch_size, compiled.augment)
+        plan = EpochPlan(epochs)
         callbacks = [
+            # first: the epoch's rate is set before LearningRateHistory reads it
+            *budget_callbacks(cfg.time_budget_minutes, cfg.schedule, learning_rate, plan, phase),
             *phase_callbacks(cfg),
             *feed.callbacks(out_dir, phase, first_step, val),
             *extra_callbacks,
-            PhaseProgress(phase, epochs, may_stop_early=cfg.early_stopping_patience < epochs),
+            PhaseProgress(phase, plan, may_stop_early=cfg.early_stopping_patience < epochs),
         ]
         history = fit(compiled.trainable, train, val, epochs, callbacks, backup, steps_per_epoch)
         averaged = averaged_scores(compiled.trainable, val, callbacks)
@@ -370,7 +374,7 @@ def _log_phase_start(phase: str, data: PhaseData, epochs: int, learning_rate: fl
         "on" if data.train_sample_weights is not None else "off",
         keras.backend.backend(),
     )
-    if np.isin(data.val_indices, data.train_indices).any():
+    if epochs and np.isin(data.val_indices, data.train_indices).any():
         logger.info(
             "Phase %s trains on its validation images too (train_on_validation): validation metrics are not held out.",
             phase,
