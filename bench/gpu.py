@@ -91,13 +91,15 @@ CURRENT_PRESET = {**RUN9_PRESET, "frozen_epochs": 100, "early_stopping_patience"
 # crop and the bfloat16 epochs to it (the candidate `crop_epochs_69`).
 # The sweep's WeightAverages scores the means of the last epochs beside the restored weights of every
 # candidate, so the base keeps run 4's ending too (the best epoch), not the preset's average_last_epochs.
-# Every candidate holds its validation images out (train_on_validation off): they are what it is scored on.
+# Every candidate holds its validation images out (train_on_validation off): they are what it is scored on;
+# and runs its whole schedule (no time budget), so that candidates compare at equal epochs on any host.
 RUN4_PRESET = {
     "crop_scale": (1.0, 1.0),
     "frozen_epochs": 48,
     "early_stopping_patience": 10,
     "average_last_epochs": 0,
     "train_on_validation": False,
+    "time_budget_minutes": 0,
 }
 COMPACT_BASE = replace(resolve("cpu").train, **RUN4_PRESET)
 CANDIDATES = {
