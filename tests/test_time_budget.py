@@ -26,16 +26,17 @@ class Clock:
         return self.now
 
 
-def _epochs(callbacks, clock: Clock, seconds: list[float], model) -> int:
-    """Runs epochs of the given lengths until a callback stops training; returns how many ran."""
-    for epoch, length in enumerate(seconds):
+def _epochs(callbacks, clock: Clock, seconds: list[float], model, first: int = 0) -> int:
+    """Runs epochs of the given lengths from 0-based epoch ``first`` (where fit resumes) until a
+    callback stops training; returns how many ran."""
+    for epoch, length in enumerate(seconds, start=first):
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
         clock.now += length
         for callback in callbacks:
             callback.on_epoch_end(epoch, {})
         if model.stop_training:
-            return epoch + 1
+            return epoch + 1 - first
     return len(seconds)
 
 
@@ -111,8 +112,30 @@ def test_a_resumed_phase_keeps_counting_the_time_it_spent_before():
     resumed.set_model(model)
     resumed.set_state(state)
     assert plan_again.epochs == 5
-    ran = _epochs([resumed], clock, [10.0] * 10, model)
-    assert ran == 3  # epochs 3-5 of the original 60 s
+    ran = _epochs([resumed], clock, [10.0] * 10, model, first=2)
+    assert ran == 3 and plan_again.epochs == 5  # epochs 3-5 of the original 60 s
+
+
+def test_a_resumed_phase_s_first_epoch_counts_as_time_not_as_pace():
+    clock, plan = Clock(), EpochPlan(100)
+    first = TimeBudget(2.0, plan, "frozen", clock=clock)
+    first.set_model(_model())
+    _epochs([first], clock, [30.0, 10.0, 10.0], first.model)  # 50 s spent, 10 s an epoch: 10 fit in 120 s
+
+    plan_again, model = EpochPlan(100), _model()
+    resumed = TimeBudget(2.0, plan_again, "frozen", clock=clock)
+    resumed.set_model(model)
+    resumed.set_state(json.loads(json.dumps(first.get_state())))
+    # The resumed start traces again (30 s): 80 s spent, still 10 s an epoch, so 4 more fit (8 in all);
+    # counting the trace as pace (about 15 s an epoch) would have planned 6.
+    ran = _epochs([resumed], clock, [30.0] + [10.0] * 20, model, first=3)
+    assert plan_again.epochs == 8 and ran == 5 and resumed.tracing == [0, 3]
+
+
+def test_a_backup_from_before_the_tracing_record_counts_its_first_epoch_as_the_trace():
+    budget = TimeBudget(1.0, EpochPlan(100), "frozen", clock=Clock())
+    budget.set_state({"durations": [20.0, 10.0], "epochs": 100})
+    assert budget.tracing == [0]
 
 
 def test_a_negative_budget_is_refused():

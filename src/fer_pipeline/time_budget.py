@@ -50,9 +50,10 @@ class CosineByEpoch(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Ends the phase at the last epoch that fits in ``minutes`` of epochs, planned after each.
 
-    The pace is the mean epoch so far without the first, which also traces the step; the
-    first still counts as time spent. Epoch times travel with a training backup
-    (``get_state``), so a resumed phase keeps counting what it spent before.
+    The pace is the mean epoch so far without the first of each start (fresh or resumed from
+    a backup), which also traces the step; those still count as time spent. Epoch times
+    travel with a training backup (``get_state``), so a resumed phase keeps counting what it
+    spent before.
     """
 
     def __init__(self, minutes: float, plan: EpochPlan, phase: str, clock: Callable[[], float] | None = None):
@@ -60,18 +61,24 @@ class TimeBudget(keras.callbacks.Callback):
         self.seconds, self.plan, self.phase, self._clock = minutes * 60, plan, phase, clock or time.monotonic
         self.planned = plan.epochs  # before any cut
         self.durations: list[float] = []
+        self.tracing: list[int] = []  # positions in durations of each start's first epoch
         self._began = 0.0
+        self._first_of_start = True  # this start's first epoch traces the step
 
     def on_epoch_begin(self, epoch, logs=None):
         self._began = self._clock()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._first_of_start:
+            self.tracing.append(len(self.durations))
+            self._first_of_start = False
         self.durations.append(self._clock() - self._began)
         done, spent = epoch + 1, sum(self.durations)
-        if len(self.durations) > 1:
-            pace = statistics.fmean(self.durations[1:])
+        paced = [seconds for i, seconds in enumerate(self.durations) if i not in self.tracing]
+        if paced:
+            pace = statistics.fmean(paced)
             fits = max(done, done + int((self.seconds - spent) // pace))
-        else:  # the first epoch alone gives no pace (it traces too), only whether the budget is gone
+        else:  # a first epoch alone gives no pace (it traces too), only whether the budget is gone
             pace, fits = spent, done if spent >= self.seconds else self.plan.epochs
         if fits < self.plan.epochs:
             first_cut = self.plan.epochs == self.planned
@@ -92,11 +99,13 @@ class TimeBudget(keras.callbacks.Callback):
 
     # -- backup (fer_pipeline.checkpoint) ------------------------------------------------
     def get_state(self) -> dict:
-        return {"durations": list(self.durations), "epochs": self.plan.epochs}
+        return {"durations": list(self.durations), "tracing": list(self.tracing), "epochs": self.plan.epochs}
 
     def set_state(self, state: dict) -> None:
         self.durations = [float(d) for d in state["durations"]]
+        self.tracing = [int(i) for i in state.get("tracing", [0][: len(self.durations)])]  # older backups: one start
         self.plan.epochs = int(state["epochs"])
+        self._first_of_start = True
 
 
 def budget_callbacks(
