@@ -120,3 +120,14 @@ def test_sigterm_unwinds_the_command_and_exits_143_in_one_line(tmp_path, capsys,
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the command's only
     with pytest.raises(cli.Terminated):
         cli.main(["--debug", "validate", str(tmp_path)])
+
+
+def test_ctrl_c_exits_130_in_one_line_and_debug_keeps_the_traceback(tmp_path, capsys, monkeypatch):
+    def validate_then_get_interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_validate", validate_then_get_interrupted)
+    assert cli.main(["validate", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--debug", "validate", str(tmp_path)])

@@ -351,21 +351,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_unwinds():
             return int(args.func(args) or 0)
-    except FerError as exc:
+    except (FerError, KeyboardInterrupt, Terminated) as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        if args.debug:
-            raise
-        print("terminated", file=sys.stderr)
-        return 143
+        line, code = _ending(exc)
+        print(line, file=sys.stderr)
+        return code
+
+
+def _ending(exc: FerError | KeyboardInterrupt | Terminated) -> tuple[str, int]:
+    """The one line and the exit status a command ends with instead of a traceback
+    (128 + the signal's number for Ctrl-C and SIGTERM, as shells report them)."""
+    if isinstance(exc, FerError):
+        return f"error: {exc}", exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    return "terminated", 143
 
 
 if __name__ == "__main__":
