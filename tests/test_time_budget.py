@@ -129,13 +129,16 @@ def test_a_resumed_phase_s_first_epoch_counts_as_time_not_as_pace():
     # The resumed start traces again (30 s): 80 s spent, still 10 s an epoch, so 4 more fit (8 in all);
     # counting the trace as pace (about 15 s an epoch) would have planned 6.
     ran = _epochs([resumed], clock, [30.0] + [10.0] * 20, model, first=3)
-    assert plan_again.epochs == 8 and ran == 5 and resumed.tracing == [0, 3]
+    assert plan_again.epochs == 8 and ran == 5 and resumed.traced == [30.0, 30.0]
 
 
-def test_a_backup_from_before_the_tracing_record_counts_its_first_epoch_as_the_trace():
-    budget = TimeBudget(1.0, EpochPlan(100), "frozen", clock=Clock())
-    budget.set_state({"durations": [20.0, 10.0], "epochs": 100})
-    assert budget.tracing == [0]
+def test_a_backup_from_before_the_split_counts_its_first_epoch_as_the_trace():
+    clock, plan, model = Clock(), EpochPlan(100), _model()
+    budget = TimeBudget(1.0, plan, "frozen", clock=clock)
+    budget.set_model(model)
+    budget.set_state({"durations": [20.0, 10.0], "epochs": 100})  # 30 s spent at 10 s an epoch
+    # The resumed trace (20 s) leaves 10 s: one more epoch fits, the fourth.
+    assert _epochs([budget], clock, [20.0] + [10.0] * 10, model, first=2) == 2 and plan.epochs == 4
 
 
 def test_a_negative_budget_is_refused():
@@ -175,3 +178,45 @@ def test_training_with_a_spent_budget_stops_after_one_epoch_and_records_it(tmp_p
     history = json.loads((tmp_path / "history.json").read_text())
     assert result.epochs_run == 1 and history["epochs_run"] == 1
     assert history["history"]["learning_rate"] == [pytest.approx(cosine_rate(1e-3, 0, 5))]
+
+
+def test_a_fit_resumed_from_its_backup_traces_again_and_keeps_the_epochs_before(tmp_path):
+    """Through Keras and the training backup, as a restarted process resumes a phase."""
+    import keras
+
+    from fer_pipeline.checkpoint import PhaseBackup
+
+    class Interrupt(Exception):
+        pass
+
+    class StopAt(keras.callbacks.Callback):
+        def __init__(self, epoch):
+            super().__init__()
+            self.epoch = epoch
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.epoch:
+                raise Interrupt
+
+    def fit(stop_at, clock):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        budget = TimeBudget(60.0, EpochPlan(5), "small", clock=clock)
+        callbacks = [budget, StopAt(stop_at)]
+        backup = PhaseBackup(tmp_path, {"phase": "small", "epochs": 5})
+        x, y = np.ones((8, 3), "float32"), np.zeros(8, "int32")
+        try:
+            model.fit(x, y, epochs=5, verbose=0, callbacks=[*callbacks, backup.callback(callbacks)])
+        except Interrupt:
+            pass
+        return budget
+
+    clock = Clock()
+
+    def ticking() -> float:  # each epoch takes 1 s (two reads of the clock)
+        clock.now += 0.5
+        return clock.now
+
+    fit(stop_at=2, clock=ticking)
+    resumed = fit(stop_at=-1, clock=ticking)
+    assert len(resumed.traced) == 2 and len(resumed.paced) == 3  # epochs 1 and 3 traced; 2, 4 and 5 paced

@@ -60,23 +60,20 @@ class TimeBudget(keras.callbacks.Callback):
         super().__init__()
         self.seconds, self.plan, self.phase, self._clock = minutes * 60, plan, phase, clock or time.monotonic
         self.planned = plan.epochs  # before any cut
-        self.durations: list[float] = []
-        self.tracing: list[int] = []  # positions in durations of each start's first epoch
+        self.traced: list[float] = []  # each start's first epoch: time spent, not pace
+        self.paced: list[float] = []
         self._began = 0.0
-        self._first_of_start = True  # this start's first epoch traces the step
+        self._tracing = True  # this fit's first epoch (a resumed phase builds a new TimeBudget)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._began = self._clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._first_of_start:
-            self.tracing.append(len(self.durations))
-            self._first_of_start = False
-        self.durations.append(self._clock() - self._began)
-        done, spent = epoch + 1, sum(self.durations)
-        paced = [seconds for i, seconds in enumerate(self.durations) if i not in self.tracing]
-        if paced:
-            pace = statistics.fmean(paced)
+        (self.traced if self._tracing else self.paced).append(self._clock() - self._began)
+        self._tracing = False
+        done, spent = epoch + 1, sum(self.traced) + sum(self.paced)
+        if self.paced:
+            pace = statistics.fmean(self.paced)
             fits = max(done, done + int((self.seconds - spent) // pace))
         else:  # a first epoch alone gives no pace (it traces too), only whether the budget is gone
             pace, fits = spent, done if spent >= self.seconds else self.plan.epochs
@@ -99,13 +96,14 @@ class TimeBudget(keras.callbacks.Callback):
 
     # -- backup (fer_pipeline.checkpoint) ------------------------------------------------
     def get_state(self) -> dict:
-        return {"durations": list(self.durations), "tracing": list(self.tracing), "epochs": self.plan.epochs}
+        return {"traced": list(self.traced), "paced": list(self.paced), "epochs": self.plan.epochs}
 
     def set_state(self, state: dict) -> None:
-        self.durations = [float(d) for d in state["durations"]]
-        self.tracing = [int(i) for i in state.get("tracing", [0][: len(self.durations)])]  # older backups: one start
+        if "durations" in state:  # a backup from before the split: one start, its first epoch traced
+            state = {**state, "traced": state["durations"][:1], "paced": state["durations"][1:]}
+        self.traced = [float(d) for d in state["traced"]]
+        self.paced = [float(d) for d in state["paced"]]
         self.plan.epochs = int(state["epochs"])
-        self._first_of_start = True
 
 
 def budget_callbacks(
