@@ -247,6 +247,23 @@ def test_a_backup_for_other_inputs_is_ignored(tmp_path: Path, caplog):
     assert len(history["loss"]) >= 1
 
 
+def test_a_backup_in_another_format_is_ignored_not_misread(tmp_path: Path, caplog):
+    """A saved state whose shape changed (a callback's fields) is refused by its version, whatever it holds."""
+    import json
+
+    from fer_pipeline.checkpoint import STATE_FILE, STATE_VERSION
+
+    with pytest.raises(Interrupt):
+        _small_fit(tmp_path / "b", 12, interrupt_at=2)
+    state_file = tmp_path / "b" / STATE_FILE
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "version": STATE_VERSION - 1}))
+    caplog.set_level("WARNING", logger="fer_pipeline.checkpoint")
+    _, history, resumed_from = _small_fit(tmp_path / "b", 12)
+    assert resumed_from == 0 and f"backup format {STATE_VERSION - 1}, this one reads {STATE_VERSION}" in caplog.text
+    assert len(history["loss"]) >= 1
+
+
 def test_backup_dir_is_per_phase_and_off_by_default():
     class Data:
         train_indices = np.arange(5)

@@ -132,15 +132,6 @@ def test_a_resumed_phase_s_first_epoch_counts_as_time_not_as_pace():
     assert plan_again.epochs == 8 and ran == 5 and resumed.traced == [30.0, 30.0]
 
 
-def test_a_backup_from_before_the_split_counts_its_first_epoch_as_the_trace():
-    clock, plan, model = Clock(), EpochPlan(100), _model()
-    budget = TimeBudget(1.0, plan, "frozen", clock=clock)
-    budget.set_model(model)
-    budget.set_state({"durations": [20.0, 10.0], "epochs": 100})  # 30 s spent at 10 s an epoch
-    # The resumed trace (20 s) leaves 10 s: one more epoch fits, the fourth.
-    assert _epochs([budget], clock, [20.0] + [10.0] * 10, model, first=2) == 2 and plan.epochs == 4
-
-
 def test_a_negative_budget_is_refused():
     with pytest.raises(ConfigError, match="time_budget_minutes must be >= 0"):
         TrainConfig(time_budget_minutes=-1)

@@ -51,7 +51,7 @@ from fer_pipeline.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # raised whenever a saved callback state changes shape (2: TimeBudget's traced / paced lists)
 # Plain counters of the built-in callbacks whose decisions depend on earlier epochs.
 _CALLBACK_FIELDS = {
     "EarlyStopping": ("wait", "stopped_epoch", "best", "best_epoch"),
@@ -118,7 +118,16 @@ class PhaseBackup:
         except (OSError, ValueError) as exc:
             logger.warning("Ignoring unreadable training backup %s (%s); starting the phase afresh.", path, exc)
             return None
-        if state.get("version") != STATE_VERSION or state.get("fingerprint") != self.fingerprint:
+        if state.get("version") != STATE_VERSION:
+            logger.warning(
+                "Ignoring the training backup in %s: it was written by another version of fer-pipeline (backup "
+                "format %s, this one reads %s); starting the phase afresh and overwriting it.",
+                self.directory,
+                state.get("version"),
+                STATE_VERSION,
+            )
+            return None
+        if state.get("fingerprint") != self.fingerprint:
             logger.warning(
                 "Ignoring the training backup in %s: it was written for other inputs (phase, config, epochs "
                 "or samples differ); starting the phase afresh and overwriting it.",

@@ -99,8 +99,6 @@ class TimeBudget(keras.callbacks.Callback):
         return {"traced": list(self.traced), "paced": list(self.paced), "epochs": self.plan.epochs}
 
     def set_state(self, state: dict) -> None:
-        if "durations" in state:  # a backup from before the split: one start, its first epoch traced
-            state = {**state, "traced": state["durations"][:1], "paced": state["durations"][1:]}
         self.traced = [float(d) for d in state["traced"]]
         self.paced = [float(d) for d in state["paced"]]
         self.plan.epochs = int(state["epochs"])
