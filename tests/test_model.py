@@ -176,3 +176,39 @@ def test_failed_imagenet_download_is_a_config_error(monkeypatch):
     monkeypatch.setattr(keras.applications, "DenseNet169", no_network)
     with pytest.raises(ConfigError, match=r"`weights`='imagenet'.*no route to host.*local"):
         build_model(TrainConfig(weights="imagenet"))
+
+
+TINY_COMPACT = TrainConfig(backbone="compact", weights="none", compact_widths=(4, 8), dense_units=(8,), dropouts=(0.0,))
+SE = TrainConfig(
+    backbone="compact", weights="none", compact_widths=(4, 8), compact_se=2, dense_units=(8,), dropouts=(0.0,)
+)
+
+
+def test_squeeze_excitation_gates_each_block_and_survives_saving(pixels, tmp_path):
+    model = build_model(SE)
+    backbone = model.get_layer(BACKBONE_NAME)
+    # a w/r bottleneck of at least 4 units, then one gate per filter
+    assert [backbone.get_layer(f"block{b}_se_reduce").units for b in (1, 2)] == [4, 4]
+    assert [backbone.get_layer(f"block{b}_se_expand").units for b in (1, 2)] == [4, 8]
+    assert not any("_se_" in layer.name for layer in build_model(TINY_COMPACT).get_layer(BACKBONE_NAME).layers)
+
+    path = tmp_path / "se.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(pixels, training=False)),
+        keras.ops.convert_to_numpy(model(pixels, training=False)),
+        rtol=1e-6,
+    )
+
+    # the gates multiply the block's features: closed gates leave the last block's map all zeros
+    expand = backbone.get_layer("block2_se_expand")
+    kernel, bias = expand.get_weights()
+    expand.set_weights([np.zeros_like(kernel), np.full_like(bias, -100.0)])
+    features = keras.Model(backbone.input, backbone.get_layer("block2_se_scale").output)
+    assert np.abs(keras.ops.convert_to_numpy(features(pixels / 255.0))).max() == 0.0
+
+
+def test_a_negative_squeeze_excitation_ratio_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"compact_se must be >= 0 \(0 = off\), got -1"):
+        TrainConfig(backbone="compact", weights="none", compact_se=-1)

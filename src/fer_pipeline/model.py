@@ -109,7 +109,8 @@ def _densenet169_features(x, cfg: TrainConfig):
 def _compact_backbone(cfg: TrainConfig) -> keras.Model:
     """A VGG-style CNN for 48x48 grayscale, trained from scratch (and so trainable from phase 1).
 
-    Each block: two 3x3 conv + BatchNorm + ReLU, 2x2 max-pool. BatchNorm momentum 0.9
+    Each block: two 3x3 conv + BatchNorm + ReLU, squeeze-and-excitation when ``compact_se``
+    is set, 2x2 max-pool. BatchNorm momentum 0.9
     rather than Keras' 0.99: from scratch, the moving statistics must follow weights
     that change fast, or validation lags training for epochs (docs/benchmarks.md, issue 4).
     """
@@ -131,8 +132,19 @@ def _compact_backbone(cfg: TrainConfig) -> keras.Model:
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=name)(x)
             x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
             x = layers.ReLU(name=f"{name}_relu")(x)
+        if cfg.compact_se:
+            x = _squeeze_excite(x, width, cfg.compact_se, name=f"block{block}_se")
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
     return keras.Model(inputs, x, name=BACKBONE_NAME)
+
+
+def _squeeze_excite(x, width: int, ratio: int, name: str):
+    """Scale each of ``width`` channels by a gate in (0, 1) computed from the whole map's mean
+    activations through a ``width / ratio``-unit bottleneck (at least 4 units)."""
+    gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    gate = layers.Dense(max(4, width // ratio), activation="relu", name=f"{name}_reduce")(gate)
+    gate = layers.Dense(width, activation="sigmoid", name=f"{name}_expand")(gate)
+    return layers.Multiply(name=f"{name}_scale")([x, gate])
 
 
 @keras.saving.register_keras_serializable(package="fer_pipeline")
