@@ -57,6 +57,21 @@ def test_the_phase_ends_at_the_last_epoch_its_budget_holds_at_the_measured_pace(
     assert "10 s an epoch here, so 5 of its 100 epochs fit in the 1-minute budget" in caplog.text
 
 
+def test_epochs_too_short_for_the_clock_keep_the_plan_until_the_budget_is_spent():
+    clock, plan, model = Clock(), EpochPlan(6), _model()
+    budget = TimeBudget(1.0, plan, "frozen", clock=clock)
+    budget.set_model(model)
+
+    # a trace, then epochs the clock cannot see: no pace to plan by, so all six run...
+    assert _epochs([budget], clock, [30.0] + [0.0] * 5, model) == 6 and plan.epochs == 6
+    # ...while a resumed phase whose time is spent ends at once, its zero pace notwithstanding
+    clock, plan, model = Clock(), EpochPlan(6), _model()
+    budget = TimeBudget(1.0, plan, "frozen", clock=clock)
+    budget.set_model(model)
+    budget.set_state({"traced": [50.0], "paced": [0.0], "epochs": 6})
+    assert _epochs([budget], clock, [20.0, 0.0, 0.0, 0.0], model, first=2) == 1 and plan.epochs == 3
+
+
 def test_a_budget_that_holds_every_epoch_changes_nothing():
     clock, plan, model = Clock(), EpochPlan(4), _model()
     budget = TimeBudget(10.0, plan, "frozen", clock=clock)

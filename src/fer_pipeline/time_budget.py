@@ -72,10 +72,11 @@ class TimeBudget(keras.callbacks.Callback):
         (self.traced if self._tracing else self.paced).append(self._clock() - self._began)
         self._tracing = False
         done, spent = epoch + 1, sum(self.traced) + sum(self.paced)
-        if self.paced:
-            pace = statistics.fmean(self.paced)
+        pace = statistics.fmean(self.paced) if self.paced else 0.0
+        if pace > 0:
             fits = max(done, done + int((self.seconds - spent) // pace))
-        else:  # a first epoch alone gives no pace (it traces too), only whether the budget is gone
+        else:  # a first epoch alone (it traces too), or a clock too coarse to see an epoch, gives no
+            # pace, only whether the budget is gone
             pace, fits = spent, done if spent >= self.seconds else self.plan.epochs
         if fits < self.plan.epochs:
             first_cut = self.plan.epochs == self.planned
