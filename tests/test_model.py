@@ -209,6 +209,8 @@ def test_squeeze_excitation_gates_each_block_and_survives_saving(pixels, tmp_pat
     assert np.abs(keras.ops.convert_to_numpy(features(pixels / 255.0))).max() == 0.0
 
 
-def test_a_negative_squeeze_excitation_ratio_is_a_config_error():
+def test_a_negative_or_misplaced_squeeze_excitation_ratio_is_a_config_error():
     with pytest.raises(ConfigError, match=r"compact_se must be >= 0 \(0 = off\), got -1"):
         TrainConfig(backbone="compact", weights="none", compact_se=-1)
+    with pytest.raises(ConfigError, match=r"compact_se=8 is the compact network's; backbone='densenet169' has no"):
+        TrainConfig(weights="none", compact_se=8)

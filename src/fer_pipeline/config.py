@@ -246,6 +246,11 @@ class TrainConfig:
             problems.append(f"compact_widths must be positive filter counts, got {self.compact_widths}")
         if self.compact_se < 0:
             problems.append(f"compact_se must be >= 0 (0 = off), got {self.compact_se!r}")
+        elif self.compact_se and self.backbone != "compact":
+            problems.append(
+                f"compact_se={self.compact_se} is the compact network's; backbone={self.backbone!r} has no place for it "
+                "(pass backbone=compact, or compact_se=0)"
+            )
         if not 0 <= self.tta_shift <= self.image_size // 4:
             problems.append(f"tta_shift must be in [0, {self.image_size // 4}] pixels, got {self.tta_shift!r}")
         if self.tta_shift and not self.tta:
