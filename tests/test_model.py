@@ -69,14 +69,19 @@ def test_augmentation_is_off_at_inference_and_on_in_training(model, pixels):
     assert not np.array_equal(keras.ops.convert_to_numpy(augmented(pixels, training=True)), pixels)
 
 
-def test_saved_model_reloads_without_custom_objects_and_predicts_the_same(model, pixels, tmp_path):
-    path = tmp_path / "model.keras"
+def _reloaded_predicting_the_same(model: keras.Model, pixels: np.ndarray, path) -> keras.Model:
+    """``model`` saved to ``path`` and loaded back, after checking it predicts exactly as before."""
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(loaded(pixels, training=False)),
         keras.ops.convert_to_numpy(model(pixels, training=False)),
     )
+    return loaded
+
+
+def test_saved_model_reloads_without_custom_objects_and_predicts_the_same(model, pixels, tmp_path):
+    loaded = _reloaded_predicting_the_same(model, pixels, tmp_path / "model.keras")
     assert not loaded.get_layer(BACKBONE_NAME).trainable
 
 
@@ -192,14 +197,7 @@ def test_squeeze_excitation_gates_each_block_and_survives_saving(pixels, tmp_pat
     assert [backbone.get_layer(f"block{b}_se_expand").units for b in (1, 2)] == [4, 8]
     assert not any("_se_" in layer.name for layer in build_model(TINY_COMPACT).get_layer(BACKBONE_NAME).layers)
 
-    path = tmp_path / "se.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(pixels, training=False)),
-        keras.ops.convert_to_numpy(model(pixels, training=False)),
-        rtol=1e-6,
-    )
+    _reloaded_predicting_the_same(model, pixels, tmp_path / "se.keras")
 
     # the gates multiply the block's features: closed gates leave the last block's map all zeros
     expand = backbone.get_layer("block2_se_expand")
