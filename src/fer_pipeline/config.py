@@ -59,8 +59,8 @@ class TrainConfig:
     compact_widths: tuple[int, ...] = opt(
         (32, 64, 128, 256), "compact: filters of each conv block (two 3x3 convs + 2x2 pool)"
     )
-    # channel attention costs ~1% of a block's FLOPs; on FER's aligned faces it lets each block weigh its
-    # filters per image (Hu et al. 2018's squeeze-and-excitation)
+    # channel attention (Hu et al. 2018) for ~1% of a block's FLOPs; off, since at the cpu preset's budget it
+    # gained nothing on validation (docs/model-quality.md, `se_held_out`)
     compact_se: int = opt(
         0,
         "compact: squeeze-and-excitation after each block's convs, reduction ratio r (a block of w filters "

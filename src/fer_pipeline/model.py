@@ -110,9 +110,9 @@ def _compact_backbone(cfg: TrainConfig) -> keras.Model:
     """A VGG-style CNN for 48x48 grayscale, trained from scratch (and so trainable from phase 1).
 
     Each block: two 3x3 conv + BatchNorm + ReLU, squeeze-and-excitation when ``compact_se``
-    is set, 2x2 max-pool. BatchNorm momentum 0.9
-    rather than Keras' 0.99: from scratch, the moving statistics must follow weights
-    that change fast, or validation lags training for epochs (docs/benchmarks.md, issue 4).
+    is set, 2x2 max-pool. BatchNorm momentum 0.9 rather than Keras' 0.99: from scratch, the
+    moving statistics must follow weights that change fast, or validation lags training for
+    epochs (docs/benchmarks.md, issue 4).
     """
     if cfg.weights.strip().lower() not in ("none", "imagenet"):
         raise ConfigError(
