@@ -35,10 +35,10 @@ from fer_pipeline.model import (
     tta_view_count,
     with_flip_tta,
 )
+from tiny_models import TINY_COMPACT
 
 SIZE = (48, 48)
 CROP = TrainConfig(**{**AUGMENTATION_OFF, "crop_scale": (0.8, 1.2)})
-TINY = TrainConfig(backbone="compact", weights="none", compact_widths=(4, 8), dense_units=(8,), dropouts=(0.0,))
 
 
 def _seed_affine_rows(cfg, n, size, rng):
@@ -98,7 +98,7 @@ def test_keras_and_numpy_build_the_same_rows_from_the_same_draws():
 
 
 def test_the_model_resamples_once_with_the_crop_on_and_as_the_seed_with_it_off(monkeypatch):
-    on = TrainConfig(**{**TINY.to_dict(), "rotation": 0.03, "zoom": 0.1, "crop_scale": (0.8, 1.2)})
+    on = TrainConfig(**{**TINY_COMPACT.to_dict(), "rotation": 0.03, "zoom": 0.1, "crop_scale": (0.8, 1.2)})
     augmenting = lambda cfg: [layer.name for layer in build_model(cfg).layers if layer.name.startswith("augment_")]  # noqa: E731
     assert augmenting(on) == ["augment_affine"]
     assert augmenting(dataclasses.replace(on, crop_scale=(1.0, 1.0))) == [
@@ -125,7 +125,7 @@ def test_the_model_resamples_once_with_the_crop_on_and_as_the_seed_with_it_off(m
 
 
 def test_the_layer_survives_save_and_load(tmp_path):
-    cfg = TrainConfig(**{**TINY.to_dict(), "crop_scale": (0.9, 1.1), "crop_ratio": (0.9, 1.1)})
+    cfg = TrainConfig(**{**TINY_COMPACT.to_dict(), "crop_scale": (0.9, 1.1), "crop_ratio": (0.9, 1.1)})
     build_model(cfg).save(tmp_path / "model.keras")
     layer = load_model(tmp_path / "model.keras").get_layer("augment_affine")
     assert layer.ranges == AffineRanges.of(cfg) and layer.seed == cfg.seed
@@ -136,7 +136,7 @@ def test_numpy_feed_with_the_crop_on_moves_images_and_the_model_gets_no_augmenta
 
     images = _pixels(8)
     assert not np.allclose(device_augmenter(CROP)(images, seed=1), images, atol=1)
-    model_cfg = NumpyFeed().model_config(dataclasses.replace(TINY, crop_scale=(0.8, 1.2)))
+    model_cfg = NumpyFeed().model_config(dataclasses.replace(TINY_COMPACT, crop_scale=(0.8, 1.2)))
     assert not [layer for layer in build_model(model_cfg).layers if layer.name.startswith("augment_")]
 
 
@@ -151,7 +151,7 @@ def test_a_centre_crop_of_the_whole_image_is_the_image_and_a_corner_crop_starts_
 
 def test_ten_crop_tta_averages_ten_views_and_survives_save_and_load(tmp_path):
     keras.utils.set_random_seed(0)
-    model = build_model(TINY)
+    model = build_model(TINY_COMPACT)
     tta = with_flip_tta(model, crop=0.8)
     assert tta_view_count(crop=0.8) == 10 == sum(isinstance(layer, ResizedCrop) for layer in tta.layers)
     x = _pixels()
@@ -164,7 +164,7 @@ def test_ten_crop_tta_averages_ten_views_and_survives_save_and_load(tmp_path):
 
 def test_shifted_and_cropped_views_together_average_both_ten_view_sets(tmp_path):
     keras.utils.set_random_seed(0)
-    model = build_model(TINY)
+    model = build_model(TINY_COMPACT)
     both = with_flip_tta(model, shift=1, crop=0.8)
     assert tta_view_count(shift=1, crop=0.8) == 20 == len(both.get_layer(OUTPUT_NAME).input)
     x = _pixels()
@@ -227,7 +227,7 @@ class StopFeed:
 
 
 def test_a_model_with_the_crop_and_erasing_trains_in_graph_mode_on_a_ragged_last_batch():
-    cfg = TrainConfig(**{**TINY.to_dict(), "crop_scale": (0.8, 1.2), "rotation": 0.03, "erasing": 0.5})
+    cfg = TrainConfig(**{**TINY_COMPACT.to_dict(), "crop_scale": (0.8, 1.2), "rotation": 0.03, "erasing": 0.5})
     model = build_model(cfg)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     history = model.fit(_pixels(7), np.arange(7) % 7, batch_size=4, epochs=1, verbose=0)
@@ -302,7 +302,7 @@ def test_numpy_and_the_keras_layer_erase_the_same_rectangles_from_the_same_unifo
 
 
 def test_the_erase_layer_comes_last_is_identity_at_inference_and_survives_save_and_load(tmp_path):
-    cfg = TrainConfig(**{**TINY.to_dict(), "brightness": 0.1, "crop_scale": (0.9, 1.1), "erasing": 0.5})
+    cfg = TrainConfig(**{**TINY_COMPACT.to_dict(), "brightness": 0.1, "crop_scale": (0.9, 1.1), "erasing": 0.5})
     model = build_model(cfg)
     augmenting = [layer.name for layer in model.layers if layer.name.startswith("augment_")]
     assert augmenting == ["augment_affine", "augment_brightness", "augment_erase"]
@@ -320,7 +320,7 @@ def test_erasing_is_the_numpy_feeds_and_counts_as_augmentation_there():
     from fer_pipeline import feature_cache
     from fer_pipeline.feed_numpy import NumpyFeed
 
-    cfg = TrainConfig(**{**TINY.to_dict(), **AUGMENTATION_OFF, "erasing": 0.5})
+    cfg = TrainConfig(**{**TINY_COMPACT.to_dict(), **AUGMENTATION_OFF, "erasing": 0.5})
     assert NumpyFeed().model_config(cfg).erasing == 0.0  # the model gets no erase layer; the feed erases
     assert feature_cache.feed_augmenter(NumpyFeed(), cfg) is not None
     assert feature_cache.feed_augmenter(NumpyFeed(), dataclasses.replace(cfg, erasing=0.0)) is None

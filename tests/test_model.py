@@ -6,6 +6,8 @@ available here, and no test depends on what the weights are.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.model import BACKBONE_NAME, PREPROCESS_OUTPUT_NAME, block_names, build_model, unfreeze_backbone
+from tiny_models import TINY_COMPACT
 
 CFG = TrainConfig(weights="none", dense_units=(16,), dropouts=(0.5,), seed=3)
 
@@ -183,10 +186,7 @@ def test_failed_imagenet_download_is_a_config_error(monkeypatch):
         build_model(TrainConfig(weights="imagenet"))
 
 
-TINY_COMPACT = TrainConfig(backbone="compact", weights="none", compact_widths=(4, 8), dense_units=(8,), dropouts=(0.0,))
-SE = TrainConfig(
-    backbone="compact", weights="none", compact_widths=(4, 8), compact_se=2, dense_units=(8,), dropouts=(0.0,)
-)
+SE = replace(TINY_COMPACT, compact_se=2)
 
 
 def test_squeeze_excitation_gates_each_block_and_survives_saving(pixels, tmp_path):

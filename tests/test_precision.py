@@ -99,9 +99,9 @@ def test_a_bfloat16_model_keeps_a_float32_output():
     from fer_pipeline.model import OUTPUT_NAME, build_model
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(
-        TrainConfig(backbone="compact", weights="none", compact_widths=(4, 8), dense_units=(8,), dropouts=(0.0,))
-    )
+    from tiny_models import TINY_COMPACT
+
+    model = build_model(TINY_COMPACT)
     assert model.get_layer("head_dense_1").compute_dtype == "bfloat16"
     assert model.get_layer(OUTPUT_NAME).compute_dtype == "float32" and model.outputs[0].dtype == "float32"
 
