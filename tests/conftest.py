@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import lzma
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fer_pipeline import synthetic
@@ -35,3 +39,21 @@ def kaggle_tree(tmp_path: Path) -> Path:
 @pytest.fixture()
 def fer_csv(tmp_path: Path) -> Path:
     return synthetic.write_fer_csv(tmp_path / "fer2013.csv", n_train=20, n_test=6)
+
+
+@pytest.fixture()
+def saved_network(tmp_path) -> tuple[str, str, int]:
+    """A tiny untrained compact network and a validation npz of 4 images per class, for the
+    bench commands that score saved networks: (model, data, images)."""
+    from fer_pipeline.config import TrainConfig
+    from fer_pipeline.model import build_model  # Keras only for the tests that ask
+
+    x, y = synthetic.make_images(4, seed=3)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x, y_train=y, x_val=x, y_val=y)
+    (tmp_path / "data.npz.xz").write_bytes(lzma.compress(buffer.getvalue()))
+    cfg = replace(
+        TrainConfig(weights="none"), backbone="compact", compact_widths=(4, 4, 4, 4), dense_units=(8,), dropouts=(0.0,)
+    )
+    build_model(cfg).save(tmp_path / "net.keras")
+    return str(tmp_path / "net.keras"), str(tmp_path / "data.npz.xz"), len(y)

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import lzma
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
 from bench import tta_views
-from fer_pipeline import synthetic
-from fer_pipeline.config import TrainConfig
-from fer_pipeline.model import build_model
 
 
 def test_a_paired_change_counts_the_images_each_side_gets_right_alone():
@@ -38,20 +31,6 @@ def test_the_table_scores_every_view_set_against_the_reference():
     assert ten.startswith("| ten | 0.7500 |") and ten.endswith("|  | 0.50 |")  # 2 ms over 4 images
     assert twenty.startswith("| twenty | 1.0000 | 1.0000 | +0.2500 [")
     assert twenty.endswith("1 right only here, 0 only there | 1.00 |")
-
-
-@pytest.fixture()
-def saved_network(tmp_path) -> tuple[str, str, int]:
-    """A tiny untrained compact network and a validation npz of 4 images per class: (model, data, images)."""
-    x, y = synthetic.make_images(4, seed=3)
-    buffer = io.BytesIO()
-    np.savez(buffer, x_train=x, y_train=y, x_val=x, y_val=y)
-    (tmp_path / "data.npz.xz").write_bytes(lzma.compress(buffer.getvalue()))
-    cfg = replace(
-        TrainConfig(weights="none"), backbone="compact", compact_widths=(4, 4, 4, 4), dense_units=(8,), dropouts=(0.0,)
-    )
-    build_model(cfg).save(tmp_path / "net.keras")
-    return str(tmp_path / "net.keras"), str(tmp_path / "data.npz.xz"), len(y)
 
 
 def test_the_command_scores_shifted_cropped_and_combined_views_of_a_saved_network(saved_network, capsys):
