@@ -80,11 +80,17 @@ def test_a_budget_that_holds_every_epoch_changes_nothing():
     assert not model.stop_training  # fit ends the phase at its own last epoch
 
 
-def test_a_first_epoch_past_the_budget_ends_the_phase_there():
+def test_a_first_epoch_past_the_budget_ends_the_phase_there(caplog):
+    caplog.set_level("INFO", logger="fer_pipeline.time_budget")
     clock, plan, model = Clock(), EpochPlan(10), _model()
     budget = TimeBudget(0.5, plan, "frozen", clock=clock)
     budget.set_model(model)
     assert _epochs([budget], clock, [45.0] * 10, model) == 1
+    # no pace yet, so the log gives the time spent, not an epoch's
+    assert (
+        "Phase frozen: 45 s of epochs have spent the 0.5-minute budget (time_budget_minutes); it now ends after epoch 1."
+        in caplog.text
+    )
 
 
 def test_the_cosine_bends_to_end_at_the_cut_and_its_last_epoch_runs_near_zero():
