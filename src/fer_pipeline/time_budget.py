@@ -75,12 +75,14 @@ class TimeBudget(keras.callbacks.Callback):
         pace = statistics.fmean(self.paced) if self.paced else 0.0
         if pace > 0:
             fits = max(done, done + int((self.seconds - spent) // pace))
-            why = f"{pace:.0f} s an epoch here, so {fits} of its {self.planned} epochs fit in"
         else:  # a first epoch alone (it traces too), or a clock too coarse to see an epoch, gives no
             # pace, only whether the budget is gone
             fits = done if spent >= self.seconds else self.plan.epochs
-            why = f"{spent:.0f} s of epochs have spent"
         if fits < self.plan.epochs:
+            if pace > 0:
+                why = f"{pace:.0f} s an epoch here, so {fits} of its {self.planned} epochs fit in"
+            else:
+                why = f"{spent:.0f} s of epochs have spent"
             first_cut = self.plan.epochs == self.planned
             # The first cut says why at INFO; later ones at DEBUG, since the phase's end log says where it ended.
             log = logger.info if first_cut else logger.debug
