@@ -80,6 +80,26 @@ def test_a_budget_that_holds_every_epoch_changes_nothing():
     assert not model.stop_training  # fit ends the phase at its own last epoch
 
 
+def test_a_pace_that_recovers_wins_back_cut_epochs_but_never_more_than_the_phase_s(caplog):
+    caplog.set_level("INFO", logger="fer_pipeline.time_budget")
+    clock, plan, model = Clock(), EpochPlan(10), _model()
+    budget = TimeBudget(2.0, plan, "frozen", clock=clock)
+    budget.set_model(model)
+    rate = CosineByEpoch(1e-3, plan)
+    rate.set_model(model)
+
+    # Epoch 2 shares the cores (30 s, the first epoch traces): 4 of 10 fit. Then 5 s epochs bring
+    # the mean pace down, 7, then 9, then all 10 fit again in 120 s (10 + 30 + 8 x 5 = 80 s run).
+    ran = _epochs([rate, budget], clock, [10.0, 30.0] + [5.0] * 8, model)
+
+    assert ran == 10 and plan.epochs == 10 and not model.stop_training  # fit ends it, at its own last epoch
+    assert "so 4 of its 10 epochs fit in the 2-minute budget" in caplog.text
+    assert "so all 10 of its epochs fit in the 2-minute budget (time_budget_minutes); it now ends after epoch 10." in (
+        caplog.text
+    )
+    assert model.optimizer.learning_rate == cosine_rate(1e-3, 9, 10)  # the decay ends with the full plan
+
+
 def test_a_first_epoch_past_the_budget_ends_the_phase_there(caplog):
     caplog.set_level("INFO", logger="fer_pipeline.time_budget")
     clock, plan, model = Clock(), EpochPlan(10), _model()

@@ -180,7 +180,8 @@ class TrainConfig:
         0.0,
         "each training phase ends by the last epoch that fits in this many minutes at the pace measured after "
         "every epoch (the first of each start or resume, which also traces, counts as time but not as pace); a "
-        "cosine schedule then steps once per epoch and is re-planned to end there; frozen_epochs / "
+        "cosine schedule then steps once per epoch and is re-planned to end there, and re-planned later when the "
+        "pace recovers; frozen_epochs / "
         "finetune_epochs stay the most; 0 = no limit",
     )
     # callbacks (both phases, on validation loss)

@@ -4,7 +4,9 @@ The same two CPU cores have run the cpu preset's epochs at 40 s on one day and 9
 another, so a fixed epoch count cannot promise a time. After every epoch the phase counts
 how many more fit in what is left of the budget at the pace measured so far and ends
 there; a cosine schedule is re-planned to reach its low end at that epoch, so a cut run
-still finishes its decay (and ``average_last_epochs`` averages a low-rate tail).
+still finishes its decay (and ``average_last_epochs`` averages a low-rate tail). A pace
+that recovers (a start slowed by other work on the cores) wins cut epochs back, up to the
+phase's own count.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EpochPlan:
-    """The epoch (1-based) a phase ends after; a budget only ever lowers it."""
+    """The epoch (1-based) a phase ends after; a budget moves it, never past the phase's epochs."""
 
     epochs: int
 
@@ -74,28 +76,33 @@ class TimeBudget(keras.callbacks.Callback):
         done, spent = epoch + 1, sum(self.traced) + sum(self.paced)
         pace = statistics.fmean(self.paced) if self.paced else 0.0
         if pace > 0:
-            fits = max(done, done + int((self.seconds - spent) // pace))
+            fits = min(self.planned, max(done, done + int((self.seconds - spent) // pace)))
         else:  # a first epoch alone (it traces too), or a clock too coarse to see an epoch, gives no
             # pace, only whether the budget is gone
             fits = done if spent >= self.seconds else self.plan.epochs
-        if fits < self.plan.epochs:
-            if pace > 0:
-                why = f"{pace:.0f} s an epoch here, so {fits} of its {self.planned} epochs fit in"
-            else:
-                why = f"{spent:.0f} s of epochs have spent"
-            first_cut = self.plan.epochs == self.planned
-            # The first cut says why at INFO; later ones at DEBUG, since the phase's end log says where it ended.
-            log = logger.info if first_cut else logger.debug
-            log(
-                "Phase %s: %s the %g-minute budget (time_budget_minutes); it now ends after epoch %d.",
-                self.phase,
-                why,
-                self.seconds / 60,
-                fits,
-            )
-            self.plan.epochs = fits
+        if fits != self.plan.epochs:
+            self._replan(fits, pace, spent)
         if done >= self.plan.epochs < self.planned:  # an uncut phase ends at fit's own last epoch
             self.model.stop_training = True
+
+    def _replan(self, fits: int, pace: float, spent: float) -> None:
+        # The first cut and a return to the full count say why at INFO; moves in between at DEBUG,
+        # since the phase's end log says where it ended.
+        first_cut, restored = self.plan.epochs == self.planned, fits == self.planned
+        if restored:
+            why = f"{pace:.0f} s an epoch here, so all {fits} of its epochs fit in"
+        elif pace > 0:
+            why = f"{pace:.0f} s an epoch here, so {fits} of its {self.planned} epochs fit in"
+        else:
+            why = f"{spent:.0f} s of epochs have spent"
+        (logger.info if first_cut or restored else logger.debug)(
+            "Phase %s: %s the %g-minute budget (time_budget_minutes); it now ends after epoch %d.",
+            self.phase,
+            why,
+            self.seconds / 60,
+            fits,
+        )
+        self.plan.epochs = fits
 
     # -- backup (fer_pipeline.checkpoint) ------------------------------------------------
     def get_state(self) -> dict:
