@@ -95,12 +95,15 @@ def paired_change(y: np.ndarray, reference: np.ndarray, predicted: np.ndarray, s
     )
 
 
-def table(y: np.ndarray, scored: dict[str, Scored], reference: str) -> list[str]:
+def table(
+    y: np.ndarray, scored: dict[str, Scored], reference: str, compared_with: str = "the shifted ten views"
+) -> list[str]:
     """Markdown rows: each view set's accuracy and macro-F1, its paired change against
-    ``reference`` and its prediction time per thousand images."""
+    ``reference`` (``compared_with`` names it in the header) and its prediction time per
+    thousand images."""
     base = scored[reference].probabilities.argmax(1)
     rows = [
-        "| views | accuracy | macro-F1 | change vs the shifted ten views (95% interval) | s / 1,000 images |",
+        f"| views | accuracy | macro-F1 | change vs {compared_with} (95% interval) | s / 1,000 images |",
         "|---|---|---|---|---|",
     ]
     for name, (probabilities, seconds) in scored.items():

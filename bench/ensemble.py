@@ -1,0 +1,105 @@
+"""Validation accuracy of networks averaged: several trained networks' test-time views, their
+class probabilities meaned, against one reference network on the same images.
+
+    python -m bench.ensemble REFERENCE.keras MEMBER.keras [MEMBER.keras ...] [--shift 2] [--data FILE]
+
+The question it answers before any ensembling code is written: do N networks trained for
+1/N of the epochs each beat one network trained for all of them (the same training
+compute)? Each network is scored through the preset's ten views (``with_flip_tta``: the
+image, its mirror, both shifted ``--shift`` pixels four ways); the members' averaged
+probabilities are the ensemble's. Rows: the reference, each member alone, the members'
+mean, and the mean of the reference with them, each with bench/tta_views.py's paired
+change against the reference (a bootstrap 95% interval over images). Below the table, how
+often the members agree: networks that make the same mistakes gain nothing averaged.
+
+Reads the validation images from .gpu/fer-trainval.npz.xz (``python -m bench.gpu_data``),
+so the test split is not touched. A TTA wrapper saved by the pipeline is unwrapped first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before bench.gpu, which defaults to JAX
+
+import numpy as np  # noqa: E402
+
+from bench.gpu import load_data  # noqa: E402
+from bench.tta_views import Scored, inner_model, table  # noqa: E402
+from fer_pipeline.model import load_model, with_flip_tta  # noqa: E402
+
+
+def label(path: str) -> str:
+    """A network's row name: its file, or its folder where the file is the pipeline's model.keras."""
+    file = Path(path)
+    return str(file.parent) if file.name == "model.keras" else file.name
+
+
+def ten_views(path: str, x: np.ndarray, shift: int) -> Scored:
+    """One saved network's ten-view probabilities on ``x`` and the seconds they took (after a traced batch)."""
+    views = with_flip_tta(inner_model(load_model(path)), shift=shift)
+    views.predict(x[:256], batch_size=256, verbose=0)
+    start = time.perf_counter()
+    probabilities = views.predict(x, batch_size=256, verbose=0)
+    return Scored(probabilities, time.perf_counter() - start)
+
+
+def mean_of(scored: list[Scored]) -> Scored:
+    """Networks averaged: the mean of their probabilities, at the sum of their prediction times."""
+    shapes = {s.probabilities.shape for s in scored}
+    if len(shapes) > 1:
+        raise SystemExit(
+            f"the networks' outputs differ in shape ({', '.join(map(str, sorted(shapes)))}): "
+            "average only classifiers of the same classes"
+        )
+    return Scored(np.mean([s.probabilities for s in scored], axis=0), sum(s.seconds for s in scored))
+
+
+def agreement(members: list[Scored], y: np.ndarray) -> str:
+    """How many images every member labels alike, and on how many of the rest some member is
+    right: what averaging can win at most."""
+    predictions = np.stack([m.probabilities.argmax(1) for m in members])
+    alike = (predictions == predictions[0]).all(axis=0)
+    some_right = int(((predictions == y) & ~alike).any(axis=0).sum())
+    return (
+        f"members agree on {int(alike.sum())} of {len(alike)} images ({alike.mean():.1%}); "
+        f"on the other {int((~alike).sum())}, some member is right on {some_right}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reference", help="the one network the ensemble is compared with (.keras)")
+    parser.add_argument("members", nargs="+", help="the networks averaged (.keras), at least one")
+    parser.add_argument("--shift", type=int, default=2, help="pixels each shifted view moves (default 2)")
+    parser.add_argument("--data", help="the validation npz (default: FER_GPU_DATA or .gpu/fer-trainval.npz.xz)")
+    args = parser.parse_args(argv)
+    if args.shift < 1:
+        parser.error(f"--shift takes whole pixels >= 1, got {args.shift}")
+    for path in [args.reference, *args.members]:
+        if not Path(path).is_file():
+            parser.error(f"{path}: no such model file")
+    data = load_data(args.data)
+    x, y = data["x_val"], data["y_val"]
+    reference = ten_views(args.reference, x, args.shift)
+    members = {label(path): ten_views(path, x, args.shift) for path in args.members}
+    n = len(members)
+    scored = {
+        f"{label(args.reference)} (reference)": reference,
+        **members,
+        f"mean of the {n} member(s)": mean_of(list(members.values())),
+        f"mean of the reference and the {n} member(s)": mean_of([reference, *members.values()]),
+    }
+    print(f"validation: {len(y)} images; every network through ten views, shifted {args.shift} px\n")
+    print("\n".join(table(y, scored, reference=f"{label(args.reference)} (reference)", compared_with="the reference")))
+    if n > 1:
+        print(f"\n{agreement(list(members.values()), y)}")
+
+
+if __name__ == "__main__":
+    from fer_pipeline.errors import exit_in_one_line
+
+    raise SystemExit(exit_in_one_line(main))

@@ -1,0 +1,68 @@
+"""bench/ensemble.py: several networks' ten-view probabilities averaged, against one reference."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from bench import ensemble
+from bench.tta_views import Scored
+
+
+def test_networks_average_their_probabilities_at_the_sum_of_their_times():
+    a = Scored(np.array([[0.9, 0.1], [0.4, 0.6]]), 1.0)
+    b = Scored(np.array([[0.3, 0.7], [0.2, 0.8]]), 2.5)
+    mean = ensemble.mean_of([a, b])
+    np.testing.assert_allclose(mean.probabilities, [[0.6, 0.4], [0.3, 0.7]])
+    assert mean.seconds == 3.5
+
+
+def test_networks_of_different_classes_are_refused():
+    with pytest.raises(SystemExit, match=r"outputs differ in shape \(\(2, 3\), \(2, 7\)\)"):
+        ensemble.mean_of([Scored(np.zeros((2, 7)), 0.0), Scored(np.zeros((2, 3)), 0.0)])
+
+
+def test_agreement_counts_images_labelled_alike_and_the_rest_some_member_gets_right():
+    y = np.array([0, 1, 1, 0])
+    one_hot = lambda labels: np.eye(2)[labels]  # noqa: E731
+    members = [Scored(one_hot([0, 1, 0, 1]), 0.0), Scored(one_hot([0, 1, 1, 1]), 0.0)]
+    # alike on images 0, 1, 3; on image 2 the second member is right
+    assert (
+        ensemble.agreement(members, y)
+        == "members agree on 3 of 4 images (75.0%); on the other 1, some member is right on 1"
+    )
+
+
+def test_a_pipeline_model_is_named_by_its_folder():
+    assert ensemble.label("runs/a/member13/model.keras") == "runs/a/member13"
+    assert ensemble.label("build/bench/models/net@12.keras") == "net@12.keras"
+
+
+def test_the_command_scores_the_reference_each_member_and_both_means(saved_network, tmp_path, capsys):
+    model, data, images = saved_network
+    twin = tmp_path / "twin.keras"
+    shutil.copy(model, twin)
+    ensemble.main([model, model, str(twin), "--data", data])
+    out = capsys.readouterr().out
+    assert f"validation: {images} images; every network through ten views, shifted 2 px" in out
+    assert "change vs the reference (95% interval)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| views")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| net.keras (reference)",
+        "| net.keras",
+        "| twin.keras",
+        "| mean of the 2 member(s)",
+        "| mean of the reference and the 2 member(s)",
+    ]
+    # copies of one network: every mean predicts what the reference does
+    assert all("same predictions" in row for row in rows[1:])
+    assert f"members agree on {images} of {images} images (100.0%); on the other 0" in out
+
+
+def test_a_missing_member_is_refused_by_name_before_anything_loads(saved_network, tmp_path, capsys):
+    model, data, _ = saved_network
+    with pytest.raises(SystemExit):
+        ensemble.main([model, str(tmp_path / "gone.keras"), "--data", data])
+    assert f"{tmp_path / 'gone.keras'}: no such model file" in capsys.readouterr().err
