@@ -10,7 +10,8 @@ image, its mirror, both shifted ``--shift`` pixels four ways); the members' aver
 probabilities are the ensemble's. Rows: the reference, each member alone, the members'
 mean, and the mean of the reference with them, each with bench/tta_views.py's paired
 change against the reference (a bootstrap 95% interval over images). Below the table, how
-often the members agree: networks that make the same mistakes gain nothing averaged.
+often the members agree, and on the images they split, how many some member gets right and
+how many their mean does: networks that make the same mistakes gain nothing averaged.
 
 Reads the validation images from .gpu/fer-trainval.npz.xz (``python -m bench.gpu_data``),
 so the test split is not touched. A TTA wrapper saved by the pipeline is unwrapped first.
@@ -58,15 +59,16 @@ def mean_of(scored: list[Scored]) -> Scored:
     return Scored(np.mean([s.probabilities for s in scored], axis=0), sum(s.seconds for s in scored))
 
 
-def agreement(members: list[Scored], y: np.ndarray) -> str:
-    """How many images every member labels alike, and on how many of the rest some member is
-    right: what averaging can win at most."""
+def agreement(members: list[Scored], mean: Scored, y: np.ndarray) -> str:
+    """How many images every member labels alike; on the rest, how many some member gets right
+    (what averaging could win at most) and how many the members' mean does."""
     predictions = np.stack([m.probabilities.argmax(1) for m in members])
     alike = (predictions == predictions[0]).all(axis=0)
     some_right = int(((predictions == y) & ~alike).any(axis=0).sum())
+    mean_right = int(((mean.probabilities.argmax(1) == y) & ~alike).sum())
     return (
         f"members agree on {int(alike.sum())} of {len(alike)} images ({alike.mean():.1%}); "
-        f"on the other {int((~alike).sum())}, some member is right on {some_right}"
+        f"on the other {int((~alike).sum())}, some member is right on {some_right}, their mean on {mean_right}"
     )
 
 
@@ -86,17 +88,17 @@ def main(argv: list[str] | None = None) -> None:
     x, y = data["x_val"], data["y_val"]
     reference = ten_views(args.reference, x, args.shift)
     members = {label(path): ten_views(path, x, args.shift) for path in args.members}
-    n = len(members)
+    n, members_mean = len(members), mean_of(list(members.values()))
     scored = {
         f"{label(args.reference)} (reference)": reference,
         **members,
-        f"mean of the {n} member(s)": mean_of(list(members.values())),
+        f"mean of the {n} member(s)": members_mean,
         f"mean of the reference and the {n} member(s)": mean_of([reference, *members.values()]),
     }
     print(f"validation: {len(y)} images; every network through ten views, shifted {args.shift} px\n")
     print("\n".join(table(y, scored, reference=f"{label(args.reference)} (reference)", compared_with="the reference")))
     if n > 1:
-        print(f"\n{agreement(list(members.values()), y)}")
+        print(f"\n{agreement(list(members.values()), members_mean, y)}")
 
 
 if __name__ == "__main__":

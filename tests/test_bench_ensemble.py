@@ -24,15 +24,18 @@ def test_networks_of_different_classes_are_refused():
         ensemble.mean_of([Scored(np.zeros((2, 7)), 0.0), Scored(np.zeros((2, 3)), 0.0)])
 
 
-def test_agreement_counts_images_labelled_alike_and_the_rest_some_member_gets_right():
-    y = np.array([0, 1, 1, 0])
+def test_agreement_counts_images_labelled_alike_and_the_rest_some_member_or_the_mean_gets_right():
+    y = np.array([0, 1, 1, 0, 1])
     one_hot = lambda labels: np.eye(2)[labels]  # noqa: E731
-    members = [Scored(one_hot([0, 1, 0, 1]), 0.0), Scored(one_hot([0, 1, 1, 1]), 0.0)]
-    # alike on images 0, 1, 3; on image 2 the second member is right
-    assert (
-        ensemble.agreement(members, y)
-        == "members agree on 3 of 4 images (75.0%); on the other 1, some member is right on 1"
+    members = [Scored(one_hot([0, 1, 0, 1, 1]), 0.0), Scored(one_hot([0, 1, 1, 1, 0]), 0.0)]
+    # alike on images 0, 1, 3; they split on 2 and 4, where one member is right each time;
+    # the mean breaks both ties toward class 0 (argmax of [0.5, 0.5]): right on neither
+    mean = ensemble.mean_of(members)
+    assert ensemble.agreement(members, mean, y) == (
+        "members agree on 3 of 5 images (60.0%); on the other 2, some member is right on 2, their mean on 0"
     )
+    sharper = Scored(np.array([[1, 0], [0, 1], [0.4, 0.6], [0, 1], [0.3, 0.7]]), 0.0)
+    assert ensemble.agreement(members, sharper, y).endswith("some member is right on 2, their mean on 2")
 
 
 def test_a_pipeline_model_is_named_by_its_folder():
@@ -58,7 +61,10 @@ def test_the_command_scores_the_reference_each_member_and_both_means(saved_netwo
     ]
     # copies of one network: every mean predicts what the reference does
     assert all("same predictions" in row for row in rows[1:])
-    assert f"members agree on {images} of {images} images (100.0%); on the other 0" in out
+    assert (
+        f"members agree on {images} of {images} images (100.0%); on the other 0, some member is right on 0, their mean on 0"
+        in out
+    )
 
 
 def test_a_missing_member_is_refused_by_name_before_anything_loads(saved_network, tmp_path, capsys):
