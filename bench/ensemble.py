@@ -26,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before bench.gpu, which defaults to JAX
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.gpu import load_data  # noqa: E402
@@ -39,9 +40,31 @@ def label(path: str) -> str:
     return str(file.parent) if file.name == "model.keras" else file.name
 
 
-def ten_views(path: str, x: np.ndarray, shift: int) -> Scored:
-    """One saved network's ten-view probabilities on ``x`` and the seconds they took (after a traced batch)."""
-    views = with_flip_tta(inner_model(load_model(path)), shift=shift)
+def row_names(paths: list[str]) -> list[str]:
+    """Each network's row name, distinct so that no member's row replaces another's: the short
+    ``label`` where it is unique, else the path as given, numbered where even that repeats."""
+    short = [label(path) for path in paths]
+    names = [name if short.count(name) == 1 else path for name, path in zip(short, paths)]
+    return [f"{name} (#{i + 1})" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
+def load_networks(paths: list[str]) -> list[keras.Model]:
+    """The bare networks (TTA wrappers unwrapped), refused before any scoring unless they all
+    output the same number of classes."""
+    networks = [inner_model(load_model(path)) for path in paths]
+    classes = {path: network.output_shape[-1] for path, network in zip(paths, networks)}
+    if len(set(classes.values())) > 1:
+        raise SystemExit(
+            "the networks output different numbers of classes ("
+            + ", ".join(f"{path}: {count}" for path, count in classes.items())
+            + "): average only classifiers of the same classes"
+        )
+    return networks
+
+
+def ten_views(network: keras.Model, x: np.ndarray, shift: int) -> Scored:
+    """A network's ten-view probabilities on ``x`` and the seconds they took (after a traced batch)."""
+    views = with_flip_tta(network, shift=shift)
     views.predict(x[:256], batch_size=256, verbose=0)
     start = time.perf_counter()
     probabilities = views.predict(x, batch_size=256, verbose=0)
@@ -50,12 +73,6 @@ def ten_views(path: str, x: np.ndarray, shift: int) -> Scored:
 
 def mean_of(scored: list[Scored]) -> Scored:
     """Networks averaged: the mean of their probabilities, at the sum of their prediction times."""
-    shapes = {s.probabilities.shape for s in scored}
-    if len(shapes) > 1:
-        raise SystemExit(
-            f"the networks' outputs differ in shape ({', '.join(map(str, sorted(shapes)))}): "
-            "average only classifiers of the same classes"
-        )
     return Scored(np.mean([s.probabilities for s in scored], axis=0), sum(s.seconds for s in scored))
 
 
@@ -86,8 +103,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{path}: no such model file")
     data = load_data(args.data)
     x, y = data["x_val"], data["y_val"]
-    reference = ten_views(args.reference, x, args.shift)
-    members = {label(path): ten_views(path, x, args.shift) for path in args.members}
+    networks = load_networks([args.reference, *args.members])
+    reference = ten_views(networks[0], x, args.shift)
+    members = {name: ten_views(network, x, args.shift) for name, network in zip(row_names(args.members), networks[1:])}
     n, members_mean = len(members), mean_of(list(members.values()))
     scored = {
         f"{label(args.reference)} (reference)": reference,

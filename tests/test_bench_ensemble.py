@@ -19,9 +19,16 @@ def test_networks_average_their_probabilities_at_the_sum_of_their_times():
     assert mean.seconds == 3.5
 
 
-def test_networks_of_different_classes_are_refused():
-    with pytest.raises(SystemExit, match=r"outputs differ in shape \(\(2, 3\), \(2, 7\)\)"):
-        ensemble.mean_of([Scored(np.zeros((2, 7)), 0.0), Scored(np.zeros((2, 3)), 0.0)])
+def test_networks_of_different_classes_are_refused_by_path_before_any_scoring(tmp_path):
+    import keras
+
+    for name, classes in (("seven.keras", 7), ("three.keras", 3)):
+        inputs = keras.Input((48, 48, 1))
+        x = keras.layers.Flatten()(inputs)
+        keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x)).save(tmp_path / name)
+    paths = [str(tmp_path / "seven.keras"), str(tmp_path / "three.keras")]
+    with pytest.raises(SystemExit, match=rf"\({paths[0]}: 7, {paths[1]}: 3\): average only classifiers"):
+        ensemble.load_networks(paths)
 
 
 def test_agreement_counts_images_labelled_alike_and_the_rest_some_member_or_the_mean_gets_right():
@@ -43,11 +50,20 @@ def test_a_pipeline_model_is_named_by_its_folder():
     assert ensemble.label("build/bench/models/net@12.keras") == "net@12.keras"
 
 
+def test_members_of_one_name_keep_a_row_each():
+    assert ensemble.row_names(["a/net.keras", "b/net.keras", "c/other.keras"]) == [
+        "a/net.keras",
+        "b/net.keras",
+        "other.keras",
+    ]
+    assert ensemble.row_names(["net.keras", "net.keras"]) == ["net.keras (#1)", "net.keras (#2)"]
+
+
 def test_the_command_scores_the_reference_each_member_and_both_means(saved_network, tmp_path, capsys):
     model, data, images = saved_network
     twin = tmp_path / "twin.keras"
     shutil.copy(model, twin)
-    ensemble.main([model, model, str(twin), "--data", data])
+    ensemble.main([model, model, str(twin), str(twin), "--data", data])
     out = capsys.readouterr().out
     assert f"validation: {images} images; every network through ten views, shifted 2 px" in out
     assert "change vs the reference (95% interval)" in out
@@ -55,9 +71,10 @@ def test_the_command_scores_the_reference_each_member_and_both_means(saved_netwo
     assert [row.split(" | ")[0] for row in rows] == [
         "| net.keras (reference)",
         "| net.keras",
-        "| twin.keras",
-        "| mean of the 2 member(s)",
-        "| mean of the reference and the 2 member(s)",
+        f"| {twin} (#2)",  # one file given twice: a row each, numbered
+        f"| {twin} (#3)",
+        "| mean of the 3 member(s)",
+        "| mean of the reference and the 3 member(s)",
     ]
     # copies of one network: every mean predicts what the reference does
     assert all("same predictions" in row for row in rows[1:])
