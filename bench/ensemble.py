@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before bench.gpu, which defaults to JAX
@@ -30,7 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.gpu import load_data  # noqa: E402
-from bench.tta_views import Scored, inner_model, table  # noqa: E402
+from bench.tta_views import Scored, inner_model, table, timed_probabilities  # noqa: E402
 from fer_pipeline.model import load_model, with_flip_tta  # noqa: E402
 
 
@@ -63,12 +62,8 @@ def load_networks(paths: list[str]) -> list[keras.Model]:
 
 
 def ten_views(network: keras.Model, x: np.ndarray, shift: int) -> Scored:
-    """A network's ten-view probabilities on ``x`` and the seconds they took (after a traced batch)."""
-    views = with_flip_tta(network, shift=shift)
-    views.predict(x[:256], batch_size=256, verbose=0)
-    start = time.perf_counter()
-    probabilities = views.predict(x, batch_size=256, verbose=0)
-    return Scored(probabilities, time.perf_counter() - start)
+    """A network's ten-view probabilities on ``x`` and the seconds they took."""
+    return timed_probabilities(with_flip_tta(network, shift=shift), x)
 
 
 def mean_of(scored: list[Scored]) -> Scored:

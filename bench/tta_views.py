@@ -72,13 +72,16 @@ def view_probabilities(model: keras.Model, x: np.ndarray, shifts: list[int], cro
         sets[f"both ten-view sets (20 views, tta_shift={shift} with tta_crops={crops})"] = with_flip_tta(
             model, shift=shift, crop=crops
         )
-    scored = {}
-    for name, wrapped in sets.items():
-        wrapped.predict(x[:256], batch_size=256, verbose=0)  # traced once, outside the timing
-        start = time.perf_counter()
-        probabilities = wrapped.predict(x, batch_size=256, verbose=0)
-        scored[name] = Scored(probabilities, time.perf_counter() - start)
-    return scored
+    return {name: timed_probabilities(wrapped, x) for name, wrapped in sets.items()}
+
+
+def timed_probabilities(model: keras.Model, x: np.ndarray) -> Scored:
+    """``model``'s class probabilities on ``x`` in batches of 256 and the seconds they took,
+    after one batch that traces it (the cost of its views on this machine, not of tracing)."""
+    model.predict(x[:256], batch_size=256, verbose=0)
+    start = time.perf_counter()
+    probabilities = model.predict(x, batch_size=256, verbose=0)
+    return Scored(probabilities, time.perf_counter() - start)
 
 
 def paired_change(y: np.ndarray, reference: np.ndarray, predicted: np.ndarray, seed: int = 0) -> str:

@@ -89,10 +89,9 @@ class TimeBudget(keras.callbacks.Callback):
         # The first cut and a return to the full count say why at INFO; moves in between at DEBUG,
         # since the phase's end log says where it ended.
         first_cut, restored = self.plan.epochs == self.planned, fits == self.planned
-        if restored:
-            why = f"{pace:.0f} s an epoch here, so all {fits} of its epochs fit in"
-        elif pace > 0:
-            why = f"{pace:.0f} s an epoch here, so {fits} of its {self.planned} epochs fit in"
+        if pace > 0:
+            count = f"all {fits} of its" if restored else f"{fits} of its {self.planned}"
+            why = f"{pace:.0f} s an epoch here, so {count} epochs fit in"
         else:
             why = f"{spent:.0f} s of epochs have spent"
         (logger.info if first_cut or restored else logger.debug)(
