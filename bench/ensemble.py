@@ -93,12 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.shift < 1:
         parser.error(f"--shift takes whole pixels >= 1, got {args.shift}")
-    for path in [args.reference, *args.members]:
-        if not Path(path).is_file():
-            parser.error(f"{path}: no such model file")
+    networks = load_networks(
+        [args.reference, *args.members]
+    )  # a missing or damaged file: refused before the data loads
     data = load_data(args.data)
     x, y = data["x_val"], data["y_val"]
-    networks = load_networks([args.reference, *args.members])
     reference = ten_views(networks[0], x, args.shift)
     members = {name: ten_views(network, x, args.shift) for name, network in zip(row_names(args.members), networks[1:])}
     n, members_mean = len(members), mean_of(list(members.values()))

@@ -84,8 +84,11 @@ def test_the_command_scores_the_reference_each_member_and_both_means(saved_netwo
     )
 
 
-def test_a_missing_member_is_refused_by_name_before_anything_loads(saved_network, tmp_path, capsys):
-    model, data, _ = saved_network
-    with pytest.raises(SystemExit):
-        ensemble.main([model, str(tmp_path / "gone.keras"), "--data", data])
-    assert f"{tmp_path / 'gone.keras'}: no such model file" in capsys.readouterr().err
+def test_a_missing_member_is_refused_by_name_before_the_data_loads(saved_network, tmp_path):
+    from fer_pipeline.errors import UnusableFileError
+
+    model, _, _ = saved_network
+    gone = tmp_path / "gone.keras"
+    # no data file either: the member's refusal comes first
+    with pytest.raises(UnusableFileError, match=f"{gone} does not exist or is not a file"):
+        ensemble.main([model, str(gone), "--data", str(tmp_path / "no-data.npz.xz")])
