@@ -75,7 +75,7 @@ test-fast: setup ## Run the tests except the slow and real-data ones
 # flag, empty/0/no/false nothing; anything else stops make before any work, naming the variable.
 switch = $(if $(filter 1 yes true,$($(1))),$(2),$(if $(filter-out 0 no false,$($(1))),$(error $(1)=$($(1)): use 1 or 0)))
 
-RUN_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(if $(CACHE),--cache)
+RUN_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(call switch,CACHE,--cache)
 
 run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, PRESET=cpu, EPOCHS=, SAMPLES=, CACHE=1
 	$(PY) -m pipelines.run_local $(RUN_FLAGS)

@@ -12,7 +12,7 @@ _want="${ENGINE:-}"
 if [ -z "$_want" ]; then
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then _want=docker
   elif command -v podman >/dev/null 2>&1; then _want=podman
-  else echo "no container engine: install docker (with a running daemon) or podman" >&2; exit 1
+  else echo "no container engine: install docker (with a running daemon) or podman and runc" >&2; exit 1
   fi
 fi
 _ca=/etc/ssl/certs/ca-certificates.crt

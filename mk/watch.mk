@@ -24,7 +24,7 @@ TAGS ?=
 .PHONY: tensorboard runs-compare report-check report-screenshot publish schedule
 
 tensorboard: setup ## Serve the TensorBoard logs under LOGDIR (default build/) on http://127.0.0.1:$(TB_PORT)
-	@test -x $(VENV)/bin/tensorboard || { echo "tensorboard is not installed in $(VENV): pip install -c requirements.lock tensorboard (or make setup once it is pinned)" >&2; exit 2; }
+	@test -x $(VENV)/bin/tensorboard || { echo "tensorboard is not installed in $(VENV): reinstall the pinned dependencies (rm -f $(STAMP) && make setup)" >&2; exit 2; }
 	$(VENV)/bin/tensorboard --logdir '$(LOGDIR)' --host 127.0.0.1 --port $(TB_PORT)
 
 runs-compare: setup ## The last LAST runs side by side (RUNS=build/local/runs.json; fer-pipeline runs compare --help)

@@ -218,7 +218,11 @@ def compare_runs(subprocess_dir: Path, container_dir: Path) -> tuple[bool, str]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[run_local.LocalRun, argparse.Namespace]:
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[run_local.build_parser(add_help=False)],
+    )
     parser.add_argument("--train-image", default=os.environ.get("TRAIN_IMAGE") or "auto", help="auto|cpu|gpu")
     parser.add_argument("--engine", default="", help="docker|podman (default: docker if its daemon answers)")
     parser.add_argument(
@@ -226,8 +230,8 @@ def parse_args(argv: list[str] | None) -> tuple[run_local.LocalRun, argparse.Nam
         action="store_true",
         help="then run the same pipeline with kfp.local's subprocess runner and compare the two",
     )
-    own, rest = parser.parse_known_args(argv)
-    return run_local.parse_args(rest), own
+    args = parser.parse_args(argv)
+    return run_local.local_run(args), args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,14 @@ class LocalRun:
 
 
 def parse_args(argv: list[str] | None) -> LocalRun:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return local_run(build_parser().parse_args(argv))
+
+
+def build_parser(**kwargs) -> argparse.ArgumentParser:
+    """run-local's options; run_containers builds on them (``add_help=False`` for a parent parser)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
     parser.add_argument("--data", default="", help="Kaggle zip, folder or fer2013.csv (default: generated sample)")
     parser.add_argument(
         "--epochs",
@@ -73,7 +80,11 @@ def parse_args(argv: list[str] | None) -> LocalRun:
     parser.add_argument("--finetune-lr", type=float, default=None, help="phase-2 learning rate")
     parser.add_argument("--local-dir", type=Path, default=LOCAL_DIR)
     parser.add_argument("--cache", action="store_true", help="reuse outputs of unchanged steps from earlier runs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def local_run(args: argparse.Namespace) -> LocalRun:
+    """The parsed options as one LocalRun: each value from its flag, else the preset, else the default."""
     sample = not args.data
     epochs = args.epochs
     chosen = preset_values(args.preset)

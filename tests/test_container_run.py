@@ -243,6 +243,20 @@ def test_training_image_follows_the_gpu():
         run_containers.choose_training_image("tpu", has_gpu=False)
 
 
+def test_run_containers_takes_run_locals_options_and_its_own_in_one_parser(tmp_path, capsys):
+    run, own = run_containers.parse_args(
+        ["--data", "fer.zip", "--epochs", "3", "--train-image", "cpu", "--compare", "--local-dir", str(tmp_path)]
+    )
+    assert (run.data, run.frozen_epochs, own.train_image, own.compare) == ("fer.zip", 3, "cpu", True)
+    with pytest.raises(SystemExit):
+        run_containers.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert all(option in shown for option in ("--train-image", "--compare", "--engine", "--data", "--preset"))
+    with pytest.raises(SystemExit) as refused:
+        run_containers.parse_args(["--epoch", "3x"])
+    assert refused.value.code == 2
+
+
 def test_a_missing_data_file_is_refused_before_any_image_is_built(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run_containers, "prepare", lambda *a: pytest.fail("prepare must not run"))
     with pytest.raises(SystemExit, match="DATA=.*nope.zip does not exist"):

@@ -315,7 +315,12 @@ def test_gpu_lock_pins_the_cuda_wheels_and_the_same_tensorflow():
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 @pytest.mark.parametrize(
     "target, variable, flag",
-    [("run-containers", "COMPARE", "--compare"), ("compile", "FROZEN_ON_GPU", "--frozen-on-gpu")],
+    [
+        ("run-containers", "COMPARE", "--compare"),
+        ("compile", "FROZEN_ON_GPU", "--frozen-on-gpu"),
+        ("run-local", "CACHE", "--cache"),
+        ("run-containers", "CACHE", "--cache"),
+    ],
 )
 def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):
     for value, wanted in (("1", True), ("yes", True), ("0", False), ("", False)):

@@ -49,7 +49,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="Detect faces in images and classify their emotions; prints JSON.",
-        description="Detect faces (MTCNN by default, or OpenCV's Haar cascade), classify each face, "
+        description="Detect faces (--detector: the ensemble of MTCNN, BlazeFace and CenterFace by default), "
+        "classify each face, "
         "print one JSON object per image. Exit 0 when at least one image was read (images without a face get "
         "a note), 1 when none could be read, 2 on a usage error.",
     )
