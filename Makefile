@@ -31,8 +31,12 @@ GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 
 .PHONY: help setup serving-compat lint format test test-fast docs run-local run-containers container-engine compile validate clean bench bench-setup bench-containers serve
 
+# Variables whose values `make help` shows in place of their names ($$(NAME) stays a name).
+HELP_VARS = PORT TAG IMAGE GPU_IMAGE CONFIG LOCAL_BASE_IMAGE KFP_VERSION KFP_PORT TB_PORT
+
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  sed $(foreach v,$(HELP_VARS),-e 's|$$($(v))|$($(v))|g') -e 's|\$$\$$(|$$(|g' | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock

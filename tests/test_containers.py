@@ -232,6 +232,10 @@ def test_make_targets_use_the_commit_tag_and_the_config(tmp_path):
     help_text = re.sub(r"\x1b\[[0-9;]*m", "", _make("help"))
     for target in ("build", "push", "test-images", "infra-check", "submit", "kind-up", "base-image-local"):
         assert re.search(rf"^\s*{re.escape(target)}\s", help_text, re.M), target
+    help_text = re.sub(r"\x1b\[[0-9;]*m", "", _make("help", "TAG=abc123", "PORT=9999"))
+    assert "images (docker or podman), tagged abc123" in help_text and "http://127.0.0.1:9999" in help_text
+    assert "REGISTRY=$(REGION)-docker.pkg.dev" in help_text  # a name the user fills, left as one
+    assert not set(re.findall(r"\$\(([A-Z_]+)\)", help_text)) - {"REGION", "PROJECT", "REPO"}
 
 
 # ------------------------------------------------------------------ secrets
