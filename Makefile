@@ -32,7 +32,7 @@ GPU_IMAGE ?= $(REGISTRY)/fer-pipeline-gpu:$(TAG)
 .PHONY: help setup serving-compat lint format test test-fast docs run-local run-containers container-engine compile validate clean bench bench-setup bench-containers serve
 
 # Variables whose values `make help` shows in place of their names ($$(NAME) stays a name).
-HELP_VARS = PORT TAG IMAGE GPU_IMAGE CONFIG LOCAL_BASE_IMAGE KFP_VERSION KFP_PORT TB_PORT
+HELP_VARS = PORT TAG CONFIG LOCAL_BASE_IMAGE KFP_VERSION KFP_PORT TB_PORT
 
 help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -117,6 +117,7 @@ bench-containers: setup container-engine ## Image build times (cold, warm) and r
 	$(PY) -m bench.containers
 
 validate: setup ## Validate a dataset: make validate DATA=path/to/fer2013.zip
+	@test -n '$(DATA)' || { echo "set DATA= to the Kaggle zip, its folder or fer2013.csv: make validate DATA=path/to/fer2013.zip" >&2; exit 2; }
 	$(VENV)/bin/fer-pipeline validate "$(DATA)"
 
 # serve: MODEL= a registry reference (in run-local's registry), a model folder or a .keras file;

@@ -87,10 +87,10 @@ base-image-local: ## Make a local Debian bookworm base image (debootstrap; no re
 
 build: build-cpu build-gpu ## Build both images (docker or podman), tagged $(TAG): IMAGE and GPU_IMAGE
 
-build-cpu: ## Build the CPU image ($(IMAGE))
+build-cpu: ## Build the CPU image (IMAGE: REGISTRY/fer-pipeline-cpu:TAG)
 	containers/build.sh cpu '$(IMAGE)'
 
-build-gpu: ## Build the GPU training image ($(GPU_IMAGE)); several GB of CUDA wheels
+build-gpu: ## Build the GPU training image (GPU_IMAGE: REGISTRY/fer-pipeline-gpu:TAG); several GB of CUDA wheels
 	containers/build.sh gpu '$(GPU_IMAGE)'
 
 test-images: setup ## Run each built image once: CPU validates a generated dataset, GPU lists TensorFlow's devices
