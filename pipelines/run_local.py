@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from fer_pipeline import synthetic
+from fer_pipeline.errors import EXIT_UNUSABLE_INPUT, EXIT_USAGE
 from fer_pipeline.presets import PRESETS
 from fer_pipeline.recipe import minimal_overrides, preset_values
 
@@ -122,11 +123,18 @@ def check_parameters(run: LocalRun) -> None:
     try:
         from_parameters(pipeline_arguments(run, run.data))
     except ConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        refuse(str(exc), EXIT_USAGE)
     if not 0.0 <= run.threshold <= 1.0:
-        raise SystemExit(f"error: --threshold must be an accuracy in [0, 1], got {run.threshold}.")
+        refuse(f"--threshold must be an accuracy in [0, 1], got {run.threshold}.", EXIT_USAGE)
     if run.max_train_samples < 0:
-        raise SystemExit(f"error: --max-samples must be >= 0 (0 = all), got {run.max_train_samples}.")
+        refuse(f"--max-samples must be >= 0 (0 = all), got {run.max_train_samples}.", EXIT_USAGE)
+
+
+def refuse(message: str, code: int) -> NoReturn:
+    """End in one line with the CLI's exit codes (fer_pipeline.errors): 2 for a wrong option,
+    1 for data that cannot be used as it is."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
 def float32_epochs_note(run: LocalRun, cpu_flags: frozenset[str] | None = None, gpu: bool | None = None) -> str:
@@ -139,11 +147,25 @@ def float32_epochs_note(run: LocalRun, cpu_flags: frozenset[str] | None = None, 
 
 
 def check_data(run: LocalRun) -> None:
-    """Refuse a DATA= that does not exist before anything is built or written."""
-    if run.data and not run.data.startswith(REMOTE_SOURCES) and not Path(run.data).expanduser().exists():
-        raise SystemExit(
-            f"error: DATA={run.data} does not exist; pass the Kaggle zip, its folder, fer2013.csv, a gs:// URI or kaggle:msambare/fer2013."
+    """Refuse a DATA= that does not exist, or a local one that ingest would refuse, before
+    anything is built or written: read here (seconds, even for the whole zip), a damaged
+    file ends in one line instead of in the ingest task after its retries (minutes)."""
+    if not run.data or run.data.startswith(REMOTE_SOURCES):
+        return
+    path = Path(run.data).expanduser()
+    if not path.exists():
+        refuse(
+            f"DATA={run.data} does not exist; pass the Kaggle zip, its folder, fer2013.csv, a gs:// URI or "
+            "kaggle:msambare/fer2013.",
+            EXIT_USAGE,
         )
+    from fer_pipeline.errors import DatasetError
+    from fer_pipeline.ingest import read_source
+
+    try:
+        read_source(path)
+    except DatasetError as exc:
+        refuse(f"DATA={run.data}: {exc}", EXIT_UNUSABLE_INPUT)
 
 
 def first_set(*values):

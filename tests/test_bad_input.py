@@ -88,7 +88,7 @@ def test_non_image_with_image_extension_is_rejected(tree: Path):
 def test_odd_image_needs_convert(tree: Path, name: str, data: bytes, described: str):
     (tree / "train" / "happy" / name).write_bytes(data)
 
-    expected = rf"train/happy/{name}: {described} image, expected 48x48 grayscale.*convert=True"
+    expected = rf"train/happy/{name}: {described} image, expected 48x48 grayscale.*--convert \(the CLI\) or allow_conversion=true"
     with pytest.raises(DatasetError, match=expected):
         read_source(tree)
 
@@ -401,7 +401,7 @@ def test_strict_error_lists_first_rejects_and_count(tree: Path):
 
     expected = (
         r"^7 file\(s\) in data cannot be used: train/angry/Training_0\.jpg: empty file .*"
-        r"\(and 2 more\)\. Fix or remove them, or ingest with strict=False"
+        r"\(and 2 more\)\. Fix or remove them \(`fer-pipeline validate --quarantine` lists every one\)"
     )
     with pytest.raises(DatasetError, match=expected):
         read_source(tree)

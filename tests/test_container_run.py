@@ -7,6 +7,7 @@ itself is exercised by .ci/run (`make run-containers COMPARE=1`)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -259,8 +260,17 @@ def test_run_containers_takes_run_locals_options_and_its_own_in_one_parser(tmp_p
 
 def test_a_missing_data_file_is_refused_before_any_image_is_built(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run_containers, "prepare", lambda *a: pytest.fail("prepare must not run"))
-    with pytest.raises(SystemExit, match="DATA=.*nope.zip does not exist"):
+    with pytest.raises(SystemExit) as refused:
         run_containers.main(["--data", str(tmp_path / "nope.zip"), "--local-dir", str(tmp_path / "local")])
+    assert refused.value.code == 2 and "nope.zip does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "local").exists()
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(SystemExit) as refused:
+        run_containers.main(["--data", str(damaged), "--local-dir", str(tmp_path / "local")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 1, err  # unusable data, refused before the ingest task and its retries
+    assert f"DATA={damaged}: {damaged} is not a readable zip file" in err
     assert not (tmp_path / "local").exists()
 
 
@@ -337,14 +347,15 @@ def test_images_precreate_kfps_launcher_paths_for_the_non_root_user():
 
 
 # ------------------------------------------------------------------ what run-local shares with it
-def test_remote_sources_pass_through_and_missing_files_are_refused(tmp_path):
+def test_remote_sources_pass_through_and_missing_files_are_refused(tmp_path, capsys):
     from pipelines import run_local
 
     for source in ("kaggle:msambare/fer2013", "gs://bucket/fer2013.zip"):
         run = run_local.parse_args(["--data", source, "--local-dir", str(tmp_path)])
         assert run_local.data_source(run) == source
-    with pytest.raises(SystemExit, match=r"DATA=missing.csv does not exist; .*kaggle:msambare/fer2013"):
+    with pytest.raises(SystemExit):
         run_local.check_data(run_local.parse_args(["--data", "missing.csv", "--local-dir", str(tmp_path)]))
+    assert re.search(r"DATA=missing.csv does not exist; .*kaggle:msambare/fer2013", capsys.readouterr().err)
 
 
 def test_a_failed_run_names_the_tasks_last_error(tmp_path):

@@ -67,6 +67,11 @@ CASES = {
         EXIT_USAGE,
         "No run nope",
     ),
+    "validate a missing source": (
+        lambda t: ["validate", str(t / "nope.zip")],
+        EXIT_USAGE,
+        "does not exist",
+    ),
     "ingest a missing source": (
         lambda t: ["ingest", str(t / "nope.zip"), "--out", str(t / "ds")],
         EXIT_USAGE,
@@ -90,6 +95,25 @@ def test_debug_shows_the_traceback_instead(tmp_path, name):
     make_argv, _, message = CASES[name]
     with pytest.raises(FerError, match=message):
         cli.main(["--debug", *make_argv(tmp_path)])
+
+
+def test_a_write_the_system_refuses_mid_command_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    """The parse-time probe cannot foresee every refusal (a disk filling up, a folder made
+    read-only meanwhile): an OSError still ends in one line, exit 1, the path named."""
+    import fer_pipeline.ingest as ingest
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ds" / "images.npz"))
+
+    monkeypatch.setattr(ingest, "read_source", refused)
+    assert cli.main(["validate", str(broken_zip(tmp_path))]) == EXIT_UNUSABLE_INPUT
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"error: {tmp_path / 'ds' / 'images.npz'}: Permission denied; check that path and its permissions (--debug shows where)"
+    )
+    with pytest.raises(PermissionError):
+        cli.main(["--debug", "validate", str(broken_zip(tmp_path))])
 
 
 def test_help_documents_the_exit_codes(capsys):
@@ -131,3 +155,12 @@ def test_ctrl_c_exits_130_in_one_line_and_debug_keeps_the_traceback(tmp_path, ca
     assert capsys.readouterr().err.strip() == "interrupted"
     with pytest.raises(KeyboardInterrupt):
         cli.main(["--debug", "validate", str(tmp_path)])
+
+
+def test_validate_does_not_call_a_source_without_images_usable(tmp_path, capsys):
+    header_only = tmp_path / "fer2013.csv"
+    header_only.write_text("emotion,pixels,Usage\n")
+    assert cli.main(["validate", str(header_only)]) == EXIT_UNUSABLE_INPUT
+    captured = capsys.readouterr()
+    assert "Usable: no (no images of train/angry" in captured.out and "Usable: yes" not in captured.out
+    assert "dataset NOT usable" in captured.err

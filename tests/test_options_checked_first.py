@@ -28,6 +28,9 @@ def no_ingest(monkeypatch):
         (["--val-fraction", "0"], "val_fraction must be in (0, 1), got 0.0"),  # 0 is not "the default"
         (["--frozen-lr", "-0.1"], "frozen_lr must be > 0, got -0.1"),
         (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+        (["--frozen-lr", "inf"], "frozen_lr must be a finite number, got inf"),
+        (["--min-lr", "nan"], "min_lr must be a finite number, got nan"),
+        (["--seed", "-1"], "seed must be in [0, 4294967295], got -1"),
     ],
 )
 def test_cli_run_refuses_a_bad_option_before_reading_the_data(tmp_path, capsys, no_ingest, flags, message):
@@ -49,11 +52,31 @@ def test_cli_run_refuses_a_bad_option_before_reading_the_data(tmp_path, capsys, 
         (["--threshold", "2"], "--threshold must be an accuracy in [0, 1], got 2.0"),
     ],
 )
-def test_local_runs_refuse_a_bad_parameter_before_writing_anything(tmp_path, monkeypatch, module, flags, message):
+def test_local_runs_refuse_a_bad_parameter_before_writing_anything(
+    tmp_path, monkeypatch, capsys, module, flags, message
+):
     monkeypatch.setattr(run_containers, "prepare", lambda *a: pytest.fail("no image may be built"))
-    with pytest.raises(SystemExit, match=re.escape(message)):
+    with pytest.raises(SystemExit) as refused:
         module.main([*flags, "--local-dir", str(tmp_path / "local")])
+    assert refused.value.code == 2  # a wrong option, as the CLI's
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "local").exists()
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"seed": -1}, "seed must be in [0, 4294967295], got -1"),
+        ({"val_fraction": float("nan")}, "val_fraction must be a finite number, got nan"),
+        ({"min_per_class": 1}, "min_per_class must be >= 2 (a stratified split needs 2), got 1"),
+    ],
+)
+def test_split_config_names_each_bad_value(values, message):
+    from fer_pipeline.config import SplitConfig
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SplitConfig(**values)
 
 
 def test_an_explicit_zero_is_kept_where_it_is_valid():
@@ -69,6 +92,10 @@ def test_an_explicit_zero_is_kept_where_it_is_valid():
         ("reduce_lr_factor", 1.0, "reduce_lr_factor must be in (0, 1)"),
         ("width_shift", -0.1, "width_shift must be in [0, 1)"),
         ("early_stopping_patience", -1, "early_stopping_patience and reduce_lr_patience must be >= 0"),
+        ("crop_scale", (0.5, float("inf")), "crop_scale must be a finite number, got (0.5, inf)"),
+        ("weight_decay", float("inf"), "weight_decay must be a finite number"),
+        ("time_budget_minutes", float("nan"), "time_budget_minutes must be a finite number"),
+        ("seed", 2**32, "seed must be in [0, 4294967295], got 4294967296"),
     ],
 )
 def test_train_config_names_each_bad_value(field, value, message):
@@ -113,3 +140,57 @@ def test_submit_checks_the_run_parameters_as_the_components_will(compiled_files,
     with pytest.raises(SettingsError) as info:
         load_settings("vertex", None, environ=vertex_env)
     assert key in dict(info.value.problems)
+
+
+def test_cli_run_refuses_a_damaged_run_index_before_reading_the_data(tmp_path, capsys, no_ingest):
+    data = synthetic.write_kaggle_zip(tmp_path / "fer.zip", n_train=2, n_test=1)
+    index = tmp_path / "runs.json"
+    index.write_text("{not json")
+    code = cli.main(["run", str(data), "--out", str(tmp_path / "out"), "--weights", "none", "--runs-index", str(index)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{index} is not valid JSON" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_run_refused_by_the_split_leaves_no_output_behind(tmp_path, capsys):
+    data = synthetic.write_kaggle_zip(tmp_path / "fer.zip", n_train=1, n_test=1)  # one image a class
+    out = tmp_path / "new" / "out"
+    code = cli.main(["run", str(data), "--out", str(out), "--weights", "none", "--backbone", "compact"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Cannot make a stratified split" in err
+    assert not (tmp_path / "new").exists()  # ingest had written new/out/dataset
+    kept = tmp_path / "kept"
+    (kept / "notes.txt").parent.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert cli.main(["run", str(data), "--out", str(kept), "--weights", "none", "--backbone", "compact"]) == 1
+    assert (kept / "notes.txt").read_text() == "mine"  # a folder the user made is not removed
+
+
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), -0.1, 2.5])
+def test_predict_refuses_a_margin_outside_0_to_2(margin):
+    from fer_pipeline.errors import FerError
+    from fer_pipeline.predict import check_margin
+
+    with pytest.raises(FerError, match="margin must be from 0 to 2"):
+        check_margin(margin)
+    check_margin(2.0)
+
+
+def test_fine_tuning_refuses_an_architecture_other_than_the_models(tmp_path):
+    """The loaded network keeps its shape, so a different image size or head in the
+    fine-tuning recipe would be ignored while history.json recorded it: refused instead."""
+    import json
+
+    from fer_pipeline.trainer import HISTORY_FILE, check_same_architecture
+
+    frozen = TrainConfig(backbone="compact", weights="none", compact_widths=(8, 16), dense_units=(32,), dropouts=(0.2,))
+    model = tmp_path / "frozen" / "model.keras"
+    model.parent.mkdir()
+    (model.parent / HISTORY_FILE).write_text(json.dumps({"phase": "frozen", "config": frozen.to_dict()}))
+    check_same_architecture(model, frozen)  # the same recipe, lists read back from JSON: accepted
+    check_same_architecture(tmp_path / "elsewhere" / "model.keras", TrainConfig())  # no record: nothing to compare
+    with pytest.raises(ConfigError) as refused:
+        check_same_architecture(model, TrainConfig(**{**frozen.to_dict(), "image_size": 64, "compact_widths": (8, 32)}))
+    message = str(refused.value)
+    assert "was built with --image-size 48 --compact-widths 8,16" in message
+    assert "recipe says --image-size 64 --compact-widths 8,32" in message

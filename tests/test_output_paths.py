@@ -35,6 +35,23 @@ CASES = {
         "--runs-index",
         "is a folder",
     ),
+    "ingest --out is empty (would be this folder)": (["ingest", "{data}", "--out", ""], "--out", "an empty path"),
+    "validate of an empty path": (["validate", ""], "path", "an empty path; give the file or folder to read"),
+    "train-frozen --split is empty": (
+        ["train-frozen", "{data}", "--split", "", "--out", "{dir}/m"],
+        "--split",
+        "an empty path",
+    ),
+    "ingest --out in a folder this user cannot write": (
+        ["ingest", "{data}", "--out", "{locked}/ds"],
+        "--out",
+        "cannot write to",
+    ),
+    "validate --json in a folder this user cannot write": (
+        ["validate", "{data}", "--json", "{locked}/r.json"],
+        "--json",
+        "cannot write to",
+    ),
     "predict --annotate is a file": (
         ["predict", "{file}", "{file}", "--annotate", "{file}"],
         "--annotate",
@@ -43,13 +60,31 @@ CASES = {
 }
 
 
+def locked_folder(tmp_path: Path, monkeypatch) -> Path:
+    """A folder whose writes fail as a read-only one's do, for any user (root ignores mode bits)."""
+    import tempfile
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def refusing(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refusing)
+    return locked
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_an_unwritable_output_path_is_refused_before_any_work(tmp_path, capsys, name):
+def test_an_unwritable_output_path_is_refused_before_any_work(tmp_path, monkeypatch, capsys, name):
     argv, option, message = CASES[name]
     (tmp_path / "dir").mkdir()
     (tmp_path / "a-file").write_text("keep me")
     (tmp_path / "data").mkdir()
     places = {"data": tmp_path / "data", "file": tmp_path / "a-file", "dir": tmp_path / "dir"}
+    places["locked"] = locked_folder(tmp_path, monkeypatch) if "{locked}" in " ".join(argv) else None
     before = snapshot(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         cli.main([part.format(**places) for part in argv])

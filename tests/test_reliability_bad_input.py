@@ -175,7 +175,7 @@ def test_png_grayscale_48_is_used_as_is_and_png_rgb_needs_convert(tmp_path):
     report = read_source(root).report
     assert report.accepted == report.given == 35 and report.converted == 0  # lossless 48x48 L: nothing to convert
     first(root, "train", "angry").write_bytes(encode(np.zeros((48, 48), np.uint8), "PNG", "RGB"))
-    with pytest.raises(DatasetError, match=r"PNG RGB 48x48 image.*convert=True"):
+    with pytest.raises(DatasetError, match=r"PNG RGB 48x48 image.*--convert \(the CLI\) or allow_conversion=true"):
         read_source(root)
     assert read_source(root, IngestOptions(convert=True)).report.converted == 1
 

@@ -5,7 +5,8 @@ without KFP, plus `validate` for a dataset and `run` for all steps in a row.
     fer-pipeline run fer2013.zip --out runs/first --weights none --frozen-epochs 2 --finetune-epochs 1
 
 Exit codes: 0 done; 1 an input (dataset, photo, registry or run index) is unusable as it
-is; 2 the command line or configuration is wrong (the message names the value or option);
+is, or the system refused a file mid-command (the path and its reason are named);
+2 the command line or configuration is wrong (the message names the value or option);
 3 `monitor` found drift; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Errors are one line; --debug shows the traceback instead.
 """
 
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline import __version__, cli_models, cli_monitor, cli_serve, runs
-from fer_pipeline.cli_paths import output_dir, output_file
+from fer_pipeline.cli_paths import given, given_path, output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
 from fer_pipeline.files import write_json
@@ -97,7 +99,9 @@ def _print_json(data: Any) -> None:
 
 def cmd_validate(args) -> int:
     from fer_pipeline.ingest import IngestError, IngestOptions, read_source
+    from fer_pipeline.steps import existing_path
 
+    existing_path(args.path)  # a missing path is a wrong command line (2), as for ingest and run
     started = time.time()
     try:
         result = read_source(args.path, IngestOptions(convert=args.convert, strict=not args.quarantine))
@@ -168,9 +172,33 @@ def _print_headline(metrics: dict, out_dir: Path) -> None:
 
 
 def cmd_register(args) -> int:
+    """Every option and the metrics file are checked here, before the export (seconds)
+    writes anything: the command line first (exit 2), then the metrics (exit 1)."""
+    from fer_pipeline.errors import ConfigError
+    from fer_pipeline.registry import (
+        LocalRegistry,
+        RegistryError,
+        check_model_name,
+        check_registry_folder,
+        parse_labels,
+        read_metrics_file,
+    )
     from fer_pipeline.steps import register_step
 
-    labels = dict(item.split("=", 1) for item in args.label)
+    labels = parse_labels(args.label)
+    if args.registry == "vertex":
+        raise ConfigError(
+            "--registry vertex: `fer-pipeline register` registers into a local registry folder only; "
+            "a Vertex AI registration is the pipeline's register step (`make compile && make submit`, "
+            "registry=vertex, the default), which has the project, location and staging bucket it needs."
+        )
+    try:
+        check_model_name(args.name)
+    except RegistryError as exc:
+        raise ConfigError(f"--name: {exc}") from None
+    check_registry_folder(args.registry, option="--registry")
+    LocalRegistry(Path(args.registry)).list()  # a damaged index.json is refused now, not after the export
+    read_metrics_file(args.metrics)
     _print_json(register_step(args.model, args.metrics, registry=args.registry, display_name=args.name, labels=labels))
     return 0
 
@@ -191,11 +219,14 @@ def cmd_run(args) -> int:
         args.preset, cfg.frozen_epochs, precision, "--frozen-epochs ", cfg.time_budget_minutes
     ):
         log.info(note)
+    index = args.runs_index or runs.default_index()
+    runs.RunIndex(index).records()  # a damaged index refused now, not after the training
     started = time.time()
-    log.info("[1/5] ingest %s", args.source)
-    outcome = ingest_step(args.source, out / "dataset", options=options)
-    log.info("[2/5] split")
-    split_step(outcome.uri, out / "split.json", split_config)
+    with _removed_if_refused(out):  # a dataset the split refuses leaves no half-made run behind
+        log.info("[1/5] ingest %s", args.source)
+        outcome = ingest_step(args.source, out / "dataset", options=options)
+        log.info("[2/5] split")
+        split_step(outcome.uri, out / "split.json", split_config)
     log.info("[3/5] phase 1: frozen backbone")
     frozen = train_frozen_step(outcome.uri, out / "split.json", out / "frozen", cfg)
     log.info("[4/5] phase 2: fine-tuning")
@@ -209,7 +240,6 @@ def cmd_run(args) -> int:
     }
     metrics = evaluate_step(outcome.uri, tuned.model_path, out / "evaluation", history_paths=histories, run_info=params)
     _print_headline(metrics, out / "evaluation")
-    index = args.runs_index or runs.default_index()
     record = runs.record_finished_run(
         out / "evaluation",
         histories,
@@ -227,6 +257,19 @@ def cmd_run(args) -> int:
     return 0
 
 
+@contextmanager
+def _removed_if_refused(out: Path):
+    """Remove what the block made of ``out`` (its highest folder that did not exist yet) when a
+    FerError ends it."""
+    made = None if out.exists() else next(p for p in (out, *out.parents) if p.parent.exists())
+    try:
+        yield
+    except FerError:
+        if made is not None and made.exists():
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
 # --- parser -----------------------------------------------------------------------------
 
 
@@ -240,21 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a dataset and print its report (exit 1 if unusable)")
-    p.add_argument("path", help="Kaggle zip or folder, or fer2013.csv")
+    p.add_argument("path", type=given, help="Kaggle zip or folder, or fer2013.csv")
     p.add_argument("--convert", action="store_true", help="accept RGB/other-size images by converting them")
     p.add_argument("--quarantine", action="store_true", help="list bad files instead of failing on them")
     p.add_argument("--json", type=output_file, help="also write the full report as JSON to this file")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("ingest", help="step 1: read, validate and write the canonical dataset")
-    p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
+    p.add_argument("source", type=given, help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
     p.add_argument("--out", type=output_dir, required=True, help="local directory for the canonical dataset")
     p.add_argument("--gcs-prefix", help="also publish to gs://BUCKET/PREFIX/datasets/<checksum>")
     p.add_argument("--convert", action="store_true", help="accept RGB/other-size images by converting them")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("split", help="step 2: stratified train/validation split and class weights")
-    p.add_argument("dataset", help="canonical dataset directory or gs:// prefix")
+    p.add_argument("dataset", type=given, help="canonical dataset directory or gs:// prefix")
     p.add_argument("--out", type=output_file, required=True, help="split JSON to write")
     add_preset_argument(p)
     add_config_arguments(p, SplitConfig)
@@ -265,34 +308,42 @@ def build_parser() -> argparse.ArgumentParser:
         ("fine-tune", cmd_fine_tune, "step 4: unfreeze the backbone and fine-tune"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("dataset", help="canonical dataset directory or gs:// prefix")
-        p.add_argument("--split", type=Path, required=True, help="split JSON from `split`")
+        p.add_argument("dataset", type=given, help="canonical dataset directory or gs:// prefix")
+        p.add_argument("--split", type=given_path, required=True, help="split JSON from `split`")
         if name == "fine-tune":
-            p.add_argument("--model", type=Path, required=True, help="phase-1 model.keras")
+            p.add_argument("--model", type=given_path, required=True, help="phase-1 model.keras")
         p.add_argument("--out", type=output_dir, required=True, help="output directory (model.keras, history.json)")
         add_preset_argument(p)
         add_config_arguments(p, TrainConfig)
         p.set_defaults(func=func)
 
     p = sub.add_parser("evaluate", help="step 5: test metrics, plots and HTML report")
-    p.add_argument("dataset")
-    p.add_argument("--model", type=Path, required=True, help="model.keras to evaluate")
-    p.add_argument("--history", type=Path, action="append", help="history.json of a phase (repeatable)")
+    p.add_argument("dataset", type=given)
+    p.add_argument("--model", type=given_path, required=True, help="model.keras to evaluate")
+    p.add_argument("--history", type=given_path, action="append", help="history.json of a phase (repeatable)")
     p.add_argument("--out", type=output_dir, required=True, help="output directory (metrics, plots, report)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("register", help="step 6: export and register a model version")
     p.add_argument("--model", type=Path, required=True, help="model.keras")
-    p.add_argument("--metrics", type=Path, required=True, help="metrics.json from evaluate")
     p.add_argument(
-        "--registry", default=os.environ.get("FER_REGISTRY", "build/registry"), help='directory, or "vertex"'
+        "--metrics", type=Path, required=True, help="metrics.json from evaluate (must hold macro_f1, a number)"
     )
-    p.add_argument("--name", default="fer-emotion", help="model family (display name)")
-    p.add_argument("--label", action="append", default=[], help="KEY=VALUE label (repeatable)")
+    p.add_argument(
+        "--registry",
+        default=os.environ.get("FER_REGISTRY", "build/registry"),
+        metavar="DIR",
+        help="local registry folder, made if absent (default: $FER_REGISTRY or build/registry); "
+        "Vertex AI registration is the pipeline's (make submit)",
+    )
+    p.add_argument(
+        "--name", default="fer-emotion", help="model family: letters, digits, '.', '_', '-' (default fer-emotion)"
+    )
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)")
     p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("run", help="all steps in a row, no KFP: ingest, split, both phases, evaluate")
-    p.add_argument("source", help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
+    p.add_argument("source", type=given, help="zip, folder, csv, gs:// URI or kaggle:msambare/fer2013")
     p.add_argument("--out", type=output_dir, required=True, help="output directory for everything")
     p.add_argument(
         "--val-fraction", type=float, default=None, help=f"default: {SplitConfig.val_fraction} or the preset's"
@@ -351,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_unwinds():
             return int(args.func(args) or 0)
-    except (FerError, KeyboardInterrupt, Terminated) as exc:
+    except (FerError, OSError, KeyboardInterrupt, Terminated) as exc:
         if args.debug:
             raise
         line, code = _ending(exc)
@@ -359,11 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
-def _ending(exc: FerError | KeyboardInterrupt | Terminated) -> tuple[str, int]:
+def _ending(exc: FerError | OSError | KeyboardInterrupt | Terminated) -> tuple[str, int]:
     """The one line and the exit status a command ends with instead of a traceback
-    (128 + the signal's number for Ctrl-C and SIGTERM, as shells report them)."""
+    (128 + the signal's number for Ctrl-C and SIGTERM, as shells report them). An OSError
+    is a file the system refused (permissions, a read-only or full disk): exit 1, the
+    path and the system's reason."""
     if isinstance(exc, FerError):
         return f"error: {exc}", exc.exit_code
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"error: {where}{exc.strerror or exc}; check that path and its permissions (--debug shows where)", 1
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", 130
     return "terminated", 143

@@ -7,7 +7,7 @@
 
 The main CLI calls ``add_subcommands(subparsers)`` and then ``args.func(args)``, which
 returns the exit code. Errors meant for the user (``FerError``) are printed to stderr
-as one line, with exit code 2. The registry folder defaults to ``$FER_REGISTRY`` or
+as one line, with the error's exit code (1 an unusable input, 2 a wrong value). The registry folder defaults to ``$FER_REGISTRY`` or
 ``build/registry``.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fer_pipeline.cli_paths import output_dir, output_file
 from fer_pipeline.errors import FerError
-from fer_pipeline.registry import LocalRegistry, ModelVersion, default_registry_root
+from fer_pipeline.registry import INDEX_FILE, LocalRegistry, ModelVersion, default_registry_root
 
 EXIT_OK = 0
 EXIT_NO_IMAGE_READ = 1
@@ -168,38 +168,55 @@ def registry_from(args: argparse.Namespace) -> LocalRegistry:
 
 @reports_user_errors
 def run_models_list(args: argparse.Namespace) -> int:
-    """``models list``: one row per version, or JSON with ``--json``."""
+    """``models list``: one row per version, or JSON with ``--json``. An alias that points at
+    a version the index does not hold (a damaged index) is shown too: a table row marked
+    ``dangling``, or a ``warning:`` line on stderr beside the JSON."""
     registry = registry_from(args)
     versions = registry.list()
+    dangling = registry.dangling()
     if args.json:
         print(json.dumps([v.to_dict() for v in versions], indent=2))
-    elif not versions:
+    elif not versions and not dangling:
         print(f"No models registered in {registry.root}.")
     else:
-        print(format_versions_table(versions))
+        print(format_versions_table(versions, dangling))
+    if dangling:
+        index = registry.root / INDEX_FILE
+        for name, alias, version in dangling:
+            print(
+                f"warning: {index} is damaged: the {'default version' if alias == 'default' else f'alias {alias!r}'}"
+                f" of model {name!r} points at version {version}, which the index does not hold; "
+                "restore it from a backup.",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 
-def format_versions_table(versions: list[ModelVersion]) -> str:
-    """A plain-text table: ref, aliases, primary metric and value, created, description."""
+def format_versions_table(
+    versions: list[ModelVersion], dangling: list[tuple[str, str, int | None]] | tuple = ()
+) -> str:
+    """A plain-text table: ref, aliases, primary metric and value, created, description; a
+    dangling alias gets a row of its own, ``NAME@<version>`` marked ``dangling``."""
     header = ("MODEL", "ALIASES", "METRIC", "VALUE", "CREATED", "DESCRIPTION")
-    rows = [header]
-    for v in versions:
-        aliases = ",".join(v.aliases + (("default",) if v.is_default else ()))
-        value = v.metrics.get(v.primary_metric)
-        rows.append(
-            (
-                v.ref,
-                aliases or "-",
-                v.primary_metric,
-                f"{value:.4f}" if isinstance(value, (int, float)) else str(value),
-                v.created or "-",
-                v.description,
-            )
-        )
+    rows = [header, *(_version_row(v) for v in versions)]
+    for name, alias, version in dangling:
+        rows.append((f"{name}@{version}", alias, "-", "-", "-", "DANGLING: the index holds no such version"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows
+    )
+
+
+def _version_row(v: ModelVersion) -> tuple[str, ...]:
+    aliases = ",".join(v.aliases + (("default",) if v.is_default else ()))
+    value = v.metrics.get(v.primary_metric)
+    return (
+        v.ref,
+        aliases or "-",
+        v.primary_metric,
+        f"{value:.4f}" if isinstance(value, (int, float)) else str(value),
+        v.created or "-",
+        v.description,
     )
 
 

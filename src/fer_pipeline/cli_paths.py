@@ -5,12 +5,27 @@ any work (argparse exits 2)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from fer_pipeline.files import write_refusal
+
+
+def given(value: str) -> str:
+    """A path or URI to read, not empty (an empty one would mean the current folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path; give the file or folder to read")
+    return value
+
+
+def given_path(value: str) -> Path:
+    """``given``, as a Path."""
+    return Path(given(value)).expanduser()
 
 
 def output_dir(value: str) -> Path:
     """A folder to write into: absent (it is made) or a folder, not a file."""
-    path = Path(value).expanduser()
+    path = Path(_not_empty(value, "folder")).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(
             f"{value} is a file, not a folder; give a folder to write into (it is made if absent)"
@@ -21,17 +36,37 @@ def output_dir(value: str) -> Path:
 
 def output_file(value: str) -> Path:
     """A file to write: absent or a file (replaced), not a folder."""
-    path = Path(value).expanduser()
+    path = Path(_not_empty(value, "file")).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file to write")
     _check_parent(path, value)
     return path
 
 
+def _not_empty(value: str, kind: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"an empty path; give the {kind} to write (an empty one would be this folder)")
+    return value
+
+
 def _check_parent(path: Path, value: str) -> None:
-    """The nearest existing folder above ``path`` must be a folder (not a file)."""
+    """The nearest existing folder above ``path`` must be a folder (not a file) this process can
+    write into, and so must ``path`` itself where it exists."""
+    if path.exists():
+        _check_writable(path, value)
+        return
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise argparse.ArgumentTypeError(f"{value}: {parent} is a file, so nothing can be written below it")
+            _check_writable(parent, value)
             return
+
+
+def _check_writable(path: Path, value: str) -> None:
+    folder = path if path.is_dir() else path.parent
+    reason = write_refusal(folder)
+    if reason is None and path.is_file() and not os.access(path, os.W_OK):
+        reason = "Permission denied"
+    if reason:
+        raise argparse.ArgumentTypeError(f"{value}: cannot write to {path} ({reason}); choose a path you can write to")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,13 @@ class SplitConfig:
     min_per_class: int = opt(2, "fewest images a class needs in the train split (a stratified split needs 2)")
 
     def __post_init__(self) -> None:
+        problems = _number_problems(self)
         if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}.")
+            problems.append(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.min_per_class < 2:
+            problems.append(f"min_per_class must be >= 2 (a stratified split needs 2), got {self.min_per_class!r}")
+        if problems:
+            raise ConfigError("Invalid split config: " + "; ".join(problems) + ".")
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _number_problems(self)
         if self.backbone not in BACKBONES:
             problems.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.image_size < 32:
@@ -351,6 +357,24 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, ignoring None values (unset parameters keep their default)."""
         return config_from_dict(cls, values)
+
+
+SEED_RANGE = (0, 2**32 - 1)  # what NumPy's and scikit-learn's random states accept
+
+
+def _number_problems(config) -> list[str]:
+    """Every number of ``config`` finite (inf or NaN would pass the range checks' ``not x > 0``
+    forms, or train on NaN losses) and its seed within the range the random generators take."""
+    problems = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            problems.append(f"{f.name} must be a finite number, got {value!r}")
+    seed = getattr(config, "seed", 0)
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        problems.append(f"seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {seed!r}")
+    return problems
 
 
 def config_from_dict(cls, values: dict[str, Any]):

@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 IMAGES_FILE = "images.npz"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "test")
+PASS_A_DATASET = "pass a canonical dataset: the folder `fer-pipeline ingest` writes (manifest.json and images.npz)"
 
 
 @dataclass
@@ -71,28 +72,71 @@ class FerDataset:
 
     @classmethod
     def load(cls, directory: str | Path) -> FerDataset:
+        """The dataset in ``directory``; DatasetError naming the path and what it should be
+        (a folder written by `fer-pipeline ingest`) when it is absent, a file, or damaged."""
         directory = Path(directory)
+        if not directory.exists():
+            raise DatasetError(
+                f"{directory} is not a complete canonical dataset (it does not exist); "
+                "run `fer-pipeline ingest` to create it."
+            )
+        if not directory.is_dir():
+            raise DatasetError(f"{directory} is a file, not a dataset folder; {PASS_A_DATASET}.")
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise DatasetError(
                 f"{directory} is not a complete canonical dataset (no {MANIFEST_FILE}); "
                 "run `fer-pipeline ingest` to create it."
             )
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _read_manifest(manifest_path)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise DatasetError(
                 f"{manifest_path} has format_version {manifest.get('format_version')!r}, this "
                 f"version reads {FORMAT_VERSION}; re-run `fer-pipeline ingest` on the source."
             )
-        with np.load(directory / IMAGES_FILE) as data:
-            return cls(
-                data["images"],
-                data["labels"],
-                data["splits"],
-                data["source_splits"],
-                data["keys"],
-                manifest,
-            )
+        return cls(*_read_arrays(directory / IMAGES_FILE), manifest)
+
+
+_ARRAYS = ("images", "labels", "splits", "source_splits", "keys")
+
+
+def _damaged(path: Path, problem: str) -> DatasetError:
+    return DatasetError(
+        f"{path} {problem}; the dataset folder is damaged or incomplete: run `fer-pipeline ingest` again to rewrite it."
+    )
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise _damaged(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise _damaged(path, f"holds a JSON {type(manifest).__name__}, not the manifest object ingest writes")
+    return manifest
+
+
+def _read_arrays(path: Path) -> list[np.ndarray]:
+    """The five arrays of ``images.npz``, checked to describe the same samples."""
+    import zipfile
+    import zlib
+
+    if not path.is_file():
+        raise _damaged(path, "is missing")
+    try:
+        with np.load(path) as data:
+            missing = [name for name in _ARRAYS if name not in data.files]
+            if missing:
+                raise _damaged(path, f"lacks the array(s) {', '.join(missing)}")
+            arrays = [data[name] for name in _ARRAYS]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # np.load reads a file that is not an .npz as a pickle, which it refuses (ValueError)
+        raise _damaged(path, f"cannot be read as the .npz archive ingest writes ({exc})") from None
+    images, *per_sample = arrays
+    if images.ndim == 0 or any(a.shape != (images.shape[0],) for a in per_sample):
+        shapes = ", ".join(f"{name} {a.shape}" for name, a in zip(_ARRAYS, arrays))
+        raise _damaged(path, f"holds arrays of mismatched shapes ({shapes})")
+    return arrays
 
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:

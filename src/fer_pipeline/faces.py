@@ -50,6 +50,7 @@ CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Detection cost grows with pixels; larger photos are searched at this size (boxes are
 # mapped back to the photo's pixels). Faces smaller than min_face after that are lost.
 DETECTION_MAX_SIDE = 1024
+MAX_MARGIN = 2.0  # the widest crop around a face box, as a fraction of its side (predict and serve)
 # The smallest face each detector can see in the searched image: MTCNN's PNet window
 # is 12 pixels, the cascade's 24.
 SMALLEST_WINDOW = {"mtcnn": 12, "ensemble": 12, "mtcnn-tta": 12, "haar": 24}

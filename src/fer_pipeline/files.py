@@ -73,3 +73,16 @@ def parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true/false, got {text!r}")
+
+
+def write_refusal(folder: Path) -> str | None:
+    """Why this process cannot create files in ``folder`` (the system's words), or None.
+    Found by making and removing a probe file: ``os.access`` says yes to root everywhere,
+    also where the file system says no (/sys, /proc, read-only mounts)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fer-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

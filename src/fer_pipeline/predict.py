@@ -21,7 +21,14 @@ import numpy as np
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError, UnusableFileError
 from fer_pipeline.export import model_input_side
-from fer_pipeline.faces import DEFAULT_OPTIONS, DetectorOptions, align_face, detect_faces, resize_to_model
+from fer_pipeline.faces import (
+    DEFAULT_OPTIONS,
+    MAX_MARGIN,
+    DetectorOptions,
+    align_face,
+    detect_faces,
+    resize_to_model,
+)
 from fer_pipeline.faces import crop_face as crop_face  # callers of predict.crop_face keep working
 
 log = logging.getLogger(__name__)
@@ -137,8 +144,9 @@ def face_crops(
 
 
 def check_margin(margin: float) -> None:
-    if margin < 0:
-        raise FerError(f"margin must be >= 0 (a fraction of the face box), got {margin}.")
+    """NaN fails the comparison too, and an infinite margin has no crop to cut."""
+    if not 0.0 <= margin <= MAX_MARGIN:
+        raise FerError(f"margin must be from 0 to {MAX_MARGIN:g} (a fraction of the face box), got {margin}.")
 
 
 def predict_images(

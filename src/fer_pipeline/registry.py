@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 # The gate's names stay importable from here too (fer_pipeline.cloud.vertex_registry, the tests).
 from fer_pipeline.champion import CHALLENGER, CHAMPION, DEFAULT_PRIMARY_METRIC, champion_gate, metric_value
-from fer_pipeline.errors import FerError, UnusableFileError
-from fer_pipeline.files import locked, write_json
+from fer_pipeline.errors import ConfigError, FerError, UnusableFileError, read_json_file
+from fer_pipeline.files import locked, write_json, write_refusal
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +146,44 @@ class LocalRegistry:
         index = self._read_index()
         model = self._model_entry(index, name)
         if selector is None:
-            version = model["default_version"]
+            version, pointer = model["default_version"], "default version"
         elif selector.isdigit():
-            version = int(selector)
+            version, pointer = int(selector), None
         elif selector in model["aliases"]:
-            version = model["aliases"][selector]
+            version, pointer = model["aliases"][selector], f"alias {selector!r}"
         else:
             known = ", ".join(f"{a} (v{v})" for a, v in sorted(model["aliases"].items())) or "none"
             raise RegistryError(f"Model {name!r} has no alias {selector!r}; its aliases: {known}.")
         for entry in model["versions"]:
             if entry["version"] == version:
                 return self._to_version(name, entry, model)
-        versions = ", ".join(str(e["version"]) for e in model["versions"])
-        raise RegistryError(f"Model {name!r} has no version {version}; its versions: {versions}.")
+        versions = ", ".join(str(e["version"]) for e in model["versions"]) or "none"
+        if pointer is None:  # the caller asked for a version that is not there
+            raise RegistryError(f"Model {name!r} has no version {version}; its versions: {versions}.")
+        if version is None:  # a model entry without versions (a registration never wrote one)
+            raise RegistryFileError(
+                f"{self.root / INDEX_FILE} is damaged: model {name!r} has no default version (its versions: "
+                f"{versions}); restore the file from a backup or ask for NAME@<version>."
+            )
+        raise RegistryFileError(
+            f"{self.root / INDEX_FILE} is damaged: the {pointer} of model {name!r} points at version {version}, "
+            f"which the index does not hold (its versions: {versions}); restore the file from a backup or "
+            "point the alias at a version it holds."
+        )
+
+    def dangling(self, name: str | None = None) -> list[tuple[str, str, int | None]]:
+        """The aliases (and default versions, as ``"default"``) that point at a version the
+        index does not hold, as ``(model, alias, version)``: a damaged index, which
+        ``resolve`` refuses; ``models list`` shows them."""
+        index = self._read_index()
+        names = [name] if name is not None else sorted(index["models"])
+        found = []
+        for model_name in names:
+            model = self._model_entry(index, model_name)
+            held = {e["version"] for e in model["versions"]}
+            pointers = [*sorted(model["aliases"].items()), ("default", model["default_version"])]
+            found += [(model_name, a, v) for a, v in pointers if v not in held and (v is not None or held)]
+        return found
 
     def champion(self, name: str) -> ModelVersion | None:
         """The version holding the ``champion`` alias, or None (also for an unknown name)."""
@@ -202,11 +227,20 @@ class LocalRegistry:
         if not model_dir.exists():
             raise RegistryError(f"Cannot register {name!r}: {model_dir} does not exist; pass the trained model folder.")
         metric_value(metrics, primary_metric, "new model")  # fail before copying anything
+        check_registry_folder(self.root)
 
         with locked(self.root / ".lock"):
             index = self._read_index()
             model = index["models"].setdefault(name, {"versions": [], "aliases": {}, "default_version": None})
             champion_entry = self._entry_for_alias(model, CHAMPION)
+            if champion_entry is None and CHAMPION in model["aliases"]:
+                log.warning(
+                    "%s: %r's champion alias points at version %s, which it does not hold; the new version "
+                    "takes the alias without a comparison.",
+                    self.root / INDEX_FILE,
+                    name,
+                    model["aliases"][CHAMPION],
+                )
             wins = champion_gate(metrics, champion_entry["metrics"] if champion_entry else None, primary_metric)
             version = max((e["version"] for e in model["versions"]), default=0) + 1
 
@@ -263,7 +297,9 @@ class LocalRegistry:
 
     def _read_index(self) -> dict[str, Any]:
         path = self.root / INDEX_FILE
-        if not path.is_file():
+        if self.root.exists() and not self.root.is_dir():
+            raise RegistryError(_not_a_folder(self.root))
+        if not path.exists():
             return {"format_version": INDEX_FORMAT_VERSION, "models": {}}
         try:
             index = json.loads(path.read_text())
@@ -271,6 +307,11 @@ class LocalRegistry:
             raise RegistryFileError(
                 f"{path} is not valid JSON ({exc}); restore it from a backup or start a new registry."
             ) from exc
+        except OSError as exc:  # a folder named index.json, no permission
+            raise RegistryFileError(
+                f"{path} cannot be read as the registry index ({exc.strerror or exc}); "
+                "restore it from a backup or start a new registry."
+            ) from None
         if isinstance(index, dict) and index.get("format_version") != INDEX_FORMAT_VERSION:
             raise RegistryFileError(
                 f"{path} has format_version {index.get('format_version')!r}; this version reads {INDEX_FORMAT_VERSION}."
@@ -354,24 +395,116 @@ class _IndexShape(_Shape):
     models: dict[str, _ModelShape]
 
 
-def check_shape(shape: type[BaseModel], data: Any, path: Path, what: str, error: type[FerError]) -> None:
-    """Raise ``error`` naming ``path`` and the first misplaced field when ``data`` is not ``shape``."""
+def check_shape(
+    shape: type[BaseModel],
+    data: Any,
+    path: Path,
+    what: str,
+    error: type[FerError],
+    *,
+    name_of: Callable[[tuple], str | None] | None = None,
+) -> None:
+    """Raise ``error`` naming ``path`` and the first misplaced field when ``data`` is not ``shape``.
+
+    ``name_of`` may name the entry the field is in (given the field's location), e.g. a
+    run by its run_id; the message then names it beside the location.
+    """
     try:
         shape.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        named = name_of(first["loc"]) if name_of else None
         plain = {
             "missing": "a required field is missing",
             "model_type": "expected a JSON object",
             "dict_type": "expected a JSON object",
             "list_type": "expected a JSON list",
+            "float_type": "expected a number or null",
+            "int_type": "expected a whole number",
+            "string_type": "expected a string",
         }
         problem = plain.get(first["type"], first["msg"].lower())
+        if first["type"] != "missing":
+            found = repr(first.get("input"))
+            problem += f", not {found if len(found) <= 40 else found[:37] + '...'}"
         raise error(
-            f"{path} is valid JSON but not {what}: at {where}, {problem} "
-            f"({exc.error_count()} problem(s)); restore it from a backup or move it away to start a new one."
+            f"{path} is valid JSON but not {what}: at {where}{f' ({named})' if named else ''}, {problem} "
+            f"({exc.error_count()} problem(s)); fix that field, restore the file from a backup, "
+            "or move it away to start a new one."
         ) from None
+
+
+def _not_a_folder(root: Path, option: str | None = None) -> str:
+    kind = "a file" if root.is_file() else "not a folder"
+    named = f"{option} {root}" if option else f"Registry {root}"
+    return f"{named} is {kind}; the registry is a folder (holding {INDEX_FILE}, made if absent): pass a folder."
+
+
+def check_registry_folder(root: str | Path, option: str | None = None) -> None:
+    """A registry folder a registration can write: an existing folder this process can write
+    into, or an absent one whose nearest existing ancestor is such a folder. Checked before
+    any work; ``option`` (``--registry``) is named in the message when given.
+
+    Raises:
+        RegistryError: a file, a gs:// URI, an empty path, or a place this user cannot write.
+    """
+    value = str(root)
+    named = f"{option} {value!r}" if option else f"Registry {value!r}"
+    if not value.strip():
+        raise RegistryError(f"{named} is empty; pass the registry folder (it is made if absent).")
+    if value.startswith("gs://"):
+        raise RegistryError(f"{named}: a gs:// local registry is not supported yet; pass a local folder.")
+    root = Path(value)  # as the registration will use it
+    if root.exists() and not root.is_dir():
+        raise RegistryError(_not_a_folder(root, option))
+    folder = root if root.exists() else next((p for p in root.absolute().parents if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        raise RegistryError(f"{named}: {folder} is a file, so no registry folder can be made below it.")
+    if not os.access(folder, os.W_OK | os.X_OK) or write_refusal(folder):
+        raise RegistryError(f"{named}: {folder} is not writable by this user; pass a folder you can write to.")
+    index = root / INDEX_FILE
+    if index.exists() and not (index.is_file() and os.access(index, os.R_OK | os.W_OK)):
+        raise RegistryError(f"{named}: {index} is not a file this user can read and write; fix its permissions.")
+
+
+def parse_labels(items: Sequence[str], option: str = "--label") -> dict[str, str]:
+    """``KEY=VALUE`` strings as a dict; ConfigError naming the value that is not one, or a
+    key given twice (the second would silently replace the first)."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r} is not KEY=VALUE; pass e.g. {option} commit=abc123.")
+        if key in labels:
+            raise ConfigError(f"{option} {key} is given twice ({labels[key]!r} and {value!r}); pass it once.")
+        labels[key] = value
+    return labels
+
+
+def read_metrics_file(path: str | Path, primary_metric: str = DEFAULT_PRIMARY_METRIC) -> dict[str, Any]:
+    """The evaluation metrics a registration stores, checked before any work: a JSON object
+    holding ``primary_metric`` (what the champion gate compares) as a number, and
+    ``accuracy`` and ``macro_f1`` (the version's description) as numbers where present.
+
+    Raises:
+        UnusableFileError: naming the file and what it lacks (missing, not JSON, wrong shape).
+    """
+    what = "the metrics.json that `evaluate` writes"
+    metrics = read_json_file(path, what)
+    if not isinstance(metrics, dict):
+        raise UnusableFileError(f"{path} is not {what} (not a JSON object).")
+    if primary_metric not in metrics:
+        scalars = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise UnusableFileError(
+            f"{path} has no {primary_metric!r}, the metric the champion gate compares "
+            f"(numbers in it: {', '.join(scalars[:8]) or 'none'}); pass {what}."
+        )
+    for key in dict.fromkeys((primary_metric, "accuracy", "macro_f1")):
+        value = metrics.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UnusableFileError(f"{path}: {key!r} is {value!r}, not a number; pass {what}.")
+    return metrics
 
 
 def check_model_name(name: str) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fer_pipeline.errors import FerError
 from fer_pipeline.export import INPUT_NAME, SIGNATURE_NAME
+from fer_pipeline.faces import MAX_MARGIN
 from fer_pipeline.serve_limits import Limits
 
 if TYPE_CHECKING:
@@ -242,8 +243,10 @@ def detect_options(query: dict[str, str]) -> DetectOptions:
             margin = float(query["margin"])
         except ValueError:
             margin = -1.0
-        if not 0.0 <= margin <= 2.0:
-            raise ApiError(400, f"margin={query['margin']!r}: use a number from 0 to 2 (a fraction of the face box)")
+        if not 0.0 <= margin <= MAX_MARGIN:
+            raise ApiError(
+                400, f"margin={query['margin']!r}: use a number from 0 to {MAX_MARGIN:g} (a fraction of the face box)"
+            )
         options = DetectOptions(skip_detection=options.skip_detection, margin=margin)
     return options
 

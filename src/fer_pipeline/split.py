@@ -3,21 +3,66 @@ balanced class weights computed from the training part only."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sklearn.model_selection import train_test_split
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.config import SplitConfig
 from fer_pipeline.dataset import FerDataset, class_counts
-from fer_pipeline.errors import DatasetError
+from fer_pipeline.errors import DatasetError, UnusableFileError, read_json_file
 from fer_pipeline.files import write_json
 
 SPLIT_FORMAT_VERSION = 1
+SPLIT_FILE = "a split file written by `fer-pipeline split`"
+RERUN = "rerun `fer-pipeline split` on the dataset and pass the file it writes"
+
+
+class _SplitShape(BaseModel):
+    """What ``Split.load`` relies on in a split file (``Split.to_json``); checked on every read,
+    so that valid JSON of another shape is refused with the file's name, not a crash."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    format_version: int
+    val_fraction: float = Field(gt=0, lt=1)
+    seed: int
+    train_counts: dict[str, int]
+    val_counts: dict[str, int]
+    class_weights: dict[str, float]
+    train_indices: list[Annotated[int, Field(ge=0)]]
+    val_indices: list[Annotated[int, Field(ge=0)]]
+
+
+_PLAIN = {
+    "missing": "a required field is missing",
+    "model_type": "expected a JSON object",
+    "dict_type": "expected a JSON object",
+    "list_type": "expected a JSON list",
+    "int_type": "expected a whole number",
+    "float_type": "expected a number",
+    "greater_than_equal": "expected an index of 0 or more",
+}
+
+
+def _check_shape(data: Any, path: Path) -> None:
+    """UnusableFileError naming ``path`` and the first misplaced field when ``data`` is not a split."""
+    try:
+        _SplitShape.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        problem = _PLAIN.get(first["type"], first["msg"].lower())
+        got = f", got {first['input']!r}" if first["type"] not in ("missing", "model_type") else ""
+        raise UnusableFileError(
+            f"{path} is not {SPLIT_FILE}: at {where}, {problem}{got[:80]} ({exc.error_count()} problem(s)); {RERUN}."
+        ) from None
+    missing = [name for name in CLASSES if name not in data["class_weights"]]
+    if missing:
+        raise UnusableFileError(f"{path} is not {SPLIT_FILE}: class_weights lacks {', '.join(missing)}; {RERUN}.")
 
 
 @dataclass(frozen=True)
@@ -30,6 +75,7 @@ class Split:
     val_counts: dict[str, int]
     class_weights: dict[str, float]
     config: SplitConfig
+    source: str = field(default="", compare=False)  # the file it was loaded from, for messages
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,9 +97,13 @@ class Split:
 
     @classmethod
     def load(cls, path: str | Path) -> Split:
-        data = json.loads(Path(path).read_text())
-        if data.get("format_version") != SPLIT_FORMAT_VERSION:
+        """The split in ``path``; UnusableFileError naming the file when it is missing, not
+        JSON, or not the shape ``save`` writes (indices are whole numbers, none negative)."""
+        path = Path(path)
+        data = read_json_file(path, SPLIT_FILE)
+        if isinstance(data, dict) and data.get("format_version") != SPLIT_FORMAT_VERSION:
             raise DatasetError(f"{path}: unknown split format {data.get('format_version')!r}; re-run the split step.")
+        _check_shape(data, path)
         return cls(
             np.asarray(data["train_indices"], dtype=np.int64),
             np.asarray(data["val_indices"], dtype=np.int64),
@@ -61,7 +111,20 @@ class Split:
             data["val_counts"],
             data["class_weights"],
             SplitConfig(val_fraction=data["val_fraction"], seed=data["seed"]),
+            str(path),
         )
+
+    def check_fits(self, num_images: int) -> None:
+        """DatasetError naming the split file when an index is not one of ``num_images``
+        (the split was made for another dataset)."""
+        indices = np.concatenate([self.train_indices, self.val_indices])
+        if len(indices) and (indices.max() >= num_images or indices.min() < 0):
+            bad = int(indices.max()) if indices.max() >= num_images else int(indices.min())
+            raise DatasetError(
+                f"{self.source or 'The split'} holds index {bad}, but the dataset has {num_images} images "
+                f"(indices 0 to {num_images - 1}): the split was made for another dataset; "
+                "rerun `fer-pipeline split` on this dataset and pass the file it writes."
+            )
 
     def class_weight_by_index(self) -> dict[int, float]:
         """Weights keyed by class index, as Keras' ``fit(class_weight=...)`` wants them."""

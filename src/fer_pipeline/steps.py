@@ -20,10 +20,11 @@ from typing import Any
 
 from fer_pipeline import storage
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.dataset import MANIFEST_FILE, FerDataset
-from fer_pipeline.errors import FerError, UnusableFileError, read_json_file
+from fer_pipeline.dataset import MANIFEST_FILE, PASS_A_DATASET, FerDataset
+from fer_pipeline.errors import DatasetError, FerError, UnusableFileError, read_json_file
 from fer_pipeline.files import write_json
 from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, short_description, to_markdown
+from fer_pipeline.runs.record import load_histories
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ def fetch_source(source: str, workdir: Path) -> Path:
         if source.rstrip("/").endswith((".zip", ".csv")):
             return storage.download_file(source, workdir / Path(source).name)
         return storage.download_dir(source.rstrip("/"), workdir / "source")
+    return existing_path(source)
+
+
+def existing_path(source: str) -> Path:
+    """A local data source as a Path; a missing one is a wrong command line (exit 2), named."""
     path = Path(source).expanduser()
     if not path.exists():
         raise FerError(
@@ -185,10 +191,17 @@ def file_problems(manifest: dict[str, Any], present: dict[str, str]) -> list[str
 
 
 def load_dataset(uri: str) -> FerDataset:
-    """Load a canonical dataset from a local directory, a ``gs://`` prefix, or a pointer file."""
+    """Load a canonical dataset from a local directory, a ``gs://`` prefix, or a pointer file.
+
+    A pointer is the JSON file the ingest component writes as its Dataset artifact
+    (``IngestOutcome.to_json``: ``{"uri": <the dataset's folder or gs:// prefix>, ...}``).
+    Any other file, a pointer without ``uri``, and a pointer to another file are refused
+    with a DatasetError naming the file.
+    """
     path = Path(uri)
     if path.is_file():  # a Dataset artifact's pointer (dataset.json)
-        return load_dataset(json.loads(path.read_text())["uri"])
+        uri = _pointer_target(path)
+        path = Path(uri)
     if not storage.is_gcs_uri(uri):
         return FerDataset.load(path)
     cache = Path(tempfile.gettempdir()) / "fer-pipeline-cache" / storage.GcsPath.parse(uri).name.replace("/", "_")
@@ -200,6 +213,21 @@ def load_dataset(uri: str) -> FerDataset:
         cache.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, cache)  # atomic: a half-downloaded cache is never read
     return FerDataset.load(cache)
+
+
+def _pointer_target(path: Path) -> str:
+    """The ``uri`` a Dataset artifact's pointer file holds: a folder or a ``gs://`` prefix."""
+    fix = f'{PASS_A_DATASET}, or the pointer the ingest component writes (JSON with its "uri")'
+    try:
+        pointer = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):  # a zip, an image, half a file: not a pointer
+        raise DatasetError(f"{path} is a file, not a canonical dataset; {fix}.") from None
+    target = pointer.get("uri") if isinstance(pointer, dict) else None
+    if not isinstance(target, str) or not target:
+        raise DatasetError(f'{path} is not a dataset pointer (no "uri" naming the dataset); {fix}.')
+    if not storage.is_gcs_uri(target) and Path(target).is_file():
+        raise DatasetError(f"{path} points at {target}, a file, not a dataset folder; {fix}.")
+    return target
 
 
 def _check_download(uri: str, directory: Path) -> None:
@@ -265,7 +293,7 @@ def evaluate_step(dataset_uri: str, model_path: Path, out_dir: Path, *, history_
     """Test-split metrics, plots and the HTML report; returns the metrics dict."""
     from fer_pipeline.evaluate import evaluate
 
-    histories = [json.loads(Path(p).read_text()) for p in history_paths if Path(p).is_file()]
+    histories = load_histories(history_paths)  # before anything is written: a refused command writes nothing
     return evaluate(Path(model_path), load_dataset(dataset_uri), Path(out_dir), histories=histories, run_info=run_info)
 
 

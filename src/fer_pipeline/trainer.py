@@ -10,6 +10,7 @@ Each phase reads the canonical dataset and the split, writes ``model.keras`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from fer_pipeline.augment import tta_crops_mismatch
 from fer_pipeline.checkpoint import PhaseBackup
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
+from fer_pipeline.errors import ConfigError
 from fer_pipeline.files import MODEL_FILE, write_json
 from fer_pipeline.model import build_model, load_model, tta_view_count, unfreeze_backbone, with_flip_tta
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for, make_optimizer, metrics_for
@@ -120,6 +122,43 @@ def train_frozen(
     )
 
 
+# The fields that shape the network phase 1 built; fine-tuning loads that network as it is.
+ARCHITECTURE_FIELDS = (
+    "backbone",
+    "image_size",
+    "compact_widths",
+    "compact_se",
+    "head_pooling",
+    "dense_units",
+    "dropouts",
+)
+
+
+def check_same_architecture(model_path: Path, cfg: TrainConfig) -> None:
+    """Refuse a fine-tuning recipe whose architecture differs from the one the model was built
+    with (recorded in ``history.json`` beside it), which would be silently ignored; BatchNorm's
+    freezing follows ``backbone`` too. Without that record there is nothing to compare."""
+    recorded = model_path.parent / HISTORY_FILE
+    try:
+        trained = json.loads(recorded.read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    asked = json.loads(json.dumps(cfg.to_dict()))  # as the record holds it: tuples as lists
+    differ = [name for name in ARCHITECTURE_FIELDS if name in trained and trained[name] != asked[name]]
+    if differ:
+        raise ConfigError(
+            f"{model_path} was built with {_flags(trained, differ)} ({recorded}), this fine-tuning recipe says "
+            f"{_flags(asked, differ)}: fine-tuning keeps the "
+            "model's architecture. Pass the options (or the --preset) the model was trained with."
+        )
+
+
+def _flags(values: dict, names: list[str]) -> str:
+    """``names`` as the CLI's flags with ``values``: --compact-widths 32,64 --image-size 48."""
+    shown = {n: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for n, v in values.items()}
+    return " ".join(f"--{n.replace('_', '-')} {shown[n]}" for n in names)
+
+
 def fine_tune(
     model_path: Path,
     dataset: FerDataset,
@@ -146,6 +185,8 @@ def fine_tune(
         ``cfg.tta`` the saved model averages predictions on each image and its mirror image.
     """
     from fer_pipeline.tensorboard import epochs_before
+
+    check_same_architecture(Path(model_path), cfg)
 
     def load_and_unfreeze() -> keras.Model:
         model = load_model(model_path)

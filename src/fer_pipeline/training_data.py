@@ -38,7 +38,11 @@ def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData
     Returns:
         The indices to use and, with class weighting, each training image's weight
         ``class_weights[label] ** class_weight_power``. Validation loss stays unweighted.
+
+    Raises:
+        DatasetError: naming the split file, when the split points past the dataset's images.
     """
+    split.check_fits(len(dataset))
     train_idx, val_idx = split.train_indices, split.val_indices
     if cfg.train_on_validation:
         # The split's class weights stay: a stratified split gives its two parts the same class shares.

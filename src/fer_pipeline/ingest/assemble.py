@@ -73,7 +73,7 @@ def _check_strict(report: IngestReport, options: IngestOptions) -> None:
     more = f" (and {len(rejected) - MAX_LISTED} more)" if len(rejected) > MAX_LISTED else ""
     raise IngestError(
         f"{len(rejected)} file(s) in {report.source} cannot be used: {listed}{more}. "
-        "Fix or remove them, or ingest with strict=False to leave them out.",
+        "Fix or remove them (`fer-pipeline validate --quarantine` lists every one).",
         report,
     )
 
@@ -123,8 +123,7 @@ def _conflict_message(dataset: FerDataset, analysis: DuplicateAnalysis, source: 
 
 def _check_every_class_present(report: IngestReport) -> None:
     """Fail when a split or a class ended up with no samples (all rejected or dropped)."""
-    empty = [f"{split}/{name}" for split in SPLITS for name, n in report.counts[split].items() if n == 0]
-    if empty:
+    if empty := report.empty_classes():
         raise IngestError(
             f"{report.source} leaves no usable images for {', '.join(empty)} after ingest; every class needs "
             "images in both train and test. Add or fix images there, or drop fewer (duplicate_policy, "

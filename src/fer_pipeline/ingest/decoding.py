@@ -41,7 +41,7 @@ def decode_image(data: bytes, convert: bool) -> tuple[np.ndarray, str | None]:
     if not convert:
         raise _Rejected(
             f"{described} image, expected {IMAGE_SIZE}x{IMAGE_SIZE} grayscale (mode L) JPEG or PNG; "
-            "ingest with convert=True to convert it"
+            "convert such images with --convert (the CLI) or allow_conversion=true (the pipeline)"
         )
     return _to_canonical(image), f"converted from {described}"
 

@@ -59,12 +59,17 @@ class IngestReport:
 
     @property
     def usable(self) -> bool:
-        """True when no file was rejected, i.e. a strict ingest accepts the source as is.
+        """True when no file was rejected and every class has images in both splits, i.e.
+        a strict ingest accepts the source as is.
 
         With ``strict=False`` an ingest returns a dataset of the good files even when
-        this is False; ``fer-pipeline validate`` should report the source as not usable.
+        rejections make this False; ``fer-pipeline validate`` reports the source as not usable.
         """
-        return self.rejected == 0
+        return self.rejected == 0 and not self.empty_classes()
+
+    def empty_classes(self) -> list[str]:
+        """``split/class`` for each class a split holds no image of after ingest."""
+        return [f"{split}/{name}" for split, counts in self.counts.items() for name, n in counts.items() if n == 0]
 
     def inputs(self) -> list[FileIssue]:
         """Every input file (or CSV row) once, with its status and, unless accepted, the reason."""
@@ -117,7 +122,12 @@ class IngestReport:
         lines += _issue_lines("Dropped", self.dropped, max_listed)
         if self.warnings:
             lines += ["Warnings:", *(f"  - {w}" for w in self.warnings)]
-        verdict = "yes" if self.usable else f"no ({self.rejected:,} file(s) rejected)"
+        if self.usable:
+            verdict = "yes"
+        elif self.rejected:
+            verdict = f"no ({self.rejected:,} file(s) rejected)"
+        else:
+            verdict = f"no (no images of {', '.join(self.empty_classes())})"
         lines.append(f"Usable: {verdict}")
         return "\n".join(lines)
 

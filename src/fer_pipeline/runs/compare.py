@@ -1,7 +1,7 @@
 """``fer-pipeline runs list|compare``: recorded runs from the run index, side by side.
 
 fer-pipeline runs list [--index PATH]
-fer-pipeline runs compare [-n 2] [--index PATH] [--all-params] [--json]
+fer-pipeline runs compare [-n 2 | --run RUN_ID...] [--index PATH] [--all-params] [--json]
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline.classes import CLASSES
+from fer_pipeline.errors import ConfigError
 from fer_pipeline.runs.index import DEFAULT_INDEX, RUNS_ENV, RunIndex, RunIndexError, default_index
 from fer_pipeline.runs.record import SUMMARY_METRICS
 
 LOWER_IS_BETTER = {"log_loss"}
+DEFAULT_LAST = 2  # runs compare's -n
 
 
 def differing_params(records: Sequence[dict]) -> list[str]:
@@ -134,8 +136,16 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=cmd_runs_list)
 
     compare = sub.add_parser("compare", help="The last N runs side by side: parameters that differ, metrics, duration.")
-    compare.add_argument("-n", "--last", type=int, default=2, help="how many of the latest runs (default 2; 0 = all)")
-    compare.add_argument("--run", action="append", default=[], metavar="RUN_ID", help="compare these runs instead")
+    compare.add_argument(
+        "-n",
+        "--last",
+        type=int,
+        default=None,
+        help=f"how many of the latest runs (default {DEFAULT_LAST}; 0 = all of them)",
+    )
+    compare.add_argument(
+        "--run", action="append", default=[], metavar="RUN_ID", help="compare these runs instead (not with -n)"
+    )
     compare.add_argument("--all-params", action="store_true", help="show every parameter, not only those that differ")
     compare.add_argument("--json", action="store_true", help="print the records as JSON")
     _index_option(compare)
@@ -173,6 +183,11 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> int:
+    if args.last is not None and args.last < 0:
+        raise ConfigError(f"-n {args.last} is negative; pass how many of the latest runs (0 for all of them).")
+    if args.last is not None and args.run:
+        raise ConfigError("-n and --run both choose the runs; pass one of them.")
+    last = DEFAULT_LAST if args.last is None else args.last
     index = _index(args)
     records = index.records()
     if args.run:
@@ -182,7 +197,7 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
             raise RunIndexError(f"No run {', '.join(missing)} in {index.path}; `fer-pipeline runs list` shows them.")
         records = [by_id[run] for run in args.run]
     else:
-        records = records[-args.last :] if args.last > 0 else records
+        records = records[-last:] if last > 0 else records
     if not records:
         print(f"No runs recorded in {index.path}.", file=sys.stderr)
         return 1

@@ -21,21 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline.classes import CLASSES
+from fer_pipeline.errors import UnusableFileError, read_json_file
 from fer_pipeline.files import write_json
 from fer_pipeline.registry import json_ready
-from fer_pipeline.runs.index import RunIndex
+from fer_pipeline.runs.index import SUMMARY_METRICS, RunIndex
 
 RECORD_FILE = "run.json"  # beside metrics.json in the evaluation directory
-# Headline metrics, in the order `runs compare` shows them.
-SUMMARY_METRICS = (
-    ("accuracy", "test accuracy"),
-    ("macro_f1", "macro-F1"),
-    ("weighted_f1", "weighted F1"),
-    ("macro_roc_auc", "macro ROC-AUC"),
-    ("log_loss", "log loss"),
-    ("public_test_accuracy", "PublicTest accuracy"),
-    ("private_test_accuracy", "PrivateTest accuracy"),
-)
+# SUMMARY_METRICS, the headline metrics in the order `runs compare` shows them, lives in
+# runs.index, whose shape check types them; it stays importable from here.
 # TrainConfig fields that say where a run keeps things, not how it trains.
 NOT_PARAMETERS = frozenset({"backup_dir"})
 
@@ -97,9 +90,34 @@ def run_record(
     )
 
 
+HISTORY_FILE_WHAT = "a history.json written by `fer-pipeline train-frozen` or `fer-pipeline fine-tune`"
+
+
 def load_histories(paths: Iterable[str | Path]) -> list[dict]:
-    """The phases' ``history.json`` records that exist, in order."""
-    return [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file()]
+    """The phases' history.json records, in order; UnusableFileError naming the first path
+    that is missing, not JSON, or not a phase's history (``trainer._save_phase``:
+    ``{"phase": str, "history": {metric: [number per epoch]}, ...}``)."""
+    histories = []
+    for path in paths:
+        record = read_json_file(path, HISTORY_FILE_WHAT)
+        if problem := _history_problem(record):
+            raise UnusableFileError(f"{path} is not {HISTORY_FILE_WHAT}: {problem}; pass that phase's history.json.")
+        histories.append(record)
+    return histories
+
+
+def _history_problem(record: Any) -> str:
+    """What keeps ``record`` from being a phase's history record; "" when nothing does."""
+    if not isinstance(record, dict):
+        return f"it holds a JSON {type(record).__name__}, not an object"
+    if not isinstance(record.get("phase"), str) or not isinstance(record.get("history"), dict):
+        return 'it lacks "phase" (a name) and "history" (per-epoch metrics)'
+    for metric, values in record["history"].items():
+        if not isinstance(values, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        ):
+            return f"history.{metric} is not a list of numbers"
+    return ""
 
 
 def pipeline_run_name(artifact_path: str | Path) -> str:
