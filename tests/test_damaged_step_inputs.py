@@ -96,7 +96,10 @@ BAD_SPLITS = {
     "no class_weights": (_split_variant(lambda d: d.pop("class_weights")), "class_weights"),
     "a class weight short": (_split_variant(lambda d: d["class_weights"].pop("happy")), "lacks happy"),
     "a zip": (lambda tmp, made: _write_zip(tmp / "split.zip"), "is not a split file"),
-    "a negative index": (_split_variant(lambda d: d["train_indices"].append(-1)), "index of 0 or more"),
+    "a negative index": (
+        _split_variant(lambda d: d["train_indices"].append(-1)),
+        "at train_indices.56, expected 0 or more, not -1",
+    ),
     "a fractional index": (_split_variant(lambda d: d["val_indices"].append(1.5)), "whole number"),
     "indices as a string": (_split_variant(lambda d: d.update(val_indices="1,2")), "val_indices"),
     "a string weight": (_split_variant(lambda d: d["class_weights"].update(sad="x")), "class_weights.sad"),

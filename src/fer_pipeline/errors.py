@@ -50,6 +50,45 @@ def read_json_file(path, what: str):
         raise UnusableFileError(f"{path} is not {what} ({exc}).") from None
 
 
+RESTORE = "fix that field, restore the file from a backup, or move it away to start a new one"
+_PLAIN = {
+    "missing": "a required field is missing",
+    "model_type": "expected a JSON object",
+    "dict_type": "expected a JSON object",
+    "list_type": "expected a JSON list",
+    "float_type": "expected a number",
+    "int_type": "expected a whole number",
+    "string_type": "expected a string",
+}
+
+
+def check_shape(shape, data, path, what: str, error: type[FerError], *, name_of=None, advice: str = RESTORE) -> None:
+    """Raise ``error`` naming ``path`` and the first misplaced field (with the value found)
+    when ``data``, read from a JSON file, is not the pydantic model ``shape``.
+
+    ``name_of`` may name the entry the field is in, given the field's location (a run by
+    its run_id); ``advice`` ends the message with the fix.
+    """
+    from pydantic import ValidationError
+
+    try:
+        shape.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        named = name_of(first["loc"]) if name_of else None
+        problem = _PLAIN.get(first["type"], first["msg"].lower())
+        if first["type"] == "greater_than_equal":
+            problem = f"expected {first['ctx']['ge']} or more"
+        if first["type"] not in ("missing", "model_type"):
+            found = repr(first.get("input"))
+            problem += f", not {found if len(found) <= 40 else found[:37] + '...'}"
+        raise error(
+            f"{path} is valid JSON but not {what}: at {where}{f' ({named})' if named else ''}, {problem} "
+            f"({exc.error_count()} problem(s)); {advice}."
+        ) from None
+
+
 def exit_in_one_line(main: Callable[[], int | None]) -> int:
     """Run a script's ``main`` (the benchmarks') to its exit code. A FerError or a missing
     file ends it as ``fer-pipeline`` ends: one line on stderr and the error's exit code,

@@ -24,17 +24,17 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 # The gate's names stay importable from here too (fer_pipeline.cloud.vertex_registry, the tests).
 from fer_pipeline.champion import CHALLENGER, CHAMPION, DEFAULT_PRIMARY_METRIC, champion_gate, metric_value
-from fer_pipeline.errors import ConfigError, FerError, UnusableFileError, read_json_file
+from fer_pipeline.errors import ConfigError, FerError, UnusableFileError, check_shape, read_json_file
 from fer_pipeline.files import locked, write_json, write_refusal
 
 log = logging.getLogger(__name__)
@@ -393,46 +393,6 @@ class _ModelShape(_Shape):
 class _IndexShape(_Shape):
     format_version: int
     models: dict[str, _ModelShape]
-
-
-def check_shape(
-    shape: type[BaseModel],
-    data: Any,
-    path: Path,
-    what: str,
-    error: type[FerError],
-    *,
-    name_of: Callable[[tuple], str | None] | None = None,
-) -> None:
-    """Raise ``error`` naming ``path`` and the first misplaced field when ``data`` is not ``shape``.
-
-    ``name_of`` may name the entry the field is in (given the field's location), e.g. a
-    run by its run_id; the message then names it beside the location.
-    """
-    try:
-        shape.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the top level"
-        named = name_of(first["loc"]) if name_of else None
-        plain = {
-            "missing": "a required field is missing",
-            "model_type": "expected a JSON object",
-            "dict_type": "expected a JSON object",
-            "list_type": "expected a JSON list",
-            "float_type": "expected a number or null",
-            "int_type": "expected a whole number",
-            "string_type": "expected a string",
-        }
-        problem = plain.get(first["type"], first["msg"].lower())
-        if first["type"] != "missing":
-            found = repr(first.get("input"))
-            problem += f", not {found if len(found) <= 40 else found[:37] + '...'}"
-        raise error(
-            f"{path} is valid JSON but not {what}: at {where}{f' ({named})' if named else ''}, {problem} "
-            f"({exc.error_count()} problem(s)); fix that field, restore the file from a backup, "
-            "or move it away to start a new one."
-        ) from None
 
 
 def _not_a_folder(root: Path, option: str | None = None) -> str:

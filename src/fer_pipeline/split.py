@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import train_test_split
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.config import SplitConfig
 from fer_pipeline.dataset import FerDataset, class_counts
-from fer_pipeline.errors import DatasetError, UnusableFileError, read_json_file
+from fer_pipeline.errors import DatasetError, UnusableFileError, check_shape, read_json_file
 from fer_pipeline.files import write_json
 
 SPLIT_FORMAT_VERSION = 1
@@ -37,29 +37,9 @@ class _SplitShape(BaseModel):
     val_indices: list[Annotated[int, Field(ge=0)]]
 
 
-_PLAIN = {
-    "missing": "a required field is missing",
-    "model_type": "expected a JSON object",
-    "dict_type": "expected a JSON object",
-    "list_type": "expected a JSON list",
-    "int_type": "expected a whole number",
-    "float_type": "expected a number",
-    "greater_than_equal": "expected an index of 0 or more",
-}
-
-
 def _check_shape(data: Any, path: Path) -> None:
     """UnusableFileError naming ``path`` and the first misplaced field when ``data`` is not a split."""
-    try:
-        _SplitShape.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the top level"
-        problem = _PLAIN.get(first["type"], first["msg"].lower())
-        got = f", got {first['input']!r}" if first["type"] not in ("missing", "model_type") else ""
-        raise UnusableFileError(
-            f"{path} is not {SPLIT_FILE}: at {where}, {problem}{got[:80]} ({exc.error_count()} problem(s)); {RERUN}."
-        ) from None
+    check_shape(_SplitShape, data, path, SPLIT_FILE, UnusableFileError, advice=RERUN)
     missing = [name for name in CLASSES if name not in data["class_weights"]]
     if missing:
         raise UnusableFileError(f"{path} is not {SPLIT_FILE}: class_weights lacks {', '.join(missing)}; {RERUN}.")

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictFloat, create_model
 
-from fer_pipeline.errors import FerError, UnusableFileError
+from fer_pipeline.errors import FerError, UnusableFileError, check_shape
 from fer_pipeline.files import locked, write_json
-from fer_pipeline.registry import check_shape, json_ready
+from fer_pipeline.registry import json_ready
 
 INDEX_FILE = "runs.json"
 FORMAT_VERSION = 1
