@@ -318,3 +318,15 @@ def test_good_inputs_reach_the_export(tmp_path, register_inputs):
             + ["--label", "commit=abc", "--label", "note=a=b", "--name", "fer.v2_x-1"]
         )
     assert not (tmp_path / "new").exists()
+
+
+def test_the_pipelines_register_step_checks_the_metrics_before_the_export(register_inputs, tmp_path):
+    """The register component calls steps.register_step directly, without the CLI's checks."""
+    from fer_pipeline.errors import UnusableFileError
+    from fer_pipeline.steps import register_step
+
+    model, metrics = register_inputs
+    metrics.write_text(json.dumps({"accuracy": 0.6}))
+    with pytest.raises(UnusableFileError, match=r"metrics\.json has no 'macro_f1', the metric the champion gate"):
+        register_step(model, metrics, registry=str(tmp_path / "reg"), display_name="fer-emotion", labels={})
+    assert not (tmp_path / "reg").exists()

@@ -144,6 +144,16 @@ def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
     assert err[0].startswith("error: Model 'no-such-model@champion' is not a local path"), err
 
 
+@pytest.mark.parametrize("name", ["a b/c", "", "@champion"])
+def test_a_name_that_cannot_be_a_url_segment_is_refused_before_any_loading(tmp_path, capsys, monkeypatch, name):
+    from fer_pipeline import cli_serve
+
+    monkeypatch.setattr(cli_serve, "import_server", lambda: pytest.fail("the server must not start"))
+    code = cli.main(["serve", str(tmp_path / "model.keras"), "--name", name, "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: --name: Model name {name!r} is invalid"), err
+
+
 def test_a_busy_port_is_one_line_before_any_loading(model_folder, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

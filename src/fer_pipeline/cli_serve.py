@@ -13,7 +13,7 @@ import sys
 
 from fer_pipeline.cli_models import EXIT_OK, add_registry_option, positive_int, reports_user_errors
 from fer_pipeline.cli_paths import output_file
-from fer_pipeline.errors import FerError
+from fer_pipeline.errors import ConfigError, FerError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8080  # what Vertex gives a serving container as AIP_HTTP_PORT
@@ -92,6 +92,13 @@ def run_serve(args: argparse.Namespace) -> int:
     """``serve MODEL``: load the model, then serve until Ctrl-C."""
     from fer_pipeline.serve_limits import Limits
 
+    if args.name is not None:  # it becomes the URLs' /v1/models/NAME
+        from fer_pipeline.registry import check_model_name
+
+        try:
+            check_model_name(args.name)
+        except FerError as exc:
+            raise ConfigError(f"--name: {exc}") from None
     server = import_server()
     limits = Limits(
         max_body_bytes=args.max_body_bytes,

@@ -21,7 +21,7 @@ from typing import Any
 from fer_pipeline import storage
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import MANIFEST_FILE, PASS_A_DATASET, FerDataset
-from fer_pipeline.errors import DatasetError, FerError, UnusableFileError, read_json_file
+from fer_pipeline.errors import DatasetError, FerError
 from fer_pipeline.files import write_json
 from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, short_description, to_markdown
 from fer_pipeline.runs.record import load_histories
@@ -326,10 +326,9 @@ def register_step(
         The registered version's description (name, version, aliases, location).
     """
     from fer_pipeline.export import export_serving_model
+    from fer_pipeline.registry import read_metrics_file
 
-    metrics = read_json_file(metrics_path, "the metrics.json that `evaluate` writes")
-    if not isinstance(metrics, dict):
-        raise UnusableFileError(f"{metrics_path} is not the metrics.json that `evaluate` writes (not a JSON object).")
+    metrics = read_metrics_file(metrics_path, primary_metric)  # before the export: a refusal costs nothing
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp:
         export_dir = export_serving_model(Path(model_path), Path(tmp) / "model")
