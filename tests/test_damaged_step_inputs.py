@@ -4,7 +4,9 @@ the refused command writes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -145,6 +147,30 @@ def test_a_split_made_in_code_with_a_negative_index_is_refused_too(made):
     bad = Split(np.array([-1, 0]), split.val_indices, {}, {}, split.class_weights, split.config)
     with pytest.raises(DatasetError, match="holds index -1"):
         phase_data(dataset, bad, TrainConfig())
+
+
+def test_a_split_whose_indices_land_on_test_images_is_refused(tmp_path, made):
+    """A same-sized dataset's split could point at this one's test images: training on them
+    would leak the test split into the reported accuracy."""
+    dataset = load_dataset(str(made / "ds"))
+    test_image = int(dataset.indices("test")[0])
+    path = _split_variant(lambda d: d["train_indices"].append(test_image))(tmp_path, made)
+    with pytest.raises(DatasetError, match=rf"puts 1 of this dataset's test images \(index {test_image} first\)"):
+        phase_data(dataset, Split.load(path), TrainConfig())
+
+
+def test_a_split_records_its_dataset_and_refuses_another_one(tmp_path, made):
+    split = Split.load(made / "split.json")
+    dataset = load_dataset(str(made / "ds"))
+    assert split.dataset_md5 and split.dataset_md5 == dataset.manifest["files"]["images.npz"]["md5"]
+    phase_data(dataset, split, TrainConfig())  # its own dataset: accepted
+    other = dataclasses.replace(dataset, manifest={**dataset.manifest, "files": {"images.npz": {"md5": "other=="}}})
+    with pytest.raises(
+        DatasetError, match=rf"images.npz has MD5 {re.escape(split.dataset_md5)}, this one's is other=="
+    ):
+        phase_data(other, split, TrainConfig())
+    unrecorded = _split_variant(lambda d: d.pop("dataset_images_md5"))(tmp_path, made)
+    phase_data(other, Split.load(unrecorded), TrainConfig())  # a split written before it was recorded: not compared
 
 
 def test_train_frozen_refuses_an_out_of_range_split_before_writing(tmp_path, made, capsys):

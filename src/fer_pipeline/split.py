@@ -13,13 +13,14 @@ from sklearn.model_selection import train_test_split
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.config import SplitConfig
-from fer_pipeline.dataset import FerDataset, class_counts
+from fer_pipeline.dataset import IMAGES_FILE, FerDataset, class_counts
 from fer_pipeline.errors import DatasetError, UnusableFileError, check_shape, read_json_file
 from fer_pipeline.files import write_json
 
 SPLIT_FORMAT_VERSION = 1
 SPLIT_FILE = "a split file written by `fer-pipeline split`"
 RERUN = "rerun `fer-pipeline split` on the dataset and pass the file it writes"
+RERUN_HERE = "rerun `fer-pipeline split` on this dataset and pass the file it writes"
 
 
 class _SplitShape(BaseModel):
@@ -56,6 +57,7 @@ class Split:
     class_weights: dict[str, float]
     config: SplitConfig
     source: str = field(default="", compare=False)  # the file it was loaded from, for messages
+    dataset_md5: str = field(default="", compare=False)  # images.npz's, as the dataset's manifest gives it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class Split:
             "class_weights": self.class_weights,
             "train_indices": self.train_indices.tolist(),
             "val_indices": self.val_indices.tolist(),
+            **({"dataset_images_md5": self.dataset_md5} if self.dataset_md5 else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -92,18 +95,31 @@ class Split:
             data["class_weights"],
             SplitConfig(val_fraction=data["val_fraction"], seed=data["seed"]),
             str(path),
+            str(data.get("dataset_images_md5") or ""),  # absent in files written before it was recorded
         )
 
-    def check_fits(self, num_images: int) -> None:
-        """DatasetError naming the split file when an index is not one of ``num_images``
-        (the split was made for another dataset)."""
+    def check_fits(self, dataset: FerDataset) -> None:
+        """DatasetError naming the split file when it was made for another dataset: an index
+        past its images, one of its test images (training on them would leak the test
+        split), or another images.npz than the one it recorded."""
+        named = self.source or "The split"
         indices = np.concatenate([self.train_indices, self.val_indices])
-        if len(indices) and (indices.max() >= num_images or indices.min() < 0):
-            bad = int(indices.max()) if indices.max() >= num_images else int(indices.min())
+        if len(indices) and (indices.max() >= len(dataset) or indices.min() < 0):
+            bad = int(indices.max()) if indices.max() >= len(dataset) else int(indices.min())
             raise DatasetError(
-                f"{self.source or 'The split'} holds index {bad}, but the dataset has {num_images} images "
-                f"(indices 0 to {num_images - 1}): the split was made for another dataset; "
-                "rerun `fer-pipeline split` on this dataset and pass the file it writes."
+                f"{named} holds index {bad}, but the dataset has {len(dataset)} images "
+                f"(indices 0 to {len(dataset) - 1}): the split was made for another dataset; {RERUN_HERE}."
+            )
+        if len(indices) and (not_train := indices[dataset.splits[indices] != "train"]).size:
+            raise DatasetError(
+                f"{named} puts {not_train.size} of this dataset's test images (index {int(not_train[0])} first) "
+                f"in training or validation: the split was made for another dataset; {RERUN_HERE}."
+            )
+        recorded, present = self.dataset_md5, dataset_md5(dataset)
+        if recorded and present and recorded != present:
+            raise DatasetError(
+                f"{named} was made for a dataset whose images.npz has MD5 {recorded}, this one's is {present}; "
+                f"{RERUN_HERE}."
             )
 
     def class_weight_by_index(self) -> dict[int, float]:
@@ -153,4 +169,11 @@ def make_split(dataset: FerDataset, cfg: SplitConfig) -> Split:
         class_counts(dataset.labels[val_idx]),
         balanced_class_weights(train_counts),
         cfg,
+        dataset_md5=dataset_md5(dataset),
     )
+
+
+def dataset_md5(dataset: FerDataset) -> str:
+    """The MD5 of the dataset's images.npz its manifest records ("" when it records none):
+    ingest writes the same bytes for the same source and options, so it names the data."""
+    return str(dataset.manifest.get("files", {}).get(IMAGES_FILE, {}).get("md5") or "")

@@ -42,7 +42,7 @@ def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData
     Raises:
         DatasetError: naming the split file, when the split points past the dataset's images.
     """
-    split.check_fits(len(dataset))
+    split.check_fits(dataset)
     train_idx, val_idx = split.train_indices, split.val_indices
     if cfg.train_on_validation:
         # The split's class weights stay: a stratified split gives its two parts the same class shares.
