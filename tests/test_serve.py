@@ -154,6 +154,13 @@ def test_a_name_that_cannot_be_a_url_segment_is_refused_before_any_loading(tmp_p
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: --name: Model name {name!r} is invalid"), err
 
 
+def test_an_unknown_host_is_refused_before_the_public_address_warning(tmp_path, capsys):
+    code = cli.main(["serve", str(tmp_path / "model.keras"), "--host", "999.1.1.1", "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err  # no "listening on 999.1.1.1" warning before it
+    assert err[0].startswith("error: --host '999.1.1.1' is not an address this machine knows"), err
+
+
 def test_a_busy_port_is_one_line_before_any_loading(model_folder, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

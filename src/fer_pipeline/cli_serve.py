@@ -108,6 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
     )
     if args.host not in (LOOPBACK, "localhost", "::1"):
+        server.bind_socket(args.host, args.port).close()  # an address this machine lacks: refused before the warning
         print(
             f"warning: listening on {args.host}: other machines can reach it, with no authentication.", file=sys.stderr
         )
