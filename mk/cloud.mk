@@ -60,7 +60,7 @@ OUTPUT ?=
 SERVE_FLAGS = --config '$(CONFIG)' $(if $(MODEL_NAME),--model-name '$(MODEL_NAME)') \
   $(if $(MODEL_VERSION),--version '$(MODEL_VERSION)') $(if $(MACHINE_TYPE),--machine-type '$(MACHINE_TYPE)') \
   $(if $(MIN_REPLICAS),--min-replicas '$(MIN_REPLICAS)') $(if $(MAX_REPLICAS),--max-replicas '$(MAX_REPLICAS)') \
-  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+  $(call switch,DRY_RUN,--dry-run)
 
 # Terraform
 TF ?= terraform
@@ -147,7 +147,7 @@ kind-down: ## Delete the kind cluster
 
 # ---- submit -------------------------------------------------------------------------
 submit: setup ## Submit the compiled pipeline: TARGET=vertex|kind, CONFIG=, DRY_RUN=1 (make compile first)
-	$(PY) -m pipelines.submit --target '$(TARGET)' --config '$(CONFIG)' $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+	$(PY) -m pipelines.submit --target '$(TARGET)' --config '$(CONFIG)' $(call switch,DRY_RUN,--dry-run)
 
 # ---- serve --------------------------------------------------------------------------
 deploy: setup ## Deploy the registry's champion to a Vertex AI endpoint (reused by name or created): ENDPOINT=, MODEL_VERSION=challenger TRAFFIC=10, MACHINE_TYPE=, DRY_RUN=1

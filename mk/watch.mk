@@ -39,8 +39,8 @@ report-screenshot: setup ## Full-page PNG of REPORT (default: the newest) with h
 	$(PY) tests/browser.py screenshot '$(REPORT)' '$(SHOT)' --width $(SHOT_WIDTH)
 
 publish: setup ## Upload build/pipeline.yaml to the Artifact Registry KFP repository (TEMPLATE_REPOSITORY), tags: commit, latest; DRY_RUN=1
-	$(PY) -m pipelines.publish --config '$(CONFIG)' $(if $(TAGS),$(foreach t,$(subst $(comma), ,$(TAGS)),--tag '$(t)')) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+	$(PY) -m pipelines.publish --config '$(CONFIG)' $(if $(TAGS),$(foreach t,$(subst $(comma), ,$(TAGS)),--tag '$(t)')) $(call switch,DRY_RUN,--dry-run)
 
 schedule: setup ## Create a Vertex AI schedule that retrains: CRON="TZ=Europe/Amsterdam 0 3 * * 1", SCHEDULE_NAME=, DRY_RUN=1
 	@test -n '$(CRON)' || { echo 'set CRON, e.g. make schedule CRON="TZ=Europe/Amsterdam 0 3 * * 1" (five fields, UTC without TZ=)' >&2; exit 2; }
-	$(PY) -m pipelines.schedule --config '$(CONFIG)' --cron '$(CRON)' $(if $(SCHEDULE_NAME),--name '$(SCHEDULE_NAME)') $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+	$(PY) -m pipelines.schedule --config '$(CONFIG)' --cron '$(CRON)' $(if $(SCHEDULE_NAME),--name '$(SCHEDULE_NAME)') $(call switch,DRY_RUN,--dry-run)

@@ -51,20 +51,22 @@ def build_vertex_job(settings: SubmitSettings, credentials=None):
     """The ``aiplatform.PipelineJob`` for these settings (nothing is sent)."""
     from google.cloud import aiplatform
 
-    job = aiplatform.PipelineJob(
-        display_name=settings.display_name or settings.pipeline_name,
-        template_path=str(settings.template),
-        job_id=settings.job_id or None,
-        pipeline_root=settings.pipeline_root,
-        parameter_values=dict(settings.parameters),
-        enable_caching=settings.enable_caching,
-        encryption_spec_key_name=settings.encryption_key or None,
-        labels=default_labels(settings),
-        credentials=credentials,
-        project=settings.project,
-        location=settings.region,
-    )
-    return job
+    try:
+        return aiplatform.PipelineJob(
+            display_name=settings.display_name or settings.pipeline_name,
+            template_path=str(settings.template),
+            job_id=settings.job_id or None,
+            pipeline_root=settings.pipeline_root,
+            parameter_values=dict(settings.parameters),
+            enable_caching=settings.enable_caching,
+            encryption_spec_key_name=settings.encryption_key or None,
+            labels=default_labels(settings),
+            credentials=credentials,
+            project=settings.project,
+            location=settings.region,
+        )
+    except ValueError as exc:  # aiplatform's own checks, e.g. a region Vertex AI does not have
+        raise ConfigError(f"error: Vertex AI refuses these settings: {exc}") from None
 
 
 def vertex_request(job, settings: SubmitSettings) -> dict[str, Any]:
@@ -167,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="one pipeline parameter")
     parser.add_argument("--dry-run", action="store_true", help="print the request as JSON, send nothing")
     args = parser.parse_args(argv)
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.auth.exceptions import GoogleAuthError
+
     try:
         overrides = cli_overrides(args.set, args.param)
         settings = load_settings(args.target, args.config, overrides=overrides)
@@ -174,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except GoogleAuthError as exc:
+        print(
+            f"error: no usable Google Cloud credentials ({exc}); run `gcloud auth application-default login`, "
+            "or DRY_RUN=1 to see the request without sending it.",
+            file=sys.stderr,
+        )
+        return 1
+    except GoogleAPICallError as exc:
+        print(f"error: Vertex AI refused the request: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,12 +5,14 @@ pipeline declares it, and check ranges and combinations as the components will."
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fer_pipeline.champion import GATE_METRICS
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.files import parse_bool
 from fer_pipeline.recipe import RECIPE_FIELDS, from_parameters, typed_field
@@ -50,9 +52,10 @@ def coerce(value: Any, parameter_type: str) -> Any:
             raise ValueError(f"expected an integer, got {value!r}")
         return int(value.strip()) if isinstance(value, str) else int(value)
     if parameter_type == "NUMBER_DOUBLE":
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
-        return float(value)
+        number = float(value) if not isinstance(value, bool) else math.nan
+        if not math.isfinite(number):  # a request cannot carry NaN or infinity
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if parameter_type == "BOOLEAN":
         return parse_bool(value)
     if parameter_type in ("LIST", "STRUCT"):
@@ -94,7 +97,34 @@ def resolve_parameters(
             ptype = pspec.get("parameterType", "STRING")
             problems.append((PARAM_PREFIX + name, f"missing: required pipeline parameter {name!r} ({ptype})"))
     problems += config_problems(values, declared)
+    problems += pipeline_problems(values)
     return values, problems
+
+
+def _gpu_types() -> list[str]:
+    from google.cloud.aiplatform_v1.types import accelerator_type
+
+    return [name for name in accelerator_type.AcceleratorType.__members__ if name != "ACCELERATOR_TYPE_UNSPECIFIED"]
+
+
+# The pipeline's own parameters (not the recipe's): what each must be, checked here because
+# a wrong one would fail only at its step, after the training (register, the GPU request).
+PIPELINE_CHECKS: dict[str, tuple[Any, str]] = {
+    "accuracy_threshold": (lambda v: 0.0 <= v <= 1.0, "an accuracy in [0, 1]"),
+    "gpu_count": (lambda v: 0 <= v <= 16, "a GPU count per machine from 0 to 16"),
+    "finetune_replicas": (lambda v: v >= 1, "1 or more machines"),
+    "primary_metric": (lambda v: v in GATE_METRICS, "one of " + ", ".join(GATE_METRICS) + " (higher is better)"),
+    "gpu_type": (lambda v: v in _gpu_types(), "a Vertex AI accelerator type such as NVIDIA_TESLA_T4 or NVIDIA_L4"),
+}
+
+
+def pipeline_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The given pipeline parameters outside what ``PIPELINE_CHECKS`` allows, each named."""
+    return [
+        (PARAM_PREFIX + name, f"must be {what}, got {values[name]!r}")
+        for name, (allowed, what) in PIPELINE_CHECKS.items()
+        if name in values and not allowed(values[name])
+    ]
 
 
 def config_problems(values: Mapping[str, Any], declared: Mapping[str, dict[str, Any]]) -> list[tuple[str, str]]:

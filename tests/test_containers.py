@@ -324,6 +324,9 @@ def test_gpu_lock_pins_the_cuda_wheels_and_the_same_tensorflow():
         ("compile", "FROZEN_ON_GPU", "--frozen-on-gpu"),
         ("run-local", "CACHE", "--cache"),
         ("run-containers", "CACHE", "--cache"),
+        ("submit", "DRY_RUN", "--dry-run"),  # a typo must not send a real request
+        ("deploy", "DRY_RUN", "--dry-run"),
+        ("publish", "DRY_RUN", "--dry-run"),
     ],
 )
 def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):

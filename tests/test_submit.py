@@ -262,6 +262,50 @@ def test_real_pipeline_requires_its_data_parameters(compiled):
     assert keys == {"PARAM_data_source", "PARAM_data_prefix"}
 
 
+@pytest.mark.parametrize(
+    "param, value, message",
+    [
+        ("accuracy_threshold", "nan", "expected a finite number, got 'nan'"),
+        ("accuracy_threshold", "2", "must be an accuracy in [0, 1], got 2.0"),
+        ("gpu_count", "-1", "must be a GPU count per machine from 0 to 16, got -1"),
+        ("finetune_replicas", "0", "must be 1 or more machines, got 0"),
+        ("primary_metric", "log_loss", "must be one of macro_f1, accuracy"),
+        ("gpu_type", "NOT_A_GPU", "must be a Vertex AI accelerator type"),
+    ],
+)
+def test_the_pipelines_own_parameters_are_checked_before_sending(compiled, param, value, message):
+    """A wrong one would fail only at its step, after the training, or as a protobuf traceback."""
+    vertex, _ = compiled
+    env = _env(
+        vertex, PARAM_data_source="gs://b/fer2013.zip", PARAM_data_prefix="gs://b/data", **{f"PARAM_{param}": value}
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings("vertex", None, environ=env)
+    problems = dict(info.value.problems)
+    assert message in problems[f"PARAM_{param}"], problems
+
+
+def test_a_region_vertex_lacks_and_missing_credentials_are_one_line(tiny_template, tmp_path, capsys, monkeypatch):
+    config = tmp_path / "submit.env"
+    for key in settings_mod.KEYS:
+        monkeypatch.delenv(key, raising=False)
+    config.write_text("\n".join(f"{k}={v}" for k, v in _env(tiny_template, PARAM_data_source="x").items()))
+    assert submit_mod.main(["--config", str(config), "--dry-run", "--set", "REGION=mars-west9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Vertex AI refuses these settings: Unsupported region") and "\n" not in err
+
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    def no_credentials(*args, **kwargs):
+        raise DefaultCredentialsError("Your default credentials were not found.")
+
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    assert submit_mod.main(["--config", str(config)]) == 1  # a real submit, offline
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no usable Google Cloud credentials") and "DRY_RUN=1" in err and "\n" not in err
+
+
 # ------------------------------------------------------------------ KFP (kind)
 def test_kfp_client_call(compiled, monkeypatch, capsys):
     import kfp

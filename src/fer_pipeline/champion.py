@@ -18,6 +18,15 @@ log = logging.getLogger("fer_pipeline.registry")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_PRIMARY_METRIC = "macro_f1"
+# The evaluate step's metrics where higher is better: the ones the gate can compare.
+GATE_METRICS = (
+    "macro_f1",
+    "accuracy",
+    "weighted_f1",
+    "macro_roc_auc",
+    "public_test_accuracy",
+    "private_test_accuracy",
+)
 
 
 def champion_gate(
