@@ -159,7 +159,7 @@ def malformed_requests(name: str, *, max_instances: int, max_body_bytes: int) ->
         BadRequest("JSON to :detect", "POST", detect, json_type, as_json(b64(face)), 415),
         BadRequest("empty photo", "POST", detect, png_type, b"", 400),
         BadRequest("photo not an image", "POST", detect, png_type, b"GIF89a but not really", 400),
-        BadRequest("photo of 10^5 squared", "POST", detect, png_type, png_header_only(10**5, 10**5), 400),
+        BadRequest("photo of 10^5 squared", "POST", detect, png_type, png_header_only(10**5, 10**5), 413),
         BadRequest("bad margin", "POST", detect + "?margin=lots", png_type, face, 400),
         BadRequest("unknown query parameter", "POST", detect + "?threshold=0.5", png_type, face, 400),
     ]

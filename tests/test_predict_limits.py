@@ -50,6 +50,19 @@ def test_a_photo_over_the_limit_is_refused_from_its_header(tmp_path):
         read_image(huge)
 
 
+def test_a_format_whose_size_cannot_be_read_before_decoding_is_refused(tmp_path):
+    """Radiance HDR is run-length encoded: a few kilobytes may declare any number of pixels,
+    and PIL cannot read its header, so the limit could not be checked before OpenCV decodes."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".hdr", np.ones((200, 200, 3), np.float32))
+    assert ok
+    hdr = tmp_path / "photo.hdr"
+    hdr.write_bytes(encoded.tobytes())
+    with pytest.raises(UnreadableImage, match=r"photo.hdr: not an image whose size can be read before decoding"):
+        read_image(hdr, max_pixels=10_000)
+
+
 def test_the_limit_is_an_option_and_the_other_photos_are_still_classified(model, tmp_path):
     photo = small_photo(tmp_path / "photo.png")  # 19,200 pixels
     huge = png_header_only(tmp_path / "huge.png", 30_000, 30_000)

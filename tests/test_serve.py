@@ -105,6 +105,14 @@ def test_a_raw_photo_gets_each_faces_box_and_emotions(client):
     assert set(face["emotions"]) == set(CLASSES) and face["label"] in CLASSES
 
 
+def test_a_photo_over_the_pixel_limit_gets_413_from_detect_as_from_predict(client, tmp_path):
+    from test_predict_limits import png_header_only
+
+    huge = png_header_only(tmp_path / "huge.png", 10_000, 10_000).read_bytes()  # 100 Mpx claimed, ~100 bytes
+    response = client.post("/v1/models/fer-test:detect", content=huge, headers={"Content-Type": "image/png"})
+    assert response.status_code == 413 and "over the" in response.json()["error"], response.text
+
+
 def test_a_photo_without_a_face_gets_no_faces_and_a_note(client):
     blank = png_bytes(np.full((120, 160), 128, np.uint8))
     response = client.post("/v1/models/fer-test:detect", content=blank, headers={"Content-Type": "image/png"})

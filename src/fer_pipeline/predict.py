@@ -59,6 +59,10 @@ class UnreadableImage(UnusableFileError):
     """One input photo cannot be used; the message names it and why."""
 
 
+class TooManyPixels(UnreadableImage):
+    """A photo whose header declares more pixels than the limit: refused before decoding."""
+
+
 def read_image(path: Path, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
     """Decode an image file to a BGR (or gray) uint8 array.
 
@@ -84,8 +88,12 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_PHOTO_PIXELS) -> 
     if buffer.size == 0:
         raise UnreadableImage(f"cannot read {name}: empty file")
     pixels = _declared_pixels(buffer)
-    if pixels is not None and pixels > max_pixels:
+    if pixels is None:  # OpenCV would decode it (Radiance HDR, PFM) with no bound on its pixels
         raise UnreadableImage(
+            f"cannot read {name}: not an image whose size can be read before decoding; send JPEG, PNG, BMP or GIF"
+        )
+    if pixels > max_pixels:
+        raise TooManyPixels(
             f"{name} has {pixels:,} pixels, over the {max_pixels:,}-pixel limit (--max-pixels); scale it down first"
         )
     try:

@@ -253,15 +253,16 @@ def detect_options(query: dict[str, str]) -> DetectOptions:
 
 def detect_body(model: ServedModel, body: bytes, options: DetectOptions, limits: Limits) -> dict[str, Any]:
     """A photo's bytes in, its faces out (runs in a worker thread)."""
-    from fer_pipeline.predict import NO_FACE_NOTE, UnreadableImage, classify_photo, decode_image
+    from fer_pipeline.predict import NO_FACE_NOTE, TooManyPixels, UnreadableImage, classify_photo, decode_image
     from fer_pipeline.prediction_log import Observed
 
     if not body:
         raise ApiError(400, "the body is empty; send the photo's bytes (curl --data-binary @photo.jpg)")
     try:
         image = decode_image(body, "the request's photo", limits.max_pixels)
-    except UnreadableImage as exc:
-        raise ApiError(400, str(exc).replace("(--max-pixels)", "(serve --max-pixels)")) from None
+    except UnreadableImage as exc:  # over the pixel limit: 413, as :predict answers
+        status = 413 if isinstance(exc, TooManyPixels) else 400
+        raise ApiError(status, str(exc).replace("(--max-pixels)", "(serve --max-pixels)")) from None
     seen = Observed()
     with keras_lock:
         faces = classify_photo(
