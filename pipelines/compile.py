@@ -11,6 +11,7 @@ steps' CPU, memory and GPU requests come from pipelines.resources' profiles.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -85,10 +86,32 @@ def compile_pipelines(
     return vertex, kfp
 
 
+MAX_GPUS = 16  # the most GPUs one machine has (Vertex's a2-megagpu-16g)
+# An image reference as Docker and Kubernetes parse it: [host[:port]/]path[:tag][@digest],
+# path components in lower case (distribution/reference's grammar, condensed).
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{{32,}})?"
+)
+
+
+def image_reference(value: str) -> str:
+    """An image name a cluster can pull (IMAGE=, GPU_IMAGE=, or REGISTRY= and TAG= that make them)."""
+    if not IMAGE_REFERENCE.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an image reference such as europe-west4-docker.pkg.dev/PROJECT/REPO/fer-pipeline-cpu:TAG "
+            "(lower-case path, no spaces or quotes); check IMAGE=, REGISTRY= and TAG="
+        )
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", required=True, help="image for ingest, split, evaluation, registration")
-    parser.add_argument("--gpu-image", required=True, help="image for both training phases")
+    parser.add_argument(
+        "--image", required=True, type=image_reference, help="image for ingest, split, evaluation, registration"
+    )
+    parser.add_argument("--gpu-image", required=True, type=image_reference, help="image for both training phases")
     parser.add_argument("--out-dir", type=Path, default=Path("build"))
     parser.add_argument("--commit", default=None, help="source commit recorded on models (default: git HEAD)")
     parser.add_argument(
@@ -107,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "--frozen-on-gpu", action="store_true", default=None, help="run frozen training on the GPU too (both files)"
     )
     args = parser.parse_args(argv)
-    if args.gpu_count is not None and args.gpu_count < 0:
-        parser.error(f"--gpu-count must be 0 or more, got {args.gpu_count}")
+    if args.gpu_count is not None and not 0 <= args.gpu_count <= MAX_GPUS:
+        parser.error(f"--gpu-count (GPU_COUNT=) must be from 0 to {MAX_GPUS} GPUs per step, got {args.gpu_count}")
     paths = compile_pipelines(
         args.out_dir,
         args.image,

@@ -86,3 +86,22 @@ def test_registration_is_gated_on_accuracy_and_never_cached(compiled):
     assert register["cachingOptions"] == {}  # enableCache absent = false in the IR
     assert doc["root"]["dag"]["tasks"]["train-frozen"]["cachingOptions"] == {"enableCache": True}
     assert doc["root"]["dag"]["tasks"]["ingest"]["retryPolicy"]["maxRetryCount"] == 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--image", ""], "'' is not an image reference"),
+        (["--image", "bad image"], "'bad image' is not an image reference"),
+        (["--gpu-image", "reg/x'y:t"], "is not an image reference"),
+        (["--gpu-count", "100000"], "--gpu-count (GPU_COUNT=) must be from 0 to 16 GPUs per step, got 100000"),
+    ],
+)
+def test_compile_refuses_what_a_cluster_could_not_pull_or_schedule(tmp_path, capsys, flags, message):
+    from pipelines import compile as compile_mod
+
+    argv = ["--image", "reg/cpu:t", "--gpu-image", "reg/gpu:t", "--out-dir", str(tmp_path / "build"), *flags]
+    with pytest.raises(SystemExit) as refused:
+        compile_mod.main(argv)
+    assert refused.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "build").exists()
