@@ -116,16 +116,21 @@ def read_env_file(path: Path) -> dict[str, str]:
     quotes). A line that is not ``KEY=VALUE`` is an error naming the file and line (python-
     dotenv alone would skip it with a logged warning)."""
     values: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for binding in parse_stream(io.StringIO(_text(path))):
         original = binding.original.string
         if binding.key is None and not binding.error:
             continue  # blank lines and comments
+        # a binding starts at the blank lines before it: name the line with the text
+        number = binding.original.line + original[: len(original) - len(original.lstrip())].count("\n")
         if binding.error or binding.value is None or not _KEY_RE.fullmatch(binding.key or ""):
-            # a binding starts at the blank lines before it: name the line with the text
-            number = binding.original.line + original[: len(original) - len(original.lstrip())].count("\n")
             raw = original.strip().splitlines()[0] if original.strip() else original
             raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}.")
-        values[binding.key] = binding.value
+        if binding.key in lines:  # the last would win unseen: which one did the user mean?
+            raise ConfigError(
+                f"{path}:{number}: {binding.key} is set again (first on line {lines[binding.key]}); keep one of them."
+            )
+        values[binding.key], lines[binding.key] = binding.value, number
     return values
 
 
@@ -144,7 +149,14 @@ def read_config(path: Path) -> dict[str, Any]:
         params = data.pop("parameters", None) or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{path}: 'parameters' must be a mapping of name: value.")
+        if misplaced := sorted(str(k) for k in data if str(k).upper().startswith(PARAM_PREFIX)):
+            raise ConfigError(
+                f"{path}: {', '.join(misplaced)} at the top level; pipeline parameters go under 'parameters:' by "
+                f"name (parameters: {{{misplaced[0][len(PARAM_PREFIX) :]}: ...}})."
+            )
         flat: dict[str, Any] = {str(k).upper(): v for k, v in data.items()}
+        if twice := sorted(k for k in flat if sum(str(key).upper() == k for key in data) > 1):
+            raise ConfigError(f"{path}: {', '.join(twice)} given twice (keys are read in any case); keep one of them.")
         flat.update({PARAM_PREFIX + str(k): v for k, v in params.items()})
         return flat
     return read_env_file(path)

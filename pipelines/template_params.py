@@ -89,9 +89,19 @@ def resolve_parameters(
             continue
         ptype = declared[name].get("parameterType", "STRING")
         try:
-            values[name] = coerce(value, ptype) if name != "recipe" else coerce(value, ptype) | values.get("recipe", {})
+            typed = coerce(value, ptype)
         except (ValueError, TypeError) as exc:
             problems.append((PARAM_PREFIX + name, f"{ptype}: {exc}"))
+            continue
+        if name == "recipe":  # fields given by name join it; one given both ways must agree
+            by_name = values.get("recipe", {})
+            problems += [
+                (PARAM_PREFIX + field, f"{by_name[field]!r} here, {typed[field]!r} in PARAM_recipe; give it once")
+                for field in sorted(set(typed) & set(by_name))
+                if typed[field] != by_name[field]
+            ]
+            typed = typed | by_name
+        values[name] = typed
     for name, pspec in sorted(declared.items()):
         if name not in given and "defaultValue" not in pspec and not pspec.get("isOptional"):
             ptype = pspec.get("parameterType", "STRING")

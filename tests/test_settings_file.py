@@ -137,3 +137,21 @@ def test_make_reads_the_file_through_the_python_loader(tmp_path):
     assert f"*** {bad}:2: expected KEY=VALUE, got 'oops'.  Stop." in result.stderr
     assert "Traceback" not in result.stderr
     assert _make("-n", "help", f"CONFIG={bad}").returncode == 0  # targets that use no setting never read it
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path):
+    config = tmp_path / "submit.env"
+    config.write_text("PROJECT=my-proj\n# later\nREGION=europe-west4\n\nPROJECT=dup-proj\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{config}:5: PROJECT is set again (first on line 1)")):
+        read_env_file(config)
+    yaml_config = tmp_path / "submit.yaml"
+    yaml_config.write_text("project: a\nPROJECT: b\n")
+    with pytest.raises(ConfigError, match="PROJECT given twice"):
+        read_config(yaml_config)
+
+
+def test_a_parameter_at_the_top_of_a_yaml_file_is_pointed_under_parameters(tmp_path):
+    config = tmp_path / "submit.yaml"
+    config.write_text("PROJECT: p\nPARAM_data_source: gs://b/fer2013.zip\n")
+    with pytest.raises(ConfigError, match=r"PARAM_data_source at the top level; .*parameters: \{data_source: \.\.\.\}"):
+        read_config(config)

@@ -285,6 +285,20 @@ def test_the_pipelines_own_parameters_are_checked_before_sending(compiled, param
     assert message in problems[f"PARAM_{param}"], problems
 
 
+def test_a_recipe_field_given_both_ways_must_agree(compiled):
+    vertex, _ = compiled
+    data = {"PARAM_data_source": "gs://b/fer2013.zip", "PARAM_data_prefix": "gs://b/data"}
+    env = _env(vertex, **data, PARAM_recipe='{"frozen_epochs": 3}', PARAM_frozen_epochs="5")
+    with pytest.raises(SettingsError) as info:
+        load_settings("vertex", None, environ=env)
+    assert dict(info.value.problems)["PARAM_frozen_epochs"] == "5 here, 3 in PARAM_recipe; give it once"
+    agreeing = _env(vertex, **data, PARAM_recipe='{"frozen_epochs": 5, "frozen_lr": 0.002}', PARAM_frozen_epochs="5")
+    assert load_settings("vertex", None, environ=agreeing).parameters["recipe"] == {
+        "frozen_epochs": 5,
+        "frozen_lr": 0.002,
+    }
+
+
 def test_a_region_vertex_lacks_and_missing_credentials_are_one_line(tiny_template, tmp_path, capsys, monkeypatch):
     config = tmp_path / "submit.env"
     for key in settings_mod.KEYS:
