@@ -156,6 +156,8 @@ def test_thresholds_are_options(tmp_path, source, test_split, capsys):
     code, _, _ = monitor(log, source, capsys, "--drift", "50", "--watch", "40")
     assert code == 0
     assert monitor(log, source, capsys, "--drift", "0.1", "--watch", "0.2")[0] == EXIT_USAGE
+    code, _, err = monitor(log, source, capsys, "--drift", "inf", "--watch", "inf")  # could never report drift
+    assert code == EXIT_USAGE and "both finite" in err
 
 
 def test_a_small_log_is_unreliable_not_drift(tmp_path, source, test_split, capsys):
@@ -186,6 +188,8 @@ BAD_LOGS = {
     "a list": ("[1, 2]\n", ":1: a JSON list"),
     "unknown class": ("GOOD\nGOOD\n" + "BAD_CLASS\n", ":3: predicted 'bored' is not one of"),
     "brightness out of range": ("BAD_BRIGHTNESS\n", ":1: brightness must be a number from 0 to 255"),
+    "a version that is not text": ("GOOD\nBAD_VERSION\n", ":2: model_version must be text, got None"),
+    "a time that is not text": ("BAD_TIME\n", ":1: time must be text, got 12"),
 }
 
 
@@ -200,6 +204,8 @@ def test_a_bad_log_is_one_line_naming_file_and_line(tmp_path, source, capsys, na
             "GOOD": good,
             "BAD_CLASS": good | {"predicted": "bored"},
             "BAD_BRIGHTNESS": good | {"brightness": 300},
+            "BAD_VERSION": good | {"model_version": None},
+            "BAD_TIME": good | {"time": 12},
         }
         for key, record in replacements.items():
             text = text.replace(key, json.dumps(record))

@@ -22,6 +22,7 @@ Face size and confidence have no counterpart in the training set (its crops are 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -54,8 +55,8 @@ class Thresholds:
     min_faces: int = MIN_FACES
 
     def __post_init__(self) -> None:
-        if not 0 < self.watch <= self.drift:
-            raise ConfigError(f"need 0 < watch <= drift, got watch {self.watch}, drift {self.drift}")
+        if not 0 < self.watch <= self.drift < math.inf:  # an infinite drift threshold could never be crossed
+            raise ConfigError(f"need 0 < watch <= drift, both finite, got watch {self.watch}, drift {self.drift}")
         if self.min_faces < 1:
             raise ConfigError(f"min_faces must be at least 1, got {self.min_faces}")
 

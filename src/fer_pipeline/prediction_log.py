@@ -214,6 +214,9 @@ def _record_problem(record: dict[str, Any]) -> str | None:
     missing = [name for name in FIELDS if name not in record]
     if missing:
         return f"missing field(s) {', '.join(missing)}"
+    for name in ("time", "model_version"):  # text, as prediction_record writes them
+        if not isinstance(record[name], str) or not record[name]:
+            return f"{name} must be text, got {record[name]!r}"
     for name in ("brightness", "contrast"):
         if not _is_number(record[name]) or not 0 <= record[name] <= 255:
             return f"{name} must be a number from 0 to 255, got {record[name]!r}"
