@@ -162,6 +162,9 @@ def malformed_requests(name: str, *, max_instances: int, max_body_bytes: int) ->
         BadRequest("photo of 10^5 squared", "POST", detect, png_type, png_header_only(10**5, 10**5), 413),
         BadRequest("bad margin", "POST", detect + "?margin=lots", png_type, face, 400),
         BadRequest("unknown query parameter", "POST", detect + "?threshold=0.5", png_type, face, 400),
+        BadRequest("query parameter on :predict", "POST", predict + "?margin=0.3", json_type, as_json(b64(face)), 400),
+        BadRequest("a verb the server lacks", "POST", f"/v1/models/{name}:explain", json_type, as_json(b64(face)), 404),
+        BadRequest("GET on a verb the server lacks", "GET", f"/v1/models/{name}:explain", {}, b"", 404),
     ]
 
 

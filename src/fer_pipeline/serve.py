@@ -151,6 +151,10 @@ def build_app(
 
     async def predict(request: Request) -> dict[str, Any]:
         target = served(request)
+        if request.query_params:  # options belong to :detect; here they would be ignored
+            raise ApiError(
+                400, f"unknown query parameter(s) {', '.join(sorted(request.query_params))}; :predict takes none"
+            )
         check_content_type(request, JSON_TYPES, images=False, hint="send JSON with Content-Type: application/json")
         with gate.admit():
             body = await read_body(request, limits)
@@ -188,10 +192,16 @@ def build_app(
     return app
 
 
+VERBS = ("predict", "detect")
+ROUTES = "routes: GET /v1/models/NAME[/metadata], POST /v1/models/NAME:predict or :detect, GET /health"
+
+
 def check_model(model: ServedModel, name: str, version: str | None) -> None:
     """404 naming what is served when the path names another model or version."""
     if ":" in name:
         verb = name.partition(":")[2]
+        if verb not in VERBS:
+            raise ApiError(404, f"no route :{verb}; {ROUTES}")
         raise ApiError(405, f":{verb} takes POST; GET /v1/models/{model.name} gives the status")
     if name != model.name:
         raise ApiError(404, f"no model named {name!r} here; this server serves {model.name!r}")
@@ -208,10 +218,15 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = f"{exc.detail}: {request.method} {request.url.path}"
-        if exc.status_code == 404:
-            message += "; routes: GET /v1/models/NAME[/metadata], POST /v1/models/NAME:predict or :detect, GET /health"
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        message, status = f"{exc.detail}: {request.method} {request.url.path}", exc.status_code
+        verb = request.url.path.rpartition("/")[2].partition(":")[2]
+        if status == 405 and verb and verb not in VERBS:  # POST NAME:explain matched GET NAME's route
+            message, status = f"no route :{verb}: {request.method} {request.url.path}", 404
+        if status == 404:
+            message += f"; {ROUTES}"
+        return JSONResponse(
+            {"error": message}, status_code=status, headers=exc.headers if status == exc.status_code else None
+        )
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
