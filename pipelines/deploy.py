@@ -127,19 +127,25 @@ def check_model_options(args: argparse.Namespace) -> None:
         )
 
 
+def _names_a_bucket(uri: str) -> bool:
+    return uri.startswith("gs://") and bool(uri[len("gs://") :].split("/", 1)[0])
+
+
 def check_batch_paths(args: argparse.Namespace, settings: Mapping[str, str]) -> str:
     """The output prefix; the input checked (a gs:// folder, or a .jsonl local or on gs://)."""
-    from fer_pipeline.batch_instances import is_uri_list
+    from fer_pipeline.batch_instances import image_uris, is_uri_list
 
     source = args.input
     if not source:
         raise bad_option("INPUT", "--input", "''", "a gs:// folder of images or a .jsonl of image URIs.")
-    if not source.startswith("gs://") and not (is_uri_list(source) and Path(source).is_file()):
+    if not _names_a_bucket(source) and not (is_uri_list(source) and Path(source).is_file()):
         raise bad_option(
             "INPUT", "--input", source, "must be a gs:// folder of images or a .jsonl of image URIs (local or gs://)."
         )
+    if not source.startswith("gs://"):  # a local list is read now: a bad line fails here, not after the lookups
+        image_uris(source)
     output = args.output or settings.get("PIPELINE_ROOT", "")
-    if not output.startswith("gs://"):
+    if not _names_a_bucket(output):
         raise bad_option(
             "OUTPUT",
             "--output",

@@ -274,6 +274,8 @@ def test_traffic_split_keeps_the_others_proportions_and_sums_to_100():
         (["deploy", "--endpoint", " "], "ENDPOINT='' (--endpoint)"),
         (["batch-predict"], "INPUT='' (--input)"),
         (["batch-predict", "--input", "/tmp/photos/"], "INPUT=/tmp/photos/ (--input): must be a gs:// folder"),
+        (["batch-predict", "--input", "gs://"], "INPUT=gs:// (--input): must be a gs:// folder"),
+        (["batch-predict", "--input", "gs://b/p/", "--output", "gs://"], "OUTPUT=gs:// (--output)"),
     ],
 )
 def test_bad_options_are_one_line_naming_the_option_and_nothing_is_sent(vertex, config, capsys, argv, named):
@@ -367,6 +369,14 @@ def test_batch_dry_run_from_a_uri_list_prints_the_job_and_stages_nothing(vertex,
     assert job["input_config"] == {"instances_format": "jsonl", "gcs_source": {"uris": [f"{prefix}/instances.jsonl"]}}
     assert job["instance_config"] == {"instance_type": "object", "key_field": "key"}
     assert job["output_config"]["gcs_destination"]["output_uri_prefix"] == f"{prefix}/predictions"
+
+
+def test_an_empty_uri_list_is_refused_before_any_lookup(vertex, config, tmp_path, capsys):
+    listed = tmp_path / "uris.jsonl"
+    listed.write_text("\n")
+    assert run(config, "batch-predict", "--input", str(listed)) == 1
+    assert f"No lines in {listed}" in capsys.readouterr().err
+    assert vertex.calls == []
 
 
 def test_a_bad_uri_line_is_named_by_file_and_line(vertex, config, bucket, tmp_path, capsys):
