@@ -162,6 +162,7 @@ def check_data(run: LocalRun) -> None:
     from fer_pipeline.errors import DatasetError
     from fer_pipeline.ingest import read_source
 
+    print(f"Checking DATA={run.data} before the pipeline starts (its ingest task reads it again):")
     try:
         read_source(path)
     except DatasetError as exc:
