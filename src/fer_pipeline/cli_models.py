@@ -7,8 +7,8 @@
 
 The main CLI calls ``add_subcommands(subparsers)`` and then ``args.func(args)``, which
 returns the exit code. Errors meant for the user (``FerError``) are printed to stderr
-as one line, with the error's exit code (1 an unusable input, 2 a wrong value). The registry folder defaults to ``$FER_REGISTRY`` or
-``build/registry``.
+as one line, with the error's exit code (1 an unusable input, 2 a wrong value). The
+registry folder defaults to ``$FER_REGISTRY`` or ``build/registry``.
 """
 
 from __future__ import annotations
