@@ -21,6 +21,7 @@ import yaml
 from kfp import compiler
 
 from components.images import CPU_IMAGE, GPU_IMAGE
+from fer_pipeline.cli_parser import OneLineParser
 from pipelines.resources import KFP_PROFILES, Profile, profile
 from pipelines.training import make_pipeline
 
@@ -107,7 +108,7 @@ def image_reference(value: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--image", required=True, type=image_reference, help="image for ingest, split, evaluation, registration"
     )

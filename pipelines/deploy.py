@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError, FerError
 from pipelines.settings import DEFAULT_CONFIG, EXAMPLE, _known, parse_labels, parse_pairs
 from pipelines.settings_file import merge_sources, non_empty
@@ -49,13 +50,6 @@ REQUIRED = ("PROJECT", "REGION")
 DEFAULT_MODEL = "fer-emotion"  # the pipeline's model_display_name
 _VERSION = re.compile(r"^(?:[1-9][0-9]*|[a-z][a-z0-9_-]{0,62})$")
 _MACHINE_TYPE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes as one line naming the option (argparse prints its usage first)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message}; see --help.\n")
 
 
 # ------------------------------------------------------------------ settings
@@ -244,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m pipelines.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--config", default=str(DEFAULT_CONFIG), help="KEY=VALUE, JSON or YAML settings file")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     common.add_argument("--dry-run", action="store_true", help="look up, print the requests as JSON, send nothing")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError
 from pipelines.settings import (
     DEFAULT_CONFIG,
@@ -138,7 +139,7 @@ def publish(settings: PublishSettings, *, dry_run: bool = False, auth=None, out=
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pipelines.publish", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="KEY=VALUE, JSON or YAML settings file")

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fer_pipeline.cli_parser import OneLineParser
 from pipelines import run_local
 from pipelines.container_engine import Engine, EngineError, detect_engine, docker_api, gpu_visible
 from pipelines.container_images import Image, check_user_and_paths, ensure_image, image_id, resolve_base_image
@@ -218,7 +219,7 @@ def compare_runs(subprocess_dir: Path, container_dir: Path) -> tuple[bool, str]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[run_local.LocalRun, argparse.Namespace]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[run_local.build_parser(add_help=False)],

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from fer_pipeline import synthetic
+from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import EXIT_UNUSABLE_INPUT, EXIT_USAGE
 from fer_pipeline.presets import PRESETS
 from fer_pipeline.recipe import minimal_overrides, preset_values
@@ -57,9 +58,7 @@ def parse_args(argv: list[str] | None) -> LocalRun:
 
 def build_parser(**kwargs) -> argparse.ArgumentParser:
     """run-local's options; run_containers builds on them (``add_help=False`` for a parent parser)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
     parser.add_argument("--data", default="", help="Kaggle zip, folder or fer2013.csv (default: generated sample)")
     parser.add_argument(
         "--epochs",

@@ -21,6 +21,7 @@ import re
 import sys
 from typing import Any
 
+from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError
 from pipelines.settings import DEFAULT_CONFIG, SettingsError, SubmitSettings, cli_overrides, load_settings
 from pipelines.submit import build_vertex_job
@@ -150,7 +151,7 @@ def create_schedule(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pipelines.schedule", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cron", required=True, help='e.g. "TZ=Europe/Amsterdam 0 3 * * 1" (Mondays 03:00)')

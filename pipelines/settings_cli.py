@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError
 from pipelines.settings import DEFAULT_CONFIG, TARGETS, load_settings, make_values
 from pipelines.settings_file import terraform_values, update_env_file
@@ -49,7 +50,7 @@ def from_terraform(tf: str, tf_dir: str, config: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pipelines.settings_cli",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

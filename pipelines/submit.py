@@ -25,6 +25,7 @@ import json
 import sys
 from typing import Any
 
+from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError
 from pipelines.settings import (
     DEFAULT_CONFIG,
@@ -160,7 +161,7 @@ def submit(settings: SubmitSettings, *, dry_run: bool = False, credentials=None,
 
 # ------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pipelines.submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--target", default="vertex", choices=TARGETS)

@@ -164,3 +164,13 @@ def test_validate_does_not_call_a_source_without_images_usable(tmp_path, capsys)
     captured = capsys.readouterr()
     assert "Usable: no (no images of train/angry" in captured.out and "Usable: yes" not in captured.out
     assert "dataset NOT usable" in captured.err
+
+
+def test_a_wrong_option_is_one_line_without_the_usage_block(capsys):
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["validate"])
+    err = capsys.readouterr().err
+    assert refused.value.code == EXIT_USAGE and "usage:" not in err
+    assert (
+        err == "fer-pipeline validate: error: the following arguments are required: path (--help lists the options)\n"
+    )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline import __version__, cli_models, cli_monitor, cli_serve, runs
+from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.cli_paths import given, given_path, output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.errors import FerError
@@ -274,7 +275,7 @@ def _removed_if_refused(out: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="fer-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
