@@ -78,8 +78,11 @@ test-fast: setup ## Run the tests except the slow and real-data ones
 # A yes/no make variable as a command-line flag: $(call switch,NAME,--flag). 1/yes/true give the
 # flag, empty/0/no/false nothing; anything else stops make before any work, naming the variable.
 switch = $(if $(filter 1 yes true,$($(1))),$(2),$(if $(filter-out 0 no false,$($(1))),$(error $(1)=$($(1)): use 1 or 0)))
+# A make value as one shell word: single-quoted, each quote in it written '\'' (a path or
+# name with a quote or a dollar sign reaches the command as given).
+sq = '$(subst ','\'',$(1))'
 
-RUN_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(call switch,CACHE,--cache)
+RUN_FLAGS = $(if $(DATA),--data $(call sq,$(DATA))) $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(call switch,CACHE,--cache)
 
 run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, PRESET=cpu, EPOCHS=, SAMPLES=, CACHE=1
 	$(PY) -m pipelines.run_local $(RUN_FLAGS)
@@ -102,7 +105,7 @@ GPU_COUNT ?=
 FROZEN_ON_GPU ?=
 
 compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP); KFP_PROFILE=kind|gke, GPU_COUNT=, FROZEN_ON_GPU=1
-	$(PY) -m pipelines.compile --image "$(IMAGE)" --gpu-image "$(GPU_IMAGE)" --out-dir build --kfp-profile "$(KFP_PROFILE)" \
+	$(PY) -m pipelines.compile --image $(call sq,$(IMAGE)) --gpu-image $(call sq,$(GPU_IMAGE)) --out-dir build --kfp-profile $(call sq,$(KFP_PROFILE)) \
 	  $(if $(GPU_COUNT),--gpu-count $(GPU_COUNT)) $(call switch,FROZEN_ON_GPU,--frozen-on-gpu)
 
 bench-setup: setup ## Install tf-keras for the seed-style baseline of bench/throughput.py (no deps: keeps tensorflow-cpu)
@@ -117,8 +120,8 @@ bench-containers: setup container-engine ## Image build times (cold, warm) and r
 	$(PY) -m bench.containers
 
 validate: setup ## Validate a dataset: make validate DATA=path/to/fer2013.zip
-	@test -n '$(DATA)' || { echo "set DATA= to the Kaggle zip, its folder or fer2013.csv: make validate DATA=path/to/fer2013.zip" >&2; exit 2; }
-	$(VENV)/bin/fer-pipeline validate "$(DATA)"
+	@test -n $(call sq,$(DATA)) || { echo "set DATA= to the Kaggle zip, its folder or fer2013.csv: make validate DATA=path/to/fer2013.zip" >&2; exit 2; }
+	$(VENV)/bin/fer-pipeline validate $(call sq,$(DATA))
 
 # serve: MODEL= a registry reference (in run-local's registry), a model folder or a .keras file;
 # PORT= the loopback port; `fer-pipeline serve --help` lists the limits.
@@ -126,7 +129,7 @@ MODEL ?= fer-emotion-local@champion
 PORT ?= 8080
 
 serve: setup ## Serve MODEL (default run-local's champion) on http://127.0.0.1:$(PORT) as Vertex's TensorFlow container does; MODEL=, PORT=
-	$(VENV)/bin/fer-pipeline serve "$(MODEL)" --registry build/local/registry --port $(PORT)
+	$(VENV)/bin/fer-pipeline serve $(call sq,$(MODEL)) --registry build/local/registry --port $(PORT)
 
 clean: ## Remove build outputs and local runs (keeps .venv)
 	rm -rf build .pytest_cache

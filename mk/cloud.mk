@@ -57,9 +57,9 @@ MIN_REPLICAS ?=
 MAX_REPLICAS ?=
 INPUT ?=
 OUTPUT ?=
-SERVE_FLAGS = --config '$(CONFIG)' $(if $(MODEL_NAME),--model-name '$(MODEL_NAME)') \
-  $(if $(MODEL_VERSION),--version '$(MODEL_VERSION)') $(if $(MACHINE_TYPE),--machine-type '$(MACHINE_TYPE)') \
-  $(if $(MIN_REPLICAS),--min-replicas '$(MIN_REPLICAS)') $(if $(MAX_REPLICAS),--max-replicas '$(MAX_REPLICAS)') \
+SERVE_FLAGS = --config $(call sq,$(CONFIG)) $(if $(MODEL_NAME),--model-name $(call sq,$(MODEL_NAME))) \
+  $(if $(MODEL_VERSION),--version $(call sq,$(MODEL_VERSION))) $(if $(MACHINE_TYPE),--machine-type $(call sq,$(MACHINE_TYPE))) \
+  $(if $(MIN_REPLICAS),--min-replicas $(call sq,$(MIN_REPLICAS))) $(if $(MAX_REPLICAS),--max-replicas $(call sq,$(MAX_REPLICAS))) \
   $(call switch,DRY_RUN,--dry-run)
 
 # Terraform
@@ -83,28 +83,28 @@ export ENGINE BASE_IMAGE GPU_BASE_IMAGE
 
 # ---- images -------------------------------------------------------------------------
 base-image-local: ## Make a local Debian bookworm base image (debootstrap; no registry): then make build BASE_IMAGE=$(LOCAL_BASE_IMAGE)
-	containers/base-image-local.sh '$(LOCAL_BASE_IMAGE)'
+	containers/base-image-local.sh $(call sq,$(LOCAL_BASE_IMAGE))
 
 build: build-cpu build-gpu ## Build both images (docker or podman), tagged $(TAG): IMAGE and GPU_IMAGE
 
 build-cpu: ## Build the CPU image (IMAGE: REGISTRY/fer-pipeline-cpu:TAG)
-	containers/build.sh cpu '$(IMAGE)'
+	containers/build.sh cpu $(call sq,$(IMAGE))
 
 build-gpu: ## Build the GPU training image (GPU_IMAGE: REGISTRY/fer-pipeline-gpu:TAG); several GB of CUDA wheels
-	containers/build.sh gpu '$(GPU_IMAGE)'
+	containers/build.sh gpu $(call sq,$(GPU_IMAGE))
 
 test-images: setup ## Run each built image once: CPU validates a generated dataset, GPU lists TensorFlow's devices
-	containers/test-images.sh '$(IMAGE)' '$(GPU_IMAGE)' '$(PY)'
+	containers/test-images.sh $(call sq,$(IMAGE)) $(call sq,$(GPU_IMAGE)) $(call sq,$(PY))
 
 push: ## Push both images to Artifact Registry (REGISTRY=$$(REGION)-docker.pkg.dev/$$(PROJECT)/$$(REPO))
-	@case '$(REGISTRY)' in *.*/*) ;; *) echo "REGISTRY='$(REGISTRY)' is a local name. Set REGISTRY=$(AR_REGISTRY) (or REGISTRY= in $(CONFIG); make infra-config writes it), rebuild, then push." >&2; exit 2;; esac
-	@if [ -z '$(ALLOW_DIRTY)' ] && [ -n "$$(git status --porcelain -- src pyproject.toml requirements.lock containers 2>/dev/null)" ]; then \
+	@case $(call sq,$(REGISTRY)) in *.*/*) ;; *) echo "REGISTRY=$(call sq,$(REGISTRY)) is a local name. Set REGISTRY=$(AR_REGISTRY) (or REGISTRY= in $(CONFIG); make infra-config writes it), rebuild, then push." >&2; exit 2;; esac
+	@if [ -z $(call sq,$(ALLOW_DIRTY)) ] && [ -n "$$(git status --porcelain -- src pyproject.toml requirements.lock containers 2>/dev/null)" ]; then \
 	  echo "uncommitted changes under src/, containers/ or the lock: the image would not match tag $(TAG). Commit, or ALLOW_DIRTY=1." >&2; exit 2; fi
-	containers/push.sh '$(IMAGE)' '$(GPU_IMAGE)'
+	containers/push.sh $(call sq,$(IMAGE)) $(call sq,$(GPU_IMAGE))
 
 cloudbuild: ## Build and push both images with Cloud Build (no local engine needed)
-	@test -n '$(PROJECT)' -a -n '$(REGION)' || { echo "set PROJECT and REGION (environment or $(CONFIG))" >&2; exit 2; }
-	gcloud builds submit --project '$(PROJECT)' --region '$(REGION)' --config cloudbuild.yaml \
+	@test -n $(call sq,$(PROJECT)) -a -n $(call sq,$(REGION)) || { echo "set PROJECT and REGION (environment or $(CONFIG))" >&2; exit 2; }
+	gcloud builds submit --project $(call sq,$(PROJECT)) --region $(call sq,$(REGION)) --config cloudbuild.yaml \
 	  --substitutions '_REGISTRY=$(AR_REGISTRY),_TAG=$(TAG)' .
 
 # ---- infrastructure -----------------------------------------------------------------
@@ -126,32 +126,32 @@ infra-apply: ## terraform apply the saved plan (infra-plan first)
 	$(TF) -chdir=$(TF_DIR) apply -input=false tfplan
 
 infra-config: setup ## Write $(CONFIG) from the terraform outputs (keeps its other keys)
-	$(PY) -m pipelines.settings_cli from-terraform --tf '$(TF)' --tf-dir $(TF_DIR) --config '$(CONFIG)'
+	$(PY) -m pipelines.settings_cli from-terraform --tf $(call sq,$(TF)) --tf-dir $(TF_DIR) --config $(call sq,$(CONFIG))
 
 # ---- kind + KFP ---------------------------------------------------------------------
 kind-up: ## Create the kind cluster (GPU-pool worker) and install KFP $(KFP_VERSION)
-	KFP_VERSION=$(KFP_VERSION) infra/kind/up.sh '$(KIND_CLUSTER)'
+	KFP_VERSION=$(KFP_VERSION) infra/kind/up.sh $(call sq,$(KIND_CLUSTER))
 
 kind-load: ## Load both images into the kind cluster
-	infra/kind/load-images.sh '$(KIND_CLUSTER)' '$(IMAGE)' '$(GPU_IMAGE)'
+	infra/kind/load-images.sh $(call sq,$(KIND_CLUSTER)) $(call sq,$(IMAGE)) $(call sq,$(GPU_IMAGE))
 
 kind-upload: ## Upload DATA= (Kaggle zip or fer2013.csv) to the kind cluster's Cloud Storage emulator (after kind-load)
-	@test -n '$(DATA)' || { echo "set DATA= to the Kaggle zip or fer2013.csv" >&2; exit 2; }
-	infra/kind/upload.sh '$(KIND_CLUSTER)' '$(IMAGE)' '$(DATA)'
+	@test -n $(call sq,$(DATA)) || { echo "set DATA= to the Kaggle zip or fer2013.csv" >&2; exit 2; }
+	infra/kind/upload.sh $(call sq,$(KIND_CLUSTER)) $(call sq,$(IMAGE)) $(call sq,$(DATA))
 
 kfp-forward: ## Port-forward the KFP UI/API to localhost:$(KFP_PORT)
 	infra/kind/port-forward.sh $(KFP_PORT)
 
 kind-down: ## Delete the kind cluster
-	infra/kind/down.sh '$(KIND_CLUSTER)'
+	infra/kind/down.sh $(call sq,$(KIND_CLUSTER))
 
 # ---- submit -------------------------------------------------------------------------
 submit: setup ## Submit the compiled pipeline: TARGET=vertex|kind, CONFIG=, DRY_RUN=1 (make compile first)
-	$(PY) -m pipelines.submit --target '$(TARGET)' --config '$(CONFIG)' $(call switch,DRY_RUN,--dry-run)
+	$(PY) -m pipelines.submit --target $(call sq,$(TARGET)) --config $(call sq,$(CONFIG)) $(call switch,DRY_RUN,--dry-run)
 
 # ---- serve --------------------------------------------------------------------------
 deploy: setup ## Deploy the registry's champion to a Vertex AI endpoint (reused by name or created): ENDPOINT=, MODEL_VERSION=challenger TRAFFIC=10, MACHINE_TYPE=, DRY_RUN=1
-	$(PY) -m pipelines.deploy deploy $(SERVE_FLAGS) $(if $(ENDPOINT),--endpoint '$(ENDPOINT)') $(if $(TRAFFIC),--traffic '$(TRAFFIC)')
+	$(PY) -m pipelines.deploy deploy $(SERVE_FLAGS) $(if $(ENDPOINT),--endpoint $(call sq,$(ENDPOINT))) $(if $(TRAFFIC),--traffic $(call sq,$(TRAFFIC)))
 
 batch-predict: setup ## Score a gs:// folder of images or a .jsonl of image URIs with a Vertex batch prediction job: INPUT=, OUTPUT=, DRY_RUN=1
-	$(PY) -m pipelines.deploy batch-predict $(SERVE_FLAGS) --input '$(INPUT)' $(if $(OUTPUT),--output '$(OUTPUT)')
+	$(PY) -m pipelines.deploy batch-predict $(SERVE_FLAGS) --input $(call sq,$(INPUT)) $(if $(OUTPUT),--output $(call sq,$(OUTPUT)))

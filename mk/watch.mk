@@ -25,22 +25,22 @@ TAGS ?=
 
 tensorboard: setup ## Serve the TensorBoard logs under LOGDIR (default build/) on http://127.0.0.1:$(TB_PORT)
 	@test -x $(VENV)/bin/tensorboard || { echo "tensorboard is not installed in $(VENV): reinstall the pinned dependencies (rm -f $(STAMP) && make setup)" >&2; exit 2; }
-	$(VENV)/bin/tensorboard --logdir '$(LOGDIR)' --host 127.0.0.1 --port $(TB_PORT)
+	$(VENV)/bin/tensorboard --logdir $(call sq,$(LOGDIR)) --host 127.0.0.1 --port $(TB_PORT)
 
 runs-compare: setup ## The last LAST runs side by side (RUNS=build/local/runs.json; fer-pipeline runs compare --help)
-	$(VENV)/bin/fer-pipeline runs compare --index '$(RUNS)' -n $(LAST)
+	$(VENV)/bin/fer-pipeline runs compare --index $(call sq,$(RUNS)) -n $(LAST)
 
 report-check: setup ## Open REPORT (default: the newest) in headless Chromium: images, class rows, console errors
-	@test -n '$(REPORT)' || { echo "no report under build/: make run-local first, or REPORT=path/to/report.html" >&2; exit 2; }
-	$(PY) tests/browser.py check '$(REPORT)'
+	@test -n $(call sq,$(REPORT)) || { echo "no report under build/: make run-local first, or REPORT=path/to/report.html" >&2; exit 2; }
+	$(PY) tests/browser.py check $(call sq,$(REPORT))
 
 report-screenshot: setup ## Full-page PNG of REPORT (default: the newest) with headless Chromium: SHOT=build/report.png
-	@test -n '$(REPORT)' || { echo "no report under build/: make run-local first, or REPORT=path/to/report.html" >&2; exit 2; }
-	$(PY) tests/browser.py screenshot '$(REPORT)' '$(SHOT)' --width $(SHOT_WIDTH)
+	@test -n $(call sq,$(REPORT)) || { echo "no report under build/: make run-local first, or REPORT=path/to/report.html" >&2; exit 2; }
+	$(PY) tests/browser.py screenshot $(call sq,$(REPORT)) $(call sq,$(SHOT)) --width $(SHOT_WIDTH)
 
 publish: setup ## Upload build/pipeline.yaml to the Artifact Registry KFP repository (TEMPLATE_REPOSITORY), tags: commit, latest; DRY_RUN=1
-	$(PY) -m pipelines.publish --config '$(CONFIG)' $(if $(TAGS),$(foreach t,$(subst $(comma), ,$(TAGS)),--tag '$(t)')) $(call switch,DRY_RUN,--dry-run)
+	$(PY) -m pipelines.publish --config $(call sq,$(CONFIG)) $(if $(TAGS),$(foreach t,$(subst $(comma), ,$(TAGS)),--tag $(call sq,$(t)))) $(call switch,DRY_RUN,--dry-run)
 
 schedule: setup ## Create a Vertex AI schedule that retrains: CRON="TZ=Europe/Amsterdam 0 3 * * 1", SCHEDULE_NAME=, DRY_RUN=1
-	@test -n '$(CRON)' || { echo 'set CRON, e.g. make schedule CRON="TZ=Europe/Amsterdam 0 3 * * 1" (five fields, UTC without TZ=)' >&2; exit 2; }
-	$(PY) -m pipelines.schedule --config '$(CONFIG)' --cron '$(CRON)' $(if $(SCHEDULE_NAME),--name '$(SCHEDULE_NAME)') $(call switch,DRY_RUN,--dry-run)
+	@test -n $(call sq,$(CRON)) || { echo 'set CRON, e.g. make schedule CRON="TZ=Europe/Amsterdam 0 3 * * 1" (five fields, UTC without TZ=)' >&2; exit 2; }
+	$(PY) -m pipelines.schedule --config $(call sq,$(CONFIG)) --cron $(call sq,$(CRON)) $(if $(SCHEDULE_NAME),--name $(call sq,$(SCHEDULE_NAME))) $(call switch,DRY_RUN,--dry-run)

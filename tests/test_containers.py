@@ -338,6 +338,13 @@ def test_yes_no_make_variables_give_their_flag_or_stop(target, variable, flag):
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_a_value_with_a_quote_reaches_the_command_as_one_word():
+    out = _make("-n", "run-local", "DATA=/tmp/it's here.zip")
+    assert "--data '/tmp/it'\\''s here.zip'" in out
+    assert "--model-name 'a'\\''b'" in _make("-n", "deploy", "DRY_RUN=1", "MODEL_NAME=a'b", "CONFIG=/tmp/none.env")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 @pytest.mark.parametrize("target", ["test", "test-fast"])
 def test_test_workers_reach_pytest_or_stop_make_naming_the_variable(target):
     for value in ("2", "0", "auto"):
