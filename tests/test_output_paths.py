@@ -52,6 +52,11 @@ CASES = {
         "--json",
         "cannot write to",
     ),
+    "train-frozen --backup-dir is a file": (
+        ["train-frozen", "{data}", "--split", "{file}", "--out", "{dir}/m", "--backup-dir", "{file}"],
+        "--backup-dir",
+        "is a file, not a folder",
+    ),
     "predict --annotate is a file": (
         ["predict", "{file}", "{file}", "--annotate", "{file}"],
         "--annotate",

@@ -58,6 +58,10 @@ def _parse_bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Fields that name a folder the command writes: checked as --out is, before any work.
+FOLDER_FIELDS = {"backup_dir": lambda value: str(output_dir(value)) if "://" not in value else value}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls, only: Sequence[str] | None = None) -> None:
     """One ``--field-name`` option per dataclass field, typed from its default."""
     group = parser.add_argument_group(f"{cls.__name__} (defaults in fer_pipeline/config.py)")
@@ -71,6 +75,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, only: Sequence[st
             kind = _parse_tuple(type(default[0]) if default else str)
         else:
             kind = type(default)
+        kind = FOLDER_FIELDS.get(f.name, kind)
         group.add_argument(
             f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None, help=f"default: {default!r}"
         )
