@@ -22,7 +22,7 @@ from kfp import compiler
 
 from components.images import CPU_IMAGE, GPU_IMAGE
 from fer_pipeline.cli_parser import OneLineParser
-from pipelines.resources import KFP_PROFILES, Profile, profile
+from pipelines.resources import KFP_PROFILES, MAX_GPUS, Profile, profile
 from pipelines.training import make_pipeline
 
 VERTEX_FILE = "pipeline.yaml"
@@ -87,7 +87,6 @@ def compile_pipelines(
     return vertex, kfp
 
 
-MAX_GPUS = 16  # the most GPUs one machine has (Vertex's a2-megagpu-16g)
 # An image reference as Docker and Kubernetes parse it: [host[:port]/]path[:tag][@digest],
 # path components in lower case (distribution/reference's grammar, condensed).
 _DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"

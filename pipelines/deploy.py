@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fer_pipeline import storage
 from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError, FerError
 from pipelines.settings import DEFAULT_CONFIG, EXAMPLE, _known, parse_labels, parse_pairs
@@ -122,7 +123,11 @@ def check_model_options(args: argparse.Namespace) -> None:
 
 
 def _names_a_bucket(uri: str) -> bool:
-    return uri.startswith("gs://") and bool(uri[len("gs://") :].split("/", 1)[0])
+    try:
+        storage.GcsPath.parse(uri)
+    except FerError:
+        return False
+    return True
 
 
 def check_batch_paths(args: argparse.Namespace, settings: Mapping[str, str]) -> str:

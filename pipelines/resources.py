@@ -83,6 +83,8 @@ class Profile:
         return replace(self, **changes)
 
 
+MAX_GPUS = 16  # the most GPUs one machine has (Vertex's a2-megagpu-16g): GPU_COUNT= and gpu_count
+
 PROFILES = {
     "vertex": Profile("vertex", "vertex", Resources(cpu_limit="8", memory_limit="32G")),
     "kind": Profile(

@@ -16,6 +16,7 @@ from fer_pipeline.champion import GATE_METRICS
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.files import parse_bool
 from fer_pipeline.recipe import RECIPE_FIELDS, from_parameters, typed_field
+from pipelines.resources import MAX_GPUS
 from pipelines.settings_file import PARAM_PREFIX
 
 
@@ -121,7 +122,7 @@ def _gpu_types() -> list[str]:
 # a wrong one would fail only at its step, after the training (register, the GPU request).
 PIPELINE_CHECKS: dict[str, tuple[Any, str]] = {
     "accuracy_threshold": (lambda v: 0.0 <= v <= 1.0, "an accuracy in [0, 1]"),
-    "gpu_count": (lambda v: 0 <= v <= 16, "a GPU count per machine from 0 to 16"),
+    "gpu_count": (lambda v: 0 <= v <= MAX_GPUS, f"a GPU count per machine from 0 to {MAX_GPUS}"),
     "finetune_replicas": (lambda v: v >= 1, "1 or more machines"),
     "primary_metric": (lambda v: v in GATE_METRICS, "one of " + ", ".join(GATE_METRICS) + " (higher is better)"),
     "gpu_type": (lambda v: v in _gpu_types(), "a Vertex AI accelerator type such as NVIDIA_TESLA_T4 or NVIDIA_L4"),

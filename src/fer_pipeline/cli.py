@@ -181,14 +181,7 @@ def cmd_register(args) -> int:
     """Every option and the metrics file are checked here, before the export (seconds)
     writes anything: the command line first (exit 2), then the metrics (exit 1)."""
     from fer_pipeline.errors import ConfigError
-    from fer_pipeline.registry import (
-        LocalRegistry,
-        RegistryError,
-        check_model_name,
-        check_registry_folder,
-        parse_labels,
-        read_metrics_file,
-    )
+    from fer_pipeline.registry import LocalRegistry, check_model_name, check_registry_folder, parse_labels
     from fer_pipeline.steps import register_step
 
     labels = parse_labels(args.label)
@@ -198,13 +191,10 @@ def cmd_register(args) -> int:
             "a Vertex AI registration is the pipeline's register step (`make compile && make submit`, "
             "registry=vertex, the default), which has the project, location and staging bucket it needs."
         )
-    try:
-        check_model_name(args.name)
-    except RegistryError as exc:
-        raise ConfigError(f"--name: {exc}") from None
+    check_model_name(args.name, option="--name")
     check_registry_folder(args.registry, option="--registry")
     LocalRegistry(Path(args.registry)).list()  # a damaged index.json is refused now, not after the export
-    read_metrics_file(args.metrics)
+    # register_step reads the metrics file before its export
     _print_json(register_step(args.model, args.metrics, registry=args.registry, display_name=args.name, labels=labels))
     return 0
 

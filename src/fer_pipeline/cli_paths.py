@@ -8,14 +8,12 @@ import argparse
 import os
 from pathlib import Path
 
-from fer_pipeline.files import write_refusal
+from fer_pipeline.files import nearest_existing, write_refusal
 
 
 def given(value: str) -> str:
     """A path or URI to read, not empty (an empty one would mean the current folder)."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("an empty path; give the file or folder to read")
-    return value
+    return _not_empty(value, "file or folder to read")
 
 
 def given_path(value: str) -> Path:
@@ -25,7 +23,7 @@ def given_path(value: str) -> Path:
 
 def output_dir(value: str) -> Path:
     """A folder to write into: absent (it is made) or a folder, not a file."""
-    path = Path(_not_empty(value, "folder")).expanduser()
+    path = Path(_not_empty(value, "folder to write")).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(
             f"{value} is a file, not a folder; give a folder to write into (it is made if absent)"
@@ -36,31 +34,26 @@ def output_dir(value: str) -> Path:
 
 def output_file(value: str) -> Path:
     """A file to write: absent or a file (replaced), not a folder."""
-    path = Path(_not_empty(value, "file")).expanduser()
+    path = Path(_not_empty(value, "file to write")).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file to write")
     _check_parent(path, value)
     return path
 
 
-def _not_empty(value: str, kind: str) -> str:
+def _not_empty(value: str, what: str) -> str:
     if not value.strip():
-        raise argparse.ArgumentTypeError(f"an empty path; give the {kind} to write (an empty one would be this folder)")
+        raise argparse.ArgumentTypeError(f"an empty path; give the {what} (an empty one would be this folder)")
     return value
 
 
 def _check_parent(path: Path, value: str) -> None:
     """The nearest existing folder above ``path`` must be a folder (not a file) this process can
     write into, and so must ``path`` itself where it exists."""
-    if path.exists():
-        _check_writable(path, value)
-        return
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{value}: {parent} is a file, so nothing can be written below it")
-            _check_writable(parent, value)
-            return
+    existing = nearest_existing(path.absolute())
+    if existing != path.absolute() and not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: {existing} is a file, so nothing can be written below it")
+    _check_writable(existing, value)
 
 
 def _check_writable(path: Path, value: str) -> None:

@@ -13,7 +13,7 @@ import sys
 
 from fer_pipeline.cli_models import EXIT_OK, add_registry_option, positive_int, reports_user_errors
 from fer_pipeline.cli_paths import output_file
-from fer_pipeline.errors import ConfigError, FerError
+from fer_pipeline.errors import FerError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8080  # what Vertex gives a serving container as AIP_HTTP_PORT
@@ -95,10 +95,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.name is not None:  # it becomes the URLs' /v1/models/NAME
         from fer_pipeline.registry import check_model_name
 
-        try:
-            check_model_name(args.name)
-        except FerError as exc:
-            raise ConfigError(f"--name: {exc}") from None
+        check_model_name(args.name, option="--name")
     server = import_server()
     limits = Limits(
         max_body_bytes=args.max_body_bytes,

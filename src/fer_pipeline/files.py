@@ -86,3 +86,9 @@ def write_refusal(folder: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself when it exists, else its nearest existing parent: where a folder that
+    is made for ``path`` would be created."""
+    return next(p for p in (path, *path.parents) if p.exists())

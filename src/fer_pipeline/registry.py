@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 # The gate's names stay importable from here too (fer_pipeline.cloud.vertex_registry, the tests).
 from fer_pipeline.champion import CHALLENGER, CHAMPION, DEFAULT_PRIMARY_METRIC, champion_gate, metric_value
 from fer_pipeline.errors import ConfigError, FerError, UnusableFileError, check_shape, read_json_file
-from fer_pipeline.files import locked, write_json, write_refusal
+from fer_pipeline.files import locked, nearest_existing, write_json, write_refusal
 
 log = logging.getLogger(__name__)
 
@@ -418,10 +418,10 @@ def check_registry_folder(root: str | Path, option: str | None = None) -> None:
     root = Path(value)  # as the registration will use it
     if root.exists() and not root.is_dir():
         raise RegistryError(_not_a_folder(root, option))
-    folder = root if root.exists() else next((p for p in root.absolute().parents if p.exists()), None)
-    if folder is None or not folder.is_dir():
+    folder = nearest_existing(root.absolute())
+    if not folder.is_dir():
         raise RegistryError(f"{named}: {folder} is a file, so no registry folder can be made below it.")
-    if not os.access(folder, os.W_OK | os.X_OK) or write_refusal(folder):
+    if write_refusal(folder):
         raise RegistryError(f"{named}: {folder} is not writable by this user; pass a folder you can write to.")
     index = root / INDEX_FILE
     if index.exists() and not (index.is_file() and os.access(index, os.R_OK | os.W_OK)):
@@ -467,11 +467,12 @@ def read_metrics_file(path: str | Path, primary_metric: str = DEFAULT_PRIMARY_ME
     return metrics
 
 
-def check_model_name(name: str) -> None:
-    """Model names become folder names and precede ``@`` in references."""
+def check_model_name(name: str, option: str | None = None) -> None:
+    """Model names become folder names and precede ``@`` in references (and the server's
+    URLs); ``option`` (``--name``) is named in the message when given."""
     if not _NAME_PATTERN.match(name or ""):
         raise RegistryError(
-            f"Model name {name!r} is invalid; use letters, digits, '.', '_' or '-' "
+            f"{f'{option}: ' if option else ''}Model name {name!r} is invalid; use letters, digits, '.', '_' or '-' "
             "(starting with a letter or digit, at most 128 characters)."
         )
 

@@ -19,8 +19,7 @@ from fer_pipeline.files import write_json
 
 SPLIT_FORMAT_VERSION = 1
 SPLIT_FILE = "a split file written by `fer-pipeline split`"
-RERUN = "rerun `fer-pipeline split` on the dataset and pass the file it writes"
-RERUN_HERE = "rerun `fer-pipeline split` on this dataset and pass the file it writes"
+RERUN = "rerun `fer-pipeline split` on this dataset and pass the file it writes"
 
 
 class _SplitShape(BaseModel):
@@ -108,18 +107,17 @@ class Split:
             bad = int(indices.max()) if indices.max() >= len(dataset) else int(indices.min())
             raise DatasetError(
                 f"{named} holds index {bad}, but the dataset has {len(dataset)} images "
-                f"(indices 0 to {len(dataset) - 1}): the split was made for another dataset; {RERUN_HERE}."
+                f"(indices 0 to {len(dataset) - 1}): the split was made for another dataset; {RERUN}."
             )
         if len(indices) and (not_train := indices[dataset.splits[indices] != "train"]).size:
             raise DatasetError(
                 f"{named} puts {not_train.size} of this dataset's test images (index {int(not_train[0])} first) "
-                f"in training or validation: the split was made for another dataset; {RERUN_HERE}."
+                f"in training or validation: the split was made for another dataset; {RERUN}."
             )
         recorded, present = self.dataset_md5, dataset_md5(dataset)
         if recorded and present and recorded != present:
             raise DatasetError(
-                f"{named} was made for a dataset whose images.npz has MD5 {recorded}, this one's is {present}; "
-                f"{RERUN_HERE}."
+                f"{named} was made for a dataset whose images.npz has MD5 {recorded}, this one's is {present}; {RERUN}."
             )
 
     def class_weight_by_index(self) -> dict[int, float]:

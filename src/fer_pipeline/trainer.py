@@ -155,8 +155,11 @@ def check_same_architecture(model_path: Path, cfg: TrainConfig) -> None:
 
 def _flags(values: dict, names: list[str]) -> str:
     """``names`` as the CLI's flags with ``values``: --compact-widths 32,64 --image-size 48."""
-    shown = {n: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for n, v in values.items()}
-    return " ".join(f"--{n.replace('_', '-')} {shown[n]}" for n in names)
+
+    def shown(value) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return " ".join(f"--{n.replace('_', '-')} {shown(values[n])}" for n in names)
 
 
 def fine_tune(

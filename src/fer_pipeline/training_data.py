@@ -40,7 +40,9 @@ def phase_data(dataset: FerDataset, split: Split, cfg: TrainConfig) -> PhaseData
         ``class_weights[label] ** class_weight_power``. Validation loss stays unweighted.
 
     Raises:
-        DatasetError: naming the split file, when the split points past the dataset's images.
+        DatasetError: naming the split file, when it was made for another dataset
+            (``Split.check_fits``: indices past its images or on its test images, another
+            images.npz).
     """
     split.check_fits(dataset)
     train_idx, val_idx = split.train_indices, split.val_indices
