@@ -155,6 +155,35 @@ def test_a_class_missing_from_the_test_set_has_no_auc_but_the_rest_do():
     assert metrics["public_test_accuracy"] is None and metrics["private_test_accuracy"] is None
 
 
+def test_a_class_neither_in_the_labels_nor_predicted_is_left_out_of_the_macro_averages():
+    labels = np.repeat([k for k in range(NUM_CLASSES) if CLASSES[k] != "disgust"], 2)
+    probabilities = np.full((len(labels), NUM_CLASSES), 0.01)
+    probabilities[np.arange(len(labels)), labels] = 0.94  # every image right
+
+    metrics = ev.compute_metrics(labels, probabilities)
+
+    disgust = metrics["per_class"]["disgust"]
+    assert disgust["precision"] is None and disgust["recall"] is None and disgust["f1"] is None
+    assert metrics["macro_f1"] == 1.0 and metrics["macro_f1_classes"] == NUM_CLASSES - 1
+    assert metrics["macro_roc_auc"] == 1.0 and metrics["macro_roc_auc_classes"] == NUM_CLASSES - 1
+    json.dumps(metrics, allow_nan=False)
+
+
+def test_a_class_predicted_but_absent_from_the_labels_counts_against_macro_f1():
+    labels = np.repeat([k for k in range(NUM_CLASSES) if CLASSES[k] != "disgust"], 2)
+    probabilities = np.full((len(labels), NUM_CLASSES), 0.01)
+    probabilities[np.arange(len(labels)), labels] = 0.94
+    probabilities[0, CLASSES.index("disgust")] = 0.95  # one angry image called disgust
+
+    metrics = ev.compute_metrics(labels, probabilities)
+
+    disgust = metrics["per_class"]["disgust"]
+    assert disgust["precision"] == 0.0 and disgust["f1"] == 0.0 and disgust["recall"] is None
+    assert metrics["macro_f1_classes"] == NUM_CLASSES
+    f1s = [row["f1"] for row in metrics["per_class"].values()]
+    assert metrics["macro_f1"] == pytest.approx(np.mean(f1s)) and metrics["macro_f1"] < 0.9
+
+
 def test_confidence_metrics_follow_the_thresholds():
     labels, probabilities = _random_probabilities(500, seed=6)
     entries = ev.confidence_metrics(labels, probabilities)

@@ -157,6 +157,26 @@ def test_ctrl_c_exits_130_in_one_line_and_debug_keeps_the_traceback(tmp_path, ca
         cli.main(["--debug", "validate", str(tmp_path)])
 
 
+def test_a_reader_that_stops_reading_ends_the_command_quietly_with_141(tmp_path):
+    """`fer-pipeline runs list | head`: the closed pipe is the reader's choice, not an error
+    about a path and its permissions."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from fer_pipeline import cli\n"
+        "def listing_into_a_closed_pipe(args):\n"
+        "    print('a line still in the buffer')\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "cli.cmd_validate = listing_into_a_closed_pipe\n"
+        f"sys.exit(cli.main(['validate', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141
+    assert done.stderr == ""  # no error line, and no "Exception ignored" when Python flushes at exit
+
+
 def test_validate_does_not_call_a_source_without_images_usable(tmp_path, capsys):
     header_only = tmp_path / "fer2013.csv"
     header_only.write_text("emotion,pixels,Usage\n")

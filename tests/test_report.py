@@ -79,6 +79,13 @@ def test_report_is_self_contained_with_seven_class_rows(tmp_path):
     assert "n/a" in html  # disgust has no ROC-AUC
 
 
+def test_a_macro_average_over_fewer_classes_says_so(tmp_path):
+    full = render_report(_metrics(), {}, tmp_path / "full.html").read_text()
+    short = render_report({**_metrics(), "macro_roc_auc_classes": 6}, {}, tmp_path / "short.html").read_text()
+    assert "of 7 classes" not in full
+    assert "Macro ROC-AUC (mean of 6 of 7 classes)" in short
+
+
 def test_every_string_is_html_escaped(tmp_path):
     hostile = '<script>alert("x")</script>'
     fake_png = tmp_path / "plot.png"
@@ -105,3 +112,13 @@ def test_history_plot_marks_both_phases_and_copes_with_no_history(tmp_path):
     for histories, name in ((two_phases, "two.png"), ([], "none.png")):
         path = plots.plot_history(histories, tmp_path / name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_single_epoch_history_has_a_whole_epoch_axis():
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    plots._plot_metric(ax, [("frozen", {"accuracy": [0.5], "val_accuracy": [0.4], "loss": [1.0]})], "accuracy")
+
+    assert ax.get_xlim() == (0.5, 1.5)
+    assert [tick for tick in ax.get_xticks() if 0.5 <= tick <= 1.5] == [1.0]

@@ -7,7 +7,7 @@ without KFP, plus `validate` for a dataset and `run` for all steps in a row.
 Exit codes: 0 done; 1 an input (dataset, photo, registry or run index) is unusable as it
 is, or the system refused a file mid-command (the path and its reason are named);
 2 the command line or configuration is wrong (the message names the value or option);
-3 `monitor` found drift; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Errors are one line; --debug shows the traceback instead.
+3 `monitor` found drift; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 the output pipe closed early (`| head`), silently. Errors are one line; --debug shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_pipeline import __version__, cli_models, cli_monitor, cli_serve, runs
+from fer_pipeline.classes import averaged_classes_note
 from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.cli_paths import given, given_path, output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
@@ -170,10 +171,11 @@ def cmd_evaluate(args) -> int:
 
 
 def _print_headline(metrics: dict, out_dir: Path) -> None:
-    print(
-        f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"macro ROC-AUC {metrics.get('macro_roc_auc') or float('nan'):.4f}"
-    )
+    def shown(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.4f}" + averaged_classes_note(metrics, key)
+
+    print(f"test accuracy {shown('accuracy')}  macro-F1 {shown('macro_f1')}  macro ROC-AUC {shown('macro_roc_auc')}")
     print(f"report: {out_dir / 'report.html'}")
 
 
@@ -398,6 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_unwinds():
             return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader stopped reading (`| head`): no error to report, as a shell tool would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit, when Python flushes stdout
+        return 128 + signal.SIGPIPE
     except (FerError, OSError, KeyboardInterrupt, Terminated) as exc:
         if args.debug:
             raise

@@ -98,7 +98,8 @@ def evaluation_outputs(
         if result.get(key) is not None:
             metrics.log_metric(key, round(float(result[key]), 4))
     for name, row in result.get("per_class", {}).items():
-        metrics.log_metric(f"f1_{name}", round(float(row["f1"]), 4))
+        if row.get("f1") is not None:  # None: the class is in neither the test labels nor the predictions
+            metrics.log_metric(f"f1_{name}", round(float(row["f1"]), 4))
     classification.log_confusion_matrix(list(CLASSES), [[int(v) for v in row] for row in result["confusion_matrix"]])
     curve = result.get("roc_curves", {}).get("micro")
     if curve:

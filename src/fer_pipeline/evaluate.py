@@ -115,6 +115,16 @@ def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return np.concatenate(outputs).astype(np.float64)
 
 
+def _scored_classes(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Which classes have an F1: those in the test labels or predicted. A class in neither
+    (a test set without disgust, say) has nothing to score: its precision, recall and F1
+    are None and macro-F1 averages the others, where sklearn would count it as 0."""
+    present = np.zeros(NUM_CLASSES, dtype=bool)
+    present[np.unique(labels)] = True
+    present[np.unique(predicted)] = True
+    return present
+
+
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, source_splits: np.ndarray | None = None) -> dict:
     """All test metrics from true labels and predicted probabilities.
 
@@ -125,8 +135,10 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, source_splits
 
     Returns:
         A JSON-ready dict: ``accuracy``, ``macro_f1``, ``weighted_f1``, ``log_loss``,
-        ``macro_roc_auc`` (mean of the per-class one-vs-rest AUCs that are defined),
-        ``micro_roc_auc`` and ``micro_average_precision`` (all labels one-hot and
+        ``macro_roc_auc`` (mean of the per-class one-vs-rest AUCs that are defined: a class
+        needs test images in it and out of it) and ``macro_roc_auc_classes``,
+        ``macro_f1_classes`` (how many classes macro-F1 averages: those in the labels or
+        predicted), ``micro_roc_auc`` and ``micro_average_precision`` (all labels one-hot and
         flattened, as Vertex defines auRoc/auPrc), ``confusion_matrix`` (counts, rows
         true), ``per_class`` {class: precision, recall, f1, support, roc_auc},
         ``roc_curves`` {class or "micro": fpr, tpr, thresholds; at most 200 points,
@@ -141,6 +153,7 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, source_splits
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         labels, predicted, labels=every, zero_division=0
     )
+    scored = _scored_classes(labels, predicted)
     curves, aucs = {}, {}
     for k, name in enumerate(CLASSES):
         aucs[name], curves[name] = _one_vs_rest_roc(labels == k, probabilities[:, k])
@@ -152,18 +165,20 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, source_splits
         "classes": list(CLASSES),
         "num_test_samples": int(len(labels)),
         "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "macro_f1": float(skm.f1_score(labels, predicted, labels=every, average="macro", zero_division=0)),
+        "macro_f1": float(np.mean(f1[scored])) if scored.any() else None,
+        "macro_f1_classes": int(scored.sum()),
         "weighted_f1": float(skm.f1_score(labels, predicted, labels=every, average="weighted", zero_division=0)),
         "log_loss": float(skm.log_loss(labels, _clipped(probabilities), labels=every)),
         "macro_roc_auc": float(np.mean(defined)) if defined else None,
+        "macro_roc_auc_classes": len(defined),
         "micro_roc_auc": micro_auc,
         "micro_average_precision": _safe(skm.average_precision_score, onehot.ravel(), probabilities.ravel()),
         "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=every).tolist(),
         "per_class": {
             name: {
-                "precision": float(precision[k]),
-                "recall": float(recall[k]),
-                "f1": float(f1[k]),
+                "precision": float(precision[k]) if scored[k] else None,
+                "recall": float(recall[k]) if support[k] else None,
+                "f1": float(f1[k]) if scored[k] else None,
                 "support": int(support[k]),
                 "roc_auc": aucs[name],
             }

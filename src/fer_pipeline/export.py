@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError
-from fer_pipeline.files import MODEL_FILE
+from fer_pipeline.files import MODEL_FILE, resolve_keras_file
 from fer_pipeline.model import float32_copy, load_model
 
 log = logging.getLogger(__name__)
@@ -39,23 +39,6 @@ INPUT_NAME = "image_bytes"  # Vertex base64-decodes {"b64": ...} into this input
 SIGNATURE_NAME = "serving_default"
 # ITU-R 601-2 luma, the weights PIL and OpenCV use for RGB -> L.
 _LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def resolve_keras_file(path: Path) -> Path:
-    """Return the ``.keras`` file for ``path``: the file itself or ``<dir>/model.keras``.
-
-    Raises:
-        FerError: when neither exists.
-    """
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / MODEL_FILE
-        if candidate.is_file():
-            return candidate
-        raise FerError(f"{path} has no {MODEL_FILE}; pass the training output folder or the .keras file itself.")
-    if path.is_file() and path.suffix == ".keras":
-        return path
-    raise FerError(f"{path} is not a .keras file or a folder holding {MODEL_FILE}; check the path.")
 
 
 def load_keras_model(path: Path):

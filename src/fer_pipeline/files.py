@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fer_pipeline.errors import FerError
+
 MODEL_FILE = "model.keras"  # the Keras file inside every model folder and Model artifact
 
 
@@ -92,3 +94,20 @@ def nearest_existing(path: Path) -> Path:
     """``path`` itself when it exists, else its nearest existing parent: where a folder that
     is made for ``path`` would be created."""
     return next(p for p in (path, *path.parents) if p.exists())
+
+
+def resolve_keras_file(path: Path) -> Path:
+    """Return the ``.keras`` file for ``path``: the file itself or ``<dir>/model.keras``.
+
+    Raises:
+        FerError: when neither exists.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+        raise FerError(f"{path} has no {MODEL_FILE}; pass the training output folder or the .keras file itself.")
+    if path.is_file() and path.suffix == ".keras":
+        return path
+    raise FerError(f"{path} is not a .keras file or a folder holding {MODEL_FILE}; check the path.")

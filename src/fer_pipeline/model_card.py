@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fer_pipeline.classes import CLASSES
+from fer_pipeline.classes import CLASSES, averaged_classes_note
 
 MODEL_CARD_FILE = "model_card.md"
 DATA_README = "shared/data/fer2013/README.md"
@@ -98,9 +98,9 @@ def evaluation_section(metrics: Mapping[str, Any]) -> Section:
         (
             ("test images", _number(metrics.get("num_test_samples"), 0)),
             ("accuracy", _number(metrics.get("accuracy"))),
-            ("macro-F1", _number(metrics.get("macro_f1"))),
+            ("macro-F1" + averaged_classes_note(metrics, "macro_f1"), _number(metrics.get("macro_f1"))),
             ("weighted F1", _number(metrics.get("weighted_f1"))),
-            ("macro ROC-AUC", _number(metrics.get("macro_roc_auc"))),
+            ("macro ROC-AUC" + averaged_classes_note(metrics, "macro_roc_auc"), _number(metrics.get("macro_roc_auc"))),
         ),
     )
     counts = metrics.get("source_split_counts") or {}

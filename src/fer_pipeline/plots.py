@@ -130,7 +130,8 @@ def _plot_metric(ax, phases: list[tuple[str, dict[str, list[float]]]], metric: s
         offset += n
     if offset:
         ax.legend(fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, offset + 0.5)  # whole epochs, even for a single one (the locator alone gave 0.95-1.05)
 
 
 def _heatmap(ax, values: np.ndarray, names: Sequence[str], title: str, fmt) -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fer_pipeline.classes import CLASSES
+from fer_pipeline.classes import CLASSES, averaged_classes_note
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1rem;
@@ -37,7 +37,7 @@ td.text{text-align:left;white-space:normal;word-break:break-word}
 """
 
 _PLOT_TITLES = {
-    "history": "Training curves of both phases on one epoch axis (the dotted line: fine-tuning starts)",
+    "history": "Training curves of every phase that trained, on one epoch axis (a dotted line marks where a phase starts)",
     "confusion_matrix": "Confusion matrix on the test split",
     "roc": "ROC curves, one class vs rest",
 }
@@ -113,8 +113,8 @@ def _headline(metrics: dict) -> str:
     """Cards with the headline metrics."""
     cards = [
         ("Accuracy", metrics.get("accuracy")),
-        ("Macro F1", metrics.get("macro_f1")),
-        ("Macro ROC-AUC", metrics.get("macro_roc_auc")),
+        ("Macro F1" + averaged_classes_note(metrics, "macro_f1"), metrics.get("macro_f1")),
+        ("Macro ROC-AUC" + averaged_classes_note(metrics, "macro_roc_auc"), metrics.get("macro_roc_auc")),
     ]
     sources = (("PublicTest", "public_test_accuracy"), ("PrivateTest", "private_test_accuracy"))
     for source, key in sources:  # shown only where the test set has them

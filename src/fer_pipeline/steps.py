@@ -22,7 +22,7 @@ from fer_pipeline import storage
 from fer_pipeline.config import SplitConfig, TrainConfig
 from fer_pipeline.dataset import MANIFEST_FILE, PASS_A_DATASET, FerDataset
 from fer_pipeline.errors import DatasetError, FerError
-from fer_pipeline.files import write_json
+from fer_pipeline.files import resolve_keras_file, write_json
 from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, short_description, to_markdown
 from fer_pipeline.runs.record import load_histories
 
@@ -313,7 +313,7 @@ def register_step(
     """Export the serving SavedModel and register it as a new version.
 
     Args:
-        model_path: the trained ``model.keras``.
+        model_path: the trained ``model.keras``, or the training output folder holding it.
         metrics_path: ``metrics.json`` from evaluation (``vertex_evaluation.json`` beside it
             is imported as the model evaluation on Vertex).
         registry: ``vertex``, or a local directory / ``gs://`` prefix for the local registry.
@@ -329,6 +329,7 @@ def register_step(
     from fer_pipeline.registry import read_metrics_file
 
     metrics = read_metrics_file(metrics_path, primary_metric)  # before the export: a refusal costs nothing
+    model_path = resolve_keras_file(model_path)  # a training output folder names its model.keras
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp:
         export_dir = export_serving_model(Path(model_path), Path(tmp) / "model")
