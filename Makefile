@@ -82,7 +82,7 @@ switch = $(if $(filter 1 yes true,$($(1))),$(2),$(if $(filter-out 0 no false,$($
 # name with a quote or a dollar sign reaches the command as given).
 sq = '$(subst ','\'',$(1))'
 
-RUN_FLAGS = $(if $(DATA),--data $(call sq,$(DATA))) $(if $(PRESET),--preset $(PRESET)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--max-samples $(SAMPLES)) $(call switch,CACHE,--cache)
+RUN_FLAGS = $(if $(DATA),--data $(call sq,$(DATA))) $(if $(PRESET),--preset $(call sq,$(PRESET))) $(if $(EPOCHS),--epochs $(call sq,$(EPOCHS))) $(if $(SAMPLES),--max-samples $(call sq,$(SAMPLES))) $(call switch,CACHE,--cache)
 
 run-local: setup ## Run the whole pipeline locally (kfp.local + GCS emulator); DATA=, PRESET=cpu, EPOCHS=, SAMPLES=, CACHE=1
 	$(PY) -m pipelines.run_local $(RUN_FLAGS)
@@ -93,7 +93,7 @@ TRAIN_IMAGE ?= auto
 COMPARE ?=
 
 run-containers: setup container-engine ## Run the compiled pipeline with each task in its image (Docker or Podman); same options as run-local, TRAIN_IMAGE=, COMPARE=1
-	$(PY) -m pipelines.run_containers $(RUN_FLAGS) --train-image $(TRAIN_IMAGE) $(call switch,COMPARE,--compare)
+	$(PY) -m pipelines.run_containers $(RUN_FLAGS) --train-image $(call sq,$(TRAIN_IMAGE)) $(call switch,COMPARE,--compare)
 
 container-engine: ## Install podman, runc and debootstrap from Debian's packages unless a Docker daemon answers
 	containers/install-engine.sh
@@ -106,7 +106,7 @@ FROZEN_ON_GPU ?=
 
 compile: setup ## Compile build/pipeline.yaml (Vertex) and build/pipeline-kfp.yaml (KFP); KFP_PROFILE=kind|gke, GPU_COUNT=, FROZEN_ON_GPU=1
 	$(PY) -m pipelines.compile --image $(call sq,$(IMAGE)) --gpu-image $(call sq,$(GPU_IMAGE)) --out-dir build --kfp-profile $(call sq,$(KFP_PROFILE)) \
-	  $(if $(GPU_COUNT),--gpu-count $(GPU_COUNT)) $(call switch,FROZEN_ON_GPU,--frozen-on-gpu)
+	  $(if $(GPU_COUNT),--gpu-count $(call sq,$(GPU_COUNT))) $(call switch,FROZEN_ON_GPU,--frozen-on-gpu)
 
 bench-setup: setup ## Install tf-keras for the seed-style baseline of bench/throughput.py (no deps: keeps tensorflow-cpu)
 	$(PY) -m pip install --quiet --no-deps "tf-keras==$$(grep -i '^tf_keras==' requirements.lock | cut -d= -f3)"
@@ -129,7 +129,7 @@ MODEL ?= fer-emotion-local@champion
 PORT ?= 8080
 
 serve: setup ## Serve MODEL (default run-local's champion) on http://127.0.0.1:$(PORT) as Vertex's TensorFlow container does; MODEL=, PORT=
-	$(VENV)/bin/fer-pipeline serve $(call sq,$(MODEL)) --registry build/local/registry --port $(PORT)
+	$(VENV)/bin/fer-pipeline serve $(call sq,$(MODEL)) --registry build/local/registry --port $(call sq,$(PORT))
 
 clean: ## Remove build outputs and local runs (keeps .venv)
 	rm -rf build .pytest_cache

@@ -102,10 +102,11 @@ push: ## Push both images to Artifact Registry (REGISTRY=$$(REGION)-docker.pkg.d
 	  echo "uncommitted changes under src/, containers/ or the lock: the image would not match tag $(TAG). Commit, or ALLOW_DIRTY=1." >&2; exit 2; fi
 	containers/push.sh $(call sq,$(IMAGE)) $(call sq,$(GPU_IMAGE))
 
+CLOUDBUILD_SUBSTITUTIONS = _REGISTRY=$(AR_REGISTRY),_TAG=$(TAG)
 cloudbuild: ## Build and push both images with Cloud Build (no local engine needed)
 	@test -n $(call sq,$(PROJECT)) -a -n $(call sq,$(REGION)) || { echo "set PROJECT and REGION (environment or $(CONFIG))" >&2; exit 2; }
 	gcloud builds submit --project $(call sq,$(PROJECT)) --region $(call sq,$(REGION)) --config cloudbuild.yaml \
-	  --substitutions '_REGISTRY=$(AR_REGISTRY),_TAG=$(TAG)' .
+	  --substitutions $(call sq,$(CLOUDBUILD_SUBSTITUTIONS)) .
 
 # ---- infrastructure -----------------------------------------------------------------
 $(TOOLS_STAMP):
@@ -119,14 +120,14 @@ infra-check: $(TOOLS_STAMP) ## Check infra/gcp offline: terraform fmt -check (li
 	@echo "infra-check: ok"
 
 infra-plan: ## terraform init + plan in infra/gcp (needs terraform and gcloud credentials)
-	$(TF) -chdir=$(TF_DIR) init -input=false
-	$(TF) -chdir=$(TF_DIR) plan -input=false -out=tfplan
+	$(TF) -chdir=$(call sq,$(TF_DIR)) init -input=false
+	$(TF) -chdir=$(call sq,$(TF_DIR)) plan -input=false -out=tfplan
 
 infra-apply: ## terraform apply the saved plan (infra-plan first)
-	$(TF) -chdir=$(TF_DIR) apply -input=false tfplan
+	$(TF) -chdir=$(call sq,$(TF_DIR)) apply -input=false tfplan
 
 infra-config: setup ## Write $(CONFIG) from the terraform outputs (keeps its other keys)
-	$(PY) -m pipelines.settings_cli from-terraform --tf $(call sq,$(TF)) --tf-dir $(TF_DIR) --config $(call sq,$(CONFIG))
+	$(PY) -m pipelines.settings_cli from-terraform --tf $(call sq,$(TF)) --tf-dir $(call sq,$(TF_DIR)) --config $(call sq,$(CONFIG))
 
 # ---- kind + KFP ---------------------------------------------------------------------
 kind-up: ## Create the kind cluster (GPU-pool worker) and install KFP $(KFP_VERSION)
@@ -140,7 +141,7 @@ kind-upload: ## Upload DATA= (Kaggle zip or fer2013.csv) to the kind cluster's C
 	infra/kind/upload.sh $(call sq,$(KIND_CLUSTER)) $(call sq,$(IMAGE)) $(call sq,$(DATA))
 
 kfp-forward: ## Port-forward the KFP UI/API to localhost:$(KFP_PORT)
-	infra/kind/port-forward.sh $(KFP_PORT)
+	infra/kind/port-forward.sh $(call sq,$(KFP_PORT))
 
 kind-down: ## Delete the kind cluster
 	infra/kind/down.sh $(call sq,$(KIND_CLUSTER))

@@ -155,3 +155,26 @@ def test_a_parameter_at_the_top_of_a_yaml_file_is_pointed_under_parameters(tmp_p
     config.write_text("PROJECT: p\nPARAM_data_source: gs://b/fer2013.zip\n")
     with pytest.raises(ConfigError, match=r"PARAM_data_source at the top level; .*parameters: \{data_source: \.\.\.\}"):
         read_config(config)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+@pytest.mark.parametrize(
+    "target, variable",
+    [
+        ("run-local", "PRESET"),
+        ("run-local", "EPOCHS"),
+        ("run-local", "SAMPLES"),
+        ("run-containers", "TRAIN_IMAGE"),
+        ("compile", "GPU_COUNT"),
+        ("serve", "PORT"),
+        ("kfp-forward", "KFP_PORT"),
+        ("infra-plan", "TF_DIR"),
+        ("cloudbuild", "TAG"),
+    ],
+)
+def test_a_make_value_reaches_the_shell_as_one_quoted_word(target, variable):
+    """A value is the option's text, never shell: `make compile GPU_COUNT='1;touch x'` ran `touch`."""
+    hostile = "1;touch x'y"
+    out = _make("-n", target, f"{variable}={hostile}", "PROJECT=p", "REGION=europe-west4").stdout
+    assert "1;touch x'\\''y'" in out, out  # inside one single-quoted word, its own quote escaped
+    assert "1;touch x'y" not in out
