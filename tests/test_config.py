@@ -30,6 +30,19 @@ def test_whole_number_lists_arrive_as_floats_from_kfp_and_become_ints():
         TrainConfig.from_dict({"compact_widths": ["wide"]})
 
 
+@pytest.mark.parametrize("text, number", [("2.0", 2), ("1e3", 1000), ("40", 40)])
+def test_a_whole_number_written_as_text_in_any_spelling_is_read(text, number):
+    """Settings files and `--param frozen_epochs=2.0` hand over text; int("2.0") was a traceback."""
+    cfg = TrainConfig.from_dict({"frozen_epochs": text})
+    assert cfg.frozen_epochs == number and type(cfg.frozen_epochs) is int
+
+
+def test_a_long_whole_number_as_text_keeps_every_digit():
+    from fer_pipeline.config import _whole_number
+
+    assert _whole_number("seed", "12345678901234567891") == 12345678901234567891  # float() would round it
+
+
 def test_unknown_field_and_bad_values_are_named():
     with pytest.raises(ConfigError, match="batchsize"):
         TrainConfig.from_dict({"batchsize": 3})

@@ -439,7 +439,10 @@ def _whole_number(key: str, value: Any) -> int:
         whole = False
     if not whole:
         raise ConfigError(f"{key} takes whole numbers, got {value!r}.")
-    return int(value)
+    try:
+        return int(value)  # exact, for a long integer's text too
+    except ValueError:  # text such as "2.0" or "1e3", a whole number in float's spelling
+        return int(float(value))
 
 
 __all__ = ["SplitConfig", "TrainConfig", "config_from_dict"]
