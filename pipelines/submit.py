@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
 from fer_pipeline.cli_parser import OneLineParser
@@ -136,6 +137,10 @@ def kfp_request(settings: SubmitSettings) -> dict[str, Any]:
     }
 
 
+class KfpUnreachable(Exception):
+    """KFP's API did not take the run: its one line, exit 1."""
+
+
 def submit_kfp(settings: SubmitSettings, *, dry_run: bool = False, out=None) -> dict:
     out = out or sys.stdout
     request = kfp_request(settings)
@@ -143,9 +148,23 @@ def submit_kfp(settings: SubmitSettings, *, dry_run: bool = False, out=None) -> 
         print(json.dumps(request, indent=2, sort_keys=True), file=out)
         return request
     import kfp
+    import urllib3
+    from kfp_server_api.exceptions import ApiException
 
-    client = kfp.Client(host=settings.kfp_host, namespace=settings.kfp_namespace or "kubeflow")
-    result = client.create_run_from_pipeline_package(**request["create_run_from_pipeline_package"])
+    host = settings.kfp_host
+    # kfp.Client warns on every start that it needs KFP >= 2.0.0-beta.2: noise under the one-line answer
+    warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
+    try:
+        client = kfp.Client(host=host, namespace=settings.kfp_namespace or "kubeflow")
+        result = client.create_run_from_pipeline_package(**request["create_run_from_pipeline_package"])
+    except urllib3.exceptions.HTTPError as exc:  # connection refused, name unknown, timeouts (after urllib3's retries)
+        reason = getattr(exc, "reason", None) or exc
+        raise KfpUnreachable(
+            f"error: KFP at KFP_HOST={host} did not answer ({reason}); for a kind cluster, start "
+            "`make kfp-forward` in another terminal, or set KFP_HOST to your KFP API's address."
+        ) from exc
+    except ApiException as exc:
+        raise KfpUnreachable(f"error: KFP at KFP_HOST={host} refused the run: HTTP {exc.status} {exc.reason}.") from exc
     run_id = getattr(result, "run_id", None)
     print(f"submitted run {run_id}", file=out)
     if run_id:
@@ -189,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except GoogleAPICallError as exc:
         print(f"error: Vertex AI refused the request: {exc}", file=sys.stderr)
+        return 1
+    except KfpUnreachable as exc:
+        print(exc, file=sys.stderr)
         return 1
     return 0
 

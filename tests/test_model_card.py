@@ -148,7 +148,11 @@ def test_a_registered_version_keeps_the_evaluations_card(evaluation, tmp_path):
 def test_a_training_output_folder_registers_the_model_it_holds(evaluation, tmp_path):
     model, evaluation_dir = evaluation
     result = steps.register_step(
-        model.parent, evaluation_dir / "metrics.json", registry=str(tmp_path / "registry"), display_name="fer", labels={}
+        model.parent,
+        evaluation_dir / "metrics.json",
+        registry=str(tmp_path / "registry"),
+        display_name="fer",
+        labels={},
     )
     assert (Path(result["path"]) / "model.keras").read_bytes() == model.read_bytes()
 

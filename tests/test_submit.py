@@ -354,6 +354,22 @@ def test_kfp_client_call(compiled, monkeypatch, capsys):
     assert "run-1" in capsys.readouterr().out
 
 
+def test_a_kfp_that_does_not_answer_is_one_line_naming_the_host_and_the_fix(compiled, tmp_path, monkeypatch, capsys):
+    import socket
+
+    _, kfp_file = compiled
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for key, value in {"KFP_HOST": host, "KFP_TEMPLATE": str(kfp_file)}.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "none.env").write_text("")
+    assert submit_mod.main(["--target", "kind", "--config", str(tmp_path / "none.env")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: KFP at KFP_HOST={host} did not answer") and "make kfp-forward" in err
+    assert len(err.splitlines()) == 1, err
+
+
 def test_kfp_dry_run_sends_nothing(compiled, monkeypatch, capsys):
     import kfp
 
