@@ -121,9 +121,13 @@ def test_a_folder_as_the_run_index_is_refused(tmp_path, capsys, command):
     assert list(folder.iterdir()) == []
 
 
-def test_an_absent_run_index_is_still_an_empty_one(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, ["runs", "list", "--index", tmp_path / "absent.json"])
+def test_an_absent_default_run_index_is_still_an_empty_one(tmp_path, capsys, monkeypatch):
+    """Before the first recorded run there is no index yet; one named with --index must exist."""
+    monkeypatch.setenv("FER_RUNS", str(tmp_path / "absent.json"))
+    code, out, _ = run_cli(capsys, ["runs", "list"])
     assert code == 0 and "No runs recorded" in out
+    code, out, err = run_cli(capsys, ["runs", "list", "--index", tmp_path / "typo.json"])
+    assert code == 2 and out == "" and "does not exist" in one_error_line(err)
 
 
 # ------------------------------------------------------------------ registry: file, dangling alias

@@ -138,7 +138,13 @@ def test_compare_shows_only_differing_params_and_marks_the_best():
 
 def test_cli_compare_errors_and_json(tmp_path, capsys):
     index = tmp_path / "runs.json"
-    assert cli.main(["runs", "compare", "--index", str(index)]) == 1
+    for command in ("list", "compare"):  # a mistyped --index is not "no runs yet"
+        assert cli.main(["runs", command, "--index", str(index)]) == 2
+        assert f"--index {index} does not exist" in capsys.readouterr().err
+    index.write_text(json.dumps({"format_version": runs.index.FORMAT_VERSION, "runs": []}))
+    assert cli.main(["runs", "list", "--index", str(index)]) == 0  # nothing to list is a listing
+    assert cli.main(["runs", "compare", "--index", str(index)]) == 1  # nothing to compare is not a comparison
+    capsys.readouterr()
     runs.RunIndex(index).append(_record("a"))
     runs.RunIndex(index).append(_record("b", lr=1e-3))
     assert cli.main(["runs", "compare", "--index", str(index), "--json"]) == 0

@@ -162,6 +162,13 @@ def _index_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _index(args: argparse.Namespace) -> RunIndex:
+    """The index to read. One named with --index must exist (a typo would read as "no runs");
+    the default one may not yet, before the first recorded run."""
+    if args.index is not None and not args.index.exists():
+        raise RunIndexError(
+            f"--index {args.index} does not exist; `fer-pipeline run` records runs in --runs-index, ${RUNS_ENV} "
+            f"or {DEFAULT_INDEX}, and `make run-local` in build/local/runs.json: pass one of those."
+        )
     return RunIndex(args.index if args.index is not None else default_index())
 
 
