@@ -3,6 +3,9 @@
 import json
 import shutil
 
+import pytest
+
+from fer_pipeline import synthetic
 from fer_pipeline.cli import main
 
 
@@ -102,3 +105,20 @@ def test_run_with_the_cpu_preset_on_a_cpu_without_bfloat16_says_which_epochs_kee
     for flags in (["--precision", "float32"], ["--frozen-epochs", "30"]):
         main(["run", missing, "--out", str(tmp_path / "run"), "--preset", "cpu", *flags])
     assert not [r for r in caplog.records if "float32" in r.getMessage() and "1.44x" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--backbone", "compact", "--unfreeze-from", "nolayer", "--finetune-epochs", "1"], "unfreeze_from='nolayer'"),
+        (["--weights", "/nonexistent/w.h5"], "no such file exists"),
+    ],
+)
+def test_run_refuses_what_a_phase_would_refuse_before_reading_the_data(tmp_path, capsys, flags, named):
+    """Both were refused by phase 1's build or phase 2's unfreeze: after ingest and split
+    (and, for unfreeze_from, the whole first phase), leaving their outputs behind."""
+    source = synthetic.write_kaggle_zip(tmp_path / "fer2013.zip", n_train=4, n_test=2)
+    out = tmp_path / "run"
+    assert main(["run", str(source), "--out", str(out), "--runs-index", str(tmp_path / "runs.json"), *flags]) == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "runs.json").exists()

@@ -6,6 +6,7 @@ available here, and no test depends on what the weights are.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import keras
@@ -16,7 +17,14 @@ from fer_pipeline import synthetic
 from fer_pipeline.classes import NUM_CLASSES
 from fer_pipeline.config import TrainConfig
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.model import BACKBONE_NAME, PREPROCESS_OUTPUT_NAME, block_names, build_model, unfreeze_backbone
+from fer_pipeline.model import (
+    BACKBONE_NAME,
+    PREPROCESS_OUTPUT_NAME,
+    block_names,
+    build_model,
+    check_model_options,
+    unfreeze_backbone,
+)
 from tiny_models import TINY_COMPACT
 
 CFG = TrainConfig(weights="none", dense_units=(16,), dropouts=(0.5,), seed=3)
@@ -175,6 +183,25 @@ def test_missing_weights_file_is_a_config_error(tmp_path):
     missing = tmp_path / "nope.h5"
     with pytest.raises(ConfigError, match=r"`weights`=.*nope\.h5.*\"none\""):
         build_model(TrainConfig(weights=str(missing)))
+
+
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"backbone": "compact", "unfreeze_from": "nolayer", "finetune_epochs": 1}, "unfreeze_from='nolayer'"),
+        ({"unfreeze_from": "conv9_block1", "finetune_epochs": 1}, "unfreeze_from='conv9_block1'"),
+        ({"weights": "/nonexistent/w.h5"}, "no such file exists"),
+        ({"backbone": "compact", "weights": "/nonexistent/w.h5"}, "takes no weights file"),
+    ],
+)
+def test_what_the_phases_would_refuse_is_refused_before_any_work(fields, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        check_model_options(replace(CFG, **fields))
+
+
+def test_options_the_phases_accept_pass_the_early_check():
+    check_model_options(replace(CFG, unfreeze_from="conv5_block1_0_bn", finetune_epochs=1))
+    check_model_options(replace(TINY_COMPACT, unfreeze_from="nolayer", finetune_epochs=0))  # no phase 2 to unfreeze
 
 
 def test_failed_imagenet_download_is_a_config_error(monkeypatch):

@@ -204,6 +204,7 @@ def cmd_register(args) -> int:
 def cmd_run(args) -> int:
     """All steps in a row into one output directory (no KFP)."""
     from fer_pipeline.ingest import IngestOptions
+    from fer_pipeline.model import check_model_options
     from fer_pipeline.precision import requested_precision
     from fer_pipeline.steps import evaluate_step, fine_tune_step, ingest_step, split_step, train_frozen_step
 
@@ -219,6 +220,7 @@ def cmd_run(args) -> int:
         log.info(note)
     index = args.runs_index or runs.default_index()
     runs.RunIndex(index).records()  # a damaged index refused now, not after the training
+    check_model_options(cfg)  # weights and unfreeze_from: refused by the phases hours later
     started = time.time()
     with _removed_if_refused(out):  # a dataset the split refuses leaves no half-made run behind
         log.info("[1/5] ingest %s", args.source)

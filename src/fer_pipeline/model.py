@@ -17,6 +17,7 @@ under the JAX backend (``trainer`` with ``feed_numpy``; the GPU machines have no
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import tempfile
@@ -106,6 +107,37 @@ def _densenet169_features(x, cfg: TrainConfig):
     return backbone(x, training=False)
 
 
+def check_model_options(cfg: TrainConfig) -> None:
+    """Refuse now what building or fine-tuning the model would refuse later, after ingest,
+    split and (for ``unfreeze_from``) the whole first phase: a weights file that does not
+    exist or does not fit the backbone, and a layer name the backbone lacks. A local
+    weights file's contents are read when the model is built (seconds in)."""
+    if cfg.backbone == "compact":
+        _check_compact_weights(cfg)
+    elif cfg.weights.strip().lower() not in ("imagenet", "none") and not cfg.weights.startswith("gs://"):
+        _existing_weights_file(cfg.weights)
+    if cfg.finetune_epochs > 0 and cfg.unfreeze_from:
+        _layer_position(_bare_backbone(cfg), cfg.unfreeze_from)
+
+
+def _bare_backbone(cfg: TrainConfig) -> keras.Model:
+    """The backbone's layers without its weights (names are all a check needs)."""
+    if cfg.backbone == "compact":
+        return _compact_backbone(dataclasses.replace(cfg, weights="none"))
+    side = cfg.image_size
+    return keras.applications.DenseNet169(
+        include_top=False, weights=None, input_shape=(side, side, 3), name=BACKBONE_NAME
+    )
+
+
+def _check_compact_weights(cfg: TrainConfig) -> None:
+    if cfg.weights.strip().lower() not in ("none", "imagenet"):
+        raise ConfigError(
+            f'backbone="compact" trains from scratch and takes no weights file, got weights={cfg.weights!r}. '
+            'Pass weights="none", or backbone="densenet169" for a DenseNet169 weights file.'
+        )
+
+
 def _compact_backbone(cfg: TrainConfig) -> keras.Model:
     """A VGG-style CNN for 48x48 grayscale, trained from scratch (and so trainable from phase 1).
 
@@ -114,11 +146,7 @@ def _compact_backbone(cfg: TrainConfig) -> keras.Model:
     moving statistics must follow weights that change fast, or validation lags training for
     epochs (docs/benchmarks.md, issue 4).
     """
-    if cfg.weights.strip().lower() not in ("none", "imagenet"):
-        raise ConfigError(
-            f'backbone="compact" trains from scratch and takes no weights file, got weights={cfg.weights!r}. '
-            'Pass weights="none", or backbone="densenet169" for a DenseNet169 weights file.'
-        )
+    _check_compact_weights(cfg)
     if cfg.weights.strip().lower() == "imagenet":  # the pipeline's default: say it is not used
         logger.warning(
             'backbone="compact" has no ImageNet weights; weights="imagenet" is ignored, '
@@ -405,14 +433,18 @@ def _weights_source(weights: str) -> Iterator[str | None]:
         with _local_copy(weights) as path:
             yield str(path)
     else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f'Parameter `weights`={weights!r} is neither "imagenet" nor "none", and no such file exists. '
-                "Pass the path of a DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
-                '"imagenet" (needs internet access) or "none".'
-            )
-        yield str(path)
+        yield str(_existing_weights_file(weights))
+
+
+def _existing_weights_file(weights: str) -> Path:
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f'Parameter `weights`={weights!r} is neither "imagenet" nor "none", and no such file exists. '
+            "Pass the path of a DenseNet169 include_top=False weights file (.h5 or .weights.h5), "
+            '"imagenet" (needs internet access) or "none".'
+        )
+    return path
 
 
 @contextlib.contextmanager

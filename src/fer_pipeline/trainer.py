@@ -29,7 +29,14 @@ from fer_pipeline.config import TrainConfig
 from fer_pipeline.dataset import FerDataset
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.files import MODEL_FILE, write_json
-from fer_pipeline.model import build_model, load_model, tta_view_count, unfreeze_backbone, with_flip_tta
+from fer_pipeline.model import (
+    build_model,
+    check_model_options,
+    load_model,
+    tta_view_count,
+    unfreeze_backbone,
+    with_flip_tta,
+)
 from fer_pipeline.optim import SparseCrossentropy, learning_rate_for, make_optimizer, metrics_for
 from fer_pipeline.progress import PhaseProgress
 from fer_pipeline.split import Split
@@ -108,6 +115,7 @@ def train_frozen(
     feed = feed or default_feed()
     if mismatch := tta_crops_mismatch(cfg):
         logger.warning(mismatch)
+    check_model_options(cfg)  # an unfreeze_from the backbone lacks ends phase 2, so refuse it before phase 1
     return run_phase(
         "frozen",
         lambda: build_model(feed.model_config(cfg)),
