@@ -242,6 +242,9 @@ def test_a_bad_model_name_is_refused_before_the_export(tmp_path, capsys, registe
         ({"macro_f1": "0.5"}, "'macro_f1' is '0.5', not a number"),
         ({"macro_f1": 0.5, "accuracy": None}, "'accuracy' is None, not a number"),
         ([0.5], "not a JSON object"),
+        ({"macro_f1": float("nan")}, "'macro_f1' is nan, not a score from 0 to 1"),  # json.dumps writes NaN
+        ({"macro_f1": 1.5}, "'macro_f1' is 1.5, not a score from 0 to 1"),
+        ({"macro_f1": 0.5, "accuracy": -0.1}, "'accuracy' is -0.1, not a score from 0 to 1"),
     ],
 )
 def test_a_metrics_file_without_the_primary_metric_is_an_unusable_input(

@@ -464,6 +464,8 @@ def read_metrics_file(path: str | Path, primary_metric: str = DEFAULT_PRIMARY_ME
         value = metrics.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UnusableFileError(f"{path}: {key!r} is {value!r}, not a number; pass {what}.")
+        if not 0 <= value <= 1:  # NaN too: a NaN or 1.5 would win (or never lose) the champion gate
+            raise UnusableFileError(f"{path}: {key!r} is {value!r}, not a score from 0 to 1; pass {what}.")
     return metrics
 
 
