@@ -260,6 +260,20 @@ def test_a_metrics_file_without_the_primary_metric_is_an_unusable_input(
     assert snapshot(tmp_path) == before
 
 
+def test_a_model_that_is_not_a_keras_file_is_unusable_and_a_missing_one_a_wrong_option(
+    tmp_path, capsys, register_inputs
+):
+    _, metrics = register_inputs
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n")
+    before = snapshot(tmp_path)
+    for model, exit_code, named in ((table, 1, "is not a .keras file"), (tmp_path / "gone.keras", 2, "does not exist")):
+        code, out, err = register(capsys, model, metrics, "--registry", tmp_path / "registry")
+        line = one_error_line(err)
+        assert (code, out) == (exit_code, "") and str(model) in line and named in line
+    assert snapshot(tmp_path) == before
+
+
 def test_vertex_is_refused_with_how_to_register_there(tmp_path, capsys, register_inputs):
     model, metrics = register_inputs
     before = snapshot(tmp_path)

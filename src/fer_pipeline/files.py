@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fer_pipeline.errors import FerError
+from fer_pipeline.errors import FerError, UnusableFileError
 
 MODEL_FILE = "model.keras"  # the Keras file inside every model folder and Model artifact
 
@@ -100,14 +100,19 @@ def resolve_keras_file(path: Path) -> Path:
     """Return the ``.keras`` file for ``path``: the file itself or ``<dir>/model.keras``.
 
     Raises:
-        FerError: when neither exists.
+        FerError: the path does not exist (exit 2, as for any missing path on a command line).
+        UnusableFileError: it exists, but is neither (exit 1, an unusable input).
     """
     path = Path(path)
+    if not path.exists():
+        raise FerError(f"{path} does not exist; pass a training output folder or its {MODEL_FILE}.")
     if path.is_dir():
         candidate = path / MODEL_FILE
         if candidate.is_file():
             return candidate
-        raise FerError(f"{path} has no {MODEL_FILE}; pass the training output folder or the .keras file itself.")
+        raise UnusableFileError(
+            f"{path} has no {MODEL_FILE}; pass the training output folder or the .keras file itself."
+        )
     if path.is_file() and path.suffix == ".keras":
         return path
-    raise FerError(f"{path} is not a .keras file or a folder holding {MODEL_FILE}; check the path.")
+    raise UnusableFileError(f"{path} is not a .keras file or a folder holding {MODEL_FILE}; check the path.")
