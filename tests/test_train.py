@@ -219,6 +219,27 @@ def test_both_phases_train_save_and_record_history(tmp_path, monkeypatch, caplog
     assert not changed("conv5_block31_1_bn")
 
 
+def test_a_batch_larger_than_the_training_set_holds_each_image_once(tmp_path, monkeypatch, caplog):
+    """The feed fills a batch from a repeating stream: batch_size 500 on 28 images was one
+    step of 500, each image about 18 times."""
+    dataset = _dataset([5] * NUM_CLASSES)
+    split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=0))
+    sizes = []
+
+    def recording_make_dataset(images, labels, batch_size, **kwargs):
+        sizes.append((kwargs["shuffle"], batch_size))
+        return make_dataset(images, labels, batch_size, **kwargs)
+
+    monkeypatch.setattr(feed_tf, "make_dataset", recording_make_dataset)
+    caplog.set_level("WARNING", logger="fer_pipeline.trainer")
+    cfg = _cfg(backbone="compact", unfreeze_from="", batch_size=500, frozen_epochs=1)
+    train.train_frozen(dataset, split, cfg, tmp_path, feed=feed_tf.TfDataFeed())
+
+    images = len(split.train_indices)
+    assert (True, images) in sizes and all(size <= images for shuffled, size in sizes if shuffled)
+    assert f"batch_size 500 is larger than its {images} training images" in caplog.text
+
+
 def test_the_tensorflow_feed_trains_whole_epochs_from_one_repeating_pipeline(tmp_path):
     """One tf.data iterator for the phase (a new one each epoch idled a core in half the
     epochs); fit then ends each epoch after exactly the phase's steps."""
@@ -226,7 +247,7 @@ def test_the_tensorflow_feed_trains_whole_epochs_from_one_repeating_pipeline(tmp
 
     dataset = _dataset([5] * NUM_CLASSES)
     split = make_split(dataset, SplitConfig(val_fraction=0.2, seed=0))
-    cfg = _cfg(backbone="compact", batch_size=8, frozen_epochs=3)
+    cfg = _cfg(backbone="compact", unfreeze_from="", batch_size=8, frozen_epochs=3)
     steps: list[int] = []
 
     class CountSteps(keras.callbacks.Callback):

@@ -236,6 +236,22 @@ def fine_tune(
     return result
 
 
+def _batch_within(batch_size: int, images: int, phase: str) -> int:
+    """The batch, at most the training set: the feeds fill a batch from a repeating stream,
+    so a larger one would hold some images twice or more in every step."""
+    if batch_size <= images:
+        return batch_size
+    logger.warning(
+        "Phase %s: batch_size %d is larger than its %d training images; each batch holds those %d "
+        "(a larger one would repeat images within it).",
+        phase,
+        batch_size,
+        images,
+        images,
+    )
+    return images
+
+
 def scale_for_replicas(cfg: TrainConfig, replicas: int, learning_rate: float) -> tuple[int, float]:
     """The global batch and learning rate for ``replicas`` synchronous replicas.
 
@@ -371,6 +387,7 @@ def _run_phase(
     scope, replicas = feed.prepare(cfg)  # sets the dtype policy (fer_pipeline.precision)
     batch_size, learning_rate = scale_for_replicas(cfg, replicas, learning_rate)
     data = phase_data(dataset, split, cfg)
+    batch_size = _batch_within(batch_size, len(data.train_indices), phase)
     steps_per_epoch = -(-len(data.train_indices) // batch_size)
     with scope:
         model = make_model()
