@@ -210,6 +210,12 @@ def _damage(kind: str, ds: Path, tmp_path: Path) -> tuple[Path, str]:
     if kind == "images lack an array":
         np.savez(ds / "images.npz", images=np.zeros((2, 48, 48), np.uint8))
         return ds, str(ds / "images.npz")
+    if kind in CHANGED_ARRAYS:
+        with np.load(ds / "images.npz") as data:
+            arrays = dict(data)
+        CHANGED_ARRAYS[kind](arrays)
+        np.savez(ds / "images.npz", **arrays)
+        return ds, str(ds / "images.npz")
     if kind == "no manifest":
         (ds / "manifest.json").unlink()
         return ds, str(ds)
@@ -237,7 +243,26 @@ def _damage(kind: str, ds: Path, tmp_path: Path) -> tuple[Path, str]:
     raise AssertionError(kind)
 
 
+def _label_past_the_classes(arrays):
+    arrays["labels"][:3] = 9
+
+
+def _unknown_split_name(arrays):
+    arrays["splits"] = np.where(np.arange(len(arrays["splits"])) < 5, "foo", arrays["splits"])
+
+
+def _images_cropped(arrays):
+    arrays["images"] = arrays["images"][:, :40, :40]
+
+
+CHANGED_ARRAYS = {
+    "a label past the classes": _label_past_the_classes,  # an IndexError in evaluate and training
+    "an unknown split name": _unknown_split_name,  # those images silently left out of everything
+    "images of another size": _images_cropped,  # a Keras shape error
+}
+
 DAMAGES = [
+    *CHANGED_ARRAYS,
     "manifest not JSON",
     "manifest a list",
     "images truncated",

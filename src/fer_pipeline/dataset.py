@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_pipeline.classes import CLASSES
+from fer_pipeline.classes import CLASSES, IMAGE_SIZE
 from fer_pipeline.errors import DatasetError
 from fer_pipeline.files import write_json
 
@@ -136,7 +136,22 @@ def _read_arrays(path: Path) -> list[np.ndarray]:
     if images.ndim == 0 or any(a.shape != (images.shape[0],) for a in per_sample):
         shapes = ", ".join(f"{name} {a.shape}" for name, a in zip(_ARRAYS, arrays))
         raise _damaged(path, f"holds arrays of mismatched shapes ({shapes})")
+    if problem := _content_problem(*arrays):
+        raise _damaged(path, problem)
     return arrays
+
+
+def _content_problem(images, labels, splits, source_splits, keys) -> str | None:
+    """What in the arrays no ingest writes: each would end a later step in a traceback
+    (a label past the classes) or in silently dropped images (an unknown split)."""
+    side = (IMAGE_SIZE, IMAGE_SIZE)
+    if images.dtype != np.uint8 or images.shape[1:] != side:
+        return f"holds images of {images.dtype} {images.shape[1:]}, not the 8-bit {side[0]}x{side[1]} ingest writes"
+    if labels.size and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(CLASSES)):
+        return f"holds labels outside 0-{len(CLASSES) - 1} (the class indices)"
+    if unknown := sorted(set(np.unique(splits).tolist()) - set(SPLITS)):
+        return f"holds split names {', '.join(map(repr, unknown[:3]))} besides {' and '.join(SPLITS)}"
+    return None
 
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:
