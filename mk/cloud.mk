@@ -6,10 +6,13 @@
 # or .json/.yaml; config/submit.example.env lists every key). Environment and command
 # line win over it. make reads it through the same Python loader as submit
 # (`python -m pipelines.settings_cli make-vars`), once per make run and only when a
-# target uses PROJECT, REGION, REPO or REGISTRY. No file: nothing to read, no Python run.
-# A file that does not parse stops make with the loader's one-line message.
+# target uses PROJECT, REGION, REPO or REGISTRY. No default file: nothing to read, no Python
+# run; a CONFIG= named otherwise must exist (as for submit). A file that does not parse stops
+# make with the loader's one-line message.
 CONFIG ?= config/submit.env
-settings_read = $(if $(wildcard $(CONFIG)),$(if $(wildcard $(PY)),$(settings_run),$(error $(CONFIG) is read by the project's Python: run `make setup` first)))
+DEFAULT_CONFIG := config/submit.env
+settings_read = $(if $(wildcard $(CONFIG)),$(if $(wildcard $(PY)),$(settings_run),$(error $(CONFIG) is read by the project's Python: run `make setup` first)),$(settings_missing))
+settings_missing = $(if $(filter-out $(DEFAULT_CONFIG),$(CONFIG)),$(error Config file $(CONFIG) not found (copy config/submit.example.env)))
 settings_run = $(eval settings_out := $$(shell $$(PY) -m pipelines.settings_cli make-vars --config '$$(CONFIG)'))$(if $(filter 0,$(.SHELLSTATUS)),$(settings_out),$(error $(settings_out)))
 # KEY=VALUE words, read on first use and kept
 settings_vars = $(eval settings_vars := $$(settings_read))$(settings_vars)

@@ -3,7 +3,6 @@
 # uses its PY, VENV and setup. docs/watching.md walks through it.
 
 CONFIG ?= config/submit.env
-comma := ,
 DRY_RUN ?=
 # tensorboard: where the event files are (every run under it is one TensorBoard run)
 LOGDIR ?= build
@@ -18,7 +17,8 @@ SHOT_WIDTH ?= 1000
 # schedule: CRON="TZ=Europe/Amsterdam 0 3 * * 1" (required), SCHEDULE_NAME=
 CRON ?=
 SCHEDULE_NAME ?=
-# publish: TAGS=v1,latest replaces the default tags (the compiled commit and latest)
+# publish: TAGS=v1,latest replaces the default tags (the compiled commit and latest); passed whole as
+# TEMPLATE_TAGS, so a tag with a space is refused by name, not split into two tags
 TAGS ?=
 
 .PHONY: tensorboard runs-compare report-check report-screenshot publish schedule
@@ -39,7 +39,7 @@ report-screenshot: setup ## Full-page PNG of REPORT (default: the newest) with h
 	$(PY) tests/browser.py screenshot $(call sq,$(REPORT)) $(call sq,$(SHOT)) --width $(SHOT_WIDTH)
 
 publish: setup ## Upload build/pipeline.yaml to the Artifact Registry KFP repository (TEMPLATE_REPOSITORY), tags: commit, latest; DRY_RUN=1
-	$(PY) -m pipelines.publish --config $(call sq,$(CONFIG)) $(if $(TAGS),$(foreach t,$(subst $(comma), ,$(TAGS)),--tag $(call sq,$(t)))) $(call switch,DRY_RUN,--dry-run)
+	$(PY) -m pipelines.publish --config $(call sq,$(CONFIG)) $(if $(TAGS),--set $(call sq,TEMPLATE_TAGS=$(TAGS))) $(call switch,DRY_RUN,--dry-run)
 
 schedule: setup ## Create a Vertex AI schedule that retrains: CRON="TZ=Europe/Amsterdam 0 3 * * 1", SCHEDULE_NAME=, DRY_RUN=1
 	@test -n $(call sq,$(CRON)) || { echo 'set CRON, e.g. make schedule CRON="TZ=Europe/Amsterdam 0 3 * * 1" (five fields, UTC without TZ=)' >&2; exit 2; }

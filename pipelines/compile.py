@@ -11,6 +11,7 @@ steps' CPU, memory and GPU requests come from pipelines.resources' profiles.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from kfp import compiler
 
 from components.images import CPU_IMAGE, GPU_IMAGE
 from fer_pipeline.cli_parser import OneLineParser
+from fer_pipeline.cli_paths import output_dir, output_file
 from pipelines.resources import KFP_PROFILES, MAX_GPUS, Profile, profile
 from pipelines.training import make_pipeline
 
@@ -45,10 +47,8 @@ def _set_images(documents: list[dict], image: str, gpu_image: str) -> None:
         container["image"] = {CPU_IMAGE: image, GPU_IMAGE: gpu_image}.get(container["image"], container["image"])
 
 
-def compile_target(
-    target: str, out_path: Path, *, image: str, gpu_image: str, commit: str, placement: Profile | None = None
-) -> Path:
-    """Compile one target to ``out_path`` with the given images, commit label and profile."""
+def render_target(target: str, *, image: str, gpu_image: str, commit: str, placement: Profile | None = None) -> str:
+    """One target's compiled YAML with the given images, commit label and profile."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "pipeline.yaml"
         defaults = {"commit": commit}
@@ -57,8 +57,32 @@ def compile_target(
         compiler.Compiler().compile(make_pipeline(target, placement), str(raw), pipeline_parameters=defaults)
         documents = list(yaml.safe_load_all(raw.read_text()))
     _set_images(documents, image, gpu_image)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def write_together(texts: dict[Path, str]) -> None:
+    """Write each file under a temporary name beside it, then rename them all: a failure leaves
+    the old files as they were, never one new file beside an old one with other images."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, text in texts.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open(): the umask's mode, not mkstemp's 0600
+            staged.append((tmp, path))
+            tmp.write_text(text, encoding="utf-8")
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def compile_target(
+    target: str, out_path: Path, *, image: str, gpu_image: str, commit: str, placement: Profile | None = None
+) -> Path:
+    """Compile one target to ``out_path`` with the given images, commit label and profile."""
+    text = render_target(target, image=image, gpu_image=gpu_image, commit=commit, placement=placement)
+    write_together({out_path: text})
     return out_path
 
 
@@ -78,12 +102,14 @@ def compile_pipelines(
     commit = commit or current_commit()
     vertex_profile = profile("vertex", frozen_on_gpu=frozen_on_gpu)
     kfp_placement = profile(kfp_profile, gpu_count=gpu_count, frozen_on_gpu=frozen_on_gpu)
-    vertex = compile_target(
-        "vertex", Path(out_dir) / VERTEX_FILE, image=image, gpu_image=gpu_image, commit=commit, placement=vertex_profile
-    )
-    kfp = compile_target(
-        "kfp", Path(out_dir) / KFP_FILE, image=image, gpu_image=gpu_image, commit=commit, placement=kfp_placement
-    )
+    images = {"image": image, "gpu_image": gpu_image, "commit": commit}
+    vertex, kfp = Path(out_dir) / VERTEX_FILE, Path(out_dir) / KFP_FILE
+    # both compiled before either is written: the two files always name the same images
+    texts = {
+        vertex: render_target("vertex", placement=vertex_profile, **images),
+        kfp: render_target("kfp", placement=kfp_placement, **images),
+    }
+    write_together(texts)
     return vertex, kfp
 
 
@@ -107,12 +133,16 @@ def image_reference(value: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog="python -m pipelines.compile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--image", required=True, type=image_reference, help="image for ingest, split, evaluation, registration"
     )
     parser.add_argument("--gpu-image", required=True, type=image_reference, help="image for both training phases")
-    parser.add_argument("--out-dir", type=Path, default=Path("build"))
+    parser.add_argument(
+        "--out-dir", type=output_dir, default=Path("build"), help="folder for both files (made if absent)"
+    )
     parser.add_argument("--commit", default=None, help="source commit recorded on models (default: git HEAD)")
     parser.add_argument(
         "--kfp-profile",
@@ -132,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gpu_count is not None and not 0 <= args.gpu_count <= MAX_GPUS:
         parser.error(f"--gpu-count (GPU_COUNT=) must be from 0 to {MAX_GPUS} GPUs per step, got {args.gpu_count}")
+    for name in (VERTEX_FILE, KFP_FILE):  # each file must be writable too: not a folder, not read-only
+        try:
+            output_file(str(args.out_dir / name))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"--out-dir: {exc}")
     paths = compile_pipelines(
         args.out_dir,
         args.image,

@@ -31,11 +31,11 @@ from pipelines.settings import (
     DEFAULT_TEMPLATES,
     SettingsError,
     is_remote,
-    load_pipeline_spec,
     parameter_specs,
     parse_pairs,
 )
-from pipelines.settings_file import merge_sources, non_empty
+from pipelines.settings_file import _known, merge_sources, non_empty
+from pipelines.template_params import load_pipeline_documents, wrong_template
 
 REPOSITORY_RE = re.compile(r"^https://[a-z0-9-]+-kfp\.pkg\.dev/[^/]+/[^/]+$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -58,8 +58,10 @@ def load_publish_settings(
     tags: list[str] | None = None,
 ) -> PublishSettings:
     """Check everything and report every problem at once (a ``SettingsError``)."""
-    values = non_empty(merge_sources(config, os.environ if environ is None else environ, overrides)[0])
-    problems: list[tuple[str, str]] = []
+    merged = merge_sources(config, os.environ if environ is None else environ, overrides)[0]
+    values = non_empty(merged)
+    # the same keys as submit (one settings file serves both): a misspelt one is named, not ignored
+    problems: list[tuple[str, str]] = [(k, "unknown setting") for k in sorted(k for k in merged if not _known(k))]
     repository = values.get("TEMPLATE_REPOSITORY", "").rstrip("/")
     if not repository:
         problems.append(
@@ -79,7 +81,10 @@ def load_publish_settings(
     if not template.is_file():
         problems.append(("TEMPLATE", f"compiled pipeline {template} not found: run `make compile` first"))
     else:
-        spec = load_pipeline_spec(template)
+        documents = load_pipeline_documents(template)
+        if mismatch := wrong_template(template, documents, "vertex"):  # templates run on Vertex AI
+            problems.append(("TEMPLATE", mismatch))
+        spec = documents[0]
         name = spec.get("pipelineInfo", {}).get("name", name)
         default = parameter_specs(spec).get("commit", {}).get("defaultValue")
         commit = default if isinstance(default, str) and default not in ("", "unknown") else ""

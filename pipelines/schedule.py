@@ -23,35 +23,89 @@ from typing import Any
 
 from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError
-from pipelines.settings import DEFAULT_CONFIG, SettingsError, SubmitSettings, cli_overrides, load_settings
-from pipelines.submit import build_vertex_job
+from pipelines.settings import (
+    DEFAULT_CONFIG,
+    SettingsError,
+    SubmitSettings,
+    cli_overrides,
+    is_remote,
+    load_settings,
+)
+from pipelines.submit import TemplateUnreachable, build_vertex_job
 
-CRON_RE = re.compile(r"^((CRON_)?TZ=[A-Za-z0-9_+/-]+ )?(\S+ ){4}\S+$")
+CRON_RE = re.compile(r"^((CRON_)?TZ=([A-Za-z0-9_+/-]+) )?((\S+ ){4}\S+)$")
+# Each cron field's name, range and the names it also takes (Vertex AI reads unix-cron).
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+CRON_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {name: number for number, name in enumerate(_MONTHS, 1)}),
+    ("day of week", 0, 7, {name: number for number, name in enumerate(_DAYS)}),
+)
+_CRON_ITEM = re.compile(r"^(\*|\w+(?:-\w+)?)(?:/(\d+))?$")
+
+
+def _cron_error(message: str) -> SettingsError:
+    return SettingsError([("CRON", message)], "schedule", None)
 
 
 def check_cron(cron: str) -> str:
-    """Five cron fields, optionally prefixed with ``TZ=Zone/Name``."""
+    """Five cron fields, each within its range, optionally after ``TZ=Zone/Name`` (an IANA zone)."""
     cron = " ".join(cron.split())
-    if not CRON_RE.match(cron):
-        raise SettingsError(
-            [
-                (
-                    "CRON",
-                    f"expected five cron fields, optionally after TZ=<IANA zone>, e.g. "
-                    f"'TZ=Europe/Amsterdam 0 3 * * 1'; got {cron!r}",
-                )
-            ],
-            "schedule",
-            None,
+    match = CRON_RE.match(cron)
+    if not match:
+        raise _cron_error(
+            "expected five cron fields, optionally after TZ=<IANA zone>, e.g. "
+            f"'TZ=Europe/Amsterdam 0 3 * * 1'; got {cron!r}"
         )
+    if match.group(3):
+        _check_zone(match.group(3))
+    for text, (name, low, high, names) in zip(match.group(4).split(), CRON_FIELDS, strict=True):
+        if problem := _cron_field_problem(text, low, high, names):
+            raise _cron_error(f"{name} field {text!r} in {cron!r}: {problem}")
     return cron
 
 
-def build_schedule(settings: SubmitSettings, *, display_name: str, credentials=None):
-    """The ``aiplatform.PipelineJobSchedule`` for these settings (nothing is sent)."""
+def _check_zone(zone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _cron_error(f"TZ={zone} is not an IANA time zone; use a name such as Europe/Amsterdam or UTC") from None
+
+
+def _cron_field_problem(text: str, low: int, high: int, names: dict[str, int]) -> str | None:
+    """Why one cron field is not a list of ``*``, ``N`` or ``N-M`` (each with an optional ``/STEP``)
+    within ``low``..``high``, or None."""
+    allowed = f"{low}-{high}" + (f" or {min(names, key=names.get)}-{max(names, key=names.get)}" if names else "")
+    for item in text.split(","):
+        match = _CRON_ITEM.match(item)
+        if not match:
+            return f"expected *, N, N-M or a list of them, each with an optional /STEP ({allowed})"
+        if match.group(2) is not None and int(match.group(2)) < 1:
+            return "a /STEP must be 1 or more"
+        if match.group(1) == "*":
+            continue
+        bounds = []
+        for value in match.group(1).split("-"):
+            number = names.get(value.upper()) if not value.isdigit() else int(value)
+            if number is None or not low <= number <= high:
+                return f"{value!r} is outside {allowed}"
+            bounds.append(number)
+        if len(bounds) == 2 and bounds[0] > bounds[1]:
+            return f"the range {match.group(1)} runs backwards"
+    return None
+
+
+def build_schedule(settings: SubmitSettings, *, display_name: str, credentials=None, dry_run: bool = False):
+    """The ``aiplatform.PipelineJobSchedule`` for these settings (nothing is sent; a dry run
+    does not fetch a template URL)."""
     from google.cloud import aiplatform
 
-    job = build_vertex_job(settings, credentials=credentials)
+    job = build_vertex_job(settings, credentials=credentials, dry_run=dry_run)
     return aiplatform.PipelineJobSchedule(
         pipeline_job=job,
         display_name=display_name,
@@ -76,14 +130,28 @@ def _time(key: str, text: str | None):
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def _limit(key: str, value: int | None, minimum: int, what: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ConfigError(f"{key} must be {what}, got {value!r}.")
+    return value
+
+
 def schedule_options(settings: SubmitSettings, args: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of ``PipelineJobSchedule.create``."""
+    """Keyword arguments of ``PipelineJobSchedule.create``, each checked."""
+    start = _time("--start-time", args.get("start_time"))
+    end = _time("--end-time", args.get("end_time"))
+    if start and end and end <= start:
+        raise ConfigError(
+            f"--end-time {args['end_time']} is not after --start-time {args['start_time']}; no run could start."
+        )
+    max_runs = _limit("--max-runs", args.get("max_runs"), 0, "0 (no limit) or more runs")
+    max_concurrent = _limit("--max-concurrent", args.get("max_concurrent"), 1, "1 or more runs at once")
     return {
         "cron": args["cron"],
-        "start_time": _time("START_TIME", args.get("start_time")),
-        "end_time": _time("END_TIME", args.get("end_time")),
-        "max_run_count": args.get("max_runs") or None,
-        "max_concurrent_run_count": args.get("max_concurrent") or 1,
+        "start_time": start,
+        "end_time": end,
+        "max_run_count": max_runs or None,
+        "max_concurrent_run_count": max_concurrent or 1,
         "service_account": settings.service_account or None,
         "network": settings.network or None,
     }
@@ -136,9 +204,12 @@ def create_schedule(
 
         credentials = AnonymousCredentials()  # a dry run never calls Google
     display_name = name or f"{settings.pipeline_name}-retrain"
-    schedule = build_schedule(settings, display_name=display_name, credentials=credentials)
-    options = schedule_options(settings, {"cron": check_cron(cron), **limits})
+    options = schedule_options(settings, {"cron": check_cron(cron), **limits})  # checked before anything is built
+    schedule = build_schedule(settings, display_name=display_name, credentials=credentials, dry_run=dry_run)
     request = schedule_request(schedule, options)
+    if dry_run and is_remote(settings.template):  # the stand-in spec of an unfetched template URL
+        request["schedule"]["create_pipeline_job_request"]["pipeline_job"].pop("pipeline_spec", None)
+        request["template"] = f"{settings.template}: not fetched in a dry run (offline); checked when created"
     if dry_run:
         print(json.dumps(request, indent=2, sort_keys=True), file=out)
         return request
@@ -181,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except TemplateUnreachable as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -52,12 +52,15 @@ from pipelines.settings_file import (
     update_env_file,
 )
 from pipelines.template_params import (
+    TEMPLATE_FILES,
     coerce,
     config_problems,
     is_remote,
+    load_pipeline_documents,
     load_pipeline_spec,
     parameter_specs,
     resolve_parameters,
+    wrong_template,
 )
 
 __all__ = [
@@ -94,7 +97,7 @@ __all__ = [
 ]
 
 TARGETS = ("vertex", "kind")
-DEFAULT_TEMPLATES = {"vertex": "build/pipeline.yaml", "kind": "build/pipeline-kfp.yaml"}
+DEFAULT_TEMPLATES = {"vertex": TEMPLATE_FILES["vertex"], "kind": TEMPLATE_FILES["kfp"]}
 REQUIRED = {
     "vertex": ("PROJECT", "REGION", "PIPELINE_ROOT", "SERVICE_ACCOUNT"),
     "kind": (),
@@ -192,6 +195,7 @@ def load_settings(
     text = functools.partial(_text, merged)
 
     problems = [(k, "unknown setting") for k in sorted(k for k in merged if not _known(k))]
+    problems += _not_text(merged)
     problems += [(key, f"missing: {KEYS[key]}") for key in REQUIRED[target] if not text(key)]
     labels, enable_caching, format_problems = _checked_formats(target, merged)
     problems += format_problems
@@ -205,14 +209,21 @@ def load_settings(
         if k.startswith(PARAM_PREFIX) and v is not None and str(v).strip() != ""
     }
     parameters, pipeline_name, template_commit = given, "fer-pipeline", ""
-    if is_remote(template):
-        pass  # an Artifact Registry template is checked by Vertex AI itself
+    if target == "kind":
+        problems += _compiled_on_kind(given)
+    if is_remote(template) and target == "kind":
+        problems.append((template_key, f"{template}: KFP runs a local compiled file ({DEFAULT_TEMPLATES['kind']})"))
+    elif is_remote(template):
+        pass  # an Artifact Registry template is fetched and checked when the run is submitted
     elif not Path(template).is_file():
         problems.append((template_key, f"compiled pipeline {template} not found: run `make compile` first"))
     else:
-        spec = load_pipeline_spec(template)
+        documents = load_pipeline_documents(template)
+        spec = documents[0]
         pipeline_name = spec.get("pipelineInfo", {}).get("name", pipeline_name)
         template_commit = _commit_label(spec)
+        if mismatch := wrong_template(template, documents, "vertex" if target == "vertex" else "kfp"):
+            problems.append((template_key, mismatch))
         parameters, parameter_problems = _template_parameters(spec, given, target, merged)
         problems += parameter_problems
     if problems:
@@ -242,6 +253,33 @@ def load_settings(
         template_commit=template_commit,
         config_path=config_path,
     )
+
+
+# Set in the GPU steps of the KFP file when it is compiled: as parameters on kind they change nothing.
+COMPILED_ON_KIND = ("gpu_count", "gpu_type")
+
+
+def _compiled_on_kind(given: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The given parameters that the KFP file fixes at compile time, each named with what sets it."""
+    return [
+        (
+            PARAM_PREFIX + name,
+            "on kind the KFP file's GPU request is fixed when it is compiled: GPU_COUNT= at `make compile` sets "
+            "the count, the node pool (pipelines/resources.py) the type; leave this parameter out",
+        )
+        for name in COMPILED_ON_KIND
+        if name in given
+    ]
+
+
+def _not_text(merged: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Settings a JSON/YAML file gave as a list or mapping where text belongs (LABELS may be a
+    mapping): as text they would be sent as "['a', 'b']"."""
+    return [
+        (key, f"expected text, got a {'list' if isinstance(value, list) else 'mapping'}")
+        for key, value in sorted(merged.items())
+        if key in KEYS and key != "LABELS" and isinstance(value, (list, dict))
+    ]
 
 
 def _text(merged: Mapping[str, Any], key: str, default: str = "") -> str:

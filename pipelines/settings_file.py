@@ -43,7 +43,7 @@ KEYS: dict[str, str] = {
     "NETWORK": "optional VPC for peering: projects/PROJECT_NUMBER/global/networks/NAME",
     "ENCRYPTION_KEY": "optional Cloud KMS key for the run (projects/.../cryptoKeys/KEY)",
     "LABELS": "optional run labels: key=value,key=value",
-    "ENABLE_CACHING": "optional true/false: override the compiled caching settings",
+    "ENABLE_CACHING": "optional: false turns caching off; true/unset keeps the compiled settings (ingest, register never)",
     "EXPERIMENT": "optional Vertex AI experiment: each run's parameters and metrics are logged to it",
     "TENSORBOARD": "optional Vertex AI TensorBoard for the training curves: projects/P/locations/L/tensorboards/ID "
     "(terraform output -raw tensorboard)",
@@ -134,11 +134,39 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+class _KeyGivenTwice(Exception):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML and json keep
+    the last unseen, as python-dotenv would; read_env_file refuses those too)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` merges on purpose
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in first_lines:
+                    raise _KeyGivenTwice(key, line, first_lines[key])
+                first_lines.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """Flat ``KEY -> value`` from a .env, .json or .yaml file (parameters as PARAM_<name>)."""
     if path.suffix in (".json", ".yaml", ".yml"):
         try:
-            data = yaml.safe_load(_text(path)) or {}
+            data = yaml.load(_text(path), Loader=_UniqueKeyLoader) or {}  # safe: a SafeLoader subclass
+        except _KeyGivenTwice as exc:
+            raise ConfigError(
+                f"{path}:{exc.line}: {exc.key} given twice (first on line {exc.first}); keep one of them."
+            ) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else f"{path}"

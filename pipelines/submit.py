@@ -6,7 +6,8 @@
 ``make submit`` runs it (TARGET=, CONFIG=, DRY_RUN=1). Settings come from the config
 file, then the environment, then ``--set``/``--param`` (pipelines/settings.py lists the
 keys). ``--dry-run`` prints the exact request as JSON and sends nothing; it needs no
-credentials.
+credentials and fetches nothing (a template URL is named, not checked). ENABLE_CACHING=false
+turns caching off; true keeps the compiled settings (ingest and register are never cached).
 
 vertex: ``aiplatform.PipelineJob`` from build/pipeline.yaml (or TEMPLATE), submitted
         with the pipeline service account and optional network; prints the console URL.
@@ -21,10 +22,16 @@ kind:   ``kfp.Client(host=KFP_HOST).create_run_from_pipeline_package`` with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
+
+import yaml
+from google.api_core.exceptions import GoogleAPIError
 
 from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError
@@ -34,6 +41,7 @@ from pipelines.settings import (
     SubmitSettings,
     cli_overrides,
     coerce,
+    is_remote,
     load_pipeline_spec,
     load_settings,
     parameter_specs,
@@ -48,31 +56,78 @@ def default_labels(settings: SubmitSettings) -> dict[str, str]:
     return {**labels, **settings.labels}
 
 
+def caching_override(settings: SubmitSettings) -> bool | None:
+    """``enable_caching=`` for aiplatform.PipelineJob and kfp.Client: False (ENABLE_CACHING=false)
+    turns caching off for every step; otherwise None keeps the compiled per-task settings. True
+    would rewrite every task, ingest and register included, which must never be cached (a cached
+    ingest reuses an old dataset when the source at the same path changed; a cached register
+    skips the registration); the compiled settings already cache every other step."""
+    return False if settings.enable_caching is False else None
+
+
 # ------------------------------------------------------------------ Vertex AI
-def build_vertex_job(settings: SubmitSettings, credentials=None):
-    """The ``aiplatform.PipelineJob`` for these settings (nothing is sent)."""
+class TemplateUnreachable(Exception):
+    """The template URL could not be fetched: its one line, exit 1."""
+
+
+def build_vertex_job(settings: SubmitSettings, credentials=None, *, dry_run: bool = False):
+    """The ``aiplatform.PipelineJob`` for these settings (nothing is sent). aiplatform fetches a
+    template URL itself; a dry run fetches nothing (it is offline): the job is built from a
+    stand-in spec and the request names the URL instead."""
     from google.cloud import aiplatform
 
-    try:
-        return aiplatform.PipelineJob(
-            display_name=settings.display_name or settings.pipeline_name,
-            template_path=str(settings.template),
-            job_id=settings.job_id or None,
-            pipeline_root=settings.pipeline_root,
-            parameter_values=dict(settings.parameters),
-            enable_caching=settings.enable_caching,
-            encryption_spec_key_name=settings.encryption_key or None,
-            labels=default_labels(settings),
-            credentials=credentials,
-            project=settings.project,
-            location=settings.region,
-        )
-    except ValueError as exc:  # aiplatform's own checks, e.g. a region Vertex AI does not have
-        raise ConfigError(f"error: Vertex AI refuses these settings: {exc}") from None
+    with _template_path(settings, dry_run=dry_run) as template_path:
+        try:
+            return aiplatform.PipelineJob(
+                display_name=settings.display_name or settings.pipeline_name,
+                template_path=template_path,
+                job_id=settings.job_id or None,
+                pipeline_root=settings.pipeline_root,
+                parameter_values=dict(settings.parameters),
+                enable_caching=caching_override(settings),
+                encryption_spec_key_name=settings.encryption_key or None,
+                labels=default_labels(settings),
+                credentials=credentials,
+                project=settings.project,
+                location=settings.region,
+            )
+        except ValueError as exc:  # aiplatform's own checks, e.g. a region Vertex AI does not have
+            raise ConfigError(f"error: Vertex AI refuses these settings: {exc}") from None
+        except (OSError, GoogleAPIError) as exc:  # a template URL not found, refused or unreachable
+            if not is_remote(settings.template):
+                raise
+            raise TemplateUnreachable(
+                f"error: TEMPLATE={settings.template} could not be fetched ({exc}); check the URL and that your "
+                "credentials can read it, or set TEMPLATE to the local build/pipeline.yaml."
+            ) from exc
 
 
-def vertex_request(job, settings: SubmitSettings) -> dict[str, Any]:
-    """The CreatePipelineJob request that ``job.submit(...)`` sends, as a JSON-able dict."""
+@contextlib.contextmanager
+def _template_path(settings: SubmitSettings, *, dry_run: bool):
+    """The template aiplatform reads: the setting itself, or in a dry run with a URL a stand-in."""
+    if not (dry_run and is_remote(settings.template)):
+        yield str(settings.template)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(_stand_in_spec(settings)))
+        yield str(path)
+
+
+def _stand_in_spec(settings: SubmitSettings) -> dict[str, Any]:
+    """The least PipelineSpec aiplatform builds a job from: the name and the given parameters."""
+    return {
+        "pipelineInfo": {"name": settings.pipeline_name},
+        "root": {
+            "inputDefinitions": {"parameters": {name: {"parameterType": "STRING"} for name in settings.parameters}}
+        },
+        "schemaVersion": "2.1.0",
+    }
+
+
+def vertex_request(job, settings: SubmitSettings, *, dry_run: bool = False) -> dict[str, Any]:
+    """The CreatePipelineJob request that ``job.submit(...)`` sends, as a JSON-able dict. In a
+    dry run with a template URL, the spec (not fetched) is left out and the URL named."""
     from google.protobuf import json_format
 
     resource = type(job._gca_resource).pb(job._gca_resource)
@@ -82,12 +137,18 @@ def vertex_request(job, settings: SubmitSettings) -> dict[str, Any]:
         message.service_account = settings.service_account
     if settings.network:
         message.network = settings.network
-    return {
+    request = {
         "parent": job._parent,
         "pipeline_job_id": job.job_id,
         "pipeline_job": json_format.MessageToDict(message, preserving_proto_field_name=True),
         "experiment": settings.experiment or None,
     }
+    if dry_run and is_remote(settings.template):
+        del request["pipeline_job"]["pipeline_spec"]
+        request["template"] = (
+            f"{settings.template}: not fetched in a dry run (offline); its spec and parameters are checked on submit"
+        )
+    return request
 
 
 def submit_vertex(settings: SubmitSettings, *, dry_run: bool = False, credentials=None, out=None) -> dict:
@@ -97,8 +158,8 @@ def submit_vertex(settings: SubmitSettings, *, dry_run: bool = False, credential
         from google.auth.credentials import AnonymousCredentials
 
         credentials = AnonymousCredentials()  # a dry run never calls Google
-    job = build_vertex_job(settings, credentials=credentials)
-    request = vertex_request(job, settings)
+    job = build_vertex_job(settings, credentials=credentials, dry_run=dry_run)
+    request = vertex_request(job, settings, dry_run=dry_run)
     if dry_run:
         print(json.dumps(request, indent=2, sort_keys=True), file=out)
         return request
@@ -120,7 +181,7 @@ def kfp_request(settings: SubmitSettings) -> dict[str, Any]:
         "experiment_name": settings.kfp_experiment or None,
         "namespace": settings.kfp_namespace or None,
         "pipeline_root": settings.kfp_pipeline_root or None,
-        "enable_caching": settings.enable_caching,
+        "enable_caching": caching_override(settings),
         "service_account": settings.kfp_service_account or None,
     }
     # What the run will use: the compiled defaults (on kind: the in-cluster emulator and the
@@ -209,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except GoogleAPICallError as exc:
         print(f"error: Vertex AI refused the request: {exc}", file=sys.stderr)
         return 1
-    except KfpUnreachable as exc:
+    except (KfpUnreachable, TemplateUnreachable) as exc:
         print(exc, file=sys.stderr)
         return 1
     return 0

@@ -24,8 +24,9 @@ def is_remote(template: str) -> bool:
     return template.startswith(("https://", "gs://"))
 
 
-def load_pipeline_spec(template: str | Path) -> dict[str, Any]:
-    """The first YAML document of a compiled pipeline (the PipelineSpec)."""
+def load_pipeline_documents(template: str | Path) -> list[dict[str, Any]]:
+    """The YAML documents of a compiled pipeline: the PipelineSpec, then (the KFP file only)
+    the kfp-kubernetes platform spec."""
     path = Path(template)
     try:
         with path.open(encoding="utf-8") as handle:
@@ -34,7 +35,34 @@ def load_pipeline_spec(template: str | Path) -> dict[str, Any]:
         documents = []
     if not documents or not isinstance(documents[0], dict) or "root" not in documents[0]:
         raise ConfigError(f"{path} is not a compiled KFP pipeline (no 'root'): run `make compile`.")
-    return documents[0]
+    return documents
+
+
+def load_pipeline_spec(template: str | Path) -> dict[str, Any]:
+    """The first YAML document of a compiled pipeline (the PipelineSpec)."""
+    return load_pipeline_documents(template)[0]
+
+
+def compiled_for(documents: list[dict[str, Any]]) -> str:
+    """ "kfp" for the KFP file (a second document, the platform spec: GPU pool, volumes),
+    "vertex" for the Vertex file (the PipelineSpec alone: aiplatform loads one document)."""
+    return "kfp" if any(isinstance(doc, dict) and "platforms" in doc for doc in documents[1:]) else "vertex"
+
+
+# the file each target runs, as `make compile` names it
+TEMPLATE_FILES = {"vertex": "build/pipeline.yaml", "kfp": "build/pipeline-kfp.yaml"}
+_TARGET_NAMES = {"vertex": "Vertex", "kfp": "KFP"}
+
+
+def wrong_template(template: str | Path, documents: list[dict[str, Any]], wanted: str) -> str | None:
+    """Why ``template`` is the other target's file (``wanted``: "vertex" or "kfp"), or None."""
+    found = compiled_for(documents)
+    if found == wanted:
+        return None
+    return (
+        f"{template} is the {_TARGET_NAMES[found]} file; {_TARGET_NAMES[wanted]} takes "
+        f"{TEMPLATE_FILES[wanted]} (`make compile` writes both)"
+    )
 
 
 def parameter_specs(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -45,9 +73,10 @@ def parameter_specs(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def coerce(value: Any, parameter_type: str) -> Any:
     """Turn a config value (often a string) into the type the pipeline declares."""
     if parameter_type == "STRING":
-        if isinstance(value, (dict, list)):
-            return json.dumps(value)
-        return value if isinstance(value, str) else str(value)
+        # a JSON/YAML file's number, list, mapping or unquoted yes/no would be sent as its Python text
+        if not isinstance(value, str):
+            raise ValueError(f"expected text, got {_kind_of(value)}; quote it in the settings file if it is text")
+        return value
     if parameter_type == "NUMBER_INTEGER":
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError(f"expected an integer, got {value!r}")
@@ -66,6 +95,11 @@ def coerce(value: Any, parameter_type: str) -> Any:
             raise ValueError(f"expected a JSON {expected.__name__}, got {value!r}")
         return parsed
     return value
+
+
+def _kind_of(value: Any) -> str:
+    kinds = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "a mapping"}
+    return f"{kinds.get(type(value), type(value).__name__)} ({json.dumps(value, default=str)})"
 
 
 def resolve_parameters(

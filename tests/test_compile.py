@@ -105,3 +105,53 @@ def test_compile_refuses_what_a_cluster_could_not_pull_or_schedule(tmp_path, cap
         compile_mod.main(argv)
     assert refused.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "build").exists()
+
+
+def _compile_main(out_dir, image="reg/cpu:new"):
+    from pipelines import compile as compile_mod
+
+    return compile_mod.main(["--image", image, "--gpu-image", "reg/gpu:new", "--out-dir", str(out_dir)])
+
+
+def test_a_compile_that_cannot_write_one_file_leaves_both_as_they_were(tmp_path, capsys):
+    out = tmp_path / "build"
+    vertex, _ = compile_pipelines(out, IMAGE, GPU_IMAGE, commit="abc123")
+    before = vertex.read_text()
+    (out / "pipeline-kfp.yaml").unlink()
+    (out / "pipeline-kfp.yaml").mkdir()  # the KFP file cannot be written
+    with pytest.raises(SystemExit) as refused:
+        _compile_main(out)
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "pipeline-kfp.yaml is a folder" in err and "Traceback" not in err
+    assert vertex.read_text() == before  # not the new images beside an old KFP file
+    assert sorted(p.name for p in out.iterdir()) == ["pipeline-kfp.yaml", "pipeline.yaml"]  # no temporary left
+
+
+def test_a_kfp_compile_that_fails_leaves_the_vertex_file_as_it_was(tmp_path, monkeypatch):
+    from pipelines import compile as compile_mod
+
+    out = tmp_path / "build"
+    vertex, kfp = compile_pipelines(out, IMAGE, GPU_IMAGE, commit="abc123")
+    before = vertex.read_text(), kfp.read_text()
+    real_render = compile_mod.render_target
+
+    def kfp_fails(target, **kwargs):
+        if target == "kfp":
+            raise RuntimeError("the KFP compiler failed")
+        return real_render(target, **kwargs)
+
+    monkeypatch.setattr(compile_mod, "render_target", kfp_fails)
+    with pytest.raises(RuntimeError):
+        compile_pipelines(out, "reg/cpu:new", "reg/gpu:new", commit="new")
+    assert (vertex.read_text(), kfp.read_text()) == before
+    assert sorted(p.name for p in out.iterdir()) == ["pipeline-kfp.yaml", "pipeline.yaml"]
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    with pytest.raises(SystemExit) as refused:
+        _compile_main(afile)
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and f"{afile} is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+    assert afile.read_text() == "keep"

@@ -5,6 +5,8 @@ Both dry runs print what would be sent and send nothing."""
 # (no `from __future__ import annotations`: KFP reads the component annotations)
 
 import json
+import os
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -16,6 +18,7 @@ from google.protobuf import json_format
 from kfp import compiler, dsl
 from kfp.registry import registry_client
 
+from fer_pipeline.errors import ConfigError
 from pipelines import publish as publish_mod
 from pipelines import schedule as schedule_mod
 from pipelines.settings import SettingsError, load_settings
@@ -214,3 +217,94 @@ def test_bad_experiment_and_tensorboard_settings_are_reported(template):
     with pytest.raises(SettingsError) as info:
         load_settings("vertex", None, environ=_env(template, EXPERIMENT="FER Exp", TENSORBOARD="tb-1"))
     assert {key for key, _ in info.value.problems} == {"EXPERIMENT", "TENSORBOARD"}
+
+
+# ------------------------------------------------------------------ unknown keys, tags, schedule limits
+def test_publish_refuses_unknown_keys_as_submit_does(template, tmp_path, http_post):
+    config = tmp_path / "submit.env"
+    config.write_text(f"TEMPLATE_REPOSITORY={REPO}\nTEMPLATE={template}\nTEMPLATE_TAG=v2\n")
+    with pytest.raises(SettingsError) as info:
+        publish_mod.load_publish_settings(config, environ={}, overrides={"FOO": "bar"})
+    assert {key for key, _ in info.value.problems} == {"TEMPLATE_TAG", "FOO"}
+    http_post.assert_not_called()
+
+
+def test_make_publish_passes_tags_whole_so_a_tag_with_a_space_is_refused(template, tmp_path, capsys):
+    import shlex
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("CONFIG", "TAGS")}
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "publish", "DRY_RUN=1", "TAGS=v 1,stable"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    command = next(line for line in result.stdout.splitlines() if "pipelines.publish" in line)
+    argv = shlex.split(command)
+    assert argv[argv.index("--set") + 1] == "TEMPLATE_TAGS=v 1,stable" and "--tag" not in argv
+    config = tmp_path / "submit.env"
+    config.write_text(f"TEMPLATE_REPOSITORY={REPO}\nTEMPLATE={template}\n")
+    assert publish_mod.main(["--config", str(config), "--set", "TEMPLATE_TAGS=v 1,stable", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "tag 'v 1'" in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_concurrent": -3}, "--max-concurrent must be 1 or more runs at once, got -3"),
+        ({"max_concurrent": 0}, "--max-concurrent must be 1 or more runs at once, got 0"),
+        ({"max_runs": -1}, "--max-runs must be 0 (no limit) or more runs, got -1"),
+        (
+            {"start_time": "2027-01-02T00:00:00Z", "end_time": "2027-01-01T00:00:00Z"},
+            "--end-time 2027-01-01T00:00:00Z is not after --start-time 2027-01-02T00:00:00Z",
+        ),
+    ],
+)
+def test_schedule_refuses_limits_and_times_that_cannot_work(template, created, options, message):
+    settings = load_settings("vertex", None, environ=_env(template))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        schedule_mod.create_schedule(settings, cron="0 3 * * 1", dry_run=True, **options)
+    assert created == []
+
+
+@pytest.mark.parametrize(
+    "cron, message",
+    [
+        ("TZ=Not/AZone 0 3 * * 1", "TZ=Not/AZone is not an IANA time zone"),
+        ("99 99 * * 9", "minute field '99'"),
+        ("0 99 * * 1", "hour field '99'"),
+        ("0 3 * * 9", "day of week field '9'"),
+        ("foo bar baz qux quux", "minute field 'foo'"),
+        ("*/0 3 * * *", "a /STEP must be 1 or more"),
+        ("0 3 5-1 * *", "the range 5-1 runs backwards"),
+    ],
+)
+def test_schedule_refuses_cron_fields_out_of_range(template, created, cron, message):
+    settings = load_settings("vertex", None, environ=_env(template))
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        schedule_mod.create_schedule(settings, cron=cron, dry_run=True)
+    assert created == []
+
+
+@pytest.mark.parametrize("cron", ["TZ=Europe/Amsterdam 0 3 * * 1", "*/15 0-6,22 1-31/2 JAN-MAR mon-fri", "0 0 * * 7"])
+def test_schedule_takes_good_crons(template, created, cron, capsys):
+    settings = load_settings("vertex", None, environ=_env(template))
+    assert schedule_mod.create_schedule(settings, cron=cron, dry_run=True)["schedule"]["cron"] == cron
+
+
+def test_schedule_dry_run_with_a_template_url_fetches_nothing(monkeypatch, capsys):
+    from google.cloud import storage
+
+    monkeypatch.setattr(storage, "Client", mock.Mock(side_effect=AssertionError("fetched in a dry run")))
+    env = {**_env(Path("unused")), "TEMPLATE": "gs://bucket/pipeline.yaml"}
+    request = schedule_mod.create_schedule(load_settings("vertex", None, environ=env), cron="0 3 * * 1", dry_run=True)
+    assert "pipeline_spec" not in request["schedule"]["create_pipeline_job_request"]["pipeline_job"]
+    assert "not fetched" in request["template"]

@@ -178,3 +178,38 @@ def test_a_make_value_reaches_the_shell_as_one_quoted_word(target, variable):
     out = _make("-n", target, f"{variable}={hostile}", "PROJECT=p", "REGION=europe-west4").stdout
     assert "1;touch x'\\''y'" in out, out  # inside one single-quoted word, its own quote escaped
     assert "1;touch x'y" not in out
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("s.yaml", "PROJECT: a\nREGION: r\nPROJECT: b\n", "s.yaml:3: PROJECT given twice (first on line 1)"),
+        ("s.json", '{"PROJECT": "a",\n "PROJECT": "b"}', "s.json:2: PROJECT given twice (first on line 1)"),
+        (
+            "s.yml",
+            "parameters:\n  frozen_epochs: 2\n  frozen_epochs: 3\n",
+            "s.yml:3: frozen_epochs given twice (first on line 2)",
+        ),
+    ],
+)
+def test_a_key_given_twice_in_json_or_yaml_is_refused_with_both_lines(tmp_path, name, text, message):
+    config = tmp_path / name
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_config(config)
+
+
+def test_a_yaml_merge_key_is_not_a_key_given_twice(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("base: &b {x: 1}\nparameters:\n  recipe:\n    <<: *b\n    x: 2\n")
+    assert read_config(config)["PARAM_recipe"] == {"x": 2}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_stops_on_a_named_config_that_does_not_exist(tmp_path):
+    missing = tmp_path / "absent.env"
+    result = _make("-n", "compile", f"CONFIG={missing}")
+    assert result.returncode != 0 and "pipelines.compile" not in result.stdout
+    assert f"*** Config file {missing} not found (copy config/submit.example.env).  Stop." in result.stderr
+    if not (ROOT / "config/submit.env").exists():  # the default file may be absent: the environment may say it all
+        assert _make("-n", "compile").returncode == 0
