@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fer_pipeline import blazeface
-from fer_pipeline.boxes import box_iou, centre_inside
+from fer_pipeline.boxes import box_iou, centre_inside, clip_box
 
 sides = st.floats(min_value=0.5, max_value=500, allow_nan=False)
 coords = st.floats(min_value=-500, max_value=500, allow_nan=False)
@@ -41,3 +41,16 @@ def test_blazeface_corner_boxes_score_as_xywh_boxes(a, b):
         return np.array([[x, y], [x + w, y + h]], np.float64)
 
     assert np.isclose(blazeface.corner_iou(corners(a), corners(b)), box_iou(a, b), atol=1e-9)
+
+
+def test_clip_box_keeps_the_part_inside_the_photo():
+    assert clip_box((220, -28, 166, 166), 640, 480) == (220, 0, 166, 138)  # cut off by the top edge
+    assert clip_box((-10, 400, 100, 100), 640, 480) == (0, 400, 90, 80)
+    assert clip_box((10, 10, 20, 20), 640, 480) == (10, 10, 20, 20)
+    assert clip_box((700, 10, 20, 20), 640, 480) == (640, 10, 0, 20)  # wholly outside: nothing left
+
+
+@given(boxes, st.integers(1, 400), st.integers(1, 400))
+def test_a_clipped_box_lies_inside_the_photo(box, width, height):
+    x, y, w, h = clip_box([int(v) for v in box], width, height)
+    assert 0 <= x <= x + w <= width and 0 <= y <= y + h <= height

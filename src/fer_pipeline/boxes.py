@@ -1,6 +1,7 @@
-"""Overlap of axis-aligned boxes given as (x, y, width, height), in pixels (int or float):
-what the detectors' merges (``faces``), BlazeFace's non-maximum suppression
-(``blazeface``) and the detection benchmark's scoring share."""
+"""Axis-aligned boxes given as (x, y, width, height), in pixels (int or float): their
+overlap, which the detectors' merges (``faces``), BlazeFace's non-maximum suppression
+(``blazeface``) and the detection benchmark's scoring share, and the part of a box inside
+the photo, which ``predict`` reports."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def centre_inside(a: Sequence[float], b: Sequence[float]) -> bool:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     return bx <= ax + aw / 2 <= bx + bw and by <= ay + ah / 2 <= by + bh
+
+
+def clip_box(box: Sequence[int], width: int, height: int) -> tuple[int, int, int, int]:
+    """The part of box ``(x, y, w, h)`` inside a ``width`` x ``height`` photo (w or h 0 where
+    none is): a face cut off by the photo's edge is reported as far as it shows."""
+    x, y, w, h = box
+    left, top = min(max(x, 0), width), min(max(y, 0), height)
+    right, bottom = max(min(x + w, width), left), max(min(y + h, height), top)
+    return left, top, right - left, bottom - top

@@ -21,8 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fer_pipeline.cli_paths import output_dir, output_file
-from fer_pipeline.errors import FerError
-from fer_pipeline.registry import INDEX_FILE, LocalRegistry, ModelVersion, default_registry_root
+from fer_pipeline.errors import FerError, UnusableFileError
+from fer_pipeline.registry import (
+    INDEX_FILE,
+    LocalRegistry,
+    ModelVersion,
+    default_registry_root,
+    version_files_missing,
+)
 
 EXIT_OK = 0
 EXIT_NO_IMAGE_READ = 1
@@ -52,7 +58,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Detect faces (--detector: the ensemble of MTCNN, BlazeFace and CenterFace by default), "
         "classify each face, "
         "print one JSON object per image. Exit 0 when at least one image was read (images without a face get "
-        "a note), 1 when none could be read, 2 on a usage error.",
+        "a note), 1 when none could be read or the model or registry is unusable, 2 on a usage error.",
     )
     predict.add_argument(
         "model",
@@ -65,9 +71,19 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="Skip face detection: each image is one face crop (FER-style 48x48).",
     )
-    predict.add_argument("--annotate", metavar="DIR", type=output_dir, help="Write copies with boxes and labels here.")
     predict.add_argument(
-        "--margin", type=float, default=0.2, help="Crop size beyond the face box, as a fraction (default 0.2)."
+        "--annotate",
+        metavar="DIR",
+        type=output_dir,
+        help="Write copies with boxes and labels here, as <stem>.png (<stem>-2.png, ... where two photos share a "
+        "name); made with the first copy. A folder holding an input photo is refused (exit 2, nothing written): "
+        "the copies could replace photos there.",
+    )
+    predict.add_argument(
+        "--margin",
+        type=margin_fraction,
+        default=0.2,
+        help="Crop size beyond the face box, as a fraction from 0 to 2 (default 0.2).",
     )
     predict.add_argument(
         "--max-pixels",
@@ -145,6 +161,22 @@ def positive_int(value: str) -> int:
     return number
 
 
+def margin_fraction(value: str) -> float:
+    """argparse type: --margin, a fraction of the face box from 0 to faces.MAX_MARGIN
+    (checked before the model is loaded; NaN fails the comparison too)."""
+    from fer_pipeline.faces import MAX_MARGIN
+
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0.0 <= number <= MAX_MARGIN:
+        raise argparse.ArgumentTypeError(
+            f"must be a number from 0 to {MAX_MARGIN:g} (a fraction of the face box), got {value!r}"
+        )
+    return number
+
+
 def reports_user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Print a FerError as one line on stderr and return its exit code (1 unusable input,
     2 wrong value) instead of a traceback; with --debug, let it raise."""
@@ -166,20 +198,38 @@ def registry_from(args: argparse.Namespace) -> LocalRegistry:
     return LocalRegistry(args.registry if args.registry is not None else default_registry_root())
 
 
+def existing_registry(args: argparse.Namespace) -> LocalRegistry:
+    """The registry to read; a --registry folder that does not exist is refused (a typo
+    would otherwise read as an empty registry). The default folder may be absent: nothing
+    has been registered yet."""
+    registry = registry_from(args)
+    if args.registry is not None and not registry.root.exists():
+        raise UnusableFileError(
+            f"Registry folder {registry.root} (--registry) does not exist; check the path. A registry is made "
+            "by the first `fer-pipeline register` (or `make run-local`) into it."
+        )
+    return registry
+
+
 @reports_user_errors
 def run_models_list(args: argparse.Namespace) -> int:
     """``models list``: one row per version, or JSON with ``--json``. An alias that points at
     a version the index does not hold (a damaged index) is shown too: a table row marked
-    ``dangling``, or a ``warning:`` line on stderr beside the JSON."""
-    registry = registry_from(args)
+    ``dangling``, or a ``warning:`` line on stderr beside the JSON. So is a version whose
+    folder is gone: its row is marked ``FILES MISSING`` and a warning names the folder."""
+    registry = existing_registry(args)
     versions = registry.list()
     dangling = registry.dangling()
     if args.json:
         print(json.dumps([v.to_dict() for v in versions], indent=2))
     elif not versions and not dangling:
-        print(f"No models registered in {registry.root}.")
+        absent = "" if registry.root.exists() else " (the folder does not exist yet: `fer-pipeline register` makes it)"
+        print(f"No models registered in {registry.root}{absent}.")
     else:
         print(format_versions_table(versions, dangling))
+    for version in versions:
+        if version.files_missing:
+            print(f"warning: {version_files_missing(version)}.", file=sys.stderr)
     if dangling:
         index = registry.root / INDEX_FILE
         for name, alias, version in dangling:
@@ -210,26 +260,30 @@ def format_versions_table(
 def _version_row(v: ModelVersion) -> tuple[str, ...]:
     aliases = ",".join(v.aliases + (("default",) if v.is_default else ()))
     value = v.metrics.get(v.primary_metric)
+    missing = f"FILES MISSING: {v.path} is gone; " if v.files_missing else ""
     return (
         v.ref,
         aliases or "-",
         v.primary_metric,
         f"{value:.4f}" if isinstance(value, (int, float)) else str(value),
         v.created or "-",
-        v.description,
+        missing + v.description,
     )
 
 
 @reports_user_errors
 def run_models_show(args: argparse.Namespace) -> int:
     """``models show REF``: the resolved version as JSON, with ``model_card``: the path of
-    its model card (null for a version registered before cards, with a note on stderr)."""
+    its model card (null for a version registered before cards, with a note on stderr; a
+    version whose folder is gone gets a warning instead)."""
     from fer_pipeline.model_card import MODEL_CARD_FILE
 
     version = registry_from(args).resolve(args.ref)
     card = version.path / MODEL_CARD_FILE
     print(json.dumps(version.to_dict() | {"model_card": str(card) if card.is_file() else None}, indent=2))
-    if not card.is_file():
+    if version.files_missing:
+        print(f"warning: {version_files_missing(version)}.", file=sys.stderr)
+    elif not card.is_file():
         print(f"note: {version.ref} was registered without a model card ({MODEL_CARD_FILE}).", file=sys.stderr)
     return EXIT_OK
 
@@ -237,22 +291,32 @@ def run_models_show(args: argparse.Namespace) -> int:
 @reports_user_errors
 def run_predict(args: argparse.Namespace) -> int:
     """``predict MODEL IMAGE...``: JSON results; exit 1 only when no image could be read."""
-    from fer_pipeline.predict import MAX_PHOTO_PIXELS, load_model_ref, predict_images
+    from fer_pipeline.predict import (
+        MAX_PHOTO_PIXELS,
+        ModelOutputError,
+        check_annotate_dir,
+        load_model_ref,
+        predict_images,
+    )
     from fer_pipeline.prediction_log import Observed, PredictionLog, model_version_for
 
     detector = detector_options(args)  # checked before the (slow) model load
+    check_annotate_dir(args.annotate, args.images)
     model = load_model_ref(args.model, args.registry)
     seen = Observed()
-    results = predict_images(
-        model,
-        args.images,
-        skip_detection=args.no_detect,
-        annotate_dir=args.annotate,
-        margin=args.margin,
-        max_pixels=args.max_pixels or MAX_PHOTO_PIXELS,
-        observe=seen if args.log else None,
-        detector=detector,
-    )
+    try:
+        results = predict_images(
+            model,
+            args.images,
+            skip_detection=args.no_detect,
+            annotate_dir=args.annotate,
+            margin=args.margin,
+            max_pixels=args.max_pixels or MAX_PHOTO_PIXELS,
+            observe=seen if args.log else None,
+            detector=detector,
+        )
+    except ModelOutputError as exc:  # the library does not know which file the model came from
+        raise ModelOutputError(exc.problem, f"Model {args.model}") from None
     if args.log:
         with PredictionLog(args.log, model_version_for(args.model, args.registry)) as prediction_log:
             prediction_log.observe_faces(seen, [face for entry in results for face in entry["faces"]])

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from fer_pipeline.classes import CLASSES
-from fer_pipeline.errors import FerError
+from fer_pipeline.errors import FerError, UnusableFileError
 from fer_pipeline.files import MODEL_FILE, resolve_keras_file
 from fer_pipeline.model import float32_copy, load_model
 
@@ -48,21 +48,28 @@ def load_keras_model(path: Path):
     return float32_copy(load_model(resolve_keras_file(path)))
 
 
-def model_input_side(model) -> int:
-    """The square input side of a model taking (side, side, 1) images.
+def model_input_side(model, source: str | Path | None = None) -> int:
+    """The square input side of a model taking (side, side, 1) images and giving the classes.
+
+    Args:
+        source: what the model was loaded from (its file, a registry reference), named in
+            the message; "The model" without it.
 
     Raises:
-        FerError: when the model's input or output does not match the project's contract.
+        UnusableFileError: when the model's input or output does not match the project's contract.
     """
+    named = f"Model {source}" if source is not None else "The model"
+    advice = f"pass a model.keras written by training (fer_pipeline.model.build_model: 48x48 grayscale in, {len(CLASSES)} classes out)"
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or shape[1] is None:
-        raise FerError(
-            f"Model input shape {shape} is not (None, side, side, 1); the serving export expects "
-            "a model built by fer_pipeline.model.build_model (48x48 grayscale)."
+        raise UnusableFileError(
+            f"{named} takes input of shape {shape}, not (None, side, side, 1) gray images; {advice}."
         )
     out = tuple(model.output_shape)
     if out[-1] != len(CLASSES):
-        raise FerError(f"Model output shape {out} does not end in {len(CLASSES)} classes ({', '.join(CLASSES)}).")
+        raise UnusableFileError(
+            f"{named} gives output of shape {out}, not {len(CLASSES)} class scores ({', '.join(CLASSES)}); {advice}."
+        )
     return int(shape[1])
 
 
@@ -123,7 +130,7 @@ def export_serving_model(keras_model_path: Path, export_dir: Path) -> Path:
     export_dir = Path(export_dir)
     check_export_dir_replaceable(export_dir)
     model = load_keras_model(keras_model_path)
-    side = model_input_side(model)
+    side = model_input_side(model, source=keras_model_path)
 
     archive = keras.export.ExportArchive()
     archive.track(model)

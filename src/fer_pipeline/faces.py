@@ -240,11 +240,15 @@ def detect_in_search_copy(gray: np.ndarray, options: DetectorOptions) -> list[Fa
 
 
 def resized(gray: np.ndarray, scale: float) -> np.ndarray:
-    """``gray`` resized by ``scale`` (averaging when it shrinks)."""
+    """``gray`` resized by ``scale`` (averaging when it shrinks), each side at least one pixel."""
     if scale == 1.0:
         return gray
     cv2 = cv2_module()
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    height, width = gray.shape[:2]
+    if round(min(height, width) * scale) < 1:  # a strip (5000x1) shrunk: OpenCV refuses a side of 0
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return cv2.resize(gray, size, interpolation=interpolation)
     return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation)
 
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from fer_pipeline.boxes import clip_box
 from fer_pipeline.classes import CLASSES
-from fer_pipeline.errors import FerError, UnusableFileError
+from fer_pipeline.errors import ConfigError, FerError, UnusableFileError
 from fer_pipeline.export import model_input_side
 from fer_pipeline.faces import (
     DEFAULT_OPTIONS,
@@ -64,49 +65,73 @@ class TooManyPixels(UnreadableImage):
 
 
 def read_image(path: Path, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
-    """Decode an image file to a BGR (or gray) uint8 array.
+    """Decode an image file to a BGR (or gray) uint8 or uint16 array, turned upright as its
+    EXIF orientation says (``decode_image``).
 
     Raises:
         UnreadableImage: missing, empty, not an image, too many pixels, or undecodable.
     """
+    return read_photo(path, max_pixels)[0]
+
+
+def read_photo(path: Path, max_pixels: int = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, int]:
+    """``read_image``'s array and the number of frames (pages) in the file: only the first
+    is decoded."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # imdecode also copes with non-ASCII paths
     except OSError as exc:
         raise UnreadableImage(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_image(data.tobytes(), str(path), max_pixels)
+    return decode_photo(data.tobytes(), str(path), max_pixels)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
-    """Decode an encoded image (JPEG, PNG, ...) to a BGR (or gray) uint8 array; ``name`` is
-    what messages call it (a path, or "the request's image").
+    """Decode an encoded image (JPEG, PNG, ...) to a BGR (or gray) uint8 or uint16 array,
+    turned upright as its EXIF orientation says (boxes then refer to the photo as viewers
+    show it); ``name`` is what messages call it (a path, or "the request's image").
 
     Raises:
-        UnreadableImage: empty, not an image, too many pixels, or undecodable.
+        UnreadableImage: empty, not an image, too many pixels, undecodable, or pixels that
+            are not 8- or 16-bit levels.
     """
+    return decode_photo(data, name, max_pixels)[0]
+
+
+def decode_photo(data: bytes, name: str, max_pixels: int = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, int]:
+    """``decode_image``'s array and the number of frames (pages) in the file: an animated
+    GIF or a multi-page TIFF gives its first."""
     cv2 = _cv2()
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size == 0:
         raise UnreadableImage(f"cannot read {name}: empty file")
-    pixels = _declared_pixels(buffer)
-    if pixels is None:  # OpenCV would decode it (Radiance HDR, PFM) with no bound on its pixels
+    header = _read_header(buffer)
+    if header is None:  # OpenCV would decode it (Radiance HDR, PFM) with no bound on its pixels
         raise UnreadableImage(
             f"cannot read {name}: not an image whose size can be read before decoding; send JPEG, PNG, BMP or GIF"
         )
+    pixels, frames = header
     if pixels > max_pixels:
         raise TooManyPixels(
             f"{name} has {pixels:,} pixels, over the {max_pixels:,}-pixel limit (--max-pixels); scale it down first"
         )
     try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        # Not IMREAD_UNCHANGED: it skips the EXIF orientation. These keep the bit depth and the
+        # colour (an alpha channel is dropped: gray ignores it anyway).
+        image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except cv2.error as exc:
         raise UnreadableImage(f"cannot decode {name}: {str(exc).strip().splitlines()[-1]}") from None
     if image is None:
         raise UnreadableImage(f"cannot read {name}: not an image format OpenCV can decode")
-    return image
+    if image.dtype not in (np.uint8, np.uint16):  # float or 32-bit levels: no agreed black and white
+        raise UnreadableImage(
+            f"cannot use {name}: its pixels are {image.dtype} values, not 8- or 16-bit gray levels; "
+            "save it as an 8-bit or 16-bit image"
+        )
+    return image, frames
 
 
-def _declared_pixels(data: np.ndarray) -> int | None:
-    """Width x height from the file's header (PIL reads only the header), or None."""
+def _read_header(data: np.ndarray) -> tuple[int, int] | None:
+    """Width x height and the number of frames from the file's header (PIL reads only the
+    header), or None."""
     import io
     import warnings
 
@@ -117,12 +142,22 @@ def _declared_pixels(data: np.ndarray) -> int | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data.tobytes())) as image:
                 width, height = image.size
+                frames = _frame_count(image)
     except Image.DecompressionBombError as exc:  # PIL refuses twice its own limit at open
         numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
-        return numbers[0] if numbers else None
+        return (numbers[0], 1) if numbers else None
     except Exception:  # not a format PIL knows: OpenCV may still decode it
         return None
-    return width * height
+    return width * height, frames
+
+
+def _frame_count(image) -> int:
+    """How many frames PIL's header walk finds (GIF and TIFF walk their frame headers, not
+    their pixels); 1 where counting fails: the first frame is all that is decoded."""
+    try:
+        return max(1, int(getattr(image, "n_frames", 1)))
+    except Exception:  # a damaged later frame: the first may still decode
+        return 1
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -144,17 +179,84 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def face_crops(
     gray: np.ndarray, side: int, *, skip_detection: bool, margin: float, detector: DetectorOptions
 ) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
-    """Each face's box and its (side, side) crop; the whole image as one face with ``skip_detection``."""
+    """Each face's box, clipped to the photo, and its (side, side) crop; the whole image as
+    one face with ``skip_detection``. The crop is cut around the whole detected box (a face
+    cut off by the edge keeps its framing); the reported box is the part inside the photo."""
     if skip_detection:
         return [(0, 0, gray.shape[1], gray.shape[0])], [resize_to_model(gray, side)]
     faces = detect_faces(gray, detector)
-    return [face.box for face in faces], [align_face(gray, face, side, margin) for face in faces]
+    height, width = gray.shape[:2]
+    return (
+        [clip_box(face.box, width, height) for face in faces],
+        [align_face(gray, face, side, margin) for face in faces],
+    )
 
 
 def check_margin(margin: float) -> None:
     """NaN fails the comparison too, and an infinite margin has no crop to cut."""
     if not 0.0 <= margin <= MAX_MARGIN:
-        raise FerError(f"margin must be from 0 to {MAX_MARGIN:g} (a fraction of the face box), got {margin}.")
+        raise ConfigError(
+            f"margin must be from 0 to {MAX_MARGIN:g} (--margin: a fraction of the face box), got {margin}."
+        )
+
+
+class ModelOutputError(UnusableFileError):
+    """The model's outputs are not class probabilities; ``problem`` says what was found."""
+
+    def __init__(self, problem: str, model_name: str = "The model"):
+        self.problem = problem
+        super().__init__(
+            f"{model_name} does not output class probabilities ({problem}; each face needs {len(CLASSES)} "
+            "finite numbers from 0 to 1 summing to 1); pass a model.keras written by training, whose last "
+            "layer is a softmax."
+        )
+
+
+# Float32 softmax outputs sum to 1 within about 1e-6; a model without one is far off.
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+def check_probabilities(probabilities: np.ndarray) -> None:
+    """Refuse model outputs that are not class probabilities (NaN, logits), before any of
+    them is printed, logged or drawn.
+
+    Raises:
+        ModelOutputError: naming the first offending value.
+    """
+    if not np.all(np.isfinite(probabilities)):
+        raise ModelOutputError("it gave NaN or infinite scores")
+    low, high = float(probabilities.min()), float(probabilities.max())
+    if low < 0.0 or high > 1.0 + PROBABILITY_SUM_TOLERANCE:
+        raise ModelOutputError(f"it gave scores from {low:.6g} to {high:.6g}")
+    sums = probabilities.sum(axis=-1)
+    worst = float(sums[np.argmax(np.abs(sums - 1.0))])
+    if abs(worst - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        raise ModelOutputError(f"a face's scores sum to {worst:.6g}")
+
+
+def classify_crops(model, crops: list[np.ndarray]) -> np.ndarray:
+    """The model's class probabilities for ``crops``, in one call; checked (``check_probabilities``)."""
+    probabilities = np.asarray(model.predict(np.stack(crops)[..., np.newaxis], verbose=0), dtype=np.float64)
+    check_probabilities(probabilities)
+    return probabilities
+
+
+def check_annotate_dir(annotate_dir: Path | None, image_paths: Iterable[Path | str]) -> None:
+    """Refuse an annotation folder that holds an input photo: the annotated copies
+    (``<stem>.png``) could replace it or a photo beside it.
+
+    Raises:
+        ConfigError: naming the folder and the photo in it.
+    """
+    if annotate_dir is None:
+        return
+    folder = Path(annotate_dir).resolve()
+    for path in image_paths:
+        if Path(path).resolve().parent == folder:
+            raise ConfigError(
+                f"--annotate {annotate_dir} is the folder of the input photo {path}; the annotated copies could "
+                "replace photos there: choose a separate folder."
+            )
 
 
 def predict_images(
@@ -185,11 +287,19 @@ def predict_images(
     Returns:
         One dict per image, in order: ``{"image": path, "faces": [{"box": [x, y, w, h],
         "scores": {class: p}, "label": class}]}``, plus ``"note"`` when no face was found
-        and ``"error"`` (naming the file) when it could not be read.
+        or only the first frame of an animated or multi-page file was used, and
+        ``"error"`` (naming the file) when it could not be read. Boxes lie inside the photo
+        as viewers show it (EXIF orientation applied).
+
+    Raises:
+        ConfigError: a bad option, or ``annotate_dir`` holding an input photo (nothing written).
+        ModelOutputError: the model's outputs are not class probabilities (nothing written).
     """
     check_margin(margin)
     if max_pixels <= 0:
         raise FerError(f"max_pixels must be a positive number of pixels, got {max_pixels}.")
+    image_paths = list(image_paths)
+    check_annotate_dir(annotate_dir, image_paths)
     side = model_input_side(model)
     results: list[dict[str, Any]] = []
     crops: list[np.ndarray] = []
@@ -200,7 +310,7 @@ def predict_images(
         entry: dict[str, Any] = {"image": str(path), "faces": []}
         results.append(entry)
         try:
-            image = read_image(Path(path), max_pixels)
+            image, frames = read_photo(Path(path), max_pixels)
         except UnreadableImage as exc:
             entry["error"] = str(exc)
             log.warning(entry["error"])
@@ -210,13 +320,16 @@ def predict_images(
         )
         crops.extend(image_crops)
         owners.extend((entry, list(box)) for box in boxes)
+        notes = [frames_note(frames)] if frames > 1 else []
         if not boxes:
-            entry["note"] = NO_FACE_NOTE
+            notes.append(NO_FACE_NOTE)
+        if notes:
+            entry["note"] = "; ".join(notes)
         if annotate_dir is not None:
             images[len(results) - 1] = image
 
     if crops:
-        probabilities = np.asarray(model.predict(np.stack(crops)[..., np.newaxis], verbose=0), dtype=np.float64)
+        probabilities = classify_crops(model, crops)
         for (entry, box), crop, probs in zip(owners, crops, probabilities):
             entry["faces"].append(face_result(box, probs))
             if observe is not None:
@@ -225,6 +338,11 @@ def predict_images(
     if annotate_dir is not None:
         write_annotations(results, images, Path(annotate_dir))
     return results
+
+
+def frames_note(frames: int) -> str:
+    """The note of a photo with more than one frame (an animated GIF, a multi-page TIFF)."""
+    return f"only the first of its {frames} frames (pages) was classified"
 
 
 def classify_photo(
@@ -245,7 +363,7 @@ def classify_photo(
     boxes, crops = face_crops(to_gray(image), side, skip_detection=skip_detection, margin=margin, detector=detector)
     if not crops:
         return []
-    probabilities = np.asarray(model.predict(np.stack(crops)[..., np.newaxis], verbose=0), dtype=np.float64)
+    probabilities = classify_crops(model, crops)
     if observe is not None:
         for crop, probs in zip(crops, probabilities):
             observe(crop, probs)
@@ -283,19 +401,29 @@ def annotate_image(image: np.ndarray, faces: list[dict[str, Any]]) -> np.ndarray
 
 
 def write_annotations(results: list[dict[str, Any]], images: dict[int, np.ndarray], annotate_dir: Path) -> None:
-    """Write annotated PNGs (``<stem>.png``, ``<stem>-<n>.png`` on a name clash); record the path."""
+    """Write annotated PNGs (``<stem>.png``; ``<stem>-2.png``, ``-3``... when the name is
+    taken in this run); record the path. The folder is made with the first one."""
     cv2 = _cv2()
-    annotate_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     for index, image in images.items():
         entry = results[index]
-        stem = Path(entry["image"]).stem
-        name = f"{stem}.png" if f"{stem}.png" not in used else f"{stem}-{index}.png"
-        used.add(name)
+        name = unused_name(Path(entry["image"]).stem, used)
+        annotate_dir.mkdir(parents=True, exist_ok=True)
         target = annotate_dir / name
         if not cv2.imwrite(str(target), annotate_image(image, entry["faces"])):
             raise FerError(f"Could not write the annotated image {target}; check that the folder is writable.")
         entry["annotated"] = str(target)
+
+
+def unused_name(stem: str, used: set[str]) -> str:
+    """``<stem>.png``, or ``<stem>-2.png``, ``-3``... the first not in ``used`` (compared
+    case-blind: one file on macOS and Windows), which it is added to."""
+    name, number = f"{stem}.png", 1
+    while name.casefold() in used:
+        number += 1
+        name = f"{stem}-{number}.png"
+    used.add(name.casefold())
+    return name
 
 
 # ---- loading a model from a path, gs:// URI or registry reference -----------------
@@ -312,26 +440,48 @@ def load_model_ref(ref: str, registry_root: Path | None = None):
             ``build/registry``.
 
     Raises:
-        FerError: the reference matches nothing; the message says what was tried.
+        FerError: the reference matches nothing; the message says what was tried (exit 2).
+        UnusableFileError: a damaged registry index, a registered version whose files are
+            gone, or a model that does not take (side, side, 1) images or give the classes
+            (exit 1).
     """
-    from fer_pipeline.export import load_keras_model
-    from fer_pipeline.registry import LocalRegistry, RegistryError, default_registry_root, parse_ref
+    from fer_pipeline.registry import (
+        LocalRegistry,
+        RegistryError,
+        RegistryFileError,
+        check_version_files,
+        default_registry_root,
+        parse_ref,
+    )
 
     if ref.startswith("gs://"):
         with tempfile.TemporaryDirectory(prefix="fer-model-") as tmp:
-            return load_keras_model(download_gcs_model(ref, Path(tmp)))
+            return checked_model(download_gcs_model(ref, Path(tmp)), ref)
     if Path(ref).exists():
-        return load_keras_model(Path(ref))
+        return checked_model(Path(ref), ref)
     registry = LocalRegistry(registry_root if registry_root is not None else default_registry_root())
     try:
         parse_ref(ref)
         version = registry.resolve(ref)
+    except RegistryFileError:  # the registry is damaged: its own line says how, not "not found"
+        raise
     except RegistryError as exc:
         raise FerError(
             f"Model {ref!r} is not a local path, not a gs:// URI, and not in the registry at {registry.root}: {exc}"
         ) from exc
+    check_version_files(version)
     log.info("Loading %s from %s", version.ref, version.path)
-    return load_keras_model(version.path)
+    return checked_model(version.path, f"{version.ref} ({version.path})")
+
+
+def checked_model(path: Path, name: str):
+    """The Keras model at ``path``, refused unless it takes (side, side, 1) images and gives
+    the classes (``model_input_side``); ``name`` is what the message calls it."""
+    from fer_pipeline.export import load_keras_model
+
+    model = load_keras_model(path)
+    model_input_side(model, source=name)
+    return model
 
 
 def download_gcs_model(uri: str, dest: Path) -> Path:

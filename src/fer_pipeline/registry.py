@@ -80,6 +80,11 @@ class ModelVersion:
         """The exact reference, ``NAME@<version>``."""
         return f"{self.name}@{self.version}"
 
+    @property
+    def files_missing(self) -> bool:
+        """Whether the version's folder is gone (removed by hand) while the index still holds it."""
+        return not self.path.is_dir()
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (path as a string)."""
         return {
@@ -95,6 +100,25 @@ class ModelVersion:
             "description": self.description,
             "created": self.created,
         }
+
+
+def version_files_missing(version: ModelVersion) -> str:
+    """The line that says ``version``'s folder is gone (``models`` warns with it, ``predict`` refuses)."""
+    return (
+        f"registry version {version.ref}'s files are missing under {version.path}; restore that folder "
+        "from a backup, or register the model again"
+    )
+
+
+def check_version_files(version: ModelVersion) -> None:
+    """Refuse a version whose folder is gone, before loading a model from it.
+
+    Raises:
+        RegistryFileError: naming the version and the missing folder.
+    """
+    if version.files_missing:
+        message = version_files_missing(version)
+        raise RegistryFileError(message[0].upper() + message[1:] + ".")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:

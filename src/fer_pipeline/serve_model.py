@@ -51,7 +51,13 @@ def locate_model(ref: str, registry_root: Path | None) -> tuple[str, int, Path]:
     Raises:
         FerError: neither a path nor a registered version (the message says what exists).
     """
-    from fer_pipeline.registry import LocalRegistry, RegistryError, RegistryFileError, default_registry_root
+    from fer_pipeline.registry import (
+        LocalRegistry,
+        RegistryError,
+        RegistryFileError,
+        check_version_files,
+        default_registry_root,
+    )
 
     if ref.startswith("gs://"):
         raise FerError(
@@ -71,6 +77,7 @@ def locate_model(ref: str, registry_root: Path | None) -> tuple[str, int, Path]:
         raise
     except RegistryError as exc:
         raise FerError(f"Model {ref!r} is not a local path and not in the registry at {registry.root}: {exc}") from None
+    check_version_files(version)  # a version whose folder is gone: exit 1, named, not "no model.keras"
     return version.name, version.version, version.path
 
 
@@ -118,7 +125,7 @@ def load_served_model(
         signature=saved_model.signatures[SIGNATURE_NAME],
         keras_model=keras_model,
         saved_model=saved_model,
-        side=model_input_side(keras_model) if keras_model is not None else DEFAULT_SIDE,
+        side=model_input_side(keras_model, keras_file) if keras_model is not None else DEFAULT_SIDE,
     )
     warm_up(model)  # before the log opens: the warm-up's blank image is no prediction
     if log_path is not None:
@@ -130,11 +137,14 @@ def warm_up(model: ServedModel) -> None:
     """One call of each path before the first request, so that it does not pay the set-up."""
     import numpy as np
 
-    from fer_pipeline.predict import classify_photo
+    from fer_pipeline.predict import ModelOutputError, classify_photo
 
     run_signature(model, [blank_png()])
     if model.keras_model is not None:
-        classify_photo(model.keras_model, np.zeros((48, 48), np.uint8), skip_detection=True)
+        try:
+            classify_photo(model.keras_model, np.zeros((48, 48), np.uint8), skip_detection=True)
+        except ModelOutputError as exc:  # NaN or logits: refused before serving, the model named
+            raise ModelOutputError(exc.problem, f"Model {model.source}") from None
         load_face_detector()
 
 
