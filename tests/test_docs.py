@@ -38,3 +38,11 @@ def test_the_table_command_names_a_missing_file_in_one_line(tmp_path, capsys):
 
     assert main([str(tmp_path / "nope.md")]) == 2
     assert "nope.md does not exist" in capsys.readouterr().err and not (tmp_path / "nope.md").exists()
+
+
+def test_the_watching_guides_run_comparison_counts_the_parameters_a_run_records():
+    """`fer-pipeline run` records the resolved recipe, the source and the dataset's checksum."""
+    from fer_pipeline.recipe import resolve
+
+    shown = re.search(r"parameters that differ \(1 of (\d+);", (README.parent / "docs" / "watching.md").read_text())
+    assert shown and int(shown.group(1)) == len(resolve().params()) + len(("source", "dataset_sha256"))

@@ -90,13 +90,14 @@ def evaluate(
     # Strict JSON: NaN is not allowed (every undefined value is already None).
     write_json(out_dir / METRICS_FILE, metrics, strict=True)
     plot_paths = write_plots(metrics, histories or [], out_dir / PLOTS_DIR)
-    card = build_card(metrics, run_info)  # one card: the registered file and the report's section
+    summary = dataset_summary(dataset)
+    card = build_card(metrics, run_info, summary)  # one card: the registered file and the report's section
     (out_dir / MODEL_CARD_FILE).write_text(to_markdown(card), encoding="utf-8")
     render_report(
         metrics,
         plot_paths,
         out_dir / REPORT_FILE,
-        dataset_summary=dataset_summary(dataset),
+        dataset_summary=summary,
         run_info=run_info,
         model_card=card,
     )

@@ -45,11 +45,14 @@ class Section:
 
 
 # ------------------------------------------------------------------ building
-def build_card(metrics: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> list[Section]:
-    """The card's sections from an evaluation's metrics and the run's parameters (None: not recorded)."""
+def build_card(
+    metrics: Mapping[str, Any], params: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None
+) -> list[Section]:
+    """The card's sections from an evaluation's metrics, the run's parameters and the
+    dataset's counts (``evaluate.dataset_summary``; None: not recorded)."""
     return [
         model_section(params),
-        data_section(),
+        data_section(data),
         evaluation_section(metrics),
         per_class_section(metrics),
         detection_section(detector_recall()),
@@ -71,16 +74,15 @@ def model_section(params: Mapping[str, Any] | None) -> Section:
     return Section("Model", blocks)
 
 
-def data_section() -> Section:
+def data_section(data: Mapping[str, Any] | None = None) -> Section:
+    """What the model learnt from: the run's own dataset where its counts were recorded, and
+    what is known of FER-2013, the data the project is built for."""
     return Section(
-        "Training data: FER-2013, its biases and label noise",
+        "Training data, its biases and label noise",
         [
-            "FER-2013 (the Kaggle `msambare/fer2013` layout): 48x48 grayscale face crops, one emotion label each; "
-            f"the train split trains (a stratified share of it validates); the test split is touched once, by this evaluation. "
-            f"Counts per class and split: {DATA_README}.",
+            _data_source_text(data),
             [
-                "Imbalanced classes: `disgust` is about 1.5% of the training images and `happy` the largest class "
-                f"({DATA_README}; {QUALITY_DOC}). Class weights soften this; per-class recall below shows what is left.",
+                _imbalance_text(data),
                 "Label noise: one label per image, and FER-2013 holds exact duplicate images (some blank or "
                 "placeholder), two file names appear in two class folders with different images, and the images "
                 f"are lossy JPEG re-encodings of the original pixels ({DATA_README}).",
@@ -89,6 +91,38 @@ def data_section() -> Section:
                 "Labels name the expression an annotator saw, not what the person felt.",
             ],
         ],
+    )
+
+
+def _data_source_text(data: Mapping[str, Any] | None) -> str:
+    crops = "48x48 grayscale face crops, one emotion label each"
+    if not data:
+        return (
+            f"FER-2013 (the Kaggle `msambare/fer2013` layout): {crops}; the train split trains (a stratified share "
+            f"of it validates); the test split is touched once, by this evaluation. Counts per class and split: "
+            f"{DATA_README}."
+        )
+    source = str(data.get("manifest source") or "").rstrip("/").rsplit("/", 1)[-1] or "the dataset"  # its file name
+    return (
+        f"`{source}`: {crops}; {_number(data.get('train images'), 0)} training images (a stratified share "
+        f"validates) and {_number(data.get('test images'), 0)} test images, touched once, by this evaluation. "
+        f"The Kaggle FER-2013 download holds 28,709 and 7,178 ({DATA_README})."
+    )
+
+
+def _imbalance_text(data: Mapping[str, Any] | None) -> str:
+    counts = (data or {}).get("train per class") or {}
+    total = sum(counts.values()) if all(isinstance(v, int) for v in counts.values()) else 0
+    if not total:
+        return (
+            "Imbalanced classes: in FER-2013 `disgust` is about 1.5% of the training images and `happy` the largest "
+            f"class ({DATA_README}; {QUALITY_DOC}). Class weights soften this; per-class recall below shows what is left."
+        )
+    rarest, largest = min(counts, key=counts.get), max(counts, key=counts.get)
+    return (
+        f"Class balance of these training images: `{rarest}` is the rarest ({counts[rarest] / total:.1%}) and "
+        f"`{largest}` the largest ({counts[largest] / total:.1%}); in FER-2013 `disgust` is about 1.5% "
+        f"({QUALITY_DOC}). Class weights soften an imbalance; per-class recall below shows what is left."
     )
 
 
