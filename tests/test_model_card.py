@@ -157,6 +157,18 @@ def test_a_training_output_folder_registers_the_model_it_holds(evaluation, tmp_p
     assert (Path(result["path"]) / "model.keras").read_bytes() == model.read_bytes()
 
 
+def test_the_registry_keeps_the_metrics_but_not_the_roc_curves(evaluation, tmp_path):
+    model, evaluation_dir = evaluation
+    curve = {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.8, 1.0], "thresholds": [1.0, 0.5, 0.0]}
+    metrics = {**METRICS, "roc_curves": {"micro": curve}}
+    (evaluation_dir / "metrics.json").write_text(json.dumps(metrics))
+    result = steps.register_step(
+        model, evaluation_dir / "metrics.json", registry=str(tmp_path / "registry"), display_name="fer", labels={}
+    )
+    assert "roc_curves" not in result["metrics"]
+    assert result["metrics"] == METRICS  # everything else kept
+
+
 def test_an_evaluation_without_a_card_gets_one_from_its_metrics(evaluation, tmp_path):
     model, evaluation_dir = evaluation
     (evaluation_dir / MODEL_CARD_FILE).unlink()
@@ -251,3 +263,13 @@ def test_short_description_names_the_card():
     text = model_card.short_description(METRICS, "gs://b/m/model_card.md")
     assert text.startswith("FER-2013 facial-emotion classifier (7 classes)")
     assert "gs://b/m/model_card.md" in text
+
+
+def test_the_card_describes_the_data_the_run_trained_on():
+    counts = {name: 10 for name in CLASSES} | {"disgust": 2, "happy": 40}
+    data = {"manifest source": "/data/my_faces.zip", "train images": sum(counts.values()), "test images": 21}
+    text = to_markdown(build_card(METRICS, PARAMS, data | {"train per class": counts}))
+    assert "`my_faces.zip`" in text and "92 training images" in text and "21 test images" in text
+    assert "`disgust` is the rarest (2.2%)" in text and "`happy` the largest (43.5%)" in text
+    unrecorded = to_markdown(build_card(METRICS, PARAMS))
+    assert "FER-2013 (the Kaggle `msambare/fer2013` layout)" in unrecorded and "rarest" not in unrecorded

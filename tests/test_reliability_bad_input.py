@@ -288,11 +288,11 @@ def test_real_fer2013_every_entry_accounted_and_policies_drop_what_they_report(r
     assert len(result.dataset) + len(report.dropped) == report.accepted == 35_887
 
 
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the 48x48 images, over the lowered limit
 def test_a_decompression_bomb_is_rejected_not_decoded(tmp_path, monkeypatch):
     root = synthetic.write_kaggle_tree(tmp_path / "data", n_train=3, n_test=2)
-    (root / "train" / "happy" / "bomb.png").write_bytes(encode(np.zeros((64, 64), np.uint8), "PNG"))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 64x64 = 4096 pixels, over twice the limit (48x48 is not)
+    (root / "train" / "happy" / "bomb.png").write_bytes(encode(np.zeros((128, 128), np.uint8), "PNG"))
+    # 128x128 = 16,384 pixels, over twice the limit (PIL's own error); 48x48 = 2,304 is under it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2400)
 
     report = read_source(root, IngestOptions(strict=False, convert=True)).report
 

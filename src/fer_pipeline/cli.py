@@ -44,8 +44,15 @@ log = logging.getLogger("fer_pipeline.cli")
 
 
 def _parse_tuple(kind):
+    what, example = ("whole numbers", "256,512") if kind is int else ("numbers", "0.4,0.5")
+
     def parse(text: str) -> tuple:
-        return tuple(kind(v) for v in text.replace(",", " ").split())
+        try:
+            return tuple(kind(v) for v in text.replace(",", " ").split())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a list of {what}; separate them with commas, e.g. {example}"
+            ) from None
 
     return parse
 
@@ -106,14 +113,15 @@ def _print_json(data: Any) -> None:
 
 def cmd_validate(args) -> int:
     from fer_pipeline.ingest import IngestError, IngestOptions, read_source
-    from fer_pipeline.steps import existing_path
 
-    existing_path(args.path)  # a missing path is a wrong command line (2), as for ingest and run
+    path = _local_source(args.path)
     started = time.time()
     try:
-        result = read_source(args.path, IngestOptions(convert=args.convert, strict=not args.quarantine))
+        result = read_source(path, IngestOptions(convert=args.convert, strict=not args.quarantine))
     except IngestError as exc:  # rejected files: show the whole report, then the reason
         print(exc.report.summary_text())
+        if args.json:  # the report is what --json asked for, usable or not
+            write_json(args.json, exc.report.to_dict())
         print(f"\ndataset NOT usable: {exc}", file=sys.stderr)
         return 1
     print(result.report.summary_text())
@@ -127,6 +135,27 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _local_source(source: str) -> Path:
+    """The local file or folder `validate` reads; a cloud source or a missing path is a wrong
+    command line (2), named with what to do instead."""
+    from fer_pipeline.steps import KAGGLE_PREFIX
+    from fer_pipeline.storage import is_gcs_uri
+
+    if is_gcs_uri(source) or source.startswith(KAGGLE_PREFIX):
+        raise FerError(
+            f"validate reads a local path, not {source}. Check a cloud source by ingesting it "
+            f"(`fer-pipeline ingest {source} --out DIR` validates it the same way and writes ingest_report.json), "
+            "or download it first and validate the local copy."
+        )
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FerError(
+            f"Data source {source!r} does not exist. Pass the Kaggle zip (fer2013.zip), its extracted folder, "
+            "or the original fer2013.csv."
+        )
+    return path
+
+
 def cmd_ingest(args) -> int:
     from fer_pipeline.ingest import IngestOptions
     from fer_pipeline.steps import ingest_step
@@ -134,7 +163,7 @@ def cmd_ingest(args) -> int:
     outcome = ingest_step(
         args.source, args.out, gcs_prefix=args.gcs_prefix or "", options=IngestOptions(convert=args.convert)
     )
-    _print_json({k: v for k, v in outcome.to_json().items() if k != "manifest"})
+    _print_json({k: v for k, v in outcome.to_json().items() if k != "manifest"})  # scripts parse stdout
     return 0
 
 
@@ -318,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("evaluate", help="step 5: test metrics, plots and HTML report")
-    p.add_argument("dataset", type=given)
+    p.add_argument(
+        "dataset", type=given, help="canonical dataset directory from `ingest` (not the zip) or gs:// prefix"
+    )
     p.add_argument("--model", type=given_path, required=True, help="model.keras to evaluate")
     p.add_argument("--history", type=given_path, action="append", help="history.json of a phase (repeatable)")
     p.add_argument("--out", type=output_dir, required=True, help="output directory (metrics, plots, report)")

@@ -14,13 +14,14 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fer_pipeline import storage
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.dataset import MANIFEST_FILE, PASS_A_DATASET, FerDataset
+from fer_pipeline.dataset import IMAGES_FILE, MANIFEST_FILE, PASS_A_DATASET, FerDataset
 from fer_pipeline.errors import DatasetError, FerError
 from fer_pipeline.files import resolve_keras_file, write_json
 from fer_pipeline.model_card import MODEL_CARD_FILE, build_card, short_description, to_markdown
@@ -93,7 +94,11 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
 
     Args:
         source: local zip/folder/csv, ``gs://`` URI, or ``kaggle:OWNER/NAME``.
-        out_dir: local directory for the canonical dataset and its ingest report.
+        out_dir: local directory for the canonical dataset and its ingest report: new,
+            empty, or holding a dataset an earlier ingest wrote (replaced whole); a folder
+            holding anything else is refused before the source is read. The dataset is
+            written into a sibling folder and swapped in, so an interrupted ingest leaves
+            the previous dataset (or nothing), never a mix.
         gcs_prefix: when set, the dataset is published under
             ``{gcs_prefix}/datasets/{dataset_key}``; a source ingested before (with the
             same options) is not read or uploaded again. Publication is atomic
@@ -107,6 +112,7 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
     from fer_pipeline.ingest import IngestOptions, read_source, source_checksum
 
     out_dir = Path(out_dir)
+    _refuse_foreign_files(out_dir)
     options = options or IngestOptions()
     with tempfile.TemporaryDirectory(prefix="fer-source-") as workdir:
         local = fetch_source(source, Path(workdir))
@@ -124,22 +130,79 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
             return IngestOutcome(target, manifest, 0, True)
         result = read_source(local, options)
     result.dataset.manifest["source"] = source
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused ingest writes nothing
-    result.dataset.save(out_dir)
-    write_json(out_dir / INGEST_REPORT, result.report.to_dict())
-    # The manifest lists every other file with its MD5, so readers can tell a whole dataset from a mix.
-    result.dataset.manifest["files"] = {
-        p.name: {"md5": storage.md5_base64(p), "bytes": p.stat().st_size}
-        for p in sorted(out_dir.iterdir())
-        if p.is_file() and p.name != MANIFEST_FILE
-    }
-    write_json(out_dir / MANIFEST_FILE, result.dataset.manifest, sort_keys=True)
+    _write_dataset(result, out_dir)  # only now: a refused ingest writes nothing
     log.info("ingest: read %d samples from %s", len(result.dataset), source)
+    _log_report(result.report, out_dir / INGEST_REPORT)
     if not target:
         return IngestOutcome(str(out_dir), result.dataset.manifest, 0, False)
     uploaded = storage.publish_dir(out_dir, target, commit_file=MANIFEST_FILE)
     log.info("ingest: published %d files to %s", uploaded, target)
     return IngestOutcome(target, result.dataset.manifest, uploaded, False)
+
+
+_DATASET_FILES = (IMAGES_FILE, MANIFEST_FILE, INGEST_REPORT)  # what ingest_step writes into its folder
+
+
+def _refuse_foreign_files(out_dir: Path) -> None:
+    """Refuse an output folder holding anything but an earlier ingest's files: the swap that
+    replaces the dataset would delete them (they used to be listed and published with it)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FerError(f"{out_dir} is a file, not a folder; give a folder for the dataset (it is made if absent).")
+    if not out_dir.is_dir():
+        return
+    from fer_pipeline.ingest import MAX_LISTED
+
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if p.name not in _DATASET_FILES)
+    if foreign:
+        more = f" and {len(foreign) - MAX_LISTED} more" if len(foreign) > MAX_LISTED else ""
+        raise FerError(
+            f"{out_dir} holds files that are not a dataset an earlier ingest wrote "
+            f"({', '.join(foreign[:MAX_LISTED])}{more}); "
+            "ingest into a new or empty folder, or move those files away."
+        )
+
+
+def _write_dataset(result, out_dir: Path) -> None:
+    """Write the dataset, its report and the manifest into a new sibling folder, then swap it in."""
+    where = out_dir.absolute()  # "." has no name to make a sibling of
+    staging = where.parent / f".{where.name}.ingest-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        result.dataset.save(staging)
+        write_json(staging / INGEST_REPORT, result.report.to_dict())
+        # The manifest lists every other file with its MD5, so readers can tell a whole dataset from a mix.
+        result.dataset.manifest["files"] = {
+            p.name: {"md5": storage.md5_base64(p), "bytes": p.stat().st_size}
+            for p in sorted(staging.iterdir())
+            if p.is_file() and p.name != MANIFEST_FILE
+        }
+        write_json(staging / MANIFEST_FILE, result.dataset.manifest, sort_keys=True)
+        _swap_in(staging, where)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already unless the write failed
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Move ``staging`` to ``out_dir``; what was there (an earlier dataset, an empty folder) is
+    moved aside first, put back if the swap is interrupted, and removed once it is done."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    previous = staging.with_name(staging.name + "-previous")
+    out_dir.rename(previous)
+    try:
+        staging.rename(out_dir)
+    except BaseException:  # Ctrl-C or SIGTERM between the two renames included
+        previous.rename(out_dir)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _log_report(report, report_path: Path) -> None:
+    """What became of every input, and the report's warnings, as `validate` shows them."""
+    log.info("ingest: %s (each one listed in %s)", report.files_line(), report_path)
+    for warning in report.warnings:
+        log.warning("ingest: %s", warning)
 
 
 def dataset_key(checksum: str, options) -> str:
@@ -358,8 +421,11 @@ def _register_local(export_dir, metrics, registry, display_name, labels, primary
     description = f"accuracy {metrics.get('accuracy', 0):.4f}, macro-F1 {metrics.get('macro_f1', 0):.4f}"
     if storage.is_gcs_uri(registry):
         raise FerError("A gs:// local registry is not supported yet; pass a local directory or 'vertex'.")
+    # The ROC curves (hundreds of points each) stay in the evaluation's metrics.json and plot:
+    # in the index they were most of every version's entry, and of `register`'s and `models show`'s output.
+    summary = {key: value for key, value in metrics.items() if key != "roc_curves"}
     version = LocalRegistry(Path(registry)).register(
-        display_name, export_dir, metrics, labels=labels, description=description, primary_metric=primary_metric
+        display_name, export_dir, summary, labels=labels, description=description, primary_metric=primary_metric
     )
     log.info("register: %s in %.1f s", version, time.time() - started)
     return _version_dict(version) | {"model_card": str(version.path / MODEL_CARD_FILE)}

@@ -11,7 +11,17 @@ import numpy as np
 
 from fer_pipeline.classes import CLASS_INDEX, CSV_CODE_TO_CLASS, IMAGE_SIZE
 from fer_pipeline.errors import DatasetError
-from fer_pipeline.ingest.outcomes import IGNORED, REJECTED, SOURCE_SPLITS, USAGE_TO_SPLIT, _Collected, _Rejected
+from fer_pipeline.ingest.outcomes import (
+    IGNORED,
+    REJECTED,
+    SOURCE_SPLITS,
+    USAGE_TO_SPLIT,
+    _Collected,
+    _cut,
+    _log_progress,
+    _quoted,
+    _Rejected,
+)
 
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
@@ -35,6 +45,7 @@ def _read_csv(path: Path) -> _Collected:
             for row, fields in enumerate(reader, start=2):
                 collected.given += 1
                 _read_csv_row(fields, row, columns, path.name, collected)
+                _log_progress(collected.given, "read %d rows of %s", path.name)
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not UTF-8 text ({exc}); is it really fer2013.csv?") from None
     except csv.Error as exc:
@@ -43,17 +54,24 @@ def _read_csv(path: Path) -> _Collected:
 
 
 def _csv_columns(header: list[str] | None, name: str) -> dict[str, int]:
-    """Column positions of emotion, pixels and Usage; DatasetError naming any missing."""
+    """Column positions of emotion, pixels and Usage; DatasetError naming any missing or repeated."""
     if not header:
         raise DatasetError(f"{name} is empty; expected a header row {','.join(CSV_COLUMNS)} and one row per image.")
-    positions = {column.strip(): i for i, column in enumerate(header)}
-    missing = [c for c in CSV_COLUMNS if c not in positions]
-    if missing:
+    names = [column.strip() for column in header]
+    repeated = [c for c in CSV_COLUMNS if names.count(c) > 1]
+    if repeated:  # which of the two is meant cannot be told
         raise DatasetError(
-            f"{name} has no column(s) {', '.join(missing)} (header: {','.join(header)}); "
-            f"the original fer2013.csv has {','.join(CSV_COLUMNS)}."
+            f"{name} has the column(s) {', '.join(repeated)} more than once (header: {_cut(','.join(header))}); "
+            f"keep one of each of {','.join(CSV_COLUMNS)}."
         )
-    return {c: positions[c] for c in CSV_COLUMNS}
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    if missing:
+        hint = " The first row looks like an image row: is the header row missing?" if names[0].isdigit() else ""
+        raise DatasetError(
+            f"{name} has no column(s) {', '.join(missing)} (header: {_cut(','.join(header))}); "
+            f"the original fer2013.csv has {','.join(CSV_COLUMNS)}.{hint}"
+        )
+    return {c: names.index(c) for c in CSV_COLUMNS}
 
 
 def _read_csv_row(fields: list[str], row: int, columns: dict[str, int], name: str, collected: _Collected) -> None:
@@ -81,7 +99,7 @@ def _csv_class(text: str) -> str:
     try:
         code = int(text.strip())
     except ValueError:
-        raise _Rejected(f"emotion {text!r} is not an integer code 0-6") from None
+        raise _Rejected(f"emotion {_quoted(text)} is not an integer code 0-6") from None
     if code not in CSV_CODE_TO_CLASS:
         raise _Rejected(f"emotion {code} is out of range 0-6")
     return CSV_CODE_TO_CLASS[code]
@@ -91,7 +109,7 @@ def _csv_usage(text: str) -> str:
     """The Usage value, checked against the three FER-2013 ones."""
     usage = text.strip()
     if usage not in USAGE_TO_SPLIT:
-        raise _Rejected(f"unknown Usage {usage!r}, expected one of {', '.join(SOURCE_SPLITS)}")
+        raise _Rejected(f"unknown Usage {_quoted(usage)}, expected one of {', '.join(SOURCE_SPLITS)}")
     return usage
 
 
@@ -100,8 +118,12 @@ def _csv_pixels(text: str) -> np.ndarray:
     try:
         values = np.fromstring(text, dtype=np.int64, sep=" ")
     except ValueError:
-        bad = next((t for t in text.split() if not t.isdigit()), text[:20])
-        raise _Rejected(f"non-numeric pixel value {bad!r}") from None
+        bad = next((t for t in text.split() if not t.isdigit()), text)
+        if "," in bad:
+            raise _Rejected(
+                f"pixel values {_quoted(bad)} are separated by commas; they must be separated by spaces"
+            ) from None
+        raise _Rejected(f"non-numeric pixel value {_quoted(bad)}") from None
     if values.size != PIXELS_PER_IMAGE:
         raise _Rejected(f"{values.size} pixel values, expected {PIXELS_PER_IMAGE} ({IMAGE_SIZE}x{IMAGE_SIZE})")
     if values.min() < 0 or values.max() > 255:

@@ -4,6 +4,7 @@ converted (with ``convert``) or rejected with the reason."""
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,35 +33,38 @@ def decode_image(data: bytes, convert: bool) -> tuple[np.ndarray, str | None]:
     image = _open_image(data)
     try:
         image.load()
-    except Exception as exc:  # truncated or damaged data, decompression bombs
+        upright = ImageOps.exif_transpose(image)  # as a viewer shows it, whichever path it takes
+    except Exception as exc:  # truncated or damaged data, decompression bombs, damaged EXIF
         raise _Rejected(f"corrupt {image.format} image: {exc}") from None
     width, height = image.size
-    if image.format in AS_IS_FORMATS and image.mode == "L" and image.size == (IMAGE_SIZE, IMAGE_SIZE):
-        return np.asarray(image, dtype=np.uint8), None
+    if image.format in AS_IS_FORMATS and upright.mode == "L" and upright.size == (IMAGE_SIZE, IMAGE_SIZE):
+        return np.asarray(upright, dtype=np.uint8), None
     described = f"{image.format} {image.mode} {width}x{height}"
     if not convert:
         raise _Rejected(
             f"{described} image, expected {IMAGE_SIZE}x{IMAGE_SIZE} grayscale (mode L) JPEG or PNG; "
             "convert such images with --convert (the CLI) or allow_conversion=true (the pipeline)"
         )
-    return _to_canonical(image), f"converted from {described}"
+    return _to_canonical(upright), f"converted from {described}"
 
 
 def _open_image(data: bytes) -> Image.Image:
     """Open image bytes, trying JPEG and PNG first (fast path) and then every format."""
     for formats in (AS_IS_FORMATS, None):
         try:
-            return Image.open(io.BytesIO(data), formats=formats)
-        except Image.DecompressionBombError as exc:
-            raise _Rejected(f"image too large to decode safely: {exc}") from None
+            with warnings.catch_warnings():
+                # PIL only warns between its limit and twice it; a warning would print PIL's text and go on.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return Image.open(io.BytesIO(data), formats=formats)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _Rejected(f"image too large to decode safely: {str(exc).rstrip('.')}") from None
         except Exception:  # PIL raises several types for unreadable headers
             continue
     raise _Rejected("not an image (no image format recognises its contents)")
 
 
 def _to_canonical(image: Image.Image) -> np.ndarray:
-    """Any PIL image as 48x48 uint8 grayscale: EXIF-rotated, centre-cropped to square, resized."""
-    image = ImageOps.exif_transpose(image)
+    """Any PIL image, already EXIF-rotated, as 48x48 uint8 grayscale: centre-cropped to square, resized."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
         # 16-bit grayscale: PIL's convert("L") clips instead of scaling.
         wide = np.asarray(image).astype(np.int64)

@@ -4,7 +4,6 @@ and files outside the splits, and decode every image into the collection."""
 
 from __future__ import annotations
 
-import logging
 import re
 
 from fer_pipeline.classes import CLASS_INDEX, CLASSES
@@ -12,11 +11,17 @@ from fer_pipeline.dataset import SPLITS
 from fer_pipeline.errors import DatasetError
 from fer_pipeline.ingest.decoding import decode_image
 from fer_pipeline.ingest.folders import _DirTree
-from fer_pipeline.ingest.outcomes import CONVERTED, IGNORED, MAX_LISTED, REJECTED, _Collected, _Rejected
+from fer_pipeline.ingest.outcomes import (
+    CONVERTED,
+    IGNORED,
+    MAX_LISTED,
+    REJECTED,
+    _Collected,
+    _log_progress,
+    _Rejected,
+)
 from fer_pipeline.ingest.policies import IngestOptions
 from fer_pipeline.ingest.zip_source import _ZipTree
-
-logger = logging.getLogger("fer_pipeline.ingest")
 
 JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 _USAGE_PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_")
@@ -31,8 +36,7 @@ def _read_tree(tree: _ZipTree | _DirTree, options: IngestOptions) -> _Collected:
     samples = _plan_layout(tree.files, tree.dirs, tree.name, collected)
     for number, (name, key, split, class_name) in enumerate(samples, start=1):
         _read_one(tree, name, key, split, class_name, options, collected)
-        if number % 5000 == 0:
-            logger.info("decoded %d of %d images", number, len(samples))
+        _log_progress(number, "decoded %d of %d images", len(samples))
     return collected
 
 

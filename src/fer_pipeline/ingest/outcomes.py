@@ -4,14 +4,35 @@ row cannot be used) and ``_Collected``, the samples and outcomes gathered while 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+
+logger = logging.getLogger("fer_pipeline.ingest")
 
 ACCEPTED, CONVERTED, REJECTED, IGNORED = "accepted", "converted", "rejected", "ignored"
 SOURCE_SPLITS = ("Training", "PublicTest", "PrivateTest")
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "test", "PrivateTest": "test"}
 MAX_LISTED = 5  # file names quoted in one error message
+PROGRESS_EVERY = 5000  # inputs between progress lines: the whole of FER-2013 takes seconds to read
+MAX_QUOTED = 40  # characters of an input's text quoted in a message (a CSV row runs to 8 KB)
+
+
+def _log_progress(done: int, message: str, *args: object) -> None:
+    """Log ``message % (done, *args)`` every PROGRESS_EVERY inputs."""
+    if done % PROGRESS_EVERY == 0:
+        logger.info(message, done, *args)
+
+
+def _cut(text: str) -> str:
+    """``text`` cut to MAX_QUOTED characters with an ellipsis: enough to recognise it."""
+    return text if len(text) <= MAX_QUOTED else text[: MAX_QUOTED - 3] + "..."
+
+
+def _quoted(text: str) -> str:
+    """``repr(text)``, cut as ``_cut`` cuts."""
+    return _cut(repr(text))
 
 
 @dataclass(frozen=True)

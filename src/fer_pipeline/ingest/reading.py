@@ -8,7 +8,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from fer_pipeline.errors import DatasetError
+from fer_pipeline.errors import DatasetError, FerError
 from fer_pipeline.ingest.assemble import _finish
 from fer_pipeline.ingest.csv_source import _read_csv
 from fer_pipeline.ingest.folders import _DirTree
@@ -66,13 +66,21 @@ def source_checksum(path: str | Path) -> str:
     if path.is_dir():
         with _DirTree(path) as tree:
             return tree.checksum()
+    _refuse_special_file(path)
     return _file_sha256(path)
+
+
+def _refuse_special_file(path: Path) -> None:
+    """A device, FIFO or socket is a wrong command line (exit 2): reading one could block forever."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise FerError(f"Dataset source {path} is not a regular file or folder; {_SOURCE_KINDS}.")
 
 
 def detect_format(path: Path) -> str:
     """ "kaggle-zip", "kaggle-dir" or "fer2013-csv", from what ``path`` is."""
     if path.is_dir():
         return "kaggle-dir"
+    _refuse_special_file(path)
     if not path.is_file():
         raise DatasetError(f"Dataset source {path} does not exist; {_SOURCE_KINDS}.")
     suffix = path.suffix.lower()

@@ -85,6 +85,10 @@ class IngestReport:
             IGNORED: self.ignored,
         }
 
+    def files_line(self) -> str:
+        """``Files: N given: ...`` with every status's count, as the summary shows it."""
+        return f"Files: {self.given:,} given: " + ", ".join(f"{n:,} {s}" for s, n in self.status_counts().items())
+
     def to_dict(self) -> dict[str, Any]:
         """The whole report as plain JSON-able values."""
         return {
@@ -112,8 +116,7 @@ class IngestReport:
             *_counts_table(self.counts),
             "",
             "Original usage: " + ", ".join(f"{name} {n:,}" for name, n in self.source_split_counts.items()),
-            f"Files: {self.given:,} given: "
-            + ", ".join(f"{n:,} {status}" for status, n in self.status_counts().items()),
+            self.files_line(),
             *_ignored_breakdown(self.issues),
             *_duplicate_lines(self.duplicates, self.leakage, self.options),
         ]

@@ -15,6 +15,7 @@ from fer_pipeline.ingest.outcomes import _Rejected
 from fer_pipeline.ingest.policies import IngestOptions
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+_ENCRYPTED = 0x1  # general-purpose flag bit 0 of a zip entry
 
 
 class _ZipTree:
@@ -50,6 +51,7 @@ class _ZipTree:
                 self.skipped.append((name, "directory entry"))
             else:
                 self.files.append(name)
+        _refuse_encrypted(self._archive, path)
 
     def __enter__(self) -> _ZipTree:
         return self
@@ -97,6 +99,15 @@ def _refuse_unsafe_entry(name: str, archive: Path) -> None:
             f"{archive} holds the entry {name!r}, which points outside the archive (absolute path or '..'); "
             "refusing to read it. Re-create the archive with relative paths only."
         )
+
+
+def _refuse_encrypted(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse an archive with password-protected entries: they cannot be read without it."""
+    files = [info for info in archive.infolist() if not info.is_dir()]
+    encrypted = sum(1 for info in files if info.flag_bits & _ENCRYPTED)
+    if encrypted:
+        share = "" if encrypted == len(files) else f" ({encrypted:,} of its {len(files):,} files)"
+        raise DatasetError(f"{path} is password-protected{share}; re-create it without a password.")
 
 
 def _refuse_link_entry(info: zipfile.ZipInfo, name: str, archive: zipfile.ZipFile, path: Path) -> None:
