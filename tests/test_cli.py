@@ -122,3 +122,13 @@ def test_run_refuses_what_a_phase_would_refuse_before_reading_the_data(tmp_path,
     assert main(["run", str(source), "--out", str(out), "--runs-index", str(tmp_path / "runs.json"), *flags]) == 2
     assert named in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "runs.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, named", [("--dense-units", "a,b", "whole numbers"), ("--dropouts", "0.4,x", "numbers")]
+)
+def test_a_list_option_that_does_not_parse_says_what_it_takes(tmp_path, capsys, flag, value, named):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(tmp_path / "x.zip"), "--out", str(tmp_path / "run"), flag, value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"{value!r} is not a list of {named}; separate them with commas" in err

@@ -314,7 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a dataset and print its report (exit 1 if unusable)")
     p.add_argument("path", type=given, help="Kaggle zip or folder, or fer2013.csv")
     p.add_argument("--convert", action="store_true", help="accept RGB/other-size images by converting them")
-    p.add_argument("--quarantine", action="store_true", help="list bad files instead of failing on them")
+    p.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="also build the dataset without the rejected files, to report what would be kept "
+        "(duplicates, classes left empty); still exit 1 while any file is rejected, as ingest refuses them",
+    )
     p.add_argument("--json", type=output_file, help="also write the full report as JSON to this file")
     p.set_defaults(func=cmd_validate)
 
