@@ -184,7 +184,7 @@ BAD_LOGS = {
     "missing": (None, "does not exist"),
     "empty": ("", "is empty"),
     "missing fields": ('{"a": 1}\n', ":1: missing field(s)"),
-    "cut short": ("GOOD\n" + '{"time": "2026', ":2: not a JSON record"),
+    "a broken line between whole ones": ("GOOD\n" + '{"time": "2026\n' + "GOOD\n", ":2: not a JSON record"),
     "a list": ("[1, 2]\n", ":1: a JSON list"),
     "unknown class": ("GOOD\nGOOD\n" + "BAD_CLASS\n", ":3: predicted 'bored' is not one of"),
     "brightness out of range": ("BAD_BRIGHTNESS\n", ":1: brightness must be a number from 0 to 255"),
@@ -294,3 +294,16 @@ def test_predict_log_appends_a_line_per_face_named_by_the_registry_version(tmp_p
     assert [r["face_size"] for r in records] == [60] * 4
     assert [round(r["brightness"]) for r in records] == [90, 160, 90, 160]
     assert records[0]["predicted"] == results[0]["faces"][0]["label"]
+
+
+def test_a_last_line_cut_short_is_left_out_with_a_warning(tmp_path, caplog):
+    """A writer stopped mid-line (a crash, a full disk) leaves its last line unfinished."""
+    from fer_pipeline.prediction_log import read_log
+
+    good = {"time": "t", "model_version": "m", "face_size": None, "brightness": 1, "contrast": 1}
+    good |= {"predicted": "sad", "confidence": 0.5}
+    log = tmp_path / "p.jsonl"
+    log.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n" + '{"time": "2026')
+    caplog.set_level("WARNING")
+    assert read_log(log) == [good, good]
+    assert f"{log}:3: the last line is cut short" in caplog.text

@@ -30,6 +30,7 @@ several processes can share one log. ``read_log`` reads it back, checking every 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ import numpy as np
 from fer_pipeline.classes import CLASSES
 from fer_pipeline.errors import FerError, UnusableFileError
 from fer_pipeline.files import locked
+
+logger = logging.getLogger(__name__)
 
 FIELDS = ("time", "model_version", "face_size", "brightness", "contrast", "predicted", "confidence")
 
@@ -188,9 +191,23 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UnusableFileError(f"{path} cannot be read as a prediction log ({exc}).") from None
     lines = text.splitlines()
+    if lines and not text.endswith("\n") and _cut_short(lines[-1]):
+        # what a writer stopped mid-line leaves (a crash, a full disk): every other line is whole
+        logger.warning(
+            "%s:%d: the last line is cut short (its write was interrupted); it is left out.", path, len(lines)
+        )
+        lines.pop()
     if not lines:
         raise UnusableFileError(f"{path} is empty: no predictions were logged.")
     return [_checked_record(line, path, number) for number, line in enumerate(lines, start=1)]
+
+
+def _cut_short(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return True
+    return False
 
 
 def _checked_record(line: str, path: Path, number: int) -> dict[str, Any]:
@@ -200,7 +217,9 @@ def _checked_record(line: str, path: Path, number: int) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except ValueError as exc:
-        raise UnusableFileError(f"{where}: not a JSON record ({exc}); the line may be cut short.") from None
+        raise UnusableFileError(
+            f"{where}: not a JSON record ({exc}); repair or remove that line (each line is one prediction record)."
+        ) from None
     if not isinstance(record, dict):
         raise UnusableFileError(f"{where}: a JSON {type(record).__name__}, not a prediction record.")
     problem = _record_problem(record)
