@@ -138,7 +138,7 @@ def cmd_validate(args) -> int:
 def _local_source(source: str) -> Path:
     """The local file or folder `validate` reads; a cloud source or a missing path is a wrong
     command line (2), named with what to do instead."""
-    from fer_pipeline.steps import KAGGLE_PREFIX
+    from fer_pipeline.steps import KAGGLE_PREFIX, existing_path
     from fer_pipeline.storage import is_gcs_uri
 
     if is_gcs_uri(source) or source.startswith(KAGGLE_PREFIX):
@@ -147,13 +147,7 @@ def _local_source(source: str) -> Path:
             f"(`fer-pipeline ingest {source} --out DIR` validates it the same way and writes ingest_report.json), "
             "or download it first and validate the local copy."
         )
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise FerError(
-            f"Data source {source!r} does not exist. Pass the Kaggle zip (fer2013.zip), its extracted folder, "
-            "or the original fer2013.csv."
-        )
-    return path
+    return existing_path(source, cloud=False)
 
 
 def cmd_ingest(args) -> int:

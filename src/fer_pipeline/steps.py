@@ -64,13 +64,14 @@ def fetch_source(source: str, workdir: Path) -> Path:
     return existing_path(source)
 
 
-def existing_path(source: str) -> Path:
-    """A local data source as a Path; a missing one is a wrong command line (exit 2), named."""
+def existing_path(source: str, *, cloud: bool = True) -> Path:
+    """A local data source as a Path; a missing one is a wrong command line (exit 2), named
+    with the sources the command takes (``cloud``: also gs:// and kaggle:)."""
     path = Path(source).expanduser()
     if not path.exists():
+        others = "the original fer2013.csv, a gs:// URI, or kaggle:msambare/fer2013" if cloud else "or fer2013.csv"
         raise FerError(
-            f"Data source {source!r} does not exist. Pass the Kaggle zip (fer2013.zip), its extracted "
-            "folder, the original fer2013.csv, a gs:// URI, or kaggle:msambare/fer2013."
+            f"Data source {source!r} does not exist. Pass the Kaggle zip (fer2013.zip), its extracted folder, {others}."
         )
     return path
 
