@@ -220,6 +220,7 @@ def _make(*args: str) -> str:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_targets_use_the_commit_tag_and_the_config(tmp_path):
+    (tmp_path / "none.env").write_text("")  # a settings file that sets nothing (a missing one is refused)
     out = _make("-n", "build", "TAG=abc123", f"CONFIG={tmp_path}/none.env")
     assert "containers/build.sh cpu 'fer-pipeline/fer-pipeline-cpu:abc123'" in out
     assert "containers/build.sh gpu 'fer-pipeline/fer-pipeline-gpu:abc123'" in out
