@@ -33,7 +33,7 @@ def decode_image(data: bytes, convert: bool) -> tuple[np.ndarray, str | None]:
     image = _open_image(data)
     try:
         image.load()
-        upright = ImageOps.exif_transpose(image)  # as a viewer shows it, whichever path it takes
+        upright = _upright(image)  # as a viewer shows it, whichever path it takes
     except Exception as exc:  # truncated or damaged data, decompression bombs, damaged EXIF
         raise _Rejected(f"corrupt {image.format} image: {exc}") from None
     width, height = image.size
@@ -46,6 +46,14 @@ def decode_image(data: bytes, convert: bool) -> tuple[np.ndarray, str | None]:
             "convert such images with --convert (the CLI) or allow_conversion=true (the pipeline)"
         )
     return _to_canonical(upright), f"converted from {described}"
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says. A JPEG or PNG without EXIF (every
+    FER-2013 image) skips PIL's EXIF parse: 15% of the real zip's read time."""
+    if image.format in AS_IS_FORMATS and "exif" not in image.info:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _open_image(data: bytes) -> Image.Image:
