@@ -25,6 +25,11 @@ def registry_with_a_bad_index(tmp_path: Path) -> Path:
     return tmp_path / "registry"
 
 
+def empty_folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def run_index(tmp_path: Path, document) -> Path:
     path = tmp_path / "runs.json"
     path.write_text(json.dumps(document))
@@ -51,9 +56,14 @@ CASES = {
     ),
     # wrong values on the command line: 2
     "models show an unknown name": (
-        lambda t: ["models", "show", "nope", "--registry", str(t / "empty")],
+        lambda t: ["models", "show", "nope", "--registry", str(empty_folder(t / "empty"))],
         EXIT_USAGE,
         "No model named 'nope'",
+    ),
+    "models show in a registry folder that does not exist": (
+        lambda t: ["models", "show", "nope", "--registry", str(t / "typo")],
+        EXIT_UNUSABLE_INPUT,
+        "(--registry) does not exist",
     ),
     "runs compare an unknown run": (
         lambda t: [

@@ -278,7 +278,7 @@ def run_models_show(args: argparse.Namespace) -> int:
     version whose folder is gone gets a warning instead)."""
     from fer_pipeline.model_card import MODEL_CARD_FILE
 
-    version = registry_from(args).resolve(args.ref)
+    version = existing_registry(args).resolve(args.ref)
     card = version.path / MODEL_CARD_FILE
     print(json.dumps(version.to_dict() | {"model_card": str(card) if card.is_file() else None}, indent=2))
     if version.files_missing:
