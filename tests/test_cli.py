@@ -132,3 +132,10 @@ def test_a_list_option_that_does_not_parse_says_what_it_takes(tmp_path, capsys, 
         main(["run", str(tmp_path / "x.zip"), "--out", str(tmp_path / "run"), flag, value])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and f"{value!r} is not a list of {named}; separate them with commas" in err
+
+
+def test_a_bad_recipe_value_names_the_option_that_set_it(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "x.zip"), "--out", str(tmp_path / "run"), "--frozen-lr", "0"]) == 2
+    assert "--frozen-lr must be > 0, got 0.0" in capsys.readouterr().err
+    assert main(["split", str(tmp_path / "ds"), "--out", str(tmp_path / "s.json"), "--val-fraction", "2"]) == 2
+    assert "--val-fraction must be in (0, 1)" in capsys.readouterr().err

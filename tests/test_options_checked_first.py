@@ -24,13 +24,13 @@ def no_ingest(monkeypatch):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--val-fraction", "1.5"], "val_fraction must be in (0, 1), got 1.5"),
-        (["--val-fraction", "0"], "val_fraction must be in (0, 1), got 0.0"),  # 0 is not "the default"
-        (["--frozen-lr", "-0.1"], "frozen_lr must be > 0, got -0.1"),
-        (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
-        (["--frozen-lr", "inf"], "frozen_lr must be a finite number, got inf"),
-        (["--min-lr", "nan"], "min_lr must be a finite number, got nan"),
-        (["--seed", "-1"], "seed must be in [0, 4294967295], got -1"),
+        (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1), got 1.5"),
+        (["--val-fraction", "0"], "--val-fraction must be in (0, 1), got 0.0"),  # 0 is not "the default"
+        (["--frozen-lr", "-0.1"], "--frozen-lr must be > 0, got -0.1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--frozen-lr", "inf"], "--frozen-lr must be a finite number, got inf"),
+        (["--min-lr", "nan"], "--min-lr must be a finite number, got nan"),
+        (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
     ],
 )
 def test_cli_run_refuses_a_bad_option_before_reading_the_data(tmp_path, capsys, no_ingest, flags, message):

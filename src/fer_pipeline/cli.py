@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,7 +33,7 @@ from fer_pipeline.classes import averaged_classes_note
 from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.cli_paths import given, given_path, output_dir, output_file
 from fer_pipeline.config import SplitConfig, TrainConfig
-from fer_pipeline.errors import FerError
+from fer_pipeline.errors import ConfigError, FerError
 from fer_pipeline.files import write_json
 from fer_pipeline.presets import PRESETS, float32_epochs_note
 from fer_pipeline.recipe import RECIPE_FIELDS, resolve
@@ -92,7 +93,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, only: Sequence[st
 def recipe_from_args(args: argparse.Namespace):
     """The recipe of ``--preset`` and the field flags given, resolved as the pipeline's steps resolve it."""
     given = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
-    return resolve(getattr(args, "preset", ""), given)
+    try:
+        return resolve(getattr(args, "preset", ""), given)
+    except ConfigError as exc:
+        raise ConfigError(named_as_options(str(exc))) from None
+
+
+_FIELD_AT_FAULT = re.compile(
+    r"\b(" + "|".join(sorted(RECIPE_FIELDS, key=len, reverse=True)) + r")\b(?= must | takes | is | has )"
+)
+
+
+def named_as_options(message: str) -> str:
+    """A recipe message in the command line's terms: the field at fault as the option that
+    sets it (``seed must be ...`` -> ``--seed must be ...``)."""
+    return _FIELD_AT_FAULT.sub(lambda match: "--" + match.group(1).replace("_", "-"), message)
 
 
 def add_preset_argument(parser: argparse.ArgumentParser) -> None:
