@@ -275,3 +275,16 @@ def test_reliability_doc_quotes_the_conversion_advice_as_the_code_gives_it():
     assert advice == "convert such images with --convert (the CLI) or allow_conversion=true (the pipeline)"
     assert advice in doc and "ingest with convert=True" not in doc
     assert "fails on the first rejected file" not in doc  # a strict ingest reads every file first
+
+
+def test_ingest_into_the_working_directory_writes_there(tmp_path, monkeypatch):
+    """The folder itself is never renamed: `--out .` keeps being the process's (and the
+    shell's) working directory, with the dataset in it."""
+    source = synthetic.write_kaggle_zip(tmp_path / "a.zip", n_train=3, n_test=2)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for _ in range(2):  # a first ingest, then one replacing it
+        ingest_step(str(source), Path("."))
+        assert len(FerDataset.load(Path("."))) == 35
+    assert sorted(p.name for p in here.iterdir()) == ["images.npz", "ingest_report.json", "manifest.json"]

@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +97,9 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
         out_dir: local directory for the canonical dataset and its ingest report: new,
             empty, or holding a dataset an earlier ingest wrote (replaced whole); a folder
             holding anything else is refused before the source is read. The dataset is
-            written into a sibling folder and swapped in, so an interrupted ingest leaves
-            the previous dataset (or nothing), never a mix.
+            written into a staging folder inside it and moved in file by file, manifest
+            last, so an interrupted ingest leaves the previous dataset (or, killed
+            mid-move, none), never a mix.
         gcs_prefix: when set, the dataset is published under
             ``{gcs_prefix}/datasets/{dataset_key}``; a source ingested before (with the
             same options) is not read or uploaded again. Publication is atomic
@@ -141,7 +141,7 @@ def ingest_step(source: str, out_dir: Path, *, gcs_prefix: str = "", options=Non
     return IngestOutcome(target, result.dataset.manifest, uploaded, False)
 
 
-_DATASET_FILES = (IMAGES_FILE, MANIFEST_FILE, INGEST_REPORT)  # what ingest_step writes into its folder
+_DATASET_FILES = (IMAGES_FILE, INGEST_REPORT, MANIFEST_FILE)  # what ingest_step writes into its folder, in order
 
 
 def _refuse_foreign_files(out_dir: Path) -> None:
@@ -153,7 +153,11 @@ def _refuse_foreign_files(out_dir: Path) -> None:
         return
     from fer_pipeline.ingest import MAX_LISTED
 
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if p.name not in _DATASET_FILES)
+    foreign = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in out_dir.iterdir()
+        if p.name not in _DATASET_FILES and not p.name.startswith(STAGING_PREFIX)
+    )
     if foreign:
         more = f" and {len(foreign) - MAX_LISTED} more" if len(foreign) > MAX_LISTED else ""
         raise FerError(
@@ -163,11 +167,14 @@ def _refuse_foreign_files(out_dir: Path) -> None:
         )
 
 
+STAGING_PREFIX = ".ingest-staging-"  # inside --out, so that each file's move is a rename on one filesystem
+
+
 def _write_dataset(result, out_dir: Path) -> None:
-    """Write the dataset, its report and the manifest into a new sibling folder, then swap it in."""
-    where = out_dir.absolute()  # "." has no name to make a sibling of
-    staging = where.parent / f".{where.name}.ingest-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    """Write the dataset, its report and the manifest into a staging folder inside ``out_dir``,
+    then move them in (``_move_in``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
         result.dataset.save(staging)
         write_json(staging / INGEST_REPORT, result.report.to_dict())
@@ -178,25 +185,22 @@ def _write_dataset(result, out_dir: Path) -> None:
             if p.is_file() and p.name != MANIFEST_FILE
         }
         write_json(staging / MANIFEST_FILE, result.dataset.manifest, sort_keys=True)
-        _swap_in(staging, where)
+        _move_in(staging, out_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # gone already unless the write failed
+        shutil.rmtree(staging, ignore_errors=True)  # empty unless the write failed
 
 
-def _swap_in(staging: Path, out_dir: Path) -> None:
-    """Move ``staging`` to ``out_dir``; what was there (an earlier dataset, an empty folder) is
-    moved aside first, put back if the swap is interrupted, and removed once it is done."""
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    previous = staging.with_name(staging.name + "-previous")
-    out_dir.rename(previous)
-    try:
-        staging.rename(out_dir)
-    except BaseException:  # Ctrl-C or SIGTERM between the two renames included
-        previous.rename(out_dir)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
+def _move_in(staging: Path, out_dir: Path) -> None:
+    """Replace an earlier dataset's files one by one, its manifest first and the new one last:
+    the manifest marks a dataset whole, so a reader finds the old dataset, the new one, or
+    (killed mid-move) none, never a mix. The folder itself stays: it may be the working
+    directory, a mount point or a link. Staging folders an interrupted ingest left go too."""
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    for name in _DATASET_FILES:  # the manifest last
+        os.replace(staging / name, out_dir / name)
+    for left in out_dir.glob(f"{STAGING_PREFIX}*"):
+        if left != staging:
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def _log_report(report, report_path: Path) -> None:
