@@ -91,7 +91,7 @@ def _cron_field_problem(text: str, low: int, high: int, names: dict[str, int]) -
             continue
         bounds = []
         for value in match.group(1).split("-"):
-            number = names.get(value.upper()) if not value.isdigit() else int(value)
+            number = names.get(value.upper()) if not value.isdecimal() else int(value)
             if number is None or not low <= number <= high:
                 return f"{value!r} is outside {allowed}"
             bounds.append(number)

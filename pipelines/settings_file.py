@@ -152,9 +152,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     continue  # `<<: *defaults` merges on purpose
                 key = self.construct_object(key_node, deep=True)
                 line = key_node.start_mark.line + 1
-                if key in first_lines:
-                    raise _KeyGivenTwice(key, line, first_lines[key])
-                first_lines.setdefault(key, line)
+                try:
+                    if key in first_lines:
+                        raise _KeyGivenTwice(key, line, first_lines[key])
+                except TypeError:  # a list or mapping as a key (`? [a, b]`): PyYAML's own error names it
+                    continue
+                first_lines[key] = line
         return super().construct_mapping(node, deep=deep)
 
 

@@ -213,6 +213,20 @@ def test_failed_imagenet_download_is_a_config_error(monkeypatch):
         build_model(TrainConfig(weights="imagenet"))
 
 
+def test_imagenet_in_any_case_means_the_imagenet_weights_to_the_check_and_the_build(monkeypatch):
+    asked = []
+
+    def recording(**kwargs):
+        asked.append(kwargs["weights"])
+        raise OSError("offline")
+
+    monkeypatch.setattr(keras.applications, "DenseNet169", recording)
+    check_model_options(TrainConfig(weights="ImageNet"))
+    with pytest.raises(ConfigError, match="offline"):
+        build_model(TrainConfig(weights="ImageNet"))
+    assert asked == ["imagenet"]  # not "no such file exists"
+
+
 SE = replace(TINY_COMPACT, compact_se=2)
 
 

@@ -184,6 +184,7 @@ BAD_LOGS = {
     "missing": (None, "does not exist"),
     "empty": ("", "is empty"),
     "missing fields": ('{"a": 1}\n', ":1: missing field(s)"),
+    "its only line cut short": ('{"time": "2026', ":1: not a JSON record"),  # nothing whole to read
     "a broken line between whole ones": ("GOOD\n" + '{"time": "2026\n' + "GOOD\n", ":2: not a JSON record"),
     "a list": ("[1, 2]\n", ":1: a JSON list"),
     "unknown class": ("GOOD\nGOOD\n" + "BAD_CLASS\n", ":3: predicted 'bored' is not one of"),

@@ -171,7 +171,7 @@ def test_predict_refuses_a_margin_outside_0_to_2(margin):
     from fer_pipeline.errors import FerError
     from fer_pipeline.predict import check_margin
 
-    with pytest.raises(FerError, match="margin must be from 0 to 2"):
+    with pytest.raises(FerError, match="margin must be a number from 0 to 2"):
         check_margin(margin)
     check_margin(2.0)
 

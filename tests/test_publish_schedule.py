@@ -285,6 +285,7 @@ def test_schedule_refuses_limits_and_times_that_cannot_work(template, created, o
         ("foo bar baz qux quux", "minute field 'foo'"),
         ("*/0 3 * * *", "a /STEP must be 1 or more"),
         ("0 3 5-1 * *", "the range 5-1 runs backwards"),
+        ("² * * * *", "minute field '²'"),  # a digit to str.isdigit, not to int()
     ],
 )
 def test_schedule_refuses_cron_fields_out_of_range(template, created, cron, message):

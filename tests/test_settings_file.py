@@ -199,6 +199,13 @@ def test_a_key_given_twice_in_json_or_yaml_is_refused_with_both_lines(tmp_path, 
         read_config(config)
 
 
+def test_a_list_as_a_yaml_key_is_one_line_not_a_traceback(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("? [a, b]\n: 1\nPROJECT: p\n")
+    with pytest.raises(ConfigError, match=re.escape("s.yaml:1: not valid YAML (found unhashable key)")):
+        read_config(config)
+
+
 def test_a_yaml_merge_key_is_not_a_key_given_twice(tmp_path):
     config = tmp_path / "s.yaml"
     config.write_text("base: &b {x: 1}\nparameters:\n  recipe:\n    <<: *b\n    x: 2\n")

@@ -164,16 +164,11 @@ def positive_int(value: str) -> int:
 def margin_fraction(value: str) -> float:
     """argparse type: --margin, a fraction of the face box from 0 to faces.MAX_MARGIN
     (checked before the model is loaded; NaN fails the comparison too)."""
-    from fer_pipeline.faces import MAX_MARGIN
+    from fer_pipeline.faces import MARGIN_RANGE, valid_margin
 
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not 0.0 <= number <= MAX_MARGIN:
-        raise argparse.ArgumentTypeError(
-            f"must be a number from 0 to {MAX_MARGIN:g} (a fraction of the face box), got {value!r}"
-        )
+    number = valid_margin(value)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"must be {MARGIN_RANGE}, got {value!r}")
     return number
 
 

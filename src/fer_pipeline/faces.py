@@ -51,6 +51,21 @@ CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # mapped back to the photo's pixels). Faces smaller than min_face after that are lost.
 DETECTION_MAX_SIDE = 1024
 MAX_MARGIN = 2.0  # the widest crop around a face box, as a fraction of its side (predict and serve)
+
+
+MARGIN_RANGE = f"a number from 0 to {MAX_MARGIN:g} (a fraction of the face box)"
+
+
+def valid_margin(value: float | str) -> float | None:
+    """The margin ``value`` reads as, or None outside 0..MAX_MARGIN: NaN and text fail too,
+    and an infinite margin has no crop to cut. The one check of predict, serve and the CLI."""
+    try:
+        margin = float(value)
+    except (TypeError, ValueError):
+        return None
+    return margin if 0.0 <= margin <= MAX_MARGIN else None
+
+
 # The smallest face each detector can see in the searched image: MTCNN's PNet window
 # is 12 pixels, the cascade's 24.
 SMALLEST_WINDOW = {"mtcnn": 12, "ensemble": 12, "mtcnn-tta": 12, "haar": 24}

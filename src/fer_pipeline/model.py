@@ -425,7 +425,7 @@ def _densenet169(weights: str, image_size: int) -> keras.Model:
 def _weights_source(weights: str) -> Iterator[str | None]:
     """What keras.applications takes: "imagenet", None, or an existing local file path (a
     gs:// file's temporary copy, removed once the backbone has read it)."""
-    if weights == "imagenet":
+    if weights.strip().lower() == "imagenet":  # as check_model_options and the compact backbone read it
         yield "imagenet"
     elif weights.strip().lower() == "none":
         yield None

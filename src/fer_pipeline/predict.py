@@ -24,11 +24,12 @@ from fer_pipeline.errors import ConfigError, FerError, UnusableFileError
 from fer_pipeline.export import model_input_side
 from fer_pipeline.faces import (
     DEFAULT_OPTIONS,
-    MAX_MARGIN,
+    MARGIN_RANGE,
     DetectorOptions,
     align_face,
     detect_faces,
     resize_to_model,
+    valid_margin,
 )
 from fer_pipeline.faces import crop_face as crop_face  # callers of predict.crop_face keep working
 
@@ -193,11 +194,8 @@ def face_crops(
 
 
 def check_margin(margin: float) -> None:
-    """NaN fails the comparison too, and an infinite margin has no crop to cut."""
-    if not 0.0 <= margin <= MAX_MARGIN:
-        raise ConfigError(
-            f"margin must be from 0 to {MAX_MARGIN:g} (--margin: a fraction of the face box), got {margin}."
-        )
+    if valid_margin(margin) is None:
+        raise ConfigError(f"margin must be {MARGIN_RANGE}, got {margin}.")
 
 
 class ModelOutputError(UnusableFileError):

@@ -191,7 +191,7 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UnusableFileError(f"{path} cannot be read as a prediction log ({exc}).") from None
     lines = text.splitlines()
-    if lines and not text.endswith("\n") and _cut_short(lines[-1]):
+    if len(lines) > 1 and not text.endswith("\n") and _cut_short(lines[-1]):
         # what a writer stopped mid-line leaves (a crash, a full disk): every other line is whole
         logger.warning(
             "%s:%d: the last line is cut short (its write was interrupted); it is left out.", path, len(lines)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fer_pipeline.errors import FerError
 from fer_pipeline.export import INPUT_NAME, SIGNATURE_NAME
-from fer_pipeline.faces import MAX_MARGIN
+from fer_pipeline.faces import MARGIN_RANGE, valid_margin
 from fer_pipeline.serve_limits import Limits
 
 if TYPE_CHECKING:
@@ -239,14 +239,9 @@ def detect_options(query: dict[str, str]) -> DetectOptions:
             raise ApiError(400, f"skip_detection={query['skip_detection']!r}: use true or false")
         options = DetectOptions(skip_detection=value in ("true", "1"), margin=options.margin)
     if "margin" in query:
-        try:
-            margin = float(query["margin"])
-        except ValueError:
-            margin = -1.0
-        if not 0.0 <= margin <= MAX_MARGIN:
-            raise ApiError(
-                400, f"margin={query['margin']!r}: use a number from 0 to {MAX_MARGIN:g} (a fraction of the face box)"
-            )
+        margin = valid_margin(query["margin"])
+        if margin is None:
+            raise ApiError(400, f"margin={query['margin']!r}: use {MARGIN_RANGE}")
         options = DetectOptions(skip_detection=options.skip_detection, margin=margin)
     return options
 
