@@ -28,10 +28,9 @@ from pipelines.settings import (
     SettingsError,
     SubmitSettings,
     cli_overrides,
-    is_remote,
     load_settings,
 )
-from pipelines.submit import TemplateUnreachable, build_vertex_job
+from pipelines.submit import TemplateUnreachable, build_vertex_job, mark_unfetched_template
 
 CRON_RE = re.compile(r"^((CRON_)?TZ=([A-Za-z0-9_+/-]+) )?((\S+ ){4}\S+)$")
 # Each cron field's name, range and the names it also takes (Vertex AI reads unix-cron).
@@ -207,10 +206,8 @@ def create_schedule(
     options = schedule_options(settings, {"cron": check_cron(cron), **limits})  # checked before anything is built
     schedule = build_schedule(settings, display_name=display_name, credentials=credentials, dry_run=dry_run)
     request = schedule_request(schedule, options)
-    if dry_run and is_remote(settings.template):  # the stand-in spec of an unfetched template URL
-        request["schedule"]["create_pipeline_job_request"]["pipeline_job"].pop("pipeline_spec", None)
-        request["template"] = f"{settings.template}: not fetched in a dry run (offline); checked when created"
     if dry_run:
+        mark_unfetched_template(request, request["schedule"]["create_pipeline_job_request"]["pipeline_job"], settings)
         print(json.dumps(request, indent=2, sort_keys=True), file=out)
         return request
     schedule.create(**options)

@@ -143,12 +143,17 @@ def vertex_request(job, settings: SubmitSettings, *, dry_run: bool = False) -> d
         "pipeline_job": json_format.MessageToDict(message, preserving_proto_field_name=True),
         "experiment": settings.experiment or None,
     }
-    if dry_run and is_remote(settings.template):
-        del request["pipeline_job"]["pipeline_spec"]
-        request["template"] = (
-            f"{settings.template}: not fetched in a dry run (offline); its spec and parameters are checked on submit"
-        )
+    if dry_run:
+        mark_unfetched_template(request, request["pipeline_job"], settings)
     return request
+
+
+def mark_unfetched_template(request: dict[str, Any], pipeline_job: dict[str, Any], settings: SubmitSettings) -> None:
+    """A dry run with a template URL built its job from a stand-in spec: leave that out of the
+    printed request and name the URL instead. Nothing to do for a local template."""
+    if is_remote(settings.template):
+        pipeline_job.pop("pipeline_spec", None)
+        request["template"] = f"{settings.template}: not fetched in a dry run (offline); checked when sent"
 
 
 def submit_vertex(settings: SubmitSettings, *, dry_run: bool = False, credentials=None, out=None) -> dict:
