@@ -31,10 +31,11 @@ from pipelines.settings import (
     DEFAULT_TEMPLATES,
     SettingsError,
     is_remote,
+    key_problems,
     parameter_specs,
     parse_pairs,
 )
-from pipelines.settings_file import _known, merge_sources, non_empty
+from pipelines.settings_file import merge_sources, non_empty
 from pipelines.template_params import load_pipeline_documents, wrong_template
 
 REPOSITORY_RE = re.compile(r"^https://[a-z0-9-]+-kfp\.pkg\.dev/[^/]+/[^/]+$")
@@ -61,7 +62,7 @@ def load_publish_settings(
     merged = merge_sources(config, os.environ if environ is None else environ, overrides)[0]
     values = non_empty(merged)
     # the same keys as submit (one settings file serves both): a misspelt one is named, not ignored
-    problems: list[tuple[str, str]] = [(k, "unknown setting") for k in sorted(k for k in merged if not _known(k))]
+    problems = key_problems(merged)
     repository = values.get("TEMPLATE_REPOSITORY", "").rstrip("/")
     if not repository:
         problems.append(

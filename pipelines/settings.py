@@ -44,7 +44,7 @@ from pipelines.settings_file import (
     KEYS,
     PARAM_PREFIX,
     TERRAFORM_OUTPUTS,
-    _known,
+    known_key,
     merge_sources,
     read_config,
     read_env_file,
@@ -77,7 +77,7 @@ __all__ = [
     "ConfigError",
     "SettingsError",
     "SubmitSettings",
-    "_known",
+    "known_key",
     "cli_overrides",
     "coerce",
     "config_problems",
@@ -194,8 +194,7 @@ def load_settings(
 
     text = functools.partial(_text, merged)
 
-    problems = [(k, "unknown setting") for k in sorted(k for k in merged if not _known(k))]
-    problems += _not_text(merged)
+    problems = key_problems(merged)
     problems += [(key, f"missing: {KEYS[key]}") for key in REQUIRED[target] if not text(key)]
     labels, enable_caching, format_problems = _checked_formats(target, merged)
     problems += format_problems
@@ -270,6 +269,12 @@ def _compiled_on_kind(given: Mapping[str, Any]) -> list[tuple[str, str]]:
         for name in COMPILED_ON_KIND
         if name in given
     ]
+
+
+def key_problems(merged: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Keys no command reads (a misspelt one is named, not ignored), and values a JSON/YAML
+    file gave as a list or mapping where text belongs: the checks every settings reader shares."""
+    return [(key, "unknown setting") for key in sorted(k for k in merged if not known_key(k))] + _not_text(merged)
 
 
 def _not_text(merged: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -357,7 +362,7 @@ def make_values(config: Path | str) -> dict[str, str]:
     if not path.is_file():
         return {}
     values = read_config(path)
-    unknown = sorted(key for key in values if not _known(key))
+    unknown = sorted(key for key in values if not known_key(key))
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}: fix the name ({EXAMPLE} lists every key).")
     found = {}

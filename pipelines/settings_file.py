@@ -66,7 +66,7 @@ KEYS: dict[str, str] = {
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _known(key: str) -> bool:
+def known_key(key: str) -> bool:
     return key in KEYS or key.startswith(PARAM_PREFIX)
 
 
@@ -90,7 +90,7 @@ def merge_sources(
             raise ConfigError(f"Config file {path} not found (copy {EXAMPLE}).")
         else:
             path = None
-    merged.update({key: value for key, value in environ.items() if _known(key)})
+    merged.update({key: value for key, value in environ.items() if known_key(key)})
     merged.update(overrides or {})
     return merged, path
 

@@ -105,6 +105,14 @@ def test_publish_reports_every_problem(tmp_path):
         publish_mod.load_publish_settings(None, environ={"TEMPLATE_REPOSITORY": "https://example.com/x"})
 
 
+def test_publish_names_a_list_given_where_text_belongs_as_submit_does(tmp_path):
+    config = tmp_path / "publish.yaml"
+    config.write_text(f"TEMPLATE_REPOSITORY: {REPO}\nTEMPLATE_TAGS: [a, b]\n")
+    with pytest.raises(SettingsError) as info:
+        publish_mod.load_publish_settings(config, environ={})
+    assert ("TEMPLATE_TAGS", "expected text, got a list") in info.value.problems
+
+
 def test_publish_main_exit_code(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TEMPLATE_REPOSITORY", raising=False)

@@ -203,7 +203,7 @@ def test_named_config_must_exist(tmp_path):
 def test_example_config_parses_and_lists_only_known_keys():
     values = settings_mod.read_config(Path("config/submit.example.env"))
     assert {"PROJECT", "REGION", "PIPELINE_ROOT", "SERVICE_ACCOUNT", "PARAM_data_source"} <= set(values)
-    assert all(settings_mod._known(key) for key in values)
+    assert all(settings_mod.known_key(key) for key in values)
 
 
 def test_main_exit_code_and_message(tmp_path, capsys, monkeypatch):
