@@ -61,8 +61,10 @@ def render_target(target: str, *, image: str, gpu_image: str, commit: str, place
 
 
 def write_together(texts: dict[Path, str]) -> None:
-    """Write each file under a temporary name beside it, then rename them all: a failure leaves
-    the old files as they were, never one new file beside an old one with other images."""
+    """Write each file under a temporary name beside it, then rename them all: a failure while
+    writing (a full disk, a folder in a file's place) leaves the old files as they were. Only a
+    rename failing after another succeeded, which writing both first makes unlikely, would
+    leave one new file beside an old one."""
     staged: list[tuple[Path, Path]] = []
     try:
         for path, text in texts.items():
