@@ -165,6 +165,8 @@ def test_a_small_log_is_unreliable_not_drift(tmp_path, source, test_split, capsy
     log = write_log(tmp_path / "p.jsonl", brighter(images[:30]), labels[:30])
     code, out, _ = monitor(log, source, capsys)
     assert code == 0 and "only 30 faces (< 200): the estimate is unreliable" in out and "verdict: unreliable" in out
+    table = out.split("verdict")[0]
+    assert " drift" not in table and " watch" not in table and table.count("unreliable") >= 3  # one per feature
 
 
 def test_a_canonical_dataset_folder_is_a_reference_too(tmp_path, dataset, test_split, capsys):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,11 @@ def compare(reference: Sample, live: Sample, thresholds: Thresholds = Thresholds
     ]
     features.append(class_mix_drift(reference.classes, live.classes, thresholds))
     reliable = len(live) >= thresholds.min_faces
-    notes = [] if reliable else [f"only {len(live)} faces (< {thresholds.min_faces}): the estimate is unreliable"]
+    notes = []
+    if not reliable:  # each feature's PSI stays on show, but no status: nothing is called drift or watch
+        features = [replace(feature, status="unreliable") for feature in features]
+        faces = f"{len(live)} face{'' if len(live) == 1 else 's'}"
+        notes.append(f"only {faces} (< {thresholds.min_faces}): the estimate is unreliable")
     return DriftReport(len(live), len(reference), reliable, features, thresholds, notes=notes)
 
 
