@@ -30,7 +30,7 @@ from pipelines.settings import (
     cli_overrides,
     load_settings,
 )
-from pipelines.submit import TemplateUnreachable, build_vertex_job, mark_unfetched_template
+from pipelines.submit import TemplateUnreachable, build_vertex_job, check_images, mark_unfetched_template
 
 CRON_RE = re.compile(r"^((CRON_)?TZ=([A-Za-z0-9_+/-]+) )?((\S+ ){4}\S+)$")
 # Each cron field's name, range and the names it also takes (Vertex AI reads unix-cron).
@@ -206,6 +206,7 @@ def create_schedule(
     options = schedule_options(settings, {"cron": check_cron(cron), **limits})  # checked before anything is built
     schedule = build_schedule(settings, display_name=display_name, credentials=credentials, dry_run=dry_run)
     request = schedule_request(schedule, options)
+    check_images(request["schedule"]["create_pipeline_job_request"]["pipeline_job"], settings, dry_run=dry_run)
     if dry_run:
         mark_unfetched_template(request, request["schedule"]["create_pipeline_job_request"]["pipeline_job"], settings)
         print(json.dumps(request, indent=2, sort_keys=True), file=out)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import tempfile
 import warnings
@@ -165,6 +166,7 @@ def submit_vertex(settings: SubmitSettings, *, dry_run: bool = False, credential
         credentials = AnonymousCredentials()  # a dry run never calls Google
     job = build_vertex_job(settings, credentials=credentials, dry_run=dry_run)
     request = vertex_request(job, settings, dry_run=dry_run)
+    check_images(request["pipeline_job"], settings, dry_run=dry_run)
     if dry_run:
         print(json.dumps(request, indent=2, sort_keys=True), file=out)
         return request
@@ -174,6 +176,27 @@ def submit_vertex(settings: SubmitSettings, *, dry_run: bool = False, credential
     print(f"submitted {job.resource_name}", file=out)
     print(f"console: {job._dashboard_uri()}", file=out)
     return request
+
+
+def check_images(pipeline_job: dict[str, Any], settings: SubmitSettings, *, dry_run: bool) -> None:
+    """Refuse a job whose images Vertex AI cannot pull (``local_images``); a dry run warns."""
+    if local := local_images(pipeline_job):
+        problem = (
+            f"{settings.template} runs images with no registry host ({', '.join(local)}), which Vertex AI cannot "
+            "pull: set REGISTRY= (make infra-config writes it), then `make build push compile`."
+        )
+        if not dry_run:
+            raise ConfigError(f"error: {problem}")
+        print(f"warning: {problem}", file=sys.stderr)
+
+
+def local_images(pipeline_job: dict[str, Any]) -> list[str]:
+    """The job's container images whose name starts with no registry host (a first part with
+    a '.' or a ':', or localhost, as Docker reads names): `make build` without REGISTRY= names
+    them so, and only the machine that built them has them."""
+    executors = (pipeline_job.get("pipeline_spec") or {}).get("deploymentSpec", {}).get("executors", {})
+    images = {executor.get("container", {}).get("image", "") for executor in executors.values()}
+    return sorted(image for image in images if image and not re.match(r"^(localhost|[^/]*[.:][^/]*)/", image))
 
 
 # ------------------------------------------------------------------ KFP (kind / GKE)

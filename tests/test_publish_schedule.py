@@ -31,7 +31,7 @@ REPO = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/fer-pipeline-templates"
 TB = f"projects/{PROJECT}/locations/{REGION}/tensorboards/42"
 
 
-@dsl.component(base_image="reg/cpu:abc", install_kfp_package=False)
+@dsl.component(base_image="europe-west4-docker.pkg.dev/p/r/cpu:abc", install_kfp_package=False)
 def _echo(text: str, rate: float) -> str:
     return text + str(rate)
 

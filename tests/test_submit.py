@@ -26,7 +26,7 @@ SA = "fer-pipeline@my-project.iam.gserviceaccount.com"
 NETWORK = "projects/123456/global/networks/fer-vpc"
 
 
-@dsl.component(base_image="reg/cpu:abc", install_kfp_package=False)
+@dsl.component(base_image="europe-west4-docker.pkg.dev/p/r/cpu:abc", install_kfp_package=False)
 def _echo(text: str, times: int, rate: float, flag: bool) -> str:
     return text * times + str(rate) + str(flag)
 
@@ -57,7 +57,7 @@ def compiled(tmp_path_factory) -> tuple[Path, Path]:
     from pipelines.compile import compile_pipelines
 
     out = tmp_path_factory.mktemp("build")
-    return compile_pipelines(out, "reg/fer-pipeline-cpu:abc", "reg/fer-pipeline-gpu:abc", commit="abc123")
+    return compile_pipelines(out, "europe-west4-docker.pkg.dev/p/r/fer-pipeline-cpu:abc", "europe-west4-docker.pkg.dev/p/r/fer-pipeline-gpu:abc", commit="abc123")
 
 
 def _env(template: Path, **extra: str) -> dict[str, str]:

@@ -158,3 +158,29 @@ def test_gpu_parameters_are_refused_on_kind_where_the_file_fixes_them(compiled, 
     with pytest.raises(SettingsError) as info:
         load_settings("kind", None, environ={"KFP_TEMPLATE": str(kfp_file), f"PARAM_{param}": value})
     assert "GPU_COUNT= at `make compile`" in dict(info.value.problems)[f"PARAM_{param}"]
+
+
+def test_images_vertex_cannot_pull_are_refused_and_a_dry_run_warns(compiled, capsys):
+    """`make build compile` without REGISTRY= names the images fer-pipeline/...: only the
+    machine that built them has them."""
+    vertex, _ = compiled  # compiled with reg/cpu:abc and reg/gpu:abc
+    settings = load_settings("vertex", None, environ={**VERTEX_ENV, "TEMPLATE": str(vertex)})
+    submit_mod.submit(settings, dry_run=True)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "reg/cpu:abc, reg/gpu:abc" in err and "REGISTRY=" in err
+    with pytest.raises(submit_mod.ConfigError, match="no registry host"):
+        submit_mod.submit(settings, credentials=AnonymousCredentials())
+    assert submit_mod.local_images(
+        {
+            "pipeline_spec": {
+                "deploymentSpec": {
+                    "executors": {
+                        "a": {"container": {"image": "europe-west4-docker.pkg.dev/p/r/cpu:t"}},
+                        "b": {"container": {"image": "localhost/cpu:t"}},
+                        "c": {"container": {"image": "localhost:5000/cpu:t"}},
+                        "d": {"container": {"image": "fer-pipeline/fer-pipeline-cpu:t"}},
+                    }
+                }
+            }
+        }
+    ) == ["fer-pipeline/fer-pipeline-cpu:t"]
