@@ -57,7 +57,12 @@ def compiled(tmp_path_factory) -> tuple[Path, Path]:
     from pipelines.compile import compile_pipelines
 
     out = tmp_path_factory.mktemp("build")
-    return compile_pipelines(out, "europe-west4-docker.pkg.dev/p/r/fer-pipeline-cpu:abc", "europe-west4-docker.pkg.dev/p/r/fer-pipeline-gpu:abc", commit="abc123")
+    return compile_pipelines(
+        out,
+        "europe-west4-docker.pkg.dev/p/r/fer-pipeline-cpu:abc",
+        "europe-west4-docker.pkg.dev/p/r/fer-pipeline-gpu:abc",
+        commit="abc123",
+    )
 
 
 def _env(template: Path, **extra: str) -> dict[str, str]:
