@@ -37,6 +37,7 @@ from google.api_core.exceptions import GoogleAPIError
 from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError
 from pipelines.settings import (
+    COMPILED_ON_KIND,
     DEFAULT_CONFIG,
     TARGETS,
     SubmitSettings,
@@ -213,11 +214,12 @@ def kfp_request(settings: SubmitSettings) -> dict[str, Any]:
         "service_account": settings.kfp_service_account or None,
     }
     # What the run will use: the compiled defaults (on kind: the in-cluster emulator and the
-    # registry volume) under the arguments given. Shown, not sent.
+    # registry volume) under the arguments given, less the GPU parameters the KFP file's
+    # compiled request overrides. Shown, not sent.
     defaults = {
         name: coerce(spec["defaultValue"], spec.get("parameterType", ""))
         for name, spec in parameter_specs(load_pipeline_spec(settings.template)).items()
-        if "defaultValue" in spec
+        if "defaultValue" in spec and name not in COMPILED_ON_KIND
     }
     return {
         "host": settings.kfp_host,

@@ -400,6 +400,7 @@ def test_kind_needs_no_settings_at_all(compiled, capsys):
         and in_effect["registry"] == storage.registry_mount
     )
     assert request["create_run_from_pipeline_package"]["arguments"] == {}
+    assert "gpu_count" not in in_effect and "gpu_type" not in in_effect  # the compiled GPU request decides
 
 
 def test_kind_still_checks_parameters(compiled):
