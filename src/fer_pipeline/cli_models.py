@@ -27,7 +27,7 @@ from fer_pipeline.registry import (
     LocalRegistry,
     ModelVersion,
     default_registry_root,
-    version_files_missing,
+    missing_files_message,
 )
 
 EXIT_OK = 0
@@ -224,7 +224,7 @@ def run_models_list(args: argparse.Namespace) -> int:
         print(format_versions_table(versions, dangling))
     for version in versions:
         if version.files_missing:
-            print(f"warning: {version_files_missing(version)}.", file=sys.stderr)
+            print(f"warning: {missing_files_message(version)}.", file=sys.stderr)
     if dangling:
         index = registry.root / INDEX_FILE
         for name, alias, version in dangling:
@@ -277,7 +277,7 @@ def run_models_show(args: argparse.Namespace) -> int:
     card = version.path / MODEL_CARD_FILE
     print(json.dumps(version.to_dict() | {"model_card": str(card) if card.is_file() else None}, indent=2))
     if version.files_missing:
-        print(f"warning: {version_files_missing(version)}.", file=sys.stderr)
+        print(f"warning: {missing_files_message(version)}.", file=sys.stderr)
     elif not card.is_file():
         print(f"note: {version.ref} was registered without a model card ({MODEL_CARD_FILE}).", file=sys.stderr)
     return EXIT_OK

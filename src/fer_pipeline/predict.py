@@ -443,31 +443,14 @@ def load_model_ref(ref: str, registry_root: Path | None = None):
             gone, or a model that does not take (side, side, 1) images or give the classes
             (exit 1).
     """
-    from fer_pipeline.registry import (
-        LocalRegistry,
-        RegistryError,
-        RegistryFileError,
-        check_version_files,
-        default_registry_root,
-        parse_ref,
-    )
+    from fer_pipeline.registry import resolve_registered
 
     if ref.startswith("gs://"):
         with tempfile.TemporaryDirectory(prefix="fer-model-") as tmp:
             return checked_model(download_gcs_model(ref, Path(tmp)), ref)
     if Path(ref).exists():
         return checked_model(Path(ref), ref)
-    registry = LocalRegistry(registry_root if registry_root is not None else default_registry_root())
-    try:
-        parse_ref(ref)
-        version = registry.resolve(ref)
-    except RegistryFileError:  # the registry is damaged: its own line says how, not "not found"
-        raise
-    except RegistryError as exc:
-        raise FerError(
-            f"Model {ref!r} is not a local path, not a gs:// URI, and not in the registry at {registry.root}: {exc}"
-        ) from exc
-    check_version_files(version)
+    version = resolve_registered(ref, registry_root, tried="not a local path, not a gs:// URI,")
     log.info("Loading %s from %s", version.ref, version.path)
     return checked_model(version.path, f"{version.ref} ({version.path})")
 

@@ -102,23 +102,32 @@ class ModelVersion:
         }
 
 
-def version_files_missing(version: ModelVersion) -> str:
-    """The line that says ``version``'s folder is gone (``models`` warns with it, ``predict`` refuses)."""
+def missing_files_message(version: ModelVersion) -> str:
+    """The words that say ``version``'s folder is gone (``models`` warns with them, loading refuses)."""
     return (
         f"registry version {version.ref}'s files are missing under {version.path}; restore that folder "
         "from a backup, or register the model again"
     )
 
 
-def check_version_files(version: ModelVersion) -> None:
-    """Refuse a version whose folder is gone, before loading a model from it.
+def resolve_registered(ref: str, root: Path | None, tried: str) -> ModelVersion:
+    """``ref`` in the local registry at ``root`` (None: ``default_registry_root()``), its files
+    there: what predict and serve load.
 
     Raises:
-        RegistryFileError: naming the version and the missing folder.
+        RegistryFileError: the registry is damaged, or the version's folder is gone (exit 1).
+        FerError: no such model, alias or version; ``tried`` says what else ``ref`` is not (exit 2).
     """
+    registry = LocalRegistry(root if root is not None else default_registry_root())
+    try:
+        version = registry.resolve(ref)
+    except RegistryFileError:  # the registry is damaged: its own line says how, not "not found"
+        raise
+    except RegistryError as exc:
+        raise FerError(f"Model {ref!r} is {tried} and not in the registry at {registry.root}: {exc}") from None
     if version.files_missing:
-        message = version_files_missing(version)
-        raise RegistryFileError(message[0].upper() + message[1:] + ".")
+        raise RegistryFileError(f"The {missing_files_message(version)}.")
+    return version
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:

@@ -51,13 +51,7 @@ def locate_model(ref: str, registry_root: Path | None) -> tuple[str, int, Path]:
     Raises:
         FerError: neither a path nor a registered version (the message says what exists).
     """
-    from fer_pipeline.registry import (
-        LocalRegistry,
-        RegistryError,
-        RegistryFileError,
-        check_version_files,
-        default_registry_root,
-    )
+    from fer_pipeline.registry import resolve_registered
 
     if ref.startswith("gs://"):
         raise FerError(
@@ -70,14 +64,7 @@ def locate_model(ref: str, registry_root: Path | None) -> tuple[str, int, Path]:
         raise FerError(
             f"{ref} does not exist; pass a model folder, a .keras file or a registry reference (NAME@champion)."
         )
-    registry = LocalRegistry(registry_root if registry_root is not None else default_registry_root())
-    try:
-        version = registry.resolve(ref)
-    except RegistryFileError:
-        raise
-    except RegistryError as exc:
-        raise FerError(f"Model {ref!r} is not a local path and not in the registry at {registry.root}: {exc}") from None
-    check_version_files(version)  # a version whose folder is gone: exit 1, named, not "no model.keras"
+    version = resolve_registered(ref, registry_root, tried="not a local path")
     return version.name, version.version, version.path
 
 
