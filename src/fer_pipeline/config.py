@@ -317,7 +317,7 @@ class TrainConfig:
     @property
     def pretrained(self) -> bool:
         """Whether the backbone starts from learned weights whose BatchNorm statistics are worth keeping."""
-        return self.backbone == "densenet169" and self.weights.strip().lower() != "none"
+        return self.backbone == "densenet169" and weights_kind(self.weights) != "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -430,6 +430,15 @@ def _number(key: str, value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key} takes a number, got {value!r}.") from None
+
+
+def weights_kind(weights: str) -> str:
+    """What the ``weights`` field names: "imagenet" or "none" (in any case), "gcs" (a gs://
+    file) or "file" (a local one); the one reading of it, for the checks and the build."""
+    named = weights.strip().lower()
+    if named in ("imagenet", "none"):
+        return named
+    return "gcs" if weights.startswith("gs://") else "file"
 
 
 def _whole_number(key: str, value: Any) -> int:

@@ -29,7 +29,7 @@ from keras import layers
 
 from fer_pipeline.augment import AffineRanges, RandomAffine, RandomErase, ResizedCrop, crop_on
 from fer_pipeline.classes import IMAGE_SIZE, NUM_CLASSES
-from fer_pipeline.config import TrainConfig
+from fer_pipeline.config import TrainConfig, weights_kind
 from fer_pipeline.errors import ConfigError, UnusableFileError
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def check_model_options(cfg: TrainConfig) -> None:
     weights file's contents are read when the model is built (seconds in)."""
     if cfg.backbone == "compact":
         _check_compact_weights(cfg)
-    elif cfg.weights.strip().lower() not in ("imagenet", "none") and not cfg.weights.startswith("gs://"):
+    elif weights_kind(cfg.weights) == "file":
         _existing_weights_file(cfg.weights)
     if cfg.finetune_epochs > 0 and cfg.unfreeze_from:
         _layer_position(_bare_backbone(cfg), cfg.unfreeze_from)
@@ -131,7 +131,7 @@ def _bare_backbone(cfg: TrainConfig) -> keras.Model:
 
 
 def _check_compact_weights(cfg: TrainConfig) -> None:
-    if cfg.weights.strip().lower() not in ("none", "imagenet"):
+    if weights_kind(cfg.weights) not in ("none", "imagenet"):
         raise ConfigError(
             f'backbone="compact" trains from scratch and takes no weights file, got weights={cfg.weights!r}. '
             'Pass weights="none", or backbone="densenet169" for a DenseNet169 weights file.'
@@ -147,7 +147,7 @@ def _compact_backbone(cfg: TrainConfig) -> keras.Model:
     epochs (docs/benchmarks.md, issue 4).
     """
     _check_compact_weights(cfg)
-    if cfg.weights.strip().lower() == "imagenet":  # the pipeline's default: say it is not used
+    if weights_kind(cfg.weights) == "imagenet":  # the pipeline's default: say it is not used
         logger.warning(
             'backbone="compact" has no ImageNet weights; weights="imagenet" is ignored, '
             'training starts from random weights (pass weights="none" to silence this).'
@@ -425,11 +425,12 @@ def _densenet169(weights: str, image_size: int) -> keras.Model:
 def _weights_source(weights: str) -> Iterator[str | None]:
     """What keras.applications takes: "imagenet", None, or an existing local file path (a
     gs:// file's temporary copy, removed once the backbone has read it)."""
-    if weights.strip().lower() == "imagenet":  # as check_model_options and the compact backbone read it
+    kind = weights_kind(weights)
+    if kind == "imagenet":
         yield "imagenet"
-    elif weights.strip().lower() == "none":
+    elif kind == "none":
         yield None
-    elif weights.startswith("gs://"):
+    elif kind == "gcs":
         with _local_copy(weights) as path:
             yield str(path)
     else:

@@ -145,8 +145,9 @@ _DATASET_FILES = (IMAGES_FILE, INGEST_REPORT, MANIFEST_FILE)  # what ingest_step
 
 
 def _refuse_foreign_files(out_dir: Path) -> None:
-    """Refuse an output folder holding anything but an earlier ingest's files: the swap that
-    replaces the dataset would delete them (they used to be listed and published with it)."""
+    """Refuse an output folder holding anything but an earlier ingest's files (and staging
+    folders an interrupted one left): they used to be listed in the manifest and published
+    with the dataset."""
     if out_dir.exists() and not out_dir.is_dir():
         raise FerError(f"{out_dir} is a file, not a folder; give a folder for the dataset (it is made if absent).")
     if not out_dir.is_dir():
