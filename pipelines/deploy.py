@@ -44,7 +44,7 @@ from typing import Any
 from fer_pipeline import storage
 from fer_pipeline.cli_parser import OneLineParser
 from fer_pipeline.errors import ConfigError, FerError
-from pipelines.settings import DEFAULT_CONFIG, EXAMPLE, known_key, parse_labels, parse_pairs
+from pipelines.settings import DEFAULT_CONFIG, EXAMPLE, key_problems, parse_labels, parse_pairs
 from pipelines.settings_file import merge_sources, non_empty
 
 REQUIRED = ("PROJECT", "REGION")
@@ -63,9 +63,9 @@ def read_settings(
         ConfigError: an unknown key, a named config file that is missing, no PROJECT or REGION.
     """
     merged, path = merge_sources(config, os.environ if environ is None else environ, overrides)
-    unknown = sorted(key for key in merged if not known_key(key))
-    if unknown:
-        raise ConfigError(f"Unknown setting(s) {', '.join(unknown)}: fix the name ({EXAMPLE} lists every key).")
+    if problems := key_problems(merged):  # as submit and publish check them
+        named = "; ".join(f"{key}: {why}" for key, why in problems)
+        raise ConfigError(f"{named}: fix them ({EXAMPLE} lists every key).")
     values = non_empty(merged)
     missing = [key for key in REQUIRED if key not in values]
     if missing:

@@ -402,3 +402,11 @@ def test_make_targets_pass_the_options_and_dry_run():
     line = make_n("batch-predict", "INPUT=gs://b/photos/", "OUTPUT=gs://b/out")
     assert "-m pipelines.deploy batch-predict" in line and "--input 'gs://b/photos/'" in line
     assert "--output 'gs://b/out'" in line and "--dry-run" not in line
+
+
+def test_deploy_reads_settings_as_submit_does_unknown_keys_and_lists_named(tmp_path):
+    config = tmp_path / "deploy.yaml"
+    config.write_text("PROJECT: [a, b]\nREGION: europe-west4\nFOO: 1\n")
+    with pytest.raises(deploy_cli.ConfigError) as refused:
+        deploy_cli.read_settings(config, environ={})
+    assert "FOO: unknown setting" in str(refused.value) and "PROJECT: expected text, got a list" in str(refused.value)
