@@ -296,3 +296,9 @@ def test_serve_names_a_registered_version_whose_folder_is_gone(model_file, tmp_p
     shutil.rmtree(version.path)
     with pytest.raises(RegistryFileError, match="files are missing"):
         locate_model("fer@1", tmp_path / "registry")
+
+
+def test_a_model_path_that_does_not_exist_is_named_as_a_path_by_predict_as_by_serve(tmp_path, capsys):
+    missing = tmp_path / "gone" / "model.keras"
+    code, out, err = predict_cli(capsys, str(missing), str(gray_photo(tmp_path / "photo.png")))
+    assert code == 2 and out == "" and err.startswith(f"error: {missing} does not exist; pass a model folder")

@@ -116,8 +116,13 @@ def resolve_registered(ref: str, root: Path | None, tried: str) -> ModelVersion:
 
     Raises:
         RegistryFileError: the registry is damaged, or the version's folder is gone (exit 1).
-        FerError: no such model, alias or version; ``tried`` says what else ``ref`` is not (exit 2).
+        FerError: a path that does not exist, or no such model, alias or version; ``tried``
+            says what else ``ref`` is not (exit 2).
     """
+    if "/" in ref or ref.endswith(".keras"):  # registry names have no "/": this was meant as a path
+        raise FerError(
+            f"{ref} does not exist; pass a model folder, a .keras file or a registry reference (NAME@champion)."
+        )
     registry = LocalRegistry(root if root is not None else default_registry_root())
     try:
         version = registry.resolve(ref)

@@ -60,10 +60,6 @@ def locate_model(ref: str, registry_root: Path | None) -> tuple[str, int, Path]:
     path = Path(ref)
     if path.exists():
         return DEFAULT_MODEL_NAME, 1, path
-    if "/" in ref or ref.endswith(".keras"):  # registry names have no "/": this was meant as a path
-        raise FerError(
-            f"{ref} does not exist; pass a model folder, a .keras file or a registry reference (NAME@champion)."
-        )
     version = resolve_registered(ref, registry_root, tried="not a local path")
     return version.name, version.version, version.path
 
