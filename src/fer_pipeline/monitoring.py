@@ -102,8 +102,8 @@ class DriftReport:
 
     @property
     def drifted(self) -> list[str]:
-        """The features that drifted (none when the estimate is unreliable)."""
-        return [f.name for f in self.features if f.status == "drift"] if self.reliable else []
+        """The features that drifted (none when the estimate is unreliable: their status says so)."""
+        return [f.name for f in self.features if f.status == "drift"]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
