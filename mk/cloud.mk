@@ -134,7 +134,7 @@ infra-config: setup ## Write $(CONFIG) from the terraform outputs (keeps its oth
 
 # ---- kind + KFP ---------------------------------------------------------------------
 kind-up: ## Create the kind cluster (GPU-pool worker) and install KFP $(KFP_VERSION)
-	KFP_VERSION=$(KFP_VERSION) infra/kind/up.sh $(call sq,$(KIND_CLUSTER))
+	KFP_VERSION=$(call sq,$(KFP_VERSION)) infra/kind/up.sh $(call sq,$(KIND_CLUSTER))
 
 kind-load: ## Load both images into the kind cluster
 	infra/kind/load-images.sh $(call sq,$(KIND_CLUSTER)) $(call sq,$(IMAGE)) $(call sq,$(GPU_IMAGE))

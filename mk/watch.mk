@@ -25,10 +25,10 @@ TAGS ?=
 
 tensorboard: setup ## Serve the TensorBoard logs under LOGDIR (default build/) on http://127.0.0.1:$(TB_PORT)
 	@test -x $(VENV)/bin/tensorboard || { echo "tensorboard is not installed in $(VENV): reinstall the pinned dependencies (rm -f $(STAMP) && make setup)" >&2; exit 2; }
-	$(VENV)/bin/tensorboard --logdir $(call sq,$(LOGDIR)) --host 127.0.0.1 --port $(TB_PORT)
+	$(VENV)/bin/tensorboard --logdir $(call sq,$(LOGDIR)) --host 127.0.0.1 --port $(call sq,$(TB_PORT))
 
 runs-compare: setup ## The last LAST runs side by side (RUNS=build/local/runs.json; fer-pipeline runs compare --help)
-	$(VENV)/bin/fer-pipeline runs compare --index $(call sq,$(RUNS)) -n $(LAST)
+	$(VENV)/bin/fer-pipeline runs compare --index $(call sq,$(RUNS)) -n $(call sq,$(LAST))
 
 report-check: setup ## Open REPORT (default: the newest) in headless Chromium: images, class rows, console errors
 	@test -n $(call sq,$(REPORT)) || { echo "no report under build/: make run-local first, or REPORT=path/to/report.html" >&2; exit 2; }

@@ -170,6 +170,9 @@ def test_a_parameter_at_the_top_of_a_yaml_file_is_pointed_under_parameters(tmp_p
         ("kfp-forward", "KFP_PORT"),
         ("infra-plan", "TF_DIR"),
         ("cloudbuild", "TAG"),
+        ("tensorboard", "TB_PORT"),
+        ("runs-compare", "LAST"),
+        ("kind-up", "KFP_VERSION"),
     ],
 )
 def test_a_make_value_reaches_the_shell_as_one_quoted_word(target, variable):
